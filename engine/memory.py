@@ -1,0 +1,80 @@
+"""Parameter counts and memory, computed from (genotype, kernel set, profile, dataset) without building.
+
+Eq. 2-3 of SpiKernel counts conv and linear weights (H*W*C*F) plus biases, summed over layers.
+PyTorch's count adds the BatchNorm affine parameters. Memory is the Eq. 2-3 count times the bit width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .network import DataShape, head_features
+from .profiles import Profile
+from .space import Genotype, KernelSet
+
+BIT_WIDTHS = (32, 16, 8)
+
+
+@dataclass(frozen=True)
+class LayerCount:
+    name: str
+    shape: str
+    weights: int
+    biases: int = 0
+    norm: int = 0  # BatchNorm affine parameters (PyTorch's count only)
+
+    @property
+    def params(self) -> int:
+        return self.weights + self.biases
+
+
+def _conv_bn(name: str, c_in: int, c_out: int, k: int) -> LayerCount:
+    return LayerCount(name, f"conv {k}x{k} {c_in}->{c_out} + BN", k * k * c_in * c_out, 0, 2 * c_out)
+
+
+def _cell(prefix: str, genotype: Genotype, kernel_set: KernelSet, c: int) -> list[LayerCount]:
+    return [
+        _conv_bn(f"{prefix}.e{s}{d}", c, c, kernel_set.kernel(op)) for s, d, op in genotype.edges if op.is_conv
+    ]
+
+
+def layer_counts(genotype: Genotype, kernel_set: KernelSet, profile: Profile, data: DataShape) -> list[LayerCount]:
+    """Per-layer parameters in forward order (layers without parameters left out)."""
+    m = profile.macro(data.macro)
+    c, outputs = m.channels, data.num_classes * m.group
+    features = head_features(m, data.image_size)
+    return [
+        _conv_bn("stem", 3, c, 3),
+        *_cell("cell1", genotype, kernel_set, c),
+        LayerCount("down.bn", f"BN {c}", 0, 0, 2 * c),
+        _conv_bn("down.conv", c, 2 * c, 3),
+        *_cell("cell2", genotype, kernel_set, 2 * c),
+        LayerCount("head.bn", f"BN {2 * c}", 0, 0, 4 * c),
+        LayerCount("head.fc1", f"linear {features}->{m.hidden}", features * m.hidden),
+        LayerCount("head.fc2", f"linear {m.hidden}->{outputs}", m.hidden * outputs, outputs),
+    ]
+
+
+@dataclass(frozen=True)
+class Footprint:
+    params: int  # Eq. 2-3: conv/linear weights and biases
+    params_torch: int  # plus BatchNorm affine: what PyTorch counts as trainable
+
+    def bytes(self, bits: int = 32) -> int:
+        if bits not in BIT_WIDTHS:
+            raise ValueError(f"bit width must be one of {BIT_WIDTHS}, got {bits!r}")
+        return self.params * bits // 8
+
+
+def footprint(genotype: Genotype, kernel_set: KernelSet, profile: Profile, data: DataShape) -> Footprint:
+    layers = layer_counts(genotype, kernel_set, profile, data)
+    params = sum(layer.params for layer in layers)
+    return Footprint(params, params + sum(layer.norm for layer in layers))
+
+
+def format_count(n: float) -> str:
+    """``19886452 -> '19.89 M'``: how the UI and command line show counts."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f}"

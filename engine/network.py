@@ -1,0 +1,189 @@
+"""The spiking macro network, built from (genotype, kernel set, profile, dataset).
+
+    stem: Conv3x3 + BN                      (once for direct encoding, per timestep for rate encoding)
+    cell 1 at width C
+    down: BN -> LIF -> Conv3x3(C->2C) -> BN -> AvgPool2d(2)
+    cell 2 at width 2C
+    head: BN -> LIF -> AvgPool2d(pool) -> Dropout -> Linear(->hidden) -> LIF -> Linear(->classes*group)
+    readout: mean over each class's group of output neurons, then over time
+
+Both cells share the genotype, with their own weights. Zeroize edges build nothing and cost nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from .layers import SeqAvgPool2d, SeqBatchNorm2d, SeqConv2d, SeqDropout, to_channels_last
+from .neuron import LIF
+from .profiles import Macro, Profile
+from .space import Genotype, KernelSet, Op
+
+
+class DataShape(Protocol):
+    """What the network needs to know of a dataset (``engine.data.DatasetInfo`` satisfies it)."""
+
+    macro: str
+    image_size: int
+
+    @property
+    def num_classes(self) -> int: ...
+
+
+def stem_stride(image_size: int) -> int:
+    """64 px inputs (TinyImageNet) are halved by the stem, as in SNASNet; 32 px ones are not."""
+    return 2 if image_size >= 64 else 1
+
+
+def head_features(macro: Macro, image_size: int) -> int:
+    side = image_size // stem_stride(image_size) // 2 // macro.pool
+    if side < 1:
+        raise ValueError(f"images of {image_size} px are too small for a head pool of {macro.pool}")
+    return 2 * macro.channels * side * side
+
+
+class ConvBN(nn.Sequential):
+    """The conv half of a conv op (the LIF before it belongs to the cell node feeding it)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1) -> None:
+        super().__init__(
+            SeqConv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
+            SeqBatchNorm2d(c_out),
+        )
+
+
+class Identity(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def make_op(op: Op, kernel_set: KernelSet, channels: int) -> nn.Module:
+    if op.is_conv:
+        return ConvBN(channels, channels, kernel_set.kernel(op))
+    if op == Op.SKIP:
+        return Identity()
+    if op == Op.AVGPOOL:
+        return SeqAvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    raise ValueError(f"op {op.name} builds no module")
+
+
+class Cell(nn.Module):
+    """SNASNet forward cell: ``x1 = e01(x0)``, ``x2 = e02(x0) + e12(x1)``, ``x3 = e03(x0) + e13(x1) + e23(x2)``."""
+
+    def __init__(self, genotype: Genotype, kernel_set: KernelSet, channels: int, neuron: type[nn.Module] = LIF):
+        super().__init__()
+        self.edges = [(s, d, op) for s, d, op in genotype.edges]
+        self.ops = nn.ModuleDict({f"{s}{d}": make_op(op, kernel_set, channels) for s, d, op in self.edges})
+        fanout: dict[int, int] = {}
+        for s, _d, op in self.edges:
+            if op.is_conv:
+                fanout[s] = fanout.get(s, 0) + 1
+        # Every conv op starts with its own LIF; those fed by the same node fire identically, so each
+        # node fires once and its spikes feed all of its conv edges.
+        self.fire = nn.ModuleDict({str(s): neuron(fanout=n) for s, n in fanout.items()})
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        nodes: list[torch.Tensor | None] = [x0]
+        spikes: dict[int, torch.Tensor] = {}
+        for dst in (1, 2, 3):
+            total = None
+            for s, d, op in self.edges:
+                if d != dst:
+                    continue
+                x = nodes[s]
+                if op.is_conv:
+                    if s not in spikes:
+                        spikes[s] = self.fire[str(s)](x)
+                    x = spikes[s]
+                y = self.ops[f"{s}{d}"](x)
+                total = y if total is None else total + y
+            nodes.append(total)  # None for a node pruned away: no edge reads it
+        return nodes[3]
+
+
+class SpikingNet(nn.Module):
+    def __init__(
+        self,
+        genotype: Genotype,
+        kernel_set: KernelSet,
+        profile: Profile,
+        data: DataShape,
+        neuron: type[nn.Module] = LIF,
+    ) -> None:
+        super().__init__()
+        macro = profile.macro(data.macro)
+        c = macro.channels
+        self.timesteps = profile.timesteps
+        self.num_classes = data.num_classes
+        self.group = macro.group
+        self.stem = ConvBN(3, c, 3, stride=stem_stride(data.image_size))
+        self.cell1 = Cell(genotype, kernel_set, c, neuron)
+        self.down = nn.Sequential(
+            SeqBatchNorm2d(c), neuron(), ConvBN(c, 2 * c, 3), SeqAvgPool2d(2)
+        )
+        self.cell2 = Cell(genotype, kernel_set, 2 * c, neuron)
+        self.head = nn.Sequential(
+            SeqBatchNorm2d(2 * c),
+            neuron(),
+            SeqAvgPool2d(macro.pool),
+            SeqDropout(profile.dropout),
+            nn.Flatten(2),
+            nn.Linear(head_features(macro, data.image_size), macro.hidden, bias=False),
+            neuron(),
+            nn.Linear(macro.hidden, data.num_classes * macro.group),
+        )
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: encoded input ``[T, B, 3, H, W]``, or ``[1, B, 3, H, W]`` for a static (direct) input.
+
+        Returns class scores ``[B, classes]``: output neurons averaged per class group and over time.
+        """
+        h = self.stem(to_channels_last(x))
+        if h.shape[0] == 1:
+            h = h.expand(self.timesteps, *h.shape[1:])
+        h = self.cell2(self.down(self.cell1(h)))
+        out = self.head(h)
+        return out.unflatten(-1, (self.num_classes, self.group)).mean(dim=(-1, 0))
+
+
+@torch.no_grad()
+def init_weights(net: nn.Module) -> None:
+    """SNASNet's init: convs kaiming-uniform (a=2), BN (1, 0), linear N(0, 0.01) with zero bias."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_uniform_(m.weight, a=2)
+        elif isinstance(m, nn.BatchNorm2d):
+            m.reset_parameters()
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def build_network(
+    genotype: Genotype,
+    kernel_set: KernelSet,
+    profile: Profile,
+    data: DataShape,
+    *,
+    device: torch.device | str = "cpu",
+    neuron: type[nn.Module] = LIF,
+) -> SpikingNet:
+    """Build straight on ``device`` with one initialisation (no default init thrown away), channels-last."""
+    with torch.device("meta"):
+        net = SpikingNet(genotype, kernel_set, profile, data, neuron)
+    net = net.to_empty(device=device).to(memory_format=torch.channels_last)
+    init_weights(net)
+    return net
+
+
+def trainable_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+def spike_layers(net: nn.Module) -> list[LIF]:
+    return [m for m in net.modules() if isinstance(m, LIF)]

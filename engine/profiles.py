@@ -1,0 +1,142 @@
+"""Profiles: the macro network and the scale of search and training, per dataset family.
+
+``paper`` is SNASNet's macro network (GPU scale), ``embedded`` keeps every Table I kernel set under
+10 M parameters (SpiKernel's claim), ``laptop`` finishes the whole methodology on a 2-core CPU in minutes.
+Reduced profiles say so in every chart and export (``reduced=True``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Literal
+
+Encoding = Literal["rate", "direct"]
+MACROS = ("cifar10", "cifar100", "tinyimagenet")
+
+
+@dataclass(frozen=True)
+class Macro:
+    """Widths of the macro network for one dataset family.
+
+    ``channels`` is cell 1's width (cell 2 doubles it); ``pool`` the head's AvgPool2d; ``hidden`` the first
+    classifier layer; ``group`` how many output neurons vote for each class.
+    """
+
+    channels: int
+    hidden: int
+    pool: int
+    group: int
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """How a candidate's training-free score is measured (see README, "The score at reduced scale").
+
+    Attributes:
+        batch_size: images per scoring batch.
+        batches: batches per draw; the candidate's score is the mean over batches and draws.
+        draws: independent (weight init, batch) draws averaged.
+        shared: every candidate sees the same init seeds and batches (NASWOT) instead of fresh ones
+            (SNASNet); shared draws compare candidates on equal terms.
+        train_mode: BatchNorm uses batch statistics and dropout is active (the reference's quirk).
+        reset_between_batches: neurons start from rest for each batch. The reference carries their state
+            from the first batch into the second.
+        count_silent: whether hook calls in which no neuron fired add to the kernel (the reference: yes).
+            They add a constant, which at small width mostly rewards cells with more conv edges.
+    """
+
+    batch_size: int = 256
+    batches: int = 2
+    draws: int = 1
+    shared: bool = False
+    train_mode: bool = True
+    reset_between_batches: bool = False
+    count_silent: bool = True
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    reduced: bool
+    macros: dict[str, Macro]
+    score: ScoreConfig
+    timesteps: int = 5
+    encoding: Encoding = "rate"
+    dropout: float = 0.5
+    epochs: int = 300
+    batch_size: int = 64
+    extra: dict = field(default_factory=dict)
+
+    def macro(self, family: str) -> Macro:
+        try:
+            return self.macros[family]
+        except KeyError:
+            raise ValueError(f"profile {self.name!r} has no macro network for {family!r}") from None
+
+    def with_score(self, **changes) -> Profile:
+        return replace(self, score=replace(self.score, **changes))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PROFILES: dict[str, Profile] = {}
+
+
+def register(profile: Profile) -> Profile:
+    if profile.name in PROFILES:
+        raise ValueError(f"profile {profile.name!r} is registered twice")
+    PROFILES[profile.name] = profile
+    return profile
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
+
+
+register(
+    Profile(
+        name="paper",
+        description="SNASNet's macro network per dataset, search batch 256 x 2, T=5: for a GPU",
+        reduced=False,
+        macros={
+            "cifar10": Macro(channels=256, hidden=1024, pool=4, group=10),
+            "cifar100": Macro(channels=128, hidden=1024, pool=2, group=5),
+            "tinyimagenet": Macro(channels=128, hidden=4096, pool=4, group=5),
+        },
+        score=ScoreConfig(batch_size=256, batches=2, draws=1, shared=False),
+    )
+)
+
+register(
+    Profile(
+        name="embedded",
+        description="half SNASNet's width and a smaller classifier: every Table I set under 10 M parameters",
+        reduced=True,
+        macros={
+            "cifar10": Macro(channels=64, hidden=1024, pool=4, group=10),
+            "cifar100": Macro(channels=64, hidden=1024, pool=4, group=5),
+            "tinyimagenet": Macro(channels=64, hidden=1024, pool=4, group=5),
+        },
+        score=ScoreConfig(batch_size=128, batches=2, draws=1, shared=True, reset_between_batches=True),
+    )
+)
+
+register(
+    Profile(
+        name="laptop",
+        description="width 16, search batch 32: the whole methodology on a 2-core CPU in minutes",
+        reduced=True,
+        macros={
+            "cifar10": Macro(channels=16, hidden=256, pool=4, group=10),
+            "cifar100": Macro(channels=16, hidden=256, pool=4, group=5),
+            "tinyimagenet": Macro(channels=16, hidden=256, pool=4, group=5),
+        },
+        score=ScoreConfig(batch_size=32, batches=1, draws=2, shared=True, reset_between_batches=True),
+        epochs=10,
+    )
+)

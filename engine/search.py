@@ -1,0 +1,261 @@
+"""Training-free random search over one kernel set's cells.
+
+The paper's procedure scores exactly N sampled cells and keeps the best. Everything is seeded: the cell
+stream comes from the seed alone, and candidate ``i``'s weights and batches from ``(seed, i)``, or from the
+seed alone when draws are shared, so a search resumed after candidate ``i`` reaches the same result.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from .data import ImageData, augment
+from .encoding import encode
+from .memory import footprint
+from .network import build_network, spike_layers
+from .profiles import Profile, ScoreConfig
+from .score import KernelAccumulator
+from .space import Genotype, KernelSet, extreme_genotypes, sample_genotype
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed from a tuple of integers (independent streams per key, stable across platforms)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32).view(np.uint64)[0] >> 1)
+
+
+# ---------------------------------------------------------------------------------------- samplers
+
+
+class Sampler(ABC):
+    """Proposes cells; seeded in the constructor so the same seed gives the same stream."""
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[Genotype]: ...
+
+
+class RandomSampler(Sampler):
+    """SNASNet's random sampling: uniform ops per edge, pruned, resampled until node 0 feeds node 3."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __iter__(self) -> Iterator[Genotype]:
+        rng = np.random.default_rng(derive_seed(self.seed, 0))
+        while True:
+            yield sample_genotype(rng)
+
+
+# -------------------------------------------------------------------------------------- candidates
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One scored cell. ``conv_edges``, ``silent_layers`` and ``firing_rate`` show what the score rewarded."""
+
+    index: int
+    genotype: Genotype
+    score: float
+    params: int
+    params_torch: int
+    conv_edges: int
+    silent_layers: int
+    firing_rate: float
+    seconds: float
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["genotype"] = self.genotype.to_str()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Candidate:
+        return cls(**{**d, "genotype": Genotype.from_str(d["genotype"])})
+
+
+class Scorer:
+    """Scores cells of one kernel set on one dataset with a profile's score settings.
+
+    Decoded images stay in memory and shared batches are prepared once, so scoring a candidate costs
+    only its network.
+    """
+
+    def __init__(
+        self,
+        kernel_set: KernelSet,
+        profile: Profile,
+        data: ImageData,
+        *,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        config: ScoreConfig | None = None,
+    ) -> None:
+        self.kernel_set, self.profile, self.data = kernel_set, profile, data
+        self.seed, self.device = seed, torch.device(device)
+        self.config = config or profile.score
+        if self.config.batch_size > len(data.train):
+            raise ValueError(
+                f"score batch of {self.config.batch_size} is larger than the training split ({len(data.train)} images)"
+            )
+        self.images, _labels = data.train.tensors()
+        self._shared = [self._batches(derive_seed(seed, 1, d)) for d in range(self.config.draws)]
+
+    def _batches(self, seed: int) -> list[torch.Tensor]:
+        """Augmented training batches in [0, 1], drawn without replacement within a draw."""
+        g = torch.Generator().manual_seed(seed)
+        cfg = self.config
+        order = torch.randperm(len(self.images), generator=g)
+        batches = []
+        for b in range(cfg.batches):
+            idx = order[(b * cfg.batch_size) % len(order) :][: cfg.batch_size]
+            x = self.images[idx].float().div_(255)
+            batches.append(augment(x, self.data.info, g).to(self.device))
+        return batches
+
+    def score(self, genotype: Genotype, index: int) -> tuple[float, int, float]:
+        """``(score, silent_layers, firing_rate)`` of one cell, averaged over the configured draws."""
+        cfg = self.config
+        scores, fired, spikes, neurons, silent = [], {}, 0.0, 0, 0
+        for d in range(cfg.draws):
+            key = (self.seed, 2, d) if cfg.shared else (self.seed, 3, index, d)
+            batches = self._shared[d] if cfg.shared else self._batches(derive_seed(self.seed, 4, index, d))
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices), torch.no_grad():
+                torch.manual_seed(derive_seed(*key))
+                net = build_network(genotype, self.kernel_set, self.profile, self.data.info, device=self.device)
+                net.train(cfg.train_mode)
+                layers = spike_layers(net)
+                for layer in layers:
+                    layer.carry = not cfg.reset_between_batches
+                for x in batches:
+                    acc = KernelAccumulator(cfg.count_silent)
+
+                    def record(module, _inputs, out, acc=acc):
+                        nonlocal spikes, neurons
+                        count = float(acc.add(out, module.fanout).sum())
+                        fired[id(module)] = fired.get(id(module), False) or count > 0
+                        spikes += count * module.fanout
+                        neurons += out.numel() * module.fanout
+
+                    hooks = [layer.register_forward_hook(record) for layer in layers]
+                    net(encode(self.profile.encoding, x, self.profile.timesteps, self.data.info))
+                    for h in hooks:
+                        h.remove()
+                    scores.append(acc.score())
+            # Module ids are only unique while the network lives: count its silent layers now.
+            silent = max(silent, sum(not f for f in fired.values()))
+            fired.clear()
+            del net
+        return float(np.mean(scores)), silent, spikes / max(neurons, 1)
+
+
+# ------------------------------------------------------------------------------------------ search
+
+
+@dataclass
+class SearchResult:
+    kernel_set: KernelSet
+    iterations: int
+    seed: int
+    candidates: list[Candidate] = field(default_factory=list)
+    seconds: float = 0.0
+    stopped: bool = False  # ended early by ``should_stop``
+
+    @property
+    def best(self) -> Candidate | None:
+        """The highest score; the earliest candidate wins a tie, as argmax does."""
+        return max(self.candidates, key=lambda c: c.score, default=None)
+
+    @property
+    def setting(self) -> str:
+        return f"{self.kernel_set.name}_{self.iterations}x"
+
+
+Progress = Callable[[int, int, Candidate | None], None]
+
+
+def random_search(
+    kernel_set: KernelSet,
+    profile: Profile,
+    data: ImageData,
+    iterations: int,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    config: ScoreConfig | None = None,
+    dedupe: bool = False,
+    max_params: int | None = None,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    done: Sequence[Candidate] = (),
+) -> SearchResult:
+    """Score ``iterations`` sampled cells and return them all.
+
+    Args:
+        dedupe: score each canonical cell once (beyond the paper; off reproduces it).
+        max_params: discard cells over this Eq. 2-3 parameter count before building them (beyond the paper).
+        progress: called after each candidate with (done, total, best so far).
+        should_stop: polled between candidates; when it returns True the search ends with ``stopped``.
+        done: candidates already scored by an interrupted run with the same arguments; they are kept
+            and the search continues after them.
+    """
+    if iterations < 1:
+        raise ValueError(f"iterations must be at least 1, got {iterations}")
+    if max_params is not None:
+        smallest = footprint(extreme_genotypes()[0], kernel_set, profile, data.info).params
+        if max_params < smallest:
+            raise ValueError(
+                f"the parameter budget {max_params:,} is below the smallest {kernel_set.name} network "
+                f"of the {profile.name} profile ({smallest:,}); raise the budget"
+            )
+    started = time.perf_counter()
+    result = SearchResult(kernel_set, iterations, seed, candidates=list(done))
+    scorer = Scorer(kernel_set, profile, data, seed=seed, device=device, config=config)
+    seen: set[Genotype] = set()
+    repeats = 0
+    proposals = iter(RandomSampler(seed))
+    index = 0
+    while index < iterations:
+        genotype = next(proposals)
+        if dedupe:
+            key = genotype.canonical()
+            if key in seen:
+                repeats += 1
+                if repeats > 100_000:
+                    raise ValueError(f"only {len(seen)} distinct cells exist; ask for fewer iterations")
+                continue
+            seen.add(key)
+        fp = footprint(genotype, kernel_set, profile, data.info)
+        if max_params is not None and fp.params > max_params:
+            continue
+        if index < len(done):  # replayed to keep the stream aligned; already scored
+            index += 1
+            continue
+        if should_stop is not None and should_stop():
+            result.stopped = True
+            break
+        t0 = time.perf_counter()
+        score, silent, rate = scorer.score(genotype, index)
+        result.candidates.append(
+            Candidate(
+                index=index,
+                genotype=genotype,
+                score=score,
+                params=fp.params,
+                params_torch=fp.params_torch,
+                conv_edges=genotype.conv_edges,
+                silent_layers=silent,
+                firing_rate=rate,
+                seconds=time.perf_counter() - t0,
+            )
+        )
+        index += 1
+        if progress is not None:
+            progress(len(result.candidates), iterations, result.best)
+    result.seconds = time.perf_counter() - started
+    return result

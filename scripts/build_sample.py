@@ -1,0 +1,77 @@
+"""Build the bundled offline sample: a class-balanced subset of the real CIFAR-10.
+
+Takes the first ``--train`` / ``--test`` images per class (sorted by file name) from a CIFAR-10
+ImageFolder zip (``train/<class>/*.jpg``, ``test/<class>/*.jpg``), copies their JPEG bytes unchanged
+into ``data/sample/cifar10-sample.zip`` and records what it took in ``data/sample/MANIFEST.json``
+(source sha256, counts, every member name), so the sample can be rebuilt bit for bit.
+
+    python scripts/build_sample.py /path/to/cifar10-jpg.zip
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+
+OUT_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", type=Path, help="CIFAR-10 ImageFolder zip")
+    parser.add_argument("--train", type=int, default=500, help="training images per class")
+    parser.add_argument("--test", type=int, default=100, help="test images per class")
+    args = parser.parse_args()
+
+    per_split = {"train": args.train, "test": args.test}
+    with zipfile.ZipFile(args.source) as src:
+        by_class: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for name in src.namelist():
+            parts = name.split("/")
+            if len(parts) == 3 and parts[0] in per_split and parts[2].endswith(".jpg"):
+                by_class[parts[0], parts[1]].append(name)
+        taken = []
+        for (split, _cls), names in sorted(by_class.items()):
+            names.sort()
+            if len(names) < per_split[split]:
+                raise SystemExit(f"{split}/{_cls} has only {len(names)} images")
+            taken += names[: per_split[split]]
+
+        OUT_DIR.mkdir(parents=True, exist_ok=True)
+        target = OUT_DIR / "cifar10-sample.zip"
+        tmp = target.with_suffix(".zip.tmp")
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as dst:
+            for name in taken:
+                # A fixed timestamp keeps the archive byte-identical across rebuilds.
+                info = zipfile.ZipInfo(name, date_time=(2019, 3, 31, 0, 0, 0))
+                dst.writestr(info, src.read(name))
+        tmp.replace(target)
+
+    classes = sorted({c for _s, c in by_class})
+    manifest = {
+        "source": args.source.name,
+        "source_sha256": sha256(args.source),
+        "rule": "first N images per class, file names sorted",
+        "classes": classes,
+        "per_class": per_split,
+        "archive_sha256": sha256(target),
+        "members": taken,
+    }
+    (OUT_DIR / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB, {len(taken)} images)")
+
+
+if __name__ == "__main__":
+    main()

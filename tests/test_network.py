@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from conftest import CIFAR10, CIFAR100, TINY
+from engine.layers import SeqBatchNorm2d
+from engine.memory import footprint, layer_counts
+from engine.network import SpikingNet, build_network, trainable_parameters
+from engine.profiles import PROFILES, get_profile
+from engine.space import TABLE_I, Genotype, KernelSet, extreme_genotypes
+
+LAPTOP = get_profile("laptop")
+# Cells that between them use every op on every edge position.
+CELLS = [
+    "0302 0030 0003 0000",
+    "0111 0011 0001 0000",
+    "0222 0022 0002 0000",
+    "0333 0033 0003 0000",
+    "0444 0044 0004 0000",
+    "0241 0013 0002 0000",
+    "0001 0000 0000 0000",
+]
+
+
+def count_on_meta(genotype, kernel_set, profile, shape):
+    with torch.device("meta"):
+        return trainable_parameters(SpikingNet(genotype, kernel_set, profile, shape))
+
+
+def test_paper_profile_reproduces_snasnet_cifar100_size():
+    g = Genotype.from_str("0302 0030 0003 0000")
+    net = build_network(g, KernelSet(1, 3), get_profile("paper"), CIFAR100)
+    assert trainable_parameters(net) == 19_886_452
+    assert footprint(g, KernelSet(1, 3), get_profile("paper"), CIFAR100).params_torch == 19_886_452
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+@pytest.mark.parametrize("shape", [CIFAR10, CIFAR100, TINY], ids=["cifar10", "cifar100", "tiny"])
+def test_counted_parameters_equal_the_built_network(profile, shape):
+    for ks in [*TABLE_I, KernelSet(5, 9), KernelSet(1, 11)]:
+        for text in CELLS:
+            g = Genotype.from_str(text)
+            fp = footprint(g, ks, PROFILES[profile], shape)
+            assert fp.params_torch == count_on_meta(g, ks, PROFILES[profile], shape), (profile, ks, text)
+            bn = sum(layer.norm for layer in layer_counts(g, ks, PROFILES[profile], shape))
+            assert fp.params == fp.params_torch - bn
+            assert fp.bytes(32) == 4 * fp.params and fp.bytes(8) == fp.params
+
+
+@pytest.mark.parametrize("shape", [CIFAR10, CIFAR100, TINY], ids=["cifar10", "cifar100", "tiny"])
+def test_embedded_profile_stays_under_ten_million(shape):
+    largest = extreme_genotypes()[1]
+    for ks in TABLE_I:
+        assert footprint(largest, ks, get_profile("embedded"), shape).params < 10_000_000
+
+
+def test_zeroize_edges_build_nothing():
+    net = build_network(Genotype.from_str("0302 0030 0003 0000"), KernelSet(3, 5), LAPTOP, CIFAR10)
+    assert sorted(net.cell1.ops) == ["01", "03", "12", "23"]
+    # Node 0 feeds two conv edges: one neuron computes their shared input spikes.
+    assert {k: m.fanout for k, m in net.cell1.fire.items()} == {"0": 2, "1": 1, "2": 1}
+
+
+@pytest.mark.parametrize("ks", TABLE_I, ids=str)
+def test_forward_and_backward_for_every_kernel_set(ks):
+    net = build_network(Genotype.from_str("0231 0024 0003 0000"), ks, LAPTOP, CIFAR10)
+    x = torch.rand(LAPTOP.timesteps, 4, 3, 32, 32).bernoulli()
+    out = net(x)
+    assert out.shape == (4, 10)
+    torch.nn.functional.cross_entropy(out, torch.arange(4)).backward()
+    # The surrogate carries gradient back through neurons that did not fire, down to the stem.
+    assert all(p.grad is not None for p in net.parameters())
+    assert net.stem[0].weight.grad.abs().sum() > 0 and net.cell1.ops["01"][0].weight.grad.abs().sum() > 0
+
+
+def test_tiny_imagenet_stem_halves_the_input():
+    net = build_network(Genotype.from_str("0302 0030 0003 0000"), KernelSet(1, 3), LAPTOP, TINY)
+    assert net(torch.rand(LAPTOP.timesteps, 2, 3, 64, 64).bernoulli()).shape == (2, 200)
+
+
+def test_static_input_equals_the_same_frame_every_timestep():
+    torch.manual_seed(0)
+    net = build_network(Genotype.from_str("0302 0030 0003 0000"), KernelSet(1, 3), LAPTOP, CIFAR10).eval()
+    x = torch.randn(1, 3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), net(x.expand(LAPTOP.timesteps, -1, -1, -1, -1)))
+
+
+def test_batch_norm_uses_per_timestep_statistics_in_training():
+    bn, ref = SeqBatchNorm2d(4), torch.nn.BatchNorm2d(4)
+    x = torch.randn(3, 8, 4, 5, 5) * torch.arange(1, 4).view(3, 1, 1, 1, 1)
+    expected = torch.stack([ref(x_t) for x_t in x])
+    torch.testing.assert_close(bn(x), expected)
+    torch.testing.assert_close(bn.running_mean, ref.running_mean)

@@ -1,0 +1,92 @@
+import gc
+import math
+import weakref
+
+import pytest
+import snntorch
+import torch
+from snntorch import surrogate
+
+from engine.neuron import LIF, ATan, atan_grad, lif_step
+
+
+def away_from_threshold(shape, seed=0):
+    """Inputs for which no membrane potential lands within 1e-3 of the threshold (where >= and > differ)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g) * 1.5 + 0.6
+    return x
+
+
+def snntorch_reference(x):
+    """snntorch's Leaky with the reference's constants, fed 0.75 X. Returns (spikes, membranes)."""
+    leaky = snntorch.Leaky(beta=0.25, threshold=1.0, reset_mechanism="zero", spike_grad=surrogate.atan(2.0))
+    mem = leaky.init_leaky()
+    spikes, mems = [], []
+    for x_t in x.unbind(0):
+        spk, mem = leaky(0.75 * x_t, mem)
+        spikes.append(spk)
+        mems.append(mem)
+    return torch.stack(spikes), torch.stack(mems)
+
+
+def test_lif_matches_snntorch_spikes_and_gradients():
+    x1 = away_from_threshold((5, 64, 32), seed=1).requires_grad_()
+    x2 = x1.detach().clone().requires_grad_()
+    ours = LIF()(x1)
+    theirs, mems = snntorch_reference(x2)
+    assert (mems - 1.0).abs().min() > 1e-4  # the comparison is only meaningful away from the threshold
+    assert ours.sum() > 0 and torch.equal(ours, theirs)
+    weights = torch.randn_like(ours)
+    (ours * weights).sum().backward()
+    (theirs * weights).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-5, atol=1e-6)
+    assert x1.grad.abs().sum() > 0
+
+
+def test_fires_at_threshold_inclusive_and_resets_to_zero():
+    # V = 0.75 X: X = 4/3 gives exactly V = 1.0, which fires (>=), then V restarts from 0.
+    x = torch.tensor([[4 / 3], [4 / 3], [0.0]])
+    spikes = LIF()(x.view(3, 1, 1))
+    assert spikes.flatten().tolist() == [1.0, 1.0, 0.0]
+    s, v = lif_step(torch.tensor([0.5]), torch.tensor([0.0]), tau=4 / 3, v_th=1.0, alpha=2.0)
+    assert s.item() == 0 and v.item() == pytest.approx(0.375)
+
+
+def test_inference_path_equals_autograd_path():
+    x = away_from_threshold((5, 8, 4, 6, 6), seed=2)
+    with torch.no_grad():
+        fast = LIF()(x)
+    slow = LIF()(x.clone().requires_grad_())
+    assert torch.equal(fast, slow.detach())
+
+
+def test_state_is_reset_per_call_unless_carried():
+    lif = LIF()
+    x = torch.full((2, 1, 3), 0.9)  # V: 0.675, 1.18 -> fires at t=1
+    first, second = lif(x), lif(x)
+    assert torch.equal(first, second)
+    step = torch.full((1, 1, 3), 1.2)  # from rest V = 0.9: no spike
+    assert lif(step).sum() == 0 and lif(step).sum() == 0
+    lif.carry = True
+    lif(step)
+    assert lif(step).sum() == 3  # 0.9 carried over reaches 1.125 and fires
+
+
+def test_surrogate_backward_matches_autograd_of_its_primitive():
+    x = torch.linspace(-2, 2, 101, requires_grad=True)
+    ATan.apply(x, 2.0).sum().backward()
+    x2 = x.detach().clone().requires_grad_()
+    (torch.atan(math.pi / 2 * 2.0 * x2) / math.pi + 0.5).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad)
+    torch.testing.assert_close(atan_grad(torch.tensor(0.0), 2.0), torch.tensor(1.0))
+
+
+def test_neurons_do_not_outlive_their_network():
+    refs = []
+    for _ in range(50):
+        net = torch.nn.Sequential(LIF(), LIF())
+        net(torch.rand(3, 2, 4))
+        refs.append(weakref.ref(net[0]))
+        del net
+    gc.collect()
+    assert all(r() is None for r in refs)

@@ -1,0 +1,92 @@
+import dataclasses
+
+import pytest
+
+from engine.profiles import ScoreConfig, get_profile
+from engine.search import RandomSampler, random_search
+from engine.memory import footprint
+from engine.space import KernelSet, extreme_genotypes
+
+TINY_SCORE = ScoreConfig(batch_size=8, batches=1, draws=1, shared=True, reset_between_batches=True)
+LAPTOP = get_profile("laptop")
+
+
+def search(sample, iterations=4, **kw):
+    kw.setdefault("config", TINY_SCORE)
+    return random_search(KernelSet(1, 3), LAPTOP, sample, iterations, **kw)
+
+
+def test_same_seed_same_candidates_and_scores(sample):
+    a, b = search(sample, seed=3), search(sample, seed=3)
+    assert [(c.genotype, c.score) for c in a.candidates] == [(c.genotype, c.score) for c in b.candidates]
+    c = search(sample, seed=4)
+    assert [x.genotype for x in c.candidates] != [x.genotype for x in a.candidates]
+
+
+def test_candidates_record_what_the_score_rewarded(sample):
+    result = search(sample, iterations=5, seed=0)
+    assert len(result.candidates) == 5 and result.seconds > 0
+    assert result.best.score == max(c.score for c in result.candidates)
+    for c in result.candidates:
+        assert c.conv_edges == c.genotype.conv_edges
+        assert 0 <= c.firing_rate <= 1 and c.silent_layers >= 0 and c.seconds > 0
+        assert c.params < c.params_torch
+    # At laptop width the classifier neuron is silent at initialisation (see the README).
+    assert all(c.silent_layers >= 1 for c in result.candidates)
+
+
+def test_progress_reports_each_candidate_with_the_best_so_far(sample):
+    seen = []
+    result = search(sample, iterations=3, progress=lambda done, total, best: seen.append((done, total, best)))
+    assert [(d, t) for d, t, _ in seen] == [(1, 3), (2, 3), (3, 3)]
+    assert seen[-1][2] == result.best
+    assert seen[1][2].score == max(c.score for c in result.candidates[:2])
+
+
+def test_dedupe_scores_each_distinct_cell_once(sample):
+    genotypes = [g.canonical() for g, _ in zip(RandomSampler(0), range(200))]
+    assert len(set(genotypes)) < len(genotypes)  # the plain stream repeats cells
+    result = search(sample, iterations=6, dedupe=True, config=dataclasses.replace(TINY_SCORE, batch_size=4))
+    keys = [c.genotype.canonical() for c in result.candidates]
+    assert len(set(keys)) == len(keys) == 6
+
+
+def test_parameter_budget_discards_cells_before_building(sample):
+    small, large = (footprint(g, KernelSet(1, 3), LAPTOP, sample.info).params for g in extreme_genotypes())
+    budget = (small + large) // 2
+    result = search(sample, iterations=4, max_params=budget)
+    assert all(c.params <= budget for c in result.candidates)
+    with pytest.raises(ValueError, match="below the smallest 1x1_3x3 network"):
+        search(sample, max_params=small - 1)
+
+
+def test_resume_after_a_stop_reaches_the_same_result(sample):
+    full = search(sample, iterations=5, seed=1, config=dataclasses.replace(TINY_SCORE, shared=False))
+    calls = []
+    partial = search(
+        sample,
+        iterations=5,
+        seed=1,
+        config=dataclasses.replace(TINY_SCORE, shared=False),
+        should_stop=lambda: calls.append(1) or len(calls) > 2,
+    )
+    assert partial.stopped and len(partial.candidates) == 2
+    resumed = search(
+        sample, iterations=5, seed=1, config=dataclasses.replace(TINY_SCORE, shared=False), done=partial.candidates
+    )
+    assert [(c.index, c.genotype, c.score) for c in resumed.candidates] == [
+        (c.index, c.genotype, c.score) for c in full.candidates
+    ]
+
+
+def test_reference_quirks_are_options(sample):
+    base = dict(iterations=2, seed=0)
+    quirky = search(sample, **base, config=dataclasses.replace(TINY_SCORE, batches=2, reset_between_batches=False))
+    clean = search(sample, **base, config=dataclasses.replace(TINY_SCORE, batches=2))
+    assert [c.genotype for c in quirky.candidates] == [c.genotype for c in clean.candidates]
+    assert [c.score for c in quirky.candidates] != [c.score for c in clean.candidates]
+
+
+def test_batch_larger_than_the_data_is_refused(sample):
+    with pytest.raises(ValueError, match="larger than the training split"):
+        search(sample, config=dataclasses.replace(TINY_SCORE, batch_size=10**6))
