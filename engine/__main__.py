@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -24,14 +23,6 @@ class Parser(argparse.ArgumentParser):
         raise CliError(message)
 
 
-def write_json(path: Path, payload: dict) -> None:
-    """Write to a temporary name, then rename: a kill never leaves half a file under ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = lambda r: "  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
@@ -42,13 +33,13 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    import torch
     from tqdm import tqdm
 
     from .data import load_dataset
+    from .devices import resolve_device
+    from .explore import write_json
     from .memory import format_count
     from .search import random_search
-    from .devices import resolve_device
 
     kernel_set = KernelSet.parse(args.kernel_set)
     profile = get_profile(args.profile)
@@ -56,7 +47,6 @@ def cmd_search(args: argparse.Namespace) -> None:
         raise CliError(f"--iterations must be at least 1, got {args.iterations}")
     device = resolve_device(args.device)
     data = load_dataset(args.dataset)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     bar = tqdm(total=args.iterations, desc=f"{kernel_set.name} search", unit="cand", file=sys.stderr)
 
     def progress(done: int, total: int, best) -> None:
@@ -122,35 +112,229 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
-    from .data import dataset_info
+    from .data import dataset_shape
     from .memory import BIT_WIDTHS, footprint, format_count, layer_counts
     from .space import extreme_genotypes
 
     profile = get_profile(args.profile)
-    info = dataset_info(args.dataset)
+    if args.genotype and not args.kernel_set:
+        raise CliError("--genotype needs --kernel-set")
+    genotype = Genotype.from_str(args.genotype) if args.genotype else None
+    sets = [KernelSet.parse(args.kernel_set)] if args.kernel_set else list(TABLE_I)
+    info = dataset_shape(args.dataset)
     print(f"{profile.name} profile on {args.dataset} ({info.num_classes} classes, {info.image_size} px): {profile.description}")
-    if args.genotype:
-        if not args.kernel_set:
-            raise CliError("--genotype needs --kernel-set")
-        genotype = Genotype.from_str(args.genotype)
-        kernel_set = KernelSet.parse(args.kernel_set)
+    if genotype is not None:
+        kernel_set = sets[0]
         layers = layer_counts(genotype, kernel_set, profile, info)
         rows = [[l.name, l.shape, f"{l.weights:,}", f"{l.biases:,}", f"{l.norm:,}"] for l in layers]
         print(table(rows, ["layer", "shape", "weights", "biases", "BN affine"]))
         fp = footprint(genotype, kernel_set, profile, info)
         print(f"\nEq. 2-3 parameters: {fp.params:,}   PyTorch trainable: {fp.params_torch:,}")
-        print("memory: " + "   ".join(f"{b}-bit {fp.bytes(b) / 2**20:.2f} MiB" for b in BIT_WIDTHS))
+        print("memory: " + "   ".join(f"{b}-bit {fp.bytes(b) / 1e6:.2f} MB" for b in BIT_WIDTHS))
         return
-    sets = [KernelSet.parse(args.kernel_set)] if args.kernel_set else list(TABLE_I)
     rows = []
     for ks in sets:
         small, large = (footprint(g, ks, profile, info) for g in extreme_genotypes())
         rows.append(
             [ks.name, format_count(small.params), format_count(large.params)]
-            + [f"{large.bytes(b) / 2**20:.1f}" for b in BIT_WIDTHS]
+            + [f"{large.bytes(b) / 1e6:.1f}" for b in BIT_WIDTHS]
         )
-    print(table(rows, ["kernel set", "params (min)", "params (max)", *[f"max MiB @{b}-bit" for b in BIT_WIDTHS]]))
+    print(table(rows, ["kernel set", "params (min)", "params (max)", *[f"max MB @{b}-bit" for b in BIT_WIDTHS]]))
     print("\nmin: a cell without convolutions; max: all six edges convolve with the larger kernel.")
+
+
+# ------------------------------------------------------------------------------- train / evaluate
+
+
+class StopOnInterrupt:
+    """First Ctrl-C asks the work to stop at the next safe point; a second one aborts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __enter__(self) -> StopOnInterrupt:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, *_):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after the current step (Ctrl-C again to abort)...", file=sys.stderr)
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def __call__(self) -> bool:
+        return self.requested
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from .checkpoint import model_metadata, save_model
+    from .data import load_dataset
+    from .memory import footprint
+    from .search import derive_seed
+    from .train import TrainConfig, train
+
+    genotype = Genotype.from_str(args.genotype)
+    kernel_set = KernelSet.parse(args.kernel_set)
+    profile = get_profile(args.profile)
+    config = TrainConfig(
+        epochs=args.epochs or profile.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        precision=args.precision,
+        seed=args.seed,
+        device=args.device,
+    )
+    data = load_dataset(args.dataset)
+    state = args.out.with_name(args.out.name + ".state.pt")
+    bar = tqdm(total=config.epochs, desc="train", unit="epoch", file=sys.stderr)
+
+    def progress(epoch, batch, batches, loss, acc):
+        bar.n = epoch - 1 + batch / batches
+        bar.set_postfix_str(f"epoch {epoch} loss {loss:.3f} acc {acc:.1%}")
+
+    with StopOnInterrupt() as stop:
+        result = train(genotype, kernel_set, profile, data, config, state_path=state, progress=progress, should_stop=stop)
+    bar.close()
+    rows = [
+        [str(e.epoch), f"{e.train_loss:.4f}", f"{e.train_accuracy:.2%}", "" if e.test_accuracy is None else f"{e.test_accuracy:.2%}",
+         "" if e.firing_rate is None else f"{e.firing_rate:.3f}", f"{e.seconds:.1f}"]
+        for e in result.epochs
+    ]  # fmt: skip
+    print(table(rows, ["epoch", "loss", "train acc", "test acc", "firing", "seconds"]))
+    if result.stopped:
+        print(f"stopped after epoch {len(result.epochs)}; rerun the same command to resume from {state}")
+        return
+    fp = footprint(genotype, kernel_set, profile, data.info)
+    meta = model_metadata(
+        genotype=genotype,
+        kernel_set=kernel_set,
+        profile=profile,
+        info=data.info,
+        accuracy=result.accuracy,
+        params=fp.params,
+        params_torch=fp.params_torch,
+        seed=args.seed,
+        eval_seed=derive_seed(args.seed, 3, config.epochs),
+        extra={"epochs": config.epochs, "device": result.device},
+    )
+    save_model(args.out, result.model, meta)
+    state.unlink(missing_ok=True)
+    print(f"test accuracy {result.accuracy:.2%} on {result.device}; wrote {args.out}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .checkpoint import load_model
+    from .data import load_dataset
+    from .devices import resolve_device
+    from .train import DeviceImages, evaluate
+
+    device = resolve_device(args.device)
+    loaded = load_model(args.model, device=device)
+    data = load_dataset(args.dataset or loaded.meta["dataset"]["name"])
+    if tuple(data.info.classes) != loaded.data.classes:
+        raise CliError(f"{args.model} was trained on classes {list(loaded.data.classes)}, not those of {data.info.name}")
+    accuracy, rate = evaluate(
+        loaded.model, DeviceImages(data.test, device), data, loaded.profile, seed=loaded.meta["eval_seed"]
+    )
+    recorded = loaded.meta.get("accuracy")
+    print(f"{args.model}: {loaded.kernel_set} cell {loaded.genotype}, {loaded.meta['params']:,} parameters")
+    print(f"test accuracy {accuracy:.2%} (recorded {recorded:.2%}), firing rate {rate:.3f}" if recorded is not None
+          else f"test accuracy {accuracy:.2%}, firing rate {rate:.3f}")  # fmt: skip
+
+
+# ------------------------------------------------------------------------------- explore / select
+
+
+def parse_kernel_sets(text: str) -> list[KernelSet]:
+    if text.strip().lower() in ("all", "table1", "table-i"):
+        return list(TABLE_I)
+    return [KernelSet.parse(part) for part in text.split(",") if part.strip()]
+
+
+class BarReporter:
+    """Draws one progress bar per stage of an exploration."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def stage(self, setting: str, stage: str, total: int, done: int = 0) -> None:
+        from tqdm import tqdm
+
+        if self.bar is not None:
+            self.bar.close()
+        unit = "cand" if stage == "search" else "epoch"
+        self.bar = tqdm(total=total, initial=done, desc=f"{setting} {stage}", unit=unit, file=sys.stderr)
+
+    def advance(self, done: int, note: str = "") -> None:
+        self.bar.n = done
+        self.bar.set_postfix_str(note)
+
+    def finished(self, row) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        acc = "n/a" if row.accuracy is None else f"{row.accuracy:.2%}"
+        print(f"{row.setting}: accuracy {acc}, {row.params:,} parameters, search {row.search_seconds:.1f} s", file=sys.stderr)
+
+
+def print_results(rows, budget, out: Path | None = None) -> None:
+    from .memory import format_count
+    from .select import Budget, select_model
+
+    body = [
+        [r.setting, "n/a" if r.accuracy is None else f"{r.accuracy:.2%}", format_count(r.params), f"{r.memory_mb:.2f}",
+         f"{r.search_seconds:.1f}", "" if r.speedup is None else f"{r.speedup:.2f}x", r.genotype]
+        for r in rows
+    ]  # fmt: skip
+    print(table(body, ["setting", "accuracy", "params", "MB (fp32)", "search s", "speed-up", "genotype"]))
+    if budget is not None:
+        selection = select_model(rows, budget if isinstance(budget, Budget) else Budget.parse(budget))
+        if selection.chosen is None:
+            print(f"\nAlg. 1: {selection.reason}")
+        else:
+            where = f" ({out / selection.chosen.checkpoint})" if out else ""
+            print(f"\nAlg. 1 picks {selection.chosen.setting}: {selection.reason}{where}")
+
+
+def cmd_explore(args: argparse.Namespace) -> None:
+    from .explore import ExploreConfig, explore
+    from .select import Budget
+
+    budget = Budget.parse(args.budget, args.bits) if args.budget else None
+    settings = tuple(f"{ks.name}_{args.iterations}x" for ks in parse_kernel_sets(args.kernel_sets))
+    if args.iterations < 1 or args.epochs < 1:
+        raise CliError("--iterations and --epochs must be at least 1")
+    cfg = ExploreConfig(
+        dataset=args.dataset,
+        settings=settings,
+        profile=args.profile,
+        epochs=args.epochs,
+        baseline=args.baseline or None,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+    )
+    cfg.all_settings()  # validate before any work
+    with StopOnInterrupt() as stop:
+        result = explore(cfg, args.out, reporter=BarReporter(), should_stop=stop)
+    if result.stopped:
+        print(f"stopped; rerun the same command to resume from {args.out}")
+        return
+    print_results(result.rows, budget, args.out)
+    print(f"\nwrote {args.out / 'results.csv'} and {args.out / 'results.json'}")
+
+
+def cmd_select(args: argparse.Namespace) -> None:
+    from .explore import load_results
+    from .select import Budget
+
+    print_results(load_results(args.folder), Budget.parse(args.budget, args.bits), args.folder)
 
 
 # ------------------------------------------------------------------------------------------ parser
@@ -179,10 +363,54 @@ def build_parser() -> Parser:
     p.add_argument("--kernel-set", help="narrow to one kernel set")
     p.add_argument("--genotype", help="one cell, e.g. '0302 0030 0003 0000': per-layer breakdown")
     p.set_defaults(func=cmd_profile)
+
+    t = sub.add_parser("train", help="train one cell and save it as a .safetensors model")
+    t.add_argument("--genotype", required=True, help="e.g. '0302 0030 0003 0000'")
+    t.add_argument("--kernel-set", required=True)
+    t.add_argument("--dataset", default="sample")
+    t.add_argument("--profile", default="laptop", choices=list(PROFILES))
+    t.add_argument("--epochs", type=int, default=None, help="default: the profile's")
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--lr", type=float, default=0.1)
+    t.add_argument("--weight-decay", type=float, default=5e-4)
+    t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--out", type=Path, default=Path("runs/model.safetensors"))
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="test accuracy of a saved model")
+    e.add_argument("model", type=Path)
+    e.add_argument("--dataset", help="default: the dataset it was trained on")
+    e.add_argument("--device", default="auto")
+    e.set_defaults(func=cmd_evaluate)
+
+    x = sub.add_parser("explore", help="the SpiKernel methodology: search, train and select per kernel set")
+    x.add_argument("--dataset", default="sample")
+    x.add_argument("--kernel-sets", default="all", help="comma-separated, e.g. 1x1_3x3,3x3_5x5 (default: Table I)")
+    x.add_argument("--iterations", type=int, default=1000)
+    x.add_argument("--baseline", default="1x1_3x3_5000x", help="setting for the search speed-up ('' for none)")
+    x.add_argument("--epochs", type=int, default=10)
+    x.add_argument("--profile", default="laptop", choices=list(PROFILES))
+    x.add_argument("--budget", help="memory budget for Alg. 1: parameters ('10M') or bytes ('40MB')")
+    x.add_argument("--bits", type=int, choices=[32, 16, 8], help="bit width for a budget in bytes")
+    x.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--device", default="auto")
+    x.add_argument("--out", type=Path, default=Path("runs/explore"))
+    x.set_defaults(func=cmd_explore)
+
+    c = sub.add_parser("select", help="re-apply Alg. 1 to a finished exploration")
+    c.add_argument("folder", type=Path)
+    c.add_argument("--budget", required=True)
+    c.add_argument("--bits", type=int, choices=[32, 16, 8])
+    c.set_defaults(func=cmd_select)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .train import TrainingDiverged
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -190,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

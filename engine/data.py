@@ -411,17 +411,29 @@ def _load_folder(spec: str, root: Path) -> ImageData:
 
 @dataclass(frozen=True)
 class _Entry:
-    """A registered dataset: its loader, and whether its spec carries a path (``name:<path>``)."""
+    """A registered dataset: its loader, whether its spec carries a path (``name:<path>``), and its
+    shape when that is fixed (so networks can be sized without the data on disk)."""
 
     load: Callable[[str, Path], ImageData]  # (the full spec, the data root)
     takes_path: bool = False
+    shape: DatasetShape | None = None
+
+
+@dataclass(frozen=True)
+class DatasetShape:
+    """What sizing a network needs of a dataset: no images, no class names."""
+
+    name: str
+    macro: str
+    image_size: int
+    num_classes: int
 
 
 _REGISTRY: dict[str, _Entry] = {
-    "sample": _Entry(_load_sample),
-    "cifar10": _Entry(partial(_load_cifar, hundred=False)),
-    "cifar100": _Entry(partial(_load_cifar, hundred=True)),
-    "tinyimagenet": _Entry(_load_tinyimagenet),
+    "sample": _Entry(_load_sample, shape=DatasetShape("sample", "cifar10", 32, 10)),
+    "cifar10": _Entry(partial(_load_cifar, hundred=False), shape=DatasetShape("cifar10", "cifar10", 32, 10)),
+    "cifar100": _Entry(partial(_load_cifar, hundred=True), shape=DatasetShape("cifar100", "cifar100", 32, 100)),
+    "tinyimagenet": _Entry(_load_tinyimagenet, shape=DatasetShape("tinyimagenet", "tinyimagenet", 64, 200)),
     "folder": _Entry(_load_folder, takes_path=True),
 }
 
@@ -454,6 +466,14 @@ def load_dataset(spec: str, root: Path | None = None) -> ImageData:
         raise DatasetError(f"dataset {name!r} takes no argument, got {spec!r}; valid: {valid}")
     root = Path(root) if root is not None else default_data_root()
     return entry.load(spec, root)
+
+
+def dataset_shape(spec: str, root: Path | None = None) -> DatasetShape | DatasetInfo:
+    """The shape of a dataset, known without its files for the built-in ones (a folder is opened)."""
+    entry = _REGISTRY.get(spec.strip())
+    if entry is not None and entry.shape is not None:
+        return entry.shape
+    return load_dataset(spec, root).info
 
 
 # --------------------------------------------------------------------------------------- transforms

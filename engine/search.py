@@ -191,6 +191,7 @@ def random_search(
     dedupe: bool = False,
     max_params: int | None = None,
     progress: Progress | None = None,
+    on_candidate: Callable[[Candidate], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     done: Sequence[Candidate] = (),
 ) -> SearchResult:
@@ -200,6 +201,7 @@ def random_search(
         dedupe: score each canonical cell once (beyond the paper; off reproduces it).
         max_params: discard cells over this Eq. 2-3 parameter count before building them (beyond the paper).
         progress: called after each candidate with (done, total, best so far).
+        on_candidate: called with each newly scored candidate (to record it as it comes).
         should_stop: polled between candidates; when it returns True the search ends with ``stopped``.
         done: candidates already scored by an interrupted run with the same arguments; they are kept
             and the search continues after them.
@@ -255,6 +257,8 @@ def random_search(
             )
         )
         index += 1
+        if on_candidate is not None:
+            on_candidate(result.candidates[-1])
         if progress is not None:
             progress(len(result.candidates), iterations, result.best)
     result.seconds = time.perf_counter() - started

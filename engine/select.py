@@ -1,0 +1,106 @@
+"""Alg. 1 of SpiKernel: the most accurate model that fits a memory budget, and the Pareto front.
+
+A budget is parameters (``"10M"``, ``2500000``) or bytes at a bit width (``"4MB"`` at 8-bit holds four
+million parameters). Memory of a model is its Eq. 2-3 parameter count times the bit width.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from .memory import BIT_WIDTHS
+
+_SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
+_BYTES = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+class Scored(Protocol):
+    accuracy: float
+    params: int
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A memory budget: ``limit`` parameters, or ``limit`` bytes when ``bits`` is set."""
+
+    limit: float
+    bits: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.limit, bool) or not isinstance(self.limit, (int, float)) or math.isnan(self.limit):
+            raise ValueError(f"a budget must be a number, got {self.limit!r}")
+        if self.limit <= 0 or math.isinf(self.limit):
+            raise ValueError(f"a budget must be positive and finite, got {self.limit!r}")
+        if self.bits is not None and self.bits not in BIT_WIDTHS:
+            raise ValueError(f"bit width must be one of {BIT_WIDTHS}, got {self.bits!r}")
+
+    def cost(self, params: int) -> float:
+        return params * self.bits / 8 if self.bits else params
+
+    def fits(self, params: int) -> bool:
+        return self.cost(params) <= self.limit
+
+    def __str__(self) -> str:
+        if self.bits:
+            return f"{self.limit / 1e6:g} MB at {self.bits}-bit"
+        return f"{self.limit / 1e6:g} M parameters"
+
+    @classmethod
+    def parse(cls, text: str | float, bits: int | None = None) -> Budget:
+        """``"10M"``, ``"2.5e6"``, ``"500k"`` (parameters) or ``"40MB"``, ``"3MiB"`` (bytes, needs ``bits``;
+        32 when not given)."""
+        if isinstance(text, (int, float)) and not isinstance(text, bool):
+            return cls(float(text), bits)
+        m = re.fullmatch(r"\s*([-+]?[0-9]*\.?[0-9]+(?:e[-+]?\d+)?)\s*([a-z]*)\s*", str(text).lower())
+        if not m or (m.group(2) not in _SUFFIX and m.group(2) not in _BYTES):
+            raise ValueError(
+                f"{text!r} is not a budget: write parameters like '10M' or '500k', or memory like '40MB'"
+            )
+        value, unit = float(m.group(1)), m.group(2)
+        if unit in _BYTES:
+            return cls(value * _BYTES[unit], bits or 32)
+        return cls(value * _SUFFIX[unit], bits)
+
+
+@dataclass(frozen=True)
+class Selection:
+    chosen: Scored | None
+    reason: str
+
+
+def select_model(models: Iterable[Scored], budget: Budget | str | float) -> Selection:
+    """Alg. 1: among models whose memory meets the budget, the most accurate; ties go to fewer parameters."""
+    if not isinstance(budget, Budget):
+        budget = Budget.parse(budget)
+    models = list(models)
+    if not models:
+        return Selection(None, "there are no trained models yet")
+    fitting = [m for m in models if m.accuracy is not None and budget.fits(m.params)]
+    if not fitting:
+        smallest = min(models, key=lambda m: m.params)
+        return Selection(
+            None,
+            f"nothing fits {budget}: the smallest model needs {budget.cost(smallest.params) / 1e6:.3g} "
+            f"{'MB' if budget.bits else 'M parameters'}",
+        )
+    chosen = max(fitting, key=lambda m: (m.accuracy, -m.params))
+    return Selection(chosen, f"most accurate of {len(fitting)} of {len(models)} models within {budget}")
+
+
+def pareto_front(points: Sequence[Scored]) -> list[Scored]:
+    """Models no other beats on both accuracy (higher) and parameters (fewer), by rising parameter count.
+
+    Sort by parameters (ties: best accuracy first), then keep each point more accurate than all before it:
+    O(n log n).
+    """
+    ordered = sorted((p for p in points if p.accuracy is not None), key=lambda p: (p.params, -p.accuracy))
+    front, best = [], -math.inf
+    for p in ordered:
+        if p.accuracy > best:
+            front.append(p)
+            best = p.accuracy
+    return front

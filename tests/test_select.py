@@ -1,0 +1,73 @@
+import itertools
+import random
+from dataclasses import dataclass
+
+import pytest
+
+from engine.select import Budget, pareto_front, select_model
+
+
+@dataclass(frozen=True)
+class M:
+    name: str
+    accuracy: float
+    params: int
+
+
+MODELS = [M("a", 0.90, 8_000_000), M("b", 0.93, 12_000_000), M("c", 0.91, 5_000_000), M("d", 0.85, 1_000_000)]
+
+
+def test_most_accurate_within_a_parameter_budget():
+    assert select_model(MODELS, "10M").chosen.name == "c"
+    assert select_model(MODELS, "20M").chosen.name == "b"
+    assert select_model(MODELS, 1_000_000).chosen.name == "d"  # the budget is inclusive
+
+
+def test_nothing_fits_says_why():
+    sel = select_model(MODELS, "500k")
+    assert sel.chosen is None and "nothing fits" in sel.reason and "1 M parameters" in sel.reason
+    assert select_model([], "10M").chosen is None
+
+
+def test_ties_go_to_fewer_parameters():
+    tied = [M("big", 0.9, 9_000_000), M("small", 0.9, 3_000_000), M("worse", 0.8, 1_000_000)]
+    assert select_model(tied, "10M").chosen.name == "small"
+    assert select_model(list(reversed(tied)), "10M").chosen.name == "small"
+
+
+def test_bytes_at_a_bit_width_versus_parameters():
+    # 12 M parameters: 48 MB at 32-bit, 12 MB at 8-bit.
+    assert select_model(MODELS, Budget.parse("40MB")).chosen.name == "c"  # 32-bit by default
+    assert select_model(MODELS, Budget.parse("40MB", bits=8)).chosen.name == "b"
+    assert select_model(MODELS, Budget.parse("12MB", bits=8)).chosen.name == "b"
+    assert select_model(MODELS, Budget.parse("11.9MB", bits=8)).chosen.name == "c"
+    assert Budget.parse("2MiB").limit == 2 * 2**20
+
+
+@pytest.mark.parametrize("bad", ["0", "-5M", "nan", "abc", "10 parrots", "", float("nan"), float("inf"), -1])
+def test_bad_budgets_are_refused(bad):
+    with pytest.raises(ValueError, match="budget"):
+        select_model(MODELS, bad)
+
+
+def brute_force_front(points):
+    return [
+        p
+        for p in points
+        if not any(
+            q.accuracy >= p.accuracy and q.params <= p.params and (q.accuracy, q.params) != (p.accuracy, p.params)
+            for q in points
+        )
+    ]
+
+
+def test_pareto_front_matches_brute_force():
+    rng = random.Random(0)
+    for n in [0, 1, 2, 5, 30, 200]:
+        points = [M(str(i), rng.choice([0.5, 0.6, 0.7, 0.8, rng.random()]), rng.randint(1, 50)) for i in range(n)]
+        front = pareto_front(points)
+        expected = brute_force_front(points)
+        # Exact duplicates on the front keep one representative.
+        assert {(p.accuracy, p.params) for p in front} == {(p.accuracy, p.params) for p in expected}
+        assert [p.params for p in front] == sorted(p.params for p in front)
+        assert all(a.accuracy < b.accuracy for a, b in itertools.pairwise(front))

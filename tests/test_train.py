@@ -1,0 +1,150 @@
+"""Training, checkpoints and the methodology on tiny real subsets of the bundled sample."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.checkpoint import CheckpointError, load_model, read_metadata
+from engine.data import load_dataset
+from engine.profiles import get_profile
+from engine.space import Genotype, KernelSet
+from engine.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parent.parent
+GENOTYPE = Genotype.from_str("0302 0030 0003 0000")
+LAPTOP = get_profile("laptop")
+
+
+def write_subset(sample, folder: Path, classes: int, train_per_class: int, test_per_class: int) -> str:
+    """A ``folder:`` dataset of real sample images (PNG, lossless), for runs that must stay small."""
+    from PIL import Image
+
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        images, labels = getattr(sample, split).tensors()
+        for c in range(classes):
+            out = folder / split / sample.info.classes[c]
+            out.mkdir(parents=True)
+            for i, idx in enumerate((labels == c).nonzero().flatten()[:per_class].tolist()):
+                Image.fromarray(images[idx].permute(1, 2, 0).numpy()).save(out / f"{i:04d}.png")
+    return f"folder:{folder}"
+
+
+@pytest.fixture(scope="module")
+def tiny(sample, tmp_path_factory):
+    return write_subset(sample, tmp_path_factory.mktemp("tiny"), classes=2, train_per_class=48, test_per_class=16)
+
+
+def cli(*args, **kw):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=env, text=True, capture_output=True, **kw)
+
+
+def test_training_learns_on_real_images(sample, tmp_path):
+    spec = write_subset(sample, tmp_path, classes=2, train_per_class=150, test_per_class=50)
+    data = load_dataset(spec)
+    result = train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, TrainConfig(epochs=4, batch_size=32, seed=0, device="cpu"))
+    losses = [e.train_loss for e in result.epochs]
+    assert losses[-1] < losses[0]
+    assert result.accuracy > 0.6  # two classes: chance is 0.5
+    assert all(0 < e.firing_rate < 1 and e.seconds > 0 for e in result.epochs)
+    assert result.device == "cpu"
+
+
+def test_same_seed_same_numbers_on_cpu(tiny):
+    data = load_dataset(tiny)
+    cfg = TrainConfig(epochs=1, batch_size=32, seed=5, device="cpu")
+    a = train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, cfg)
+    b = train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, cfg)
+    assert a.epochs[0].train_loss == b.epochs[0].train_loss
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+
+
+def test_killed_training_resumes_to_the_uninterrupted_result(tiny, tmp_path):
+    args = ["train", "--genotype", str(GENOTYPE), "--kernel-set", "1x1_3x3", "--dataset", tiny,
+            "--epochs", "3", "--batch-size", "32", "--seed", "2", "--device", "cpu"]  # fmt: skip
+    reference = cli(*args, "--out", str(tmp_path / "straight.safetensors"), timeout=600)
+    assert reference.returncode == 0, reference.stderr
+
+    out = tmp_path / "killed.safetensors"
+    state = tmp_path / "killed.safetensors.state.pt"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "engine", *args, "--out", str(out)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state.exists() and not out.exists()  # killed after an epoch, before the end
+
+    resumed = cli(*args, "--out", str(out), timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = load_model(tmp_path / "straight.safetensors"), load_model(out)
+    assert a.meta["accuracy"] == b.meta["accuracy"]
+    for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(x, y), name
+    assert not state.exists()
+
+
+def test_checkpoint_round_trip_and_evaluate(tiny, tmp_path):
+    out = tmp_path / "m.safetensors"
+    run = cli("train", "--genotype", str(GENOTYPE), "--kernel-set", "3x3_5x5", "--dataset", tiny, "--epochs", "1",
+              "--device", "cpu", "--out", str(out), timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    meta = read_metadata(out)
+    assert meta["genotype"] == str(GENOTYPE) and meta["kernel_set"] == "3x3_5x5"
+    assert meta["dataset"]["classes"] == ["airplane", "automobile"] and meta["timesteps"] == 5
+    assert meta["params"] < meta["params_torch"] and meta["versions"]["torch"] == torch.__version__
+    loaded = load_model(out)
+    assert loaded.model(torch.rand(5, 2, 3, 32, 32).bernoulli()).shape == (2, 2)
+    evaluated = cli("evaluate", str(out), "--dataset", tiny, "--device", "cpu", timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"test accuracy {meta['accuracy']:.2%} (recorded {meta['accuracy']:.2%})" in evaluated.stdout
+
+
+def test_bad_model_files_are_refused_clearly(tiny, tmp_path):
+    out = tmp_path / "m.safetensors"
+    assert cli("train", "--genotype", str(GENOTYPE), "--kernel-set", "1x1_3x3", "--dataset", tiny, "--epochs", "1",
+               "--device", "cpu", "--out", str(out), timeout=600).returncode == 0  # fmt: skip
+    blob = out.read_bytes()
+
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_model(truncated)
+
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(3)}, str(foreign))
+    with pytest.raises(CheckpointError, match="not a SpiKernel model"):
+        load_model(foreign)
+
+    tampered = tmp_path / "tampered.safetensors"
+    flipped = bytearray(blob)
+    flipped[-5] ^= 0xFF  # a weight byte near the end of the data
+    tampered.write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match="modified"):
+        load_model(tampered)
+
+    pickled = tmp_path / "pickle.safetensors"
+    torch.save({"w": torch.zeros(3)}, pickled)
+    with pytest.raises(CheckpointError):
+        load_model(pickled)
+
+    run = cli("evaluate", str(truncated), "--device", "cpu")
+    assert run.returncode == 2 and "Traceback" not in run.stderr and run.stderr.count("\n") == 1
+
+
+def test_diverging_training_stops_with_a_clear_error(tiny):
+    data = load_dataset(tiny)
+    from engine.train import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="lower learning rate"):
+        train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, TrainConfig(epochs=1, lr=1e30, device="cpu"))
