@@ -12,7 +12,10 @@ script's process only, to see more per forward pass:
 * ``encode`` can pin the RNG that draws the rate code (mode ``pinned``): with ``shared=True`` the engine
   shares images and the init seed, but the Bernoulli input spikes and dropout masks come from the global
   RNG after the weights were drawn, so they differ between cells of different shapes. ``pinned`` =
-  ``shared`` plus the same input spikes and dropout masks for every cell (NASWOT's "same batch").
+  ``shared`` plus the same input spikes and dropout masks for every cell (NASWOT's "same batch");
+* ``init_weights`` can re-draw each conv/linear from (draw seed, module name) (mode ``aligned`` = ``pinned``
+  plus the same weights in every module two cells have in common: with one init seed, the order of
+  initialisation makes all weights after a cell's first differing op differ, the classifier's included).
 
 Metrics (Spearman, scipy) per (mode, batch size, count_silent), over the cells scored:
 
@@ -20,7 +23,10 @@ Metrics (Spearman, scipy) per (mode, batch size, count_silent), over the cells s
 * ``within``: the same inside groups of equal conv-edge count (groups of >= 4 cells), weighted by size;
 * ``vs conv``: Spearman of a single draw's score with the conv-edge count (mean over draws);
 * ``k draws``: Spearman between the means of two disjoint sets of k draws (mean over all such splits),
-  overall and within equal conv-edge count.
+  overall and within equal conv-edge count;
+* ``top 10 %``: share of the best 10 % of cells under one set of k draws that are also in the best 10 %
+  under a disjoint set (what the argmax of a search depends on), for k = 1 and 3.
+* ``± x``: SD of the within-group metric when the cells are bootstrapped (how much 40 cells can tell).
 
 Usage::
 
@@ -49,14 +55,18 @@ from scipy.stats import spearmanr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import zlib  # noqa: E402
+
+import engine.network as en  # noqa: E402
 import engine.search as es  # noqa: E402
 from engine.data import load_dataset  # noqa: E402
 from engine.profiles import get_profile  # noqa: E402
 from engine.score import KernelAccumulator  # noqa: E402
 from engine.space import KernelSet  # noqa: E402
 
-MODES = ("shared", "fresh", "pinned")
+MODES = ("shared", "fresh", "pinned", "aligned")
 MIN_GROUP = 4
+TOP_SHARE = 0.1  # "top" columns: overlap of the best 10 % of cells under two disjoint sets of draws
 
 
 # ------------------------------------------------------------------------------------------- probes
@@ -67,6 +77,7 @@ class Probe:
 
     def __init__(self) -> None:
         self.pin_seed: int | None = None  # set: rate code and dropout masks drawn from this seed
+        self.aligned = False  # set: every conv/linear weight seeded from (draw seed, module name)
         self.reset()
 
     def reset(self) -> None:
@@ -78,6 +89,35 @@ class Probe:
 PROBE = Probe()
 _orig_spike_layers = es.spike_layers
 _orig_encode = es.encode
+_orig_init = en.init_weights
+
+
+class _Holder(torch.nn.Module):
+    """One module with the network's init settings, so the engine's own init_weights can init it alone."""
+
+    def __init__(self, module, net) -> None:
+        super().__init__()
+        self.only = module
+        for name in ("linear_gain", "linear_std"):  # whichever init setting this engine's network has
+            if hasattr(net, name):
+                setattr(self, name, getattr(net, name))
+
+
+def aligned_init(net) -> None:
+    """Mode ``aligned``: the engine's init, then each conv/linear re-drawn from (draw seed, module name).
+
+    Cells then share the weights of every module they have in common (stem, down, head, and the op on the
+    same edge), not just the seed: with one seed, init order makes them differ after the first op.
+    """
+    if not PROBE.aligned or any(p.is_meta for p in net.parameters()):
+        _orig_init(net)
+        return
+    base = int(torch.randint(0, 2**62, (1,), device="cpu").item())  # the draw's seed: same for every cell
+    _orig_init(net)
+    for name, m in net.named_modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            torch.manual_seed(es.derive_seed(base, zlib.crc32(name.encode())))
+            _orig_init(_Holder(m, net))
 
 
 class DualAccumulator:
@@ -128,12 +168,14 @@ def install_probes() -> None:
     es.KernelAccumulator = DualAccumulator
     es.spike_layers = probing_spike_layers
     es.encode = pinning_encode
+    en.init_weights = aligned_init
 
 
 def uninstall_probes() -> None:
     es.KernelAccumulator = KernelAccumulator
     es.spike_layers = _orig_spike_layers
     es.encode = _orig_encode
+    en.init_weights = _orig_init
 
 
 # ------------------------------------------------------------------------------------------ scoring
@@ -152,9 +194,10 @@ def sample_cells(n: int, seed: int):
     raise AssertionError("unreachable")
 
 
-def score_one(scorer: es.Scorer, g, index: int, pin: int | None) -> dict:
+def score_one(scorer: es.Scorer, g, index: int, pin: int | None, aligned: bool = False) -> dict:
     PROBE.reset()
     PROBE.pin_seed = pin
+    PROBE.aligned = aligned
     t0, c0 = time.perf_counter(), time.process_time()
     score, silent, rate = scorer.score(g, index)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -209,10 +252,31 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
+def with_overrides(profile, settings: list[str]):
+    """``--set FIELD=VALUE`` on the profile (VALUE as JSON: ``null``, ``9.0``), e.g. ``linear_gain=null``."""
+    for item in settings or []:
+        name, _, value = item.partition("=")
+        if not hasattr(profile, name):
+            raise SystemExit(f"this engine's Profile has no field {name!r}")
+        profile = replace(profile, **{name: json.loads(value)})
+    return profile
+
+
+def init_name(profile) -> str:
+    """The classifier init, for the tables; the engine's field for it has changed name during development."""
+    if hasattr(profile, "linear_gain"):
+        g = profile.linear_gain
+        return "N(0,0.01)" if g is None else f"N(0,{g:g}/sqrt(fan_in))"
+    if hasattr(profile, "linear_std"):
+        std = profile.linear_std
+        return "N(0,0.01)" if std == 0.01 else ("He" if std is None else f"N(0,{std})")
+    return "N(0,0.01)"
+
+
 def cmd_run(args) -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    profile = get_profile(args.profile)
+    profile = with_overrides(get_profile(args.profile), args.set)
     ks = KernelSet.parse(args.kernel_set)
     data = load_dataset(args.dataset)
     data.train.tensors()
@@ -232,6 +296,7 @@ def cmd_run(args) -> None:
         "threads": args.threads,
         "command": " ".join([".venv/bin/python"] + sys.argv),
         "score_config": profile.score.__dict__,
+        "classifier_init": init_name(profile),
         "cells": [{"genotype": g.to_str(), "conv_edges": g.conv_edges} for g in cells],
         "configs": [{"mode": m, "batch_size": b} for m, b in configs],
         "draw_seeds": [],
@@ -255,10 +320,10 @@ def cmd_run(args) -> None:
         for mode, b in configs:
             cfg = replace(profile.score, draws=1, batch_size=b, shared=mode != "fresh")
             scorer = es.Scorer(ks, profile, data, seed=seed, device=device, config=cfg)
-            pin = es.derive_seed(seed, 99) if mode == "pinned" else None
+            pin = es.derive_seed(seed, 99) if mode in ("pinned", "aligned") else None
             t0 = time.perf_counter()
             for i, g in enumerate(cells):
-                out["results"][f"{mode}/{b}"][i].append(score_one(scorer, g, i, pin))
+                out["results"][f"{mode}/{b}"][i].append(score_one(scorer, g, i, pin, aligned=mode == "aligned"))
             dt = time.perf_counter() - t0
             print(f"draw {d} {mode}/{b}: {dt / len(cells):.3f} s per cell ({time.perf_counter() - started:.0f} s total)",
                   flush=True)
@@ -315,12 +380,15 @@ def analyse(matrix: np.ndarray, conv: np.ndarray, ks=(1, 2, 3)) -> dict:
         if 2 * k > d:
             continue
         sp = splits(d, k)
-        over, within = [], []
+        over, within, top = [], [], []
+        ntop = max(1, round(TOP_SHARE * n))
         for a, b in sp:
             ma, mb = matrix[:, a].mean(1), matrix[:, b].mean(1)
             over.append(_rho(ma, mb))
             within.append(_within(ma, mb, conv))
+            top.append(len(set(np.argsort(-ma)[:ntop]) & set(np.argsort(-mb)[:ntop])) / ntop)
         res[f"k{k}"] = float(np.nanmean(over))
+        res[f"k{k}_top"] = float(np.mean(top))
         res[f"k{k}_within"] = float(np.nanmean(within))
         res[f"k{k}_splits"] = len(sp)
     res["vs_conv"] = float(np.nanmean([_rho(matrix[:, j], conv) for j in range(d)]))
@@ -343,7 +411,8 @@ def bootstrap_within(matrix, conv, k, reps=200, seed=0) -> float:
 def format_tables(runs: list[dict]) -> str:
     lines = []
     head = ("| profile | kernel set | device | mode | batch | count_silent | cells x draws | 1 draw | within (1) "
-            "| 2 draws | within (2) | 3 draws | within (3) | vs conv edges | s per cell-draw (wall / cpu) |")
+            "| 2 draws | within (2) | 3 draws | within (3) | top 10 % (1 / 3 draws) | vs conv edges "
+            "| s per cell-draw (wall / cpu) |")
     lines += [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     notes = []
     for run in runs:
@@ -366,11 +435,11 @@ def format_tables(runs: list[dict]) -> str:
 
                 kmax = 3 if nd >= 6 else 2
                 lines.append(
-                    f"| {run['profile']} | {run['kernel_set']} | {run['device']} | {mode} | {b} | {cs} | "
+                    f"| {run['profile']} ({run.get('classifier_init', 'N(0,0.01)')}) | {run['kernel_set']} | {run['device']} | {mode} | {b} | {cs} | "
                     f"{len(per_cell)} x {nd} | {f(a.get('k1'))} | {f(a.get('k1_within'))} ± {sd1:.2f} | "
                     f"{f(a.get('k2'))} | {f(a.get('k2_within'))}{' ± %.2f' % sdk if kmax == 2 and nd >= 4 else ''} | "
                     f"{f(a.get('k3'))} | {f(a.get('k3_within'))}{' ± %.2f' % sdk if kmax == 3 else ''} | "
-                    f"{f(a['vs_conv'])} | {wall:.3f} / {cpu:.3f} |"
+                    f"{f(a.get('k1_top'))} / {f(a.get('k3_top'))} | {f(a['vs_conv'])} | {wall:.3f} / {cpu:.3f} |"
                 )
         notes.append(describe_run(run))
     return "\n".join(lines) + "\n\n" + "\n".join(notes)
@@ -394,7 +463,7 @@ def describe_run(run: dict) -> str:
     scf = np.mean([r["silent_call_frac"] for r in recs])
     la = run.get("loadavg", [])
     return (
-        f"- {run['profile']} {run['kernel_set']} on {run['device']} ({run['machine']}, {run['threads']} thread(s)): "
+        f"- {run['profile']} ({run.get('classifier_init', 'N(0,0.01)')} classifier init) {run['kernel_set']} on {run['device']} ({run['machine']}, {run['threads']} thread(s)): "
         f"`{run['command']}`; conv-edge groups {sizes} (within-group metrics use {counted}); "
         f"silent layers in {key} (layer: share of cell-draws silent): "
         + ", ".join(f"{n}: {c / len(recs):.0%}" for n, c in sorted(silent.items(), key=lambda x: -x[1]))
@@ -452,6 +521,8 @@ def main(argv=None) -> None:
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--device", default="cpu")
     r.add_argument("--time-box", type=float, default=0, help="seconds; stop adding draws (at least 2) past it")
+    r.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override a profile field, VALUE as JSON (e.g. linear_gain=null: the reference init)")
     r.add_argument("--self-check", action="store_true")
     r.add_argument("--out", required=True)
     r.set_defaults(fn=cmd_run)

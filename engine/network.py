@@ -119,6 +119,7 @@ class SpikingNet(nn.Module):
         self.timesteps = profile.timesteps
         self.num_classes = data.num_classes
         self.group = macro.group
+        self.linear_gain = profile.linear_gain
         self.stem = ConvBN(3, c, 3, stride=stem_stride(data.image_size))
         self.cell1 = Cell(genotype, kernel_set, c, neuron)
         self.down = nn.Sequential(
@@ -151,15 +152,23 @@ class SpikingNet(nn.Module):
 
 
 @torch.no_grad()
-def init_weights(net: nn.Module) -> None:
-    """SNASNet's init: convs kaiming-uniform (a=2), BN (1, 0), linear N(0, 0.01) with zero bias."""
+def init_weights(net: SpikingNet) -> None:
+    """SNASNet's init: convs kaiming-uniform (a=2), BN (1, 0), linear N(0, 0.01) with zero bias.
+
+    With a ``linear_gain`` (reduced profiles), linear weights are N(0, gain / sqrt(fan_in)) instead. The
+    classifier's inputs are pooled spikes with small values (firing rates near 0.1), and at reduced width
+    N(0, 0.01) keeps its neuron far below threshold: it never fires, so training barely moves it (the
+    loss stays at chance for epochs) and the search score mostly counts conv edges. A gain of 9 puts some
+    of its membranes over the threshold at initialisation (README, "The score at reduced scale").
+    """
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_uniform_(m.weight, a=2)
         elif isinstance(m, nn.BatchNorm2d):
             m.reset_parameters()
         elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.01)
+            std = 0.01 if net.linear_gain is None else net.linear_gain / m.in_features**0.5
+            nn.init.normal_(m.weight, 0.0, std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 

@@ -7,7 +7,7 @@ Reduced profiles say so in every chart and export (``reduced=True``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 Encoding = Literal["rate", "direct"]
@@ -66,7 +66,7 @@ class Profile:
     dropout: float = 0.5
     epochs: int = 300
     batch_size: int = 64
-    extra: dict = field(default_factory=dict)
+    linear_gain: float | None = None  # classifier init: None is the reference's N(0, 0.01), see init_weights
 
     def macro(self, family: str) -> Macro:
         try:
@@ -123,6 +123,7 @@ register(
             "tinyimagenet": Macro(channels=64, hidden=1024, pool=4, group=5),
         },
         score=ScoreConfig(batch_size=128, batches=2, draws=1, shared=True, reset_between_batches=True),
+        linear_gain=9.0,
     )
 )
 
@@ -138,5 +139,6 @@ register(
         },
         score=ScoreConfig(batch_size=32, batches=1, draws=2, shared=True, reset_between_batches=True),
         epochs=10,
+        linear_gain=9.0,
     )
 )

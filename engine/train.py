@@ -55,7 +55,7 @@ class TrainConfig:
         checks = {
             "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0,
+            "lr": 0 < self.lr < math.inf,
             "eval_every": self.eval_every >= 1,
             "weight_decay": self.weight_decay >= 0,
         }

@@ -31,8 +31,15 @@ def test_candidates_record_what_the_score_rewarded(sample):
         assert c.conv_edges == c.genotype.conv_edges
         assert 0 <= c.firing_rate <= 1 and c.silent_layers >= 0 and c.seconds > 0
         assert c.params < c.params_torch
-    # At laptop width the classifier neuron is silent at initialisation (see the README).
-    assert all(c.silent_layers >= 1 for c in result.candidates)
+
+
+def test_reference_init_leaves_the_classifier_silent_at_reduced_width(sample):
+    """README, "The score at reduced scale": N(0, 0.01) keeps the narrow classifier's neuron silent."""
+    reference_init = dataclasses.replace(LAPTOP, linear_gain=None)
+    silent = random_search(KernelSet(1, 3), reference_init, sample, 3, config=TINY_SCORE)
+    assert all(c.silent_layers >= 1 for c in silent.candidates)
+    woken = search(sample, iterations=3)
+    assert all(c.silent_layers < s.silent_layers for c, s in zip(woken.candidates, silent.candidates))
 
 
 def test_progress_reports_each_candidate_with_the_best_so_far(sample):
