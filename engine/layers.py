@@ -19,14 +19,6 @@ def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, x.shape[:2])
 
 
-def map_steps(fn, x: torch.Tensor) -> torch.Tensor:
-    """Apply ``fn`` to each timestep, writing into one tensor laid out like ``x`` (``stack`` would not)."""
-    out = torch.empty_like(x)
-    for t in range(x.shape[0]):
-        out[t] = fn(x[t])
-    return out
-
-
 class SeqConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = super().forward(x.flatten(0, 1))
@@ -36,7 +28,7 @@ class SeqConv2d(nn.Conv2d):
 class SeqBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
-            return map_steps(super().forward, x)
+            return torch.stack([super(SeqBatchNorm2d, self).forward(x_t) for x_t in x.unbind(0)])
         return super().forward(x.flatten(0, 1)).unflatten(0, x.shape[:2])
 
 

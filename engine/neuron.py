@@ -46,6 +46,43 @@ def lif_step(
     return spike, v * (1.0 - spike.detach())
 
 
+class LIFSequence(torch.autograd.Function):
+    """A whole sequence in one autograd node.
+
+    Forward: ``lif_step``'s arithmetic, in place. Backward: the gradient of ``lif_step`` written out as
+    the reverse recurrence, from the charged membrane saved per step::
+
+        dh_t = grad_t * surrogate'(h_t - v_th) + dv_t * (1 - s_t)   (the reset is detached)
+        dx_t = dh_t / tau,   dv_{t-1} = dh_t * (1 - 1/tau)
+
+    One saved tensor instead of autograd's graph of T x 6 small ops.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, v: torch.Tensor, tau: float, v_th: float, alpha: float):  # type: ignore[override]
+        charged = torch.empty_like(x)  # h_t, the membrane before the reset
+        step = torch.empty_like(v)
+        for t in range(x.shape[0]):
+            torch.sub(x[t], v, out=step).div_(tau)
+            h = torch.add(v, step, out=charged[t])
+            v = torch.where(h >= v_th, 0.0, h)
+        spikes = (charged >= v_th).to(x.dtype)
+        ctx.save_for_backward(charged if ctx.needs_input_grad[0] else None)
+        ctx.constants = (tau, v_th, alpha)
+        ctx.mark_non_differentiable(v)
+        return spikes, v
+
+    @staticmethod
+    def backward(ctx, grad_spikes: torch.Tensor, _grad_v: torch.Tensor):  # type: ignore[override]
+        (charged,) = ctx.saved_tensors
+        tau, v_th, alpha = ctx.constants
+        dh = grad_spikes * atan_grad(charged - v_th, alpha)  # the spike's own term, all steps at once
+        kept = (charged < v_th).to(dh.dtype)  # 1 - s_t
+        for t in range(charged.shape[0] - 2, -1, -1):
+            dh[t].addcmul_(dh[t + 1] - dh[t + 1] / tau, kept[t])
+        return dh.div_(tau), None, None, None, None
+
+
 class LIF(nn.Module):
     """LIF over a sequence ``[T, B, ...]``; state is reset at the start of every call.
 
@@ -61,24 +98,9 @@ class LIF(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = self.v if self.carry and self.v is not None else torch.zeros_like(x[0])
-        if torch.is_grad_enabled():
-            out = torch.empty_like(x)  # keeps x's memory layout, as stack would not
-            for t in range(x.shape[0]):
-                out[t], v = lif_step(x[t], v, tau=self.tau, v_th=self.v_th, alpha=self.alpha)
-        else:
-            out, v = self._forward_inference(x, v.clone())
-        self.v = v.detach() if self.carry else None
+        out, v = LIFSequence.apply(x, v, self.tau, self.v_th, self.alpha)
+        self.v = v if self.carry else None
         return out
-
-    def _forward_inference(self, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The same arithmetic as ``lif_step``, in place, for scoring thousands of candidates."""
-        out = torch.empty_like(x)
-        for t in range(x.shape[0]):
-            v.add_(torch.sub(x[t], v).div_(self.tau))
-            fired = v >= self.v_th
-            out[t].copy_(fired)
-            v.masked_fill_(fired, 0.0)
-        return out, v
 
     def extra_repr(self) -> str:
         return f"tau={self.tau:.4g}, v_th={self.v_th}, alpha={self.alpha}, fanout={self.fanout}"
