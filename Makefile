@@ -14,15 +14,18 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
-# Until the dashboard lands: a training-free search on the bundled sample, from the command line.
+# Until the dashboard lands: the SpiKernel methodology on the bundled sample, from the command line.
+# A quick run (20 search iterations per kernel set, 100 for the baseline, 2 epochs); rerunning resumes.
 run: setup
-	$(PY) -m engine search --dataset sample --kernel-set 3x3_5x5 --iterations 200 --profile laptop --seed 0 --json runs/search-3x3_5x5.json
+	$(PY) -m engine explore --dataset sample --kernel-sets 1x1_3x3,3x3_5x5 --iterations 20 \
+		--baseline 1x1_3x3_100x --epochs 2 --profile laptop --budget 10M --out runs/quick
 
 test: setup
 	$(PY) -m pytest tests -q
 
 bench: setup
 	$(PY) bench/bench_search.py --quick
+	$(PY) bench/bench_train.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs
