@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from conftest import CIFAR10, CIFAR100, TINY
-from engine.layers import SeqBatchNorm2d
+from engine.layers import SeqBatchNorm2d, to_channels_last
 from engine.memory import footprint, layer_counts
 from engine.network import SpikingNet, build_network, trainable_parameters
 from engine.profiles import PROFILES, get_profile
@@ -85,9 +85,26 @@ def test_static_input_equals_the_same_frame_every_timestep():
         torch.testing.assert_close(net(x), net(x.expand(LAPTOP.timesteps, -1, -1, -1, -1)))
 
 
-def test_batch_norm_uses_per_timestep_statistics_in_training():
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_batch_norm_uses_per_timestep_statistics_in_training(layout):
     bn, ref = SeqBatchNorm2d(4), torch.nn.BatchNorm2d(4)
-    x = torch.randn(3, 8, 4, 5, 5) * torch.arange(1, 4).view(3, 1, 1, 1, 1)
-    expected = torch.stack([ref(x_t) for x_t in x])
-    torch.testing.assert_close(bn(x), expected)
-    torch.testing.assert_close(bn.running_mean, ref.running_mean)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([1.0, 2.0, 0.5, -1.0]))
+        ref.weight.copy_(bn.weight)
+        bn.bias.fill_(0.3), ref.bias.fill_(0.3)
+    x = torch.randn(3, 8, 4, 5, 5) * torch.arange(1, 4).view(3, 1, 1, 1, 1) + 2
+    if layout == "channels_last":
+        x = to_channels_last(x)
+    x.requires_grad_()
+    x64 = x.detach().double().requires_grad_()
+    expected = torch.stack([ref.double()(x_t) for x_t in x64])
+    out = bn(x)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bn.running_mean.double(), ref.running_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(bn.running_var.double(), ref.running_var, rtol=1e-5, atol=1e-6)
+    assert int(bn.num_batches_tracked) == 3
+    g = torch.randn_like(expected)
+    out.backward(g.float())
+    expected.backward(g)
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bn.weight.grad.double(), ref.weight.grad, rtol=1e-4, atol=1e-5)
