@@ -110,6 +110,19 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def engine_version() -> str:
+    """The git commit and the engine files changed since it (other engineers edit the engine concurrently)."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--short", "--", "engine"], cwd=ROOT, capture_output=True, text=True).stdout.split("\n")
+        changed = [line[3:] for line in dirty if line.strip()]
+        return f"{head or 'no commit'}" + (f" + uncommitted changes in {', '.join(changed)}" if changed else "")
+    except OSError:
+        return "unknown (no git)"
+
+
 def loadavg() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -193,7 +206,8 @@ def check_equality(genotype, kernel_set, profile, data, config, device, channels
                 mask = rec.masks[d][b][0] if rec.masks[d] else None
                 reset = config.reset_between_batches or b == 0
                 s, counts = reference_batch_score(
-                    ref, x, reset_neurons=reset, dropout_mask=mask, channels_last=cl, record_counts=True
+                    ref, x, reset_neurons=reset, dropout_mask=mask, channels_last=cl, record_counts=True,
+                    count_silent=config.count_silent,
                 )
                 scores.append(s)
                 seen: dict[str, int] = {}
@@ -242,6 +256,30 @@ def run_equality(lines, profile, data, device, cells, configs):
         out(lines, f"- {n}")
     out(lines)
     return worst
+
+
+def run_bn_precision(lines, device) -> None:
+    """Why an NCHW implementation and the engine (channels-last) part by float rounding on the CPU:
+    train-mode BatchNorm2d's error against float64, per memory layout."""
+    out(lines, "### Train-mode BatchNorm2d error against float64, by memory layout")
+    out(lines)
+    out(lines, "| shape [B, C, H, W] | input mean | NCHW max abs error | channels-last max abs error |")
+    out(lines, "|---|---|---|---|")
+    g = torch.Generator().manual_seed(0)
+    for shape in ((32, 16, 32, 32), (32, 32, 16, 16), (160, 16, 32, 32), (256, 64, 32, 32)):
+        for shift in (0.0, 1.0):
+            x = (torch.randn(shape, generator=g) * 0.3 + shift).to(device)
+            x64 = x.double()
+            mean = x64.mean((0, 2, 3), keepdim=True)
+            var = x64.var((0, 2, 3), unbiased=False, keepdim=True)
+            y64 = (x64 - mean) / torch.sqrt(var + 1e-5)
+            errs = []
+            for fmt in (torch.contiguous_format, torch.channels_last):
+                bn = nn.BatchNorm2d(shape[1]).to(device).train()
+                with torch.no_grad():
+                    errs.append(float((bn(x.contiguous(memory_format=fmt)).double() - y64).abs().max()))
+            out(lines, f"| {list(shape)} | {shift} | {errs[0]:.1e} | {errs[1]:.1e} |")
+    out(lines)
 
 
 # -------------------------------------------------------------------------------------- bare convs
@@ -481,7 +519,7 @@ def main(argv=None) -> int:
     ref_dataset = SampleZip(transform=train_transform(data.info, "rate"))
     sampled = [g for g, _ in zip(RandomSampler(args.seed), range(max(n_laptop, n_paper + 2)))]
 
-    cmd = "cd /work/main && .venv/bin/python " + " ".join(shlex.quote(a) for a in ["bench/bench_search.py", *sys.argv[1:]])
+    cmd = ".venv/bin/python " + " ".join(shlex.quote(a) for a in ["bench/bench_search.py", *sys.argv[1:]])
     out(lines, f"## Search speed: engine vs reference ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)")
     out(lines)
     out(lines, "| | |")
@@ -490,6 +528,7 @@ def main(argv=None) -> int:
     out(lines, f"| CPU | {cpu_model()}, {os.cpu_count()} logical cores |")
     if device.type == "cuda":
         out(lines, f"| GPU | {torch.cuda.get_device_name()} (cuDNN TF32 {torch.backends.cudnn.allow_tf32}, matmul TF32 {torch.backends.cuda.matmul.allow_tf32}) |")
+    out(lines, f"| engine | git {engine_version()} |")
     out(lines, f"| torch | {torch.__version__}, {torch.get_num_threads()} threads, device {device} |")
     out(lines, f"| load average at start | {loadavg()} (other processes may share the CPU; compare ratios, not absolute times) |")
     out(lines)
@@ -501,11 +540,15 @@ def main(argv=None) -> int:
         if quick:
             cells = cells[:2] + cells[3:4]
         carry = ScoreConfig(batch_size=laptop.score.batch_size, batches=2, draws=1, shared=False,
-                            train_mode=True, reset_between_batches=False)
-        configs = [("laptop (reset, 2 shared draws)", laptop.score), ("2 batches, carry state (reference quirk)", carry)]
+                            train_mode=True, reset_between_batches=False, count_silent=True)
+        lc = laptop.score
+        configs = [(f"laptop's ({lc.batches} batch x {lc.draws} draw, shared={lc.shared}, reset={lc.reset_between_batches}, "
+                    f"count_silent={lc.count_silent})", lc),
+                   ("SNASNet's quirks (2 batches, carry state, count_silent=True)", carry)]
         worst = run_equality(lines, laptop, data, device, cells, configs[:1])
         worst2 = run_equality(lines, laptop, data, device, cells[:3] if not quick else cells[:1], configs[1:])
         worst = {k: max(worst[k], worst2[k]) for k in worst}
+        run_bn_precision(lines, device)
 
     laptop_cfg, rows = run_side_by_side(lines, "laptop", data, ref_dataset, device, sampled[:n_laptop], n_ref=n_laptop)
     summary = report_side_by_side(lines, "laptop", laptop_cfg, rows, device)

@@ -45,6 +45,7 @@ import platform
 import random
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -476,6 +477,7 @@ def describe_run(run: dict) -> str:
 
 
 def cmd_report(args) -> None:
+    warnings.simplefilter("ignore", RuntimeWarning)  # nanmean over groups too small to count
     runs = [json.loads(Path(p).read_text()) for p in args.files]
     text = format_tables(runs)
     print(text)

@@ -166,17 +166,20 @@ class RefNet(nn.Module):
         self.fc1 = nn.Linear(head_features(macro, info.image_size), macro.hidden, bias=False)
         self.fc_lif = RefLIF()
         self.fc2 = nn.Linear(macro.hidden, info.num_classes * macro.group)
+        self.linear_gain = getattr(profile, "linear_gain", None)
         self.init_weights()
 
     @torch.no_grad()
     def init_weights(self) -> None:
+        """SNASNet's init (linear N(0, 0.01)); a profile's ``linear_gain`` makes it N(0, gain/sqrt(fan_in))."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_uniform_(m.weight, a=2)
             elif isinstance(m, nn.BatchNorm2d):
                 m.reset_parameters()
             elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
+                std = 0.01 if self.linear_gain is None else self.linear_gain / m.in_features**0.5
+                nn.init.normal_(m.weight, 0.0, std)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
@@ -268,9 +271,13 @@ def copy_engine_weights(engine_state: dict[str, torch.Tensor], ref: RefNet) -> N
 
 
 class HookKernel:
-    """Forward hooks on every LIF: each call's kernel, in float64, two matmuls, summed as it comes."""
+    """Forward hooks on every LIF: each call's kernel, in float64, two matmuls, summed as it comes.
 
-    def __init__(self, net: nn.Module, record_counts: bool = False) -> None:
+    ``count_silent=False`` (an engine option, not SNASNet's behaviour) skips hook calls in which no neuron fired.
+    """
+
+    def __init__(self, net: nn.Module, record_counts: bool = False, count_silent: bool = True) -> None:
+        self.count_silent = count_silent
         self.K: torch.Tensor | None = None
         self.calls = 0
         self.counts: list[tuple[str, float]] | None = [] if record_counts else None
@@ -279,6 +286,10 @@ class HookKernel:
     def _hook(self, name: str):
         def hook(_module, _inputs, out):
             x = out.flatten(1).double()
+            if self.counts is not None:
+                self.counts.append((name, float(x.sum())))
+            if not self.count_silent and not x.any():
+                return
             n = x.shape[1]
             same = x @ x.t() + (1 - x) @ (1 - x).t()
             d = n - same  # Hamming distance
@@ -287,8 +298,6 @@ class HookKernel:
             k = n - 0.5 * d / (n * (s_i * (1 - s_j) + (1 - s_i) * s_j) + 1e-3)
             self.K = k if self.K is None else self.K + k
             self.calls += 1
-            if self.counts is not None:
-                self.counts.append((name, float(x.sum())))
 
         return hook
 
@@ -298,6 +307,8 @@ class HookKernel:
             self.counts.clear()
 
     def score(self) -> float:
+        if self.K is None:
+            return float("-inf")
         return float(torch.linalg.slogdet(self.K / self.calls)[1])
 
     def remove(self) -> None:
@@ -376,7 +387,7 @@ class ReferenceScorer:
                 self.dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=g,
                 num_workers=self.num_workers,
             )
-            hooks = HookKernel(net)
+            hooks = HookKernel(net, count_silent=cfg.count_silent)
             net.reset()
             with torch.no_grad():
                 for b, (x, _y) in enumerate(loader):
@@ -404,13 +415,14 @@ def reference_batch_score(
     dropout_mask: torch.Tensor | None = None,
     channels_last: bool = False,
     record_counts: bool = False,
+    count_silent: bool = True,
 ) -> tuple[float, list[tuple[str, float]] | None]:
     """Score one already-encoded batch ``x`` ``[T, B, 3, H, W]`` (or ``[1, ...]``) with the stepped network.
 
     ``dropout_mask`` ``[B, C, h, w]`` replaces the mask the dropout would draw (to feed the engine's).
     Returns the batch's ``log |det K|`` and, with ``record_counts``, the spike count of each hook call.
     """
-    hooks = HookKernel(net, record_counts=record_counts)
+    hooks = HookKernel(net, record_counts=record_counts, count_silent=count_silent)
     try:
         net.reset(neurons=reset_neurons)
         if dropout_mask is not None:
