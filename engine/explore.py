@@ -22,11 +22,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import torch
+
 from .checkpoint import model_metadata, save_model
-from .data import load_dataset
+from .data import ImageData, load_dataset
 from .devices import resolve_device
 from .memory import footprint
-from .profiles import get_profile
+from .profiles import Profile, get_profile
 from .search import Candidate, derive_seed, random_search
 from .space import Setting
 from .train import TrainConfig, train
@@ -94,6 +96,15 @@ class ExploreResult:
     stopped: bool = False
 
 
+@dataclass(frozen=True)
+class _Work:
+    """What every setting of one exploration shares."""
+
+    profile: Profile
+    data: ImageData
+    device: torch.device
+
+
 class Reporter:
     """Progress of an exploration; the command line draws bars from it. The default says nothing."""
 
@@ -104,7 +115,7 @@ class Reporter:
     def finished(self, row: SettingResult) -> None: ...
 
 
-def _search(setting: Setting, folder: Path, cfg: ExploreConfig, ctx, rep: Reporter, stop) -> tuple[list, float]:
+def _search(setting: Setting, folder: Path, cfg: ExploreConfig, work: _Work, rep: Reporter, stop) -> tuple[list, float]:
     """Search one setting, resuming from ``search.json``; returns (candidates, seconds) or ([], s) if stopped."""
     path = folder / "search.json"
     previous = json.loads(path.read_text()) if path.exists() else {"complete": False, "seconds": 0.0, "candidates": []}
@@ -127,11 +138,11 @@ def _search(setting: Setting, folder: Path, cfg: ExploreConfig, ctx, rep: Report
     rep.stage(setting.name, "search", setting.iterations, len(candidates))
     result = random_search(
         setting.kernel_set,
-        ctx["profile"],
-        ctx["data"],
+        work.profile,
+        work.data,
         setting.iterations,
         seed=cfg.seed,
-        device=ctx["device"],
+        device=work.device,
         progress=lambda n, _t, best: rep.advance(n, f"best score {best.score:.3f}"),
         on_candidate=record,
         should_stop=stop,
@@ -141,18 +152,18 @@ def _search(setting: Setting, folder: Path, cfg: ExploreConfig, ctx, rep: Report
     return ([] if result.stopped else candidates), spent + time.perf_counter() - started
 
 
-def _train(setting: Setting, folder: Path, best: Candidate, cfg: ExploreConfig, ctx, rep: Reporter, stop):
-    profile, data = ctx["profile"], ctx["data"]
+def _train(setting: Setting, folder: Path, best: Candidate, cfg: ExploreConfig, work: _Work, rep: Reporter, stop):
     tcfg = TrainConfig(epochs=cfg.epochs, seed=cfg.seed, device=cfg.device, precision=cfg.precision)
     rep.stage(setting.name, "train", cfg.epochs)
+
     def progress(epoch, batch, batches, loss, acc):
         rep.advance(epoch - 1, f"epoch {epoch} batch {batch}/{batches} loss {loss:.3f} acc {acc:.1%}")
 
     result = train(
         best.genotype,
         setting.kernel_set,
-        profile,
-        data,
+        work.profile,
+        work.data,
         tcfg,
         state_path=folder / "train-state.pt",
         progress=progress,
@@ -178,7 +189,7 @@ def explore(
     arguments = json.loads(json.dumps(asdict(cfg)))
     if config_path.exists() and json.loads(config_path.read_text()) != arguments:
         raise ValueError(f"{out} holds an exploration with other arguments ({config_path}); use another --out folder")
-    ctx = {"profile": profile, "data": load_dataset(cfg.dataset), "device": resolve_device(cfg.device)}
+    work = _Work(profile, load_dataset(cfg.dataset), resolve_device(cfg.device))
     write_json(config_path, arguments)
     rows: list[SettingResult] = []
     for setting in settings:
@@ -188,14 +199,14 @@ def explore(
             rows.append(SettingResult(**json.loads(result_path.read_text())))
             rep.finished(rows[-1])
             continue
-        candidates, search_seconds = _search(setting, folder, cfg, ctx, rep, should_stop)
+        candidates, search_seconds = _search(setting, folder, cfg, work, rep, should_stop)
         if not candidates:
             return ExploreResult(rows, stopped=True)
         best = max(candidates, key=lambda c: c.score)
-        trained, tcfg = _train(setting, folder, best, cfg, ctx, rep, should_stop)
+        trained, tcfg = _train(setting, folder, best, cfg, work, rep, should_stop)
         if trained.stopped:
             return ExploreResult(rows, stopped=True)
-        fp = footprint(best.genotype, setting.kernel_set, profile, ctx["data"].info)
+        fp = footprint(best.genotype, setting.kernel_set, profile, work.data.info)
         checkpoint = folder / "model.safetensors"
         save_model(
             checkpoint,
@@ -204,7 +215,7 @@ def explore(
                 genotype=best.genotype,
                 kernel_set=setting.kernel_set,
                 profile=profile,
-                info=ctx["data"].info,
+                info=work.data.info,
                 accuracy=trained.accuracy,
                 params=fp.params,
                 params_torch=fp.params_torch,

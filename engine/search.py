@@ -120,37 +120,33 @@ class Scorer:
     def score(self, genotype: Genotype, index: int) -> tuple[float, int, float]:
         """``(score, silent_layers, firing_rate)`` of one cell, averaged over the configured draws."""
         cfg = self.config
-        scores, fired, spikes, neurons, silent = [], {}, 0.0, 0, 0
+        devices = [self.device] if self.device.type == "cuda" else []
+        scores, spikes, neurons, silent = [], 0.0, 0, 0
         for d in range(cfg.draws):
             key = (self.seed, 2, d) if cfg.shared else (self.seed, 3, index, d)
             batches = self._shared[d] if cfg.shared else self._batches(derive_seed(self.seed, 4, index, d))
-            devices = [self.device] if self.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices), torch.no_grad():
                 torch.manual_seed(derive_seed(*key))
                 net = build_network(genotype, self.kernel_set, self.profile, self.data.info, device=self.device)
                 net.train(cfg.train_mode)
                 layers = spike_layers(net)
+                fired = dict.fromkeys(layers, False)
+
+                def record(layer, _inputs, out):
+                    nonlocal spikes, neurons
+                    count = float(acc.add(out, layer.fanout).sum())
+                    fired[layer] = fired[layer] or count > 0
+                    spikes += count * layer.fanout
+                    neurons += out.numel() * layer.fanout
+
                 for layer in layers:
                     layer.carry = not cfg.reset_between_batches
+                    layer.register_forward_hook(record)
                 for x in batches:
                     acc = KernelAccumulator(cfg.count_silent)
-
-                    def record(module, _inputs, out, acc=acc):
-                        nonlocal spikes, neurons
-                        count = float(acc.add(out, module.fanout).sum())
-                        fired[id(module)] = fired.get(id(module), False) or count > 0
-                        spikes += count * module.fanout
-                        neurons += out.numel() * module.fanout
-
-                    hooks = [layer.register_forward_hook(record) for layer in layers]
                     net(encode(self.profile.encoding, x, self.profile.timesteps, self.data.info))
-                    for h in hooks:
-                        h.remove()
                     scores.append(acc.score())
-            # Module ids are only unique while the network lives: count its silent layers now.
             silent = max(silent, sum(not f for f in fired.values()))
-            fired.clear()
-            del net
         return float(np.mean(scores)), silent, spikes / max(neurons, 1)
 
 
