@@ -468,7 +468,7 @@ def describe_run(run: dict) -> str:
         f"`{run['command']}`; conv-edge groups {sizes} (within-group metrics use {counted}); "
         f"silent layers in {key} (layer: share of cell-draws silent): "
         + ", ".join(f"{n}: {c / len(recs):.0%}" for n, c in sorted(silent.items(), key=lambda x: -x[1]))
-        + f"; mean firing rate per layer: "
+        + "; mean firing rate per layer: "
         + ", ".join(f"{n} {np.mean(v):.3f}" for n, v in rates.items())
         + f"; share of hook calls silent {scf:.2f}; -inf scores without silent calls: {ninf}; "
         f"load average {la[0][0]:.1f} → {la[-1][0]:.1f}; {run.get('seconds', 0):.0f} s"

@@ -172,10 +172,8 @@ class StopOnInterrupt:
 def cmd_train(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from .checkpoint import model_metadata, save_model
+    from .checkpoint import save_trained
     from .data import load_dataset
-    from .memory import footprint
-    from .search import derive_seed
     from .train import TrainConfig, train
 
     genotype = Genotype.from_str(args.genotype)
@@ -210,20 +208,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     if result.stopped:
         print(f"stopped after epoch {len(result.epochs)}; rerun the same command to resume from {state}")
         return
-    fp = footprint(genotype, kernel_set, profile, data.info)
-    meta = model_metadata(
+    save_trained(
+        args.out,
+        result.model,
         genotype=genotype,
         kernel_set=kernel_set,
         profile=profile,
         info=data.info,
         accuracy=result.accuracy,
-        params=fp.params,
-        params_torch=fp.params_torch,
         seed=args.seed,
-        eval_seed=derive_seed(args.seed, 3, config.epochs),
-        extra={"epochs": config.epochs, "device": result.device},
+        epochs=config.epochs,
+        extra={"device": result.device},
     )
-    save_model(args.out, result.model, meta)
     state.unlink(missing_ok=True)
     print(f"test accuracy {result.accuracy:.2%} on {result.device}; wrote {args.out}")
 

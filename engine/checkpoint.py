@@ -67,7 +67,7 @@ def _weights_digest(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def save_model(path: Path, model: SpikingNet, meta: dict) -> None:
-    """Write ``model`` with ``meta`` (genotype, kernel_set, profile, dataset, ... see ``model_metadata``).
+    """Write ``model`` with ``meta`` (genotype, kernel_set, profile, dataset, ... see ``save_trained``).
 
     Written to a temporary name and renamed, so a kill never leaves a half file under ``path``.
     """
@@ -95,20 +95,25 @@ def save_model(path: Path, model: SpikingNet, meta: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def model_metadata(
+def save_trained(
+    path: Path,
+    model: SpikingNet,
     *,
     genotype: Genotype,
     kernel_set: KernelSet,
     profile: Profile,
     info,
     accuracy: float | None,
-    params: int,
-    params_torch: int,
     seed: int,
-    eval_seed: int,
+    epochs: int,
     extra: dict | None = None,
-) -> dict:
-    return {
+) -> None:
+    """Save a trained network with everything needed to rebuild it and reproduce its test accuracy."""
+    from .memory import footprint
+    from .train import eval_seed
+
+    fp = footprint(genotype, kernel_set, profile, info)
+    meta = {
         "genotype": genotype.to_str(),
         "kernel_set": kernel_set.name,
         "profile": profile.to_dict(),
@@ -124,12 +129,14 @@ def model_metadata(
         "encoding": profile.encoding,
         "timesteps": profile.timesteps,
         "accuracy": accuracy,
-        "params": params,
-        "params_torch": params_torch,
+        "params": fp.params,
+        "params_torch": fp.params_torch,
         "seed": seed,
-        "eval_seed": eval_seed,
+        "epochs": epochs,
+        "eval_seed": eval_seed(seed, epochs),
         **(extra or {}),
     }
+    save_model(path, model, meta)
 
 
 def _profile_from_dict(d: dict) -> Profile:

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import model_metadata, save_model
+from .checkpoint import save_trained
 from .data import ImageData, load_dataset
 from .devices import resolve_device
 from .memory import footprint
 from .profiles import Profile, get_profile
-from .search import Candidate, derive_seed, random_search
+from .search import Candidate, random_search
 from .space import Setting
 from .train import TrainConfig, train
 
@@ -170,7 +170,7 @@ def _train(setting: Setting, folder: Path, best: Candidate, cfg: ExploreConfig, 
         should_stop=stop,
     )
     rep.advance(len(result.epochs))
-    return result, tcfg
+    return result
 
 
 def explore(
@@ -203,26 +203,22 @@ def explore(
         if not candidates:
             return ExploreResult(rows, stopped=True)
         best = max(candidates, key=lambda c: c.score)
-        trained, tcfg = _train(setting, folder, best, cfg, work, rep, should_stop)
+        trained = _train(setting, folder, best, cfg, work, rep, should_stop)
         if trained.stopped:
             return ExploreResult(rows, stopped=True)
         fp = footprint(best.genotype, setting.kernel_set, profile, work.data.info)
         checkpoint = folder / "model.safetensors"
-        save_model(
+        save_trained(
             checkpoint,
             trained.model,
-            model_metadata(
-                genotype=best.genotype,
-                kernel_set=setting.kernel_set,
-                profile=profile,
-                info=work.data.info,
-                accuracy=trained.accuracy,
-                params=fp.params,
-                params_torch=fp.params_torch,
-                seed=cfg.seed,
-                eval_seed=derive_seed(cfg.seed, 3, tcfg.epochs),
-                extra={"setting": setting.name, "search_score": best.score, "epochs": tcfg.epochs},
-            ),
+            genotype=best.genotype,
+            kernel_set=setting.kernel_set,
+            profile=profile,
+            info=work.data.info,
+            accuracy=trained.accuracy,
+            seed=cfg.seed,
+            epochs=cfg.epochs,
+            extra={"setting": setting.name, "search_score": best.score, "device": str(work.device)},
         )
         row = SettingResult(
             setting=setting.name,

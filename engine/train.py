@@ -116,6 +116,11 @@ class DeviceImages:
             yield self.images[idx].float().div_(255), self.labels[idx]
 
 
+def eval_seed(seed: int, epoch: int) -> int:
+    """The rate-encoding seed of epoch ``epoch``'s test evaluation (stored in checkpoints to reproduce it)."""
+    return derive_seed(seed, 3, epoch)
+
+
 def _generator(device: torch.device, *keys: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(derive_seed(*keys))
 
@@ -256,7 +261,7 @@ def train(
                 test_images,
                 data,
                 profile,
-                seed=derive_seed(config.seed, 3, epoch),
+                seed=eval_seed(config.seed, epoch),
                 batch_size=config.eval_batch_size,
                 precision=config.precision,
             )
