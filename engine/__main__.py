@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import time
@@ -45,6 +46,14 @@ def cmd_search(args: argparse.Namespace) -> None:
     profile = get_profile(args.profile)
     if args.iterations < 1:
         raise CliError(f"--iterations must be at least 1, got {args.iterations}")
+    overrides = {
+        "batch_size": args.score_batch,
+        "batches": args.score_batches,
+        "draws": args.draws,
+        "shared": {"shared": True, "fresh": False}.get(args.draw_mode),
+        "count_silent": {"yes": True, "no": False}.get(args.count_silent),
+    }
+    config = dataclasses.replace(profile.score, **{k: v for k, v in overrides.items() if v is not None})
     device = resolve_device(args.device)
     data = load_dataset(args.dataset)
     bar = tqdm(total=args.iterations, desc=f"{kernel_set.name} search", unit="cand", file=sys.stderr)
@@ -61,6 +70,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         args.iterations,
         seed=args.seed,
         device=device,
+        config=config,
         dedupe=args.dedupe,
         max_params=args.max_params,
         progress=progress,
@@ -95,6 +105,7 @@ def cmd_search(args: argparse.Namespace) -> None:
                 "iterations": args.iterations,
                 "dataset": args.dataset,
                 "profile": profile.to_dict(),
+                "score_config": dataclasses.asdict(config),
                 "seed": args.seed,
                 "device": str(device),
                 "dedupe": args.dedupe,
@@ -349,6 +360,11 @@ def build_parser() -> Parser:
     s.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N")
     s.add_argument("--dedupe", action="store_true", help="score each distinct cell once (beyond the paper)")
     s.add_argument("--max-params", type=int, default=None, help="skip cells over this many parameters")
+    s.add_argument("--score-batch", type=int, help="images per scoring batch (default: the profile's)")
+    s.add_argument("--score-batches", type=int, help="scoring batches per draw (default: the profile's)")
+    s.add_argument("--draws", type=int, help="(init, batch) draws averaged per candidate (default: the profile's)")
+    s.add_argument("--draw-mode", choices=["shared", "fresh"], help="same init and batch for every candidate, or new ones")
+    s.add_argument("--count-silent", choices=["yes", "no"], help="whether layers that never fired add to the kernel")
     s.add_argument("--top", type=int, default=10, help="rows in the summary table")
     s.add_argument("--json", type=Path, help="write every candidate to this JSON file")
     s.set_defaults(func=cmd_search)

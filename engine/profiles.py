@@ -53,6 +53,12 @@ class ScoreConfig:
     reset_between_batches: bool = False
     count_silent: bool = True
 
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "batches", "draws"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"score setting {name} must be a whole number of at least 1, got {value!r}")
+
 
 @dataclass(frozen=True)
 class Profile:

@@ -30,6 +30,16 @@ def test_search_prints_a_summary_and_writes_every_candidate(tmp_path):
         result["candidates"][0]
     )
     assert "3/3" in run.stderr  # the progress bar
+    assert result["score_config"]["count_silent"] is False  # the laptop profile's default
+
+
+def test_search_score_options_reach_the_scorer(tmp_path):
+    out = tmp_path / "out.json"
+    run = cli("search", "--kernel-set", "1x1_3x3", "--iterations", "2", "--device", "cpu", "--score-batch", "8",
+              "--draws", "2", "--draw-mode", "fresh", "--count-silent", "yes", "--json", str(out))  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    cfg = json.loads(out.read_text())["score_config"]
+    assert (cfg["batch_size"], cfg["draws"], cfg["shared"], cfg["count_silent"]) == (8, 2, False, True)
 
 
 def test_profile_lists_every_table_i_kernel_set_offline():
@@ -56,6 +66,7 @@ def test_profile_of_one_network_gives_its_layers_and_totals():
         (["search", "--kernel-set", "3x3_5x5", "--dataset", "nope"], "unknown dataset"),
         (["search", "--kernel-set", "3x3_5x5", "--device", "cuda:7"], "GPU"),
         (["search", "--kernel-set", "3x3_5x5", "--profile", "huge"], "invalid choice"),
+        (["search", "--kernel-set", "3x3_5x5", "--draws", "0"], "at least 1"),
         (["profile", "--kernel-set", "1x1_3x3", "--genotype", "0302 0030 0003"], "not a genotype"),
         (["profile", "--dataset", "cifar100", "--genotype", "0302 0030 0003 0000"], "--genotype needs --kernel-set"),
         (["select", "nowhere", "--budget", "5M"], "no results.json"),
