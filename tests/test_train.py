@@ -148,3 +148,12 @@ def test_diverging_training_stops_with_a_clear_error(tiny):
 
     with pytest.raises(TrainingDiverged, match="lower learning rate"):
         train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, TrainConfig(epochs=1, lr=1e38, device="cpu"))
+
+
+def test_bf16_autocast_is_an_option(tiny):
+    data = load_dataset(tiny)
+    result = train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, TrainConfig(epochs=1, precision="bf16", device="cpu"))
+    assert len(result.epochs) == 1 and 0 <= result.accuracy <= 1
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())  # autocast leaves the weights fp32
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp8")
