@@ -240,7 +240,7 @@ def explore(
         rows.append(row)
         rep.finished(row)
     add_speedups(rows, cfg.baseline)
-    write_results(out, rows, profile.reduced)
+    write_results(out, rows, profile)
     return ExploreResult(rows)
 
 
@@ -257,17 +257,15 @@ TABLE_COLUMNS = [
 ]  # fmt: skip
 
 
-def table_rows(rows: list[SettingResult]) -> list[dict]:
-    return [{c: getattr(r, c) for c in TABLE_COLUMNS} for r in rows]
-
-
-def write_results(out: Path, rows: list[SettingResult], reduced: bool) -> None:
-    write_json(out / "results.json", {"reduced_profile": reduced, "rows": [asdict(r) for r in rows]})
+def write_results(out: Path, rows: list[SettingResult], profile: Profile) -> None:
+    """The table as JSON and CSV; both say which profile made it and whether it is a reduced one."""
+    label = {"profile": profile.name, "reduced_profile": profile.reduced}
+    write_json(out / "results.json", {**label, "rows": [asdict(r) for r in rows]})
     tmp = out / ".results.csv.tmp"
     with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=[*TABLE_COLUMNS, *label])
         writer.writeheader()
-        writer.writerows(table_rows(rows))
+        writer.writerows({**{c: getattr(r, c) for c in TABLE_COLUMNS}, **label} for r in rows)
     os.replace(tmp, out / "results.csv")
 
 

@@ -51,6 +51,7 @@ def test_results_table_speedups_checkpoints_and_selection(tiny, tmp_path):
         assert len(r.history) == 1 and r.history[0]["test_accuracy"] == r.accuracy
     csv = (out / "results.csv").read_text().splitlines()
     assert csv[0].startswith("setting,kernel_set,iterations,accuracy,params") and len(csv) == 4
+    assert csv[0].endswith(",profile,reduced_profile") and csv[1].endswith(",laptop,True")
     assert json.loads((out / "results.json").read_text())["reduced_profile"] is True
     reloaded = load_results(out)
     best = max(reloaded, key=lambda r: (r.accuracy, -r.params))
