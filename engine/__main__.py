@@ -25,8 +25,12 @@ class Parser(argparse.ArgumentParser):
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(r, widths)))  # noqa: E731
+
+    def line(row: list[str]) -> str:
+        return "  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(row, widths)))
+
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
