@@ -19,6 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from . import __version__
+from .data import DatasetInfo
 from .network import SpikingNet, build_network
 from .profiles import Macro, Profile, ScoreConfig
 from .space import Genotype, KernelSet
@@ -31,30 +32,13 @@ class CheckpointError(ValueError):
 
 
 @dataclass(frozen=True)
-class ModelShape:
-    """The dataset facts a checkpoint carries (what ``build_network`` needs)."""
-
-    name: str
-    macro: str
-    classes: tuple[str, ...]
-    image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    crop_padding: int
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-
-@dataclass(frozen=True)
 class LoadedModel:
     model: SpikingNet
     meta: dict
     genotype: Genotype
     kernel_set: KernelSet
     profile: Profile
-    data: ModelShape
+    data: DatasetInfo
 
 
 def _weights_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -102,7 +86,7 @@ def save_trained(
     genotype: Genotype,
     kernel_set: KernelSet,
     profile: Profile,
-    info,
+    info: DatasetInfo,
     accuracy: float | None,
     seed: int,
     epochs: int,
@@ -185,7 +169,7 @@ def load_model(path: Path | str, device: torch.device | str = "cpu") -> LoadedMo
         kernel_set = KernelSet.parse(meta["kernel_set"])
         profile = _profile_from_dict(meta["profile"])
         d = meta["dataset"]
-        shape = ModelShape(
+        shape = DatasetInfo(
             d["name"], d["macro"], tuple(d["classes"]), d["image_size"], tuple(d["mean"]), tuple(d["std"]),
             d["crop_padding"],
         )
