@@ -76,10 +76,12 @@ class LIFSequence(torch.autograd.Function):
     def backward(ctx, grad_spikes: torch.Tensor, _grad_v: torch.Tensor):  # type: ignore[override]
         (charged,) = ctx.saved_tensors
         tau, v_th, alpha = ctx.constants
-        dh = grad_spikes * atan_grad(charged - v_th, alpha)  # the spike's own term, all steps at once
+        # The spike's own term for all steps at once: grad * (alpha/2) / (1 + (pi/2 * alpha * (h - v_th))^2).
+        dh = charged.sub(v_th).mul_(math.pi / 2 * alpha).square_().add_(1)
+        torch.div(grad_spikes, dh, out=dh).mul_(alpha / 2)
         kept = (charged < v_th).to(dh.dtype)  # 1 - s_t
         for t in range(charged.shape[0] - 2, -1, -1):
-            dh[t].addcmul_(dh[t + 1] - dh[t + 1] / tau, kept[t])
+            dh[t].addcmul_(dh[t + 1], kept[t], value=1 - 1 / tau)
         return dh.div_(tau), None, None, None, None
 
 
