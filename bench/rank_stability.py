@@ -63,6 +63,7 @@ import engine.search as es  # noqa: E402
 from engine.data import load_dataset  # noqa: E402
 from engine.profiles import get_profile  # noqa: E402
 from engine.score import KernelAccumulator  # noqa: E402
+from engine.seeds import derive_seed  # noqa: E402
 from engine.space import KernelSet  # noqa: E402
 
 MODES = ("shared", "fresh", "pinned", "aligned")
@@ -117,7 +118,7 @@ def aligned_init(net) -> None:
     _orig_init(net)
     for name, m in net.named_modules():
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-            torch.manual_seed(es.derive_seed(base, zlib.crc32(name.encode())))
+            torch.manual_seed(derive_seed(base, zlib.crc32(name.encode())))
             _orig_init(_Holder(m, net))
 
 
@@ -160,7 +161,7 @@ def probing_spike_layers(net):
 
 def pinning_encode(kind, x, timesteps, info):
     if PROBE.pin_seed is not None:
-        torch.manual_seed(es.derive_seed(PROBE.pin_seed, 5, PROBE.encodes))
+        torch.manual_seed(derive_seed(PROBE.pin_seed, 5, PROBE.encodes))
     PROBE.encodes += 1
     return _orig_encode(kind, x, timesteps, info)
 
@@ -321,7 +322,7 @@ def cmd_run(args) -> None:
         for mode, b in configs:
             cfg = replace(profile.score, draws=1, batch_size=b, shared=mode != "fresh")
             scorer = es.Scorer(ks, profile, data, seed=seed, device=device, config=cfg)
-            pin = es.derive_seed(seed, 99) if mode in ("pinned", "aligned") else None
+            pin = derive_seed(seed, 99) if mode in ("pinned", "aligned") else None
             t0 = time.perf_counter()
             for i, g in enumerate(cells):
                 out["results"][f"{mode}/{b}"][i].append(score_one(scorer, g, i, pin, aligned=mode == "aligned"))

@@ -37,7 +37,7 @@ from torch import nn
 from engine.data import SAMPLE_ARCHIVE, DatasetInfo
 from engine.network import head_features, stem_stride
 from engine.profiles import Profile, ScoreConfig
-from engine.search import derive_seed
+from engine.seeds import derive_seed
 from engine.space import EDGES, Genotype, KernelSet, Op
 
 # ------------------------------------------------------------------------------------------- neuron

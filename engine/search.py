@@ -21,12 +21,8 @@ from .memory import footprint
 from .network import build_network, spike_layers
 from .profiles import Profile, ScoreConfig
 from .score import KernelAccumulator
+from .seeds import derive_seed, seeded
 from .space import Genotype, KernelSet, extreme_genotypes, sample_genotype
-
-
-def derive_seed(*keys: int) -> int:
-    """A 63-bit seed from a tuple of integers (independent streams per key, stable across platforms)."""
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32).view(np.uint64)[0] >> 1)
 
 
 # ---------------------------------------------------------------------------------------- samplers
@@ -120,13 +116,11 @@ class Scorer:
     def score(self, genotype: Genotype, index: int) -> tuple[float, int, float]:
         """``(score, silent_layers, firing_rate)`` of one cell, averaged over the configured draws."""
         cfg = self.config
-        devices = [self.device] if self.device.type == "cuda" else []
         scores, spikes, neurons, silent = [], 0.0, 0, 0
         for d in range(cfg.draws):
             key = (self.seed, 2, d) if cfg.shared else (self.seed, 3, index, d)
             batches = self._shared[d] if cfg.shared else self._batches(derive_seed(self.seed, 4, index, d))
-            with torch.random.fork_rng(devices=devices), torch.no_grad():
-                torch.manual_seed(derive_seed(*key))
+            with seeded(self.device, derive_seed(*key)), torch.no_grad():
                 net = build_network(genotype, self.kernel_set, self.profile, self.data.info, device=self.device)
                 net.train(cfg.train_mode)
                 layers = spike_layers(net)

@@ -25,7 +25,7 @@ from .devices import resolve_device
 from .encoding import encode
 from .network import SpikingNet, build_network, spike_layers
 from .profiles import Profile
-from .search import derive_seed
+from .seeds import derive_seed, seeded
 from .space import Genotype, KernelSet
 
 Precision = Literal["fp32", "bf16"]
@@ -148,8 +148,7 @@ def evaluate(
 
     hooks = [m.register_forward_hook(count) for m in spike_layers(model)]
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
-            torch.manual_seed(seed)
+        with seeded(device, seed), torch.no_grad():
             for x, y in images.batches(batch_size):
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                     out = model(encode(profile.encoding, x, profile.timesteps, data.info))
@@ -201,8 +200,7 @@ def train(
     """
     device = resolve_device(config.device)
     started = time.perf_counter()
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(derive_seed(config.seed, 0))
+    with seeded(device, derive_seed(config.seed, 0)):
         model = build_network(genotype, kernel_set, profile, data.info, device=device)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -227,8 +225,7 @@ def train(
         gen = _generator(device, config.seed, 1, epoch)
         order = torch.randperm(len(train_images), generator=gen, device=device)
         loss_sum, correct, seen = 0.0, 0, 0
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(derive_seed(config.seed, 2, epoch))
+        with seeded(device, derive_seed(config.seed, 2, epoch)):
             for b, (x, y) in enumerate(train_images.batches(config.batch_size, order), 1):
                 if should_stop is not None and should_stop():
                     result.stopped = True
