@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -348,11 +349,108 @@ def cmd_select(args: argparse.Namespace) -> None:
     print_results(load_results(args.folder), Budget.parse(args.budget, args.bits), args.folder)
 
 
+# ----------------------------------------------------------------------------- store and worker
+
+
+def cmd_submit(args: argparse.Namespace) -> None:
+    from . import api
+
+    config = api.ExperimentConfig(
+        dataset=args.dataset,
+        kernel_sets=tuple(ks.name for ks in parse_kernel_sets(args.kernel_sets)),
+        iterations=args.iterations,
+        baseline=args.baseline or None,
+        profile=args.profile,
+        epochs=args.epochs,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+        budget=args.budget,
+        bits=args.bits,
+        name=args.name,
+    )
+    ids = api.submit_experiment(config, store=api.get_store(args.db))
+    print(f"experiment {ids['experiment_id']}: {len(ids['job_ids'])} job(s) queued ({', '.join(map(str, ids['job_ids']))})")
+    if args.start_worker:
+        pid = api.ensure_worker(store=api.get_store(args.db))
+        print(f"started a worker (pid {pid})" if pid else "a worker is already running")
+    elif not api.worker_status(store=api.get_store(args.db))["running"]:
+        print("no worker is running: start one with `python -m engine worker`")
+
+
+def cmd_jobs(args: argparse.Namespace) -> None:
+    from . import api
+
+    store = api.get_store(args.db)
+    jobs = api.jobs_frame(args.experiment, store=store)
+    state = api.worker_status(store=store)
+    print(f"worker: {'running (pid %d on %s)' % (state['pid'], state['host']) if state['running'] else 'not running'}")
+    if jobs.empty:
+        print("no jobs yet: submit one with `python -m engine submit`")
+        return
+    body = []
+    for j in jobs.itertuples():
+        progress = f"{j.done}/{j.total}" if j.stage else ""
+        detail = j.error if j.status == "failed" else (j.note or "")
+        body.append([str(j.id), str(j.experiment_id), j.setting, j.status, j.stage or "", progress, detail[:70]])
+    print(table(body, ["job", "exp", "setting", "status", "stage", "progress", "detail"]))
+
+
+def _job_target(args: argparse.Namespace) -> dict:
+    if (args.experiment is None) == (not args.job):
+        raise CliError("name either an experiment (--experiment N) or job ids")
+    return {"experiment_id": args.experiment, "job_ids": args.job or None}
+
+
+def cmd_cancel(args: argparse.Namespace) -> None:
+    from . import api
+
+    n = api.cancel(**_job_target(args), store=api.get_store(args.db))
+    print(f"cancelled {n} job(s)" if n else "nothing to cancel: no queued or running job matched")
+
+
+def cmd_retry(args: argparse.Namespace) -> None:
+    from . import api
+
+    n = api.retry(**_job_target(args), store=api.get_store(args.db))
+    print(f"queued {n} job(s) again" if n else "nothing to retry: no failed or cancelled job matched")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from . import api
+    from .explore import write_text
+
+    text = api.export_experiment(args.experiment, args.format, store=api.get_store(args.db))
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        write_text(args.out, text)
+        print(f"wrote {args.out}")
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from . import api
+    from .worker import serve
+
+    store = api.get_store(args.db)
+    if args.ray is not None:
+        from .ray_backend import serve_ray
+
+        serve_ray(store, address=args.ray, stale_after=args.stale_after, idle_exit=args.idle_exit)
+        return
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"worker serving {store.path} (Ctrl-C stops; running jobs resume later)", file=sys.stderr)
+    serve(store, stale_after=args.stale_after, idle_exit=args.idle_exit, stop=stop)
+
+
 # ------------------------------------------------------------------------------------------ parser
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="python -m engine", description="SpiKernel: kernel-size exploration for spiking networks")
+    parser.add_argument("--db", type=Path, help="experiment database (default: $SPIKERNEL_DB or data/spikernel.db)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     s = sub.add_parser("search", help="training-free random search over one kernel set")
@@ -421,17 +519,57 @@ def build_parser() -> Parser:
     c.add_argument("--budget", required=True)
     c.add_argument("--bits", type=int, choices=[32, 16, 8])
     c.set_defaults(func=cmd_select)
+
+    m = sub.add_parser("submit", help="queue an exploration in the experiment database for the worker")
+    m.add_argument("--dataset", default="sample")
+    m.add_argument("--kernel-sets", default="all", help="comma-separated, e.g. 1x1_3x3,3x3_5x5 (default: Table I)")
+    m.add_argument("--iterations", type=int, default=1000)
+    m.add_argument("--baseline", default="", help="setting for the search speed-up, e.g. 1x1_3x3_5000x")
+    m.add_argument("--epochs", type=int, default=10)
+    m.add_argument("--profile", default="laptop", choices=list(PROFILES))
+    m.add_argument("--budget", help="memory budget Alg. 1 starts from: '10M' or '40MB'")
+    m.add_argument("--bits", type=int, choices=[32, 16, 8])
+    m.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--device", default="auto")
+    m.add_argument("--name", default="")
+    m.add_argument("--start-worker", action="store_true", help="start a background worker unless one runs")
+    m.set_defaults(func=cmd_submit)
+
+    j = sub.add_parser("jobs", help="every job with its status and progress")
+    j.add_argument("--experiment", type=int)
+    j.set_defaults(func=cmd_jobs)
+
+    for name, func, what in (("cancel", cmd_cancel, "cancel queued and running jobs"),
+                             ("retry", cmd_retry, "queue failed or cancelled jobs again (they resume)")):  # fmt: skip
+        a = sub.add_parser(name, help=what)
+        a.add_argument("job", type=int, nargs="*", help="job ids")
+        a.add_argument("--experiment", type=int, help="all jobs of this experiment")
+        a.set_defaults(func=func)
+
+    o = sub.add_parser("export", help="an experiment's results as CSV (table) or JSON (everything)")
+    o.add_argument("experiment", type=int)
+    o.add_argument("--format", choices=["csv", "json"], default="csv")
+    o.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    o.set_defaults(func=cmd_export)
+
+    w = sub.add_parser("worker", help="run queued jobs (foreground); one job per GPU, else one on the CPU")
+    w.add_argument("--idle-exit", type=float, help="exit after this many seconds without work")
+    w.add_argument("--stale-after", type=float, default=60.0, help="take over running jobs silent this long (s)")
+    w.add_argument("--ray", nargs="?", const="auto", help="run jobs as Ray tasks: 'auto' or a cluster address")
+    w.set_defaults(func=cmd_worker)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .store import StoreError
     from .train import TrainingDiverged
 
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
         args.func(args)
-    except (CliError, ValueError, FileNotFoundError) as exc:
+    except (CliError, ValueError, FileNotFoundError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingDiverged as exc:

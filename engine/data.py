@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 DATA_ROOT_ENV = "SPIKERNEL_DATA"
+DATA_ROOTS_ENV = "SPIKERNEL_DATA_ROOTS"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_ARCHIVE = PROJECT_ROOT / "data" / "sample" / "cifar10-sample.zip"
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
@@ -466,6 +467,61 @@ def load_dataset(spec: str, root: Path | None = None) -> ImageData:
         raise DatasetError(f"dataset {name!r} takes no argument, got {spec!r}; valid: {valid}")
     root = Path(root) if root is not None else default_data_root()
     return entry.load(spec, root)
+
+
+def data_roots() -> list[Path]:
+    """The folders datasets may come from: the data root plus any in ``$SPIKERNEL_DATA_ROOTS``
+    (separated by ``os.pathsep``). Folder datasets outside them are refused."""
+    extra = [Path(p).expanduser() for p in os.environ.get(DATA_ROOTS_ENV, "").split(os.pathsep) if p]
+    return [p.resolve() for p in [default_data_root(), *extra]]
+
+
+def check_dataset(spec: str, root: Path | None = None) -> str:
+    """Whether a dataset can be used, without decoding it: raises ``DatasetError`` with the reason (and
+    the fix) when not, else says how it will be read ("bundled", "on disk", "will download").
+
+    ``folder:<path>`` must resolve (symlinks followed) inside one of ``data_roots()``.
+    """
+    name, _, arg = spec.strip().partition(":")
+    if name not in _REGISTRY:
+        valid = ", ".join(f"{n}:<path>" if e.takes_path else n for n, e in _REGISTRY.items())
+        raise DatasetError(f"unknown dataset {spec!r}; valid: {valid}")
+    root = Path(root) if root is not None else default_data_root()
+    if name == "sample":
+        if not SAMPLE_ARCHIVE.is_file():
+            raise DatasetError(f"the bundled sample {SAMPLE_ARCHIVE.name} is missing; run scripts/build_sample.py")
+        return "bundled"
+    if name in ("cifar10", "cifar100"):
+        from torchvision.datasets import CIFAR10, CIFAR100
+
+        cls = CIFAR100 if name == "cifar100" else CIFAR10
+        if (root / cls.base_folder).is_dir() or (root / cls.filename).is_file():
+            return "on disk"
+        if _reachable(cls.url):
+            return "will download"
+        raise DatasetError(
+            f"{name} is not in the data root and {urlparse(cls.url).hostname} cannot be reached: "
+            f"put {cls.filename} in the data root"
+        )
+    if name == "tinyimagenet":
+        if not (root / "tiny-imagenet-200").is_dir():
+            raise DatasetError("TinyImageNet not found: unzip tiny-imagenet-200.zip into the data root")
+        return "on disk"
+    if not arg:
+        raise DatasetError("a folder dataset needs a path: folder:<path>")
+    path = Path(arg).expanduser()
+    resolved = (path if path.is_absolute() else root / path).resolve()
+    allowed = data_roots()
+    if not any(resolved.is_relative_to(r) for r in allowed):
+        raise DatasetError(
+            f"folder {arg!r} is outside the allowed data roots; put it under the data root or add its "
+            f"parent to ${DATA_ROOTS_ENV}"
+        )
+    if not (resolved / "train").is_dir():
+        raise DatasetError(f"folder {arg!r} has no train/ folder of <class>/<images>")
+    if not ((resolved / "test").is_dir() or (resolved / "val").is_dir()):
+        raise DatasetError(f"folder {arg!r} has no test/ (or val/) folder")
+    return "on disk"
 
 
 def dataset_shape(spec: str, root: Path | None = None) -> DatasetShape | DatasetInfo:

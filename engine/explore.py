@@ -36,12 +36,17 @@ from .train import TrainConfig, train
 SAVE_EVERY_S = 5.0
 
 
-def write_json(path: Path, payload) -> None:
+def write_text(path: Path, text: str) -> None:
     """Write to a temporary name, then rename: a kill never leaves half a file under ``path``."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json(path: Path, payload) -> None:
+    write_text(path, json.dumps(payload, indent=1) + "\n")
 
 
 @dataclass(frozen=True)

@@ -193,8 +193,11 @@ def train(
     state_path: Path | None = None,
     progress: TrainProgress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> TrainResult:
     """Train one cell. With ``state_path``, resume from it when present and update it after every epoch.
+
+    ``on_epoch`` receives each finished epoch after its checkpoint is written (to record it elsewhere).
 
     ``should_stop`` is polled between batches; a stopped run keeps its last completed epoch.
     """
@@ -267,5 +270,7 @@ def train(
         )
         if state_path is not None:
             _save_state(state_path, model, optimizer, scheduler, epoch, records, config)
+        if on_epoch is not None:
+            on_epoch(records[-1])
     result.seconds = time.perf_counter() - started
     return result

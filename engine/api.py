@@ -1,0 +1,376 @@
+"""The Python API over the store and the worker: everything the dashboard and the command line do.
+
+    from engine import api
+    ids = api.submit_experiment(api.ExperimentConfig(kernel_sets=("1x1_3x3", "3x3_5x5"), iterations=100))
+    api.ensure_worker()                      # a detached worker, unless one runs
+    api.runs_frame([ids["experiment_id"]])   # pandas, one row per setting
+    api.select([ids["experiment_id"]], "10M")
+
+Each function takes ``store=`` to work on another database than ``default_db_path()``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import pandas as pd
+
+from .data import DatasetError, check_dataset
+from .profiles import PROFILES, get_profile
+from .select import Budget, Selection, select_model
+from .space import KernelSet, Setting, SpaceError
+from .store import Store, StoreError, default_db_path
+from .worker import start_worker, worker_state
+
+MAX_ITERATIONS = 1_000_000
+MAX_EPOCHS = 10_000
+LOG_TAIL_BYTES = 64 * 1024
+
+
+class ConfigError(ValueError):
+    """An invalid experiment; ``errors`` maps each field at fault to what is wrong with it."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One exploration: each kernel set searched for ``iterations`` cells, its best trained for ``epochs``.
+
+    ``baseline`` is an extra setting (like ``1x1_3x3_5000x``) that speed-ups are measured against;
+    ``budget``/``bits`` are the memory budget Alg. 1 starts from (the dashboard's slider moves it).
+    """
+
+    dataset: str = "sample"
+    kernel_sets: tuple[str, ...] = ("1x1_3x3", "3x3_5x5")
+    iterations: int = 1000
+    baseline: str | None = None
+    profile: str = "laptop"
+    epochs: int = 10
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    budget: str | None = None
+    bits: int | None = None
+    name: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ExperimentConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError({k: "unknown field" for k in unknown})
+        d = {**d, "kernel_sets": tuple(d.get("kernel_sets", cls.kernel_sets))}
+        return cls(**d)
+
+    def settings(self) -> list[Setting]:
+        """The runs in order: the baseline first (unless listed), then each kernel set. Raises SpaceError."""
+        names = [Setting(KernelSet.parse(k), self.iterations).name for k in self.kernel_sets]
+        if self.baseline:
+            baseline = Setting.parse(self.baseline).name
+            if baseline not in names:
+                names.insert(0, baseline)
+        return [Setting.parse(n) for n in dict.fromkeys(names)]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate(config: ExperimentConfig, *, check_data: bool = True) -> dict[str, str]:
+    """Every problem of ``config``, by field; empty when it can be submitted."""
+    errors: dict[str, str] = {}
+    if check_data:
+        try:
+            check_dataset(config.dataset)
+        except DatasetError as e:
+            errors["dataset"] = str(e)
+    if not config.kernel_sets:
+        errors["kernel_sets"] = "pick at least one kernel set"
+    for text in config.kernel_sets:
+        try:
+            KernelSet.parse(text)
+        except SpaceError as e:
+            errors["kernel_sets"] = str(e)
+            break
+    if not _is_int(config.iterations) or not 1 <= config.iterations <= MAX_ITERATIONS:
+        errors["iterations"] = f"iterations must be a whole number from 1 to {MAX_ITERATIONS:,}"
+    if config.baseline:
+        try:
+            Setting.parse(config.baseline)
+        except SpaceError as e:
+            errors["baseline"] = str(e)
+    if not _is_int(config.epochs) or not 1 <= config.epochs <= MAX_EPOCHS:
+        errors["epochs"] = f"epochs must be a whole number from 1 to {MAX_EPOCHS:,}"
+    if not _is_int(config.seed) or config.seed < 0:
+        errors["seed"] = "the seed must be a whole number of at least 0"
+    if config.profile not in PROFILES:
+        errors["profile"] = f"unknown profile {config.profile!r}; choose one of {', '.join(PROFILES)}"
+    if config.precision not in ("fp32", "bf16"):
+        errors["precision"] = "precision must be fp32 or bf16"
+    try:
+        from .devices import resolve_device
+
+        resolve_device(config.device)
+    except ValueError as e:
+        errors["device"] = str(e)
+    if config.budget is not None:
+        try:
+            Budget.parse(config.budget, config.bits)
+        except ValueError as e:
+            errors["budget"] = str(e)
+    if len(config.name) > 200:
+        errors["name"] = "keep the name under 200 characters"
+    return errors
+
+
+# ------------------------------------------------------------------------------------------ store
+
+_STORES: dict[Path, Store] = {}
+
+
+def get_store(path: str | Path | None = None) -> Store:
+    """The store at ``path`` (default ``default_db_path()``), opened once per process."""
+    key = Path(path or default_db_path()).expanduser().resolve()
+    if key not in _STORES:
+        _STORES[key] = Store(key)
+    return _STORES[key]
+
+
+def _store(store: Store | str | Path | None) -> Store:
+    return store if isinstance(store, Store) else get_store(store)
+
+
+# ---------------------------------------------------------------------------------------- actions
+
+
+def submit_experiment(config: ExperimentConfig | dict, *, store: Store | None = None) -> dict:
+    """Validate, then record the experiment with one queued job per setting, all or nothing.
+
+    Returns ``{"experiment_id", "run_ids", "job_ids"}``; raises ``ConfigError`` and writes nothing when
+    anything is invalid.
+    """
+    if isinstance(config, dict):
+        config = ExperimentConfig.from_dict(config)
+    errors = validate(config)
+    if errors:
+        raise ConfigError(errors)
+    settings = config.settings()
+    baseline = Setting.parse(config.baseline).name if config.baseline else None
+    profile = get_profile(config.profile)
+    name = config.name.strip() or f"{', '.join(s.kernel_set.name for s in settings)} on {config.dataset}"
+    runs = [
+        {"setting": s.name, "kernel_set": s.kernel_set.name, "iterations": s.iterations, "is_baseline": int(s.name == baseline)}
+        for s in settings
+    ]
+    payload = {**asdict(config), "name": name, "baseline": baseline, "kernel_sets": list(config.kernel_sets)}
+    return _store(store).add_experiment(name, payload, profile=profile.name, reduced=profile.reduced, runs=runs)
+
+
+def list_experiments(*, store: Store | None = None) -> pd.DataFrame:
+    """One row per experiment, newest first, with counts of its jobs by status and an overall status."""
+    frame = pd.DataFrame(_store(store).experiments())
+    if frame.empty:
+        return pd.DataFrame(columns=["id", "name", "dataset", "profile", "status", "runs", "done", "created"])
+    frame["status"] = frame.apply(_experiment_status, axis=1)
+    frame["created"] = pd.to_datetime(frame["created"], unit="s")
+    return frame
+
+
+def _experiment_status(row) -> str:
+    for status in ("running", "queued", "failed", "cancelled"):
+        if row[status]:
+            return status
+    return "done" if row["done"] == row["runs"] else "empty"
+
+
+def get_experiment(experiment_id: int, *, store: Store | None = None) -> dict:
+    """The experiment's row with its config (a dict)."""
+    return _store(store).experiment(experiment_id)
+
+
+def _job_ids(s: Store, experiment_id: int | None, job_ids) -> list[int]:
+    if job_ids is not None:
+        return list(job_ids)
+    if experiment_id is None:
+        raise ValueError("name an experiment or the jobs")
+    s.experiment(experiment_id)
+    return [j["id"] for j in s.jobs(experiment_id)]
+
+
+def cancel(experiment_id: int | None = None, job_ids=None, *, store: Store | None = None) -> int:
+    """Cancel an experiment's (or the given) queued and running jobs; returns how many were affected."""
+    s = _store(store)
+    return s.request_cancel(_job_ids(s, experiment_id, job_ids))
+
+
+def retry(experiment_id: int | None = None, job_ids=None, *, store: Store | None = None) -> int:
+    """Queue failed or cancelled jobs again; each resumes from what it recorded."""
+    s = _store(store)
+    return s.retry(_job_ids(s, experiment_id, job_ids))
+
+
+def delete_experiment(experiment_id: int, *, store: Store | None = None) -> None:
+    """Delete an experiment, its rows and its files (models, logs); refused while a job of it runs."""
+    s = _store(store)
+    jobs = s.jobs(experiment_id)
+    s.delete_experiment(experiment_id)
+    shutil.rmtree(s.experiment_folder(experiment_id), ignore_errors=True)
+    for job in jobs:
+        s.log_path(job["id"]).unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------------ worker
+
+
+def worker_status(*, store: Store | None = None) -> dict:
+    """``{"running": bool, "pid", "host", "since"}`` of the local worker serving this database."""
+    return worker_state(_store(store))
+
+
+def ensure_worker(*, store: Store | None = None, idle_exit: float | None = 300.0) -> int | None:
+    """Start a detached worker unless one serves this database; returns its pid when one was started."""
+    return start_worker(_store(store), idle_exit=idle_exit)
+
+
+def job_log(job_id: int, *, lines: int = 40, store: Store | None = None) -> str:
+    """The last ``lines`` lines of a job's log ('' before it starts)."""
+    path = _store(store).log_path(job_id)
+    if not path.exists():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
+        text = f.read().decode("utf-8", "replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# ------------------------------------------------------------------------------------------ frames
+
+RUN_COLUMNS = [
+    "experiment_id", "experiment", "run_id", "job_id", "setting", "kernel_set", "iterations", "is_baseline",
+    "status", "stage", "accuracy", "params", "params_torch", "memory_mb", "search_seconds", "speedup",
+    "best_score", "best_genotype", "candidates_done", "epochs_done", "train_seconds", "firing_rate",
+    "checkpoint", "checkpoint_bytes", "checkpoint_sha256", "profile", "reduced", "dataset", "error",
+]  # fmt: skip
+
+
+def runs_frame(experiment_ids=None, *, store: Store | None = None) -> pd.DataFrame:
+    """One row per run (setting): status, results, fp32 memory and the search speed-up over its
+    experiment's baseline."""
+    rows = _store(store).runs(experiment_ids)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=RUN_COLUMNS)
+    frame = frame.rename(columns={"id": "run_id"})
+    frame["memory_mb"] = frame["params"].astype("float") * 4 / 1e6
+    frame["is_baseline"] = frame["is_baseline"].astype(bool)
+    frame["reduced"] = frame["reduced"].astype(bool)
+    frame["speedup"] = math.nan
+    for _, group in frame.groupby("experiment_id"):
+        base = group[group["is_baseline"] & (group["stage"] != "search")]
+        if len(base):
+            seconds = group["search_seconds"].where(group["stage"] != "search")
+            frame.loc[group.index, "speedup"] = base["search_seconds"].iloc[0] / seconds
+    return frame[RUN_COLUMNS]
+
+
+def candidates_frame(run_id: int, *, store: Store | None = None) -> pd.DataFrame:
+    """Every scored cell of a run, in search order."""
+    return pd.DataFrame(_store(store).candidates(run_id))
+
+
+def epochs_frame(experiment_ids, *, store: Store | None = None) -> pd.DataFrame:
+    """Per run and epoch: loss, accuracies, firing rate, seconds; with the run's setting and experiment."""
+    s = _store(store)
+    runs = {r["id"]: r for r in s.runs(experiment_ids)}
+    frame = pd.DataFrame(s.epochs(runs))
+    if frame.empty:
+        return frame
+    frame["setting"] = frame["run_id"].map(lambda r: runs[r]["setting"])
+    frame["kernel_set"] = frame["run_id"].map(lambda r: runs[r]["kernel_set"])
+    frame["experiment_id"] = frame["run_id"].map(lambda r: runs[r]["experiment_id"])
+    return frame
+
+
+def jobs_frame(experiment_id: int | None = None, *, store: Store | None = None) -> pd.DataFrame:
+    """Every job with its live progress, newest experiment first."""
+    frame = pd.DataFrame(_store(store).jobs(experiment_id))
+    if frame.empty:
+        return frame
+    return frame.sort_values(["experiment_id", "id"], ascending=[False, True]).reset_index(drop=True)
+
+
+def events_frame(experiment_id: int | None = None, *, limit: int = 200, store: Store | None = None) -> pd.DataFrame:
+    frame = pd.DataFrame(_store(store).events(experiment_id, limit))
+    if not frame.empty:
+        frame["time"] = pd.to_datetime(frame["time"], unit="s")
+    return frame
+
+
+# ------------------------------------------------------------------------------------ selection
+
+
+@dataclass(frozen=True)
+class Model:
+    """A trained run as Alg. 1 sees it."""
+
+    run_id: int
+    setting: str
+    accuracy: float
+    params: int
+
+
+def trained_models(runs: pd.DataFrame) -> list[Model]:
+    done = runs[(runs["stage"] == "done") & runs["accuracy"].notna()]
+    return [Model(int(r.run_id), r.setting, float(r.accuracy), int(r.params)) for r in done.itertuples()]
+
+
+def select(experiment_ids, budget: Budget | str | float, bits: int | None = None, *,
+           store: Store | None = None) -> Selection:  # fmt: skip
+    """Alg. 1 over the trained runs of the given experiments; ``chosen`` is a ``Model`` or None."""
+    if not isinstance(budget, Budget):
+        budget = Budget.parse(budget, bits)
+    return select_model(trained_models(runs_frame(experiment_ids, store=store)), budget)
+
+
+def checkpoint_path(run_id: int, *, store: Store | None = None) -> Path:
+    """The trained model file of a finished run."""
+    s = _store(store)
+    run = s.run(run_id)
+    if not run["checkpoint"]:
+        raise StoreError(f"run {run_id} ({run['setting']}) has no trained model yet")
+    return s.root / run["checkpoint"]
+
+
+# ------------------------------------------------------------------------------------------ export
+
+EXPORT_FORMATS = ("csv", "json")
+
+
+def export_experiment(experiment_id: int, fmt: str = "csv", *, store: Store | None = None) -> str:
+    """The experiment's table of settings as CSV, or everything (config, runs, epochs, events) as JSON.
+
+    Both carry the profile and whether it is a reduced one.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    s = _store(store)
+    experiment = s.experiment(experiment_id)
+    runs = runs_frame([experiment_id], store=s)
+    if fmt == "csv":
+        return runs.drop(columns=["experiment"]).to_csv(index=False)
+    epochs = epochs_frame([experiment_id], store=s)
+    payload = {
+        "experiment": {k: experiment[k] for k in ("id", "name", "config", "profile", "dataset", "created")},
+        "reduced_profile": bool(experiment["reduced"]),
+        "runs": json.loads(runs.to_json(orient="records")),
+        "epochs": json.loads(epochs.to_json(orient="records")) if not epochs.empty else [],
+        "events": json.loads(events_frame(experiment_id, store=s).to_json(orient="records", date_format="iso")),
+    }
+    return json.dumps(payload, indent=1)

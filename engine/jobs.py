@@ -1,0 +1,213 @@
+"""One job: search a setting, train its best cell, save the model. Resumable at every step.
+
+``execute`` knows nothing of the database: it reads what was already done from a ``RunSpec`` and
+reports through a ``Sink``. The local worker's sink writes to the store directly; the Ray backend's
+sink sends the same calls back to the driver, which stays the only writer.
+
+Resuming: the search continues after the candidates already recorded and, as candidate ``i`` depends
+only on ``(seed, i)``, reaches the same candidates and best cell as an uninterrupted run; training
+continues from the checkpoint of its last finished epoch (``train-state.pt`` in the run's folder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from .checkpoint import save_trained
+from .data import ImageData, load_dataset
+from .memory import footprint
+from .profiles import get_profile
+from .search import Candidate, random_search
+from .space import Genotype, Setting
+from .train import EpochRecord, TrainConfig, train
+
+FLUSH_S = 1.0  # scored candidates are recorded at least this often (a kill loses at most this much work)
+CHECKPOINT_NAME = "model.safetensors"
+STATE_NAME = "train-state.pt"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one run needs, as plain values (it travels to Ray tasks)."""
+
+    setting: str
+    dataset: str
+    profile: str
+    epochs: int
+    seed: int
+    precision: str
+    device: str
+    folder: str  # the run's files: training state and the model
+    stage: str = "search"  # where the run stands: search, train or done
+    done: list[dict] = field(default_factory=list)  # candidates recorded so far
+    search_seconds: float = 0.0
+    best: dict | None = None  # the best candidate, once the search is done
+
+
+class Sink(Protocol):
+    """Where a running job reports. Every call but ``progress`` and ``should_stop`` is a durable write."""
+
+    def candidates(self, rows: list[dict], search_seconds: float) -> None: ...
+
+    def search_done(self, best: dict, params: int, params_torch: int, seconds: float) -> None: ...
+
+    def epoch(self, record: dict) -> None: ...
+
+    def progress(self, stage: str, done: int, total: int, note: str, eta_seconds: float | None) -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _Eta:
+    """Time left from the pace of this attempt (work resumed from a previous one does not count)."""
+
+    def __init__(self, done: int) -> None:
+        self.start_done, self.start = done, time.monotonic()
+
+    def __call__(self, done: int, total: int) -> float | None:
+        if done <= self.start_done:
+            return None
+        return (total - done) * (time.monotonic() - self.start) / (done - self.start_done)
+
+
+_DATA: dict[str, ImageData] = {}
+
+
+def dataset(spec: str) -> ImageData:
+    """Datasets are decoded once per process and shared by the jobs that use them."""
+    if spec not in _DATA:
+        _DATA[spec] = load_dataset(spec)
+    return _DATA[spec]
+
+
+def execute(spec: RunSpec, sink: Sink) -> dict | None:
+    """Run (or resume) one job. Returns the run's results once the model is saved, or None if stopped."""
+    setting = Setting.parse(spec.setting)
+    profile = get_profile(spec.profile)
+    data = dataset(spec.dataset)
+    folder = Path(spec.folder)
+    best = spec.best
+    if spec.stage == "search":
+        best = _search(spec, setting, profile, data, sink)
+        if best is None:
+            return None
+    return _train(spec, setting, profile, data, Genotype.from_str(best["genotype"]), best["score"], folder, sink)
+
+
+def _search(spec: RunSpec, setting: Setting, profile, data: ImageData, sink: Sink) -> dict | None:
+    done = [Candidate.from_dict(c) for c in spec.done]
+    pending: list[dict] = []
+    started, last_flush = time.perf_counter(), time.monotonic()
+    eta = _Eta(len(done))
+
+    def seconds() -> float:
+        return spec.search_seconds + time.perf_counter() - started
+
+    def flush() -> None:
+        nonlocal last_flush
+        if pending:
+            sink.candidates(list(pending), seconds())
+            pending.clear()
+        last_flush = time.monotonic()
+
+    def record(candidate: Candidate) -> None:
+        pending.append(candidate.to_dict())
+        if time.monotonic() - last_flush >= FLUSH_S:
+            flush()
+
+    def progress(n: int, total: int, best: Candidate | None) -> None:
+        note = f"best score {best.score:.2f}" if best else ""
+        sink.progress("search", n, total, note, eta(n, total))
+
+    sink.progress("search", len(done), setting.iterations, "", None)
+    result = random_search(
+        setting.kernel_set,
+        profile,
+        data,
+        setting.iterations,
+        seed=spec.seed,
+        device=spec.device,
+        progress=progress,
+        on_candidate=record,
+        should_stop=sink.should_stop,
+        done=done,
+    )
+    flush()
+    if result.stopped:
+        return None
+    best = result.best.to_dict()
+    fp = footprint(result.best.genotype, setting.kernel_set, profile, data.info)
+    sink.search_done(best, fp.params, fp.params_torch, seconds())
+    return best
+
+
+def _train(spec: RunSpec, setting: Setting, profile, data: ImageData, genotype: Genotype, score: float,
+           folder: Path, sink: Sink) -> dict | None:  # fmt: skip
+    config = TrainConfig(epochs=spec.epochs, seed=spec.seed, device=spec.device, precision=spec.precision)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = folder / STATE_NAME
+    eta: _Eta | None = None
+
+    def progress(epoch: int, batch: int, batches: int, loss: float, accuracy: float) -> None:
+        nonlocal eta
+        done, total = (epoch - 1) * batches + batch, spec.epochs * batches
+        eta = eta or _Eta(done - 1)
+        note = f"epoch {epoch}/{spec.epochs}, batch {batch}/{batches}, loss {loss:.3f}, accuracy {accuracy:.1%}"
+        sink.progress("train", done, total, note, eta(done, total))
+
+    reported: set[int] = set()
+
+    def on_epoch(record: EpochRecord) -> None:
+        sink.epoch(asdict(record))
+        reported.add(record.epoch)
+
+    sink.progress("train", 0, spec.epochs, "starting training", None)
+    trained = train(
+        genotype,
+        setting.kernel_set,
+        profile,
+        data,
+        config,
+        state_path=state,
+        progress=progress,
+        should_stop=sink.should_stop,
+        on_epoch=on_epoch,
+    )
+    if trained.stopped:
+        return None
+    for record in trained.epochs:  # epochs a previous attempt finished but did not get to report
+        if record.epoch not in reported:
+            on_epoch(record)
+    checkpoint = folder / CHECKPOINT_NAME
+    save_trained(
+        checkpoint,
+        trained.model,
+        genotype=genotype,
+        kernel_set=setting.kernel_set,
+        profile=profile,
+        info=data.info,
+        accuracy=trained.accuracy,
+        seed=spec.seed,
+        epochs=spec.epochs,
+        extra={"setting": setting.name, "search_score": score, "device": trained.device},
+    )
+    state.unlink(missing_ok=True)
+    last: EpochRecord | None = trained.epochs[-1] if trained.epochs else None
+    return {
+        "accuracy": trained.accuracy,
+        "firing_rate": last.firing_rate if last else None,
+        "checkpoint_bytes": checkpoint.stat().st_size,
+        "checkpoint_sha256": sha256_file(checkpoint),
+    }

@@ -1,0 +1,564 @@
+"""The experiment store: one SQLite file, the only module that writes SQL.
+
+Tables: experiments (config as JSON), runs (one per setting, with its results), candidates (every
+scored cell), epochs (per run and epoch), jobs (the execution state of each run: status, progress,
+heartbeat, worker, error, cancel request) and events (a log a user reads).
+
+Every connection runs in WAL mode with a busy timeout, one connection per thread. Writes that belong
+together happen in one ``BEGIN IMMEDIATE`` transaction, so a crash or kill at any instant leaves either
+all of them or none. Values are always bound parameters, never formatted into SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from .data import default_data_root
+
+DB_ENV = "SPIKERNEL_DB"
+BUSY_TIMEOUT_S = 30.0
+JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+ACTIVE = ("queued", "running")
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used as asked (newer schema, unknown id, a forbidden change)."""
+
+
+def default_db_path() -> Path:
+    """``$SPIKERNEL_DB`` if set, else ``spikernel.db`` in the data root."""
+    env = os.environ.get(DB_ENV)
+    return Path(env).expanduser() if env else default_data_root() / "spikernel.db"
+
+
+def this_host() -> str:
+    return socket.gethostname()
+
+
+# ----------------------------------------------------------------------------------------- schema
+
+_V1 = """
+CREATE TABLE experiments (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    config TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    reduced INTEGER NOT NULL,
+    baseline TEXT,
+    created REAL NOT NULL
+);
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    experiment_id INTEGER NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    setting TEXT NOT NULL,
+    kernel_set TEXT NOT NULL,
+    iterations INTEGER NOT NULL,
+    is_baseline INTEGER NOT NULL DEFAULT 0,
+    stage TEXT NOT NULL DEFAULT 'search' CHECK (stage IN ('search', 'train', 'done')),
+    candidates_done INTEGER NOT NULL DEFAULT 0,
+    search_seconds REAL NOT NULL DEFAULT 0,
+    best_genotype TEXT,
+    best_score REAL,
+    params INTEGER,
+    params_torch INTEGER,
+    epochs_done INTEGER NOT NULL DEFAULT 0,
+    train_seconds REAL NOT NULL DEFAULT 0,
+    accuracy REAL,
+    firing_rate REAL,
+    checkpoint TEXT,
+    checkpoint_bytes INTEGER,
+    checkpoint_sha256 TEXT,
+    finished REAL,
+    UNIQUE (experiment_id, setting)
+);
+CREATE TABLE candidates (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    "index" INTEGER NOT NULL,
+    genotype TEXT NOT NULL,
+    score REAL NOT NULL,
+    params INTEGER NOT NULL,
+    params_torch INTEGER NOT NULL,
+    conv_edges INTEGER NOT NULL,
+    silent_layers INTEGER NOT NULL,
+    firing_rate REAL NOT NULL,
+    seconds REAL NOT NULL,
+    PRIMARY KEY (run_id, "index")
+) WITHOUT ROWID;
+CREATE TABLE epochs (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    epoch INTEGER NOT NULL,
+    train_loss REAL NOT NULL,
+    train_accuracy REAL NOT NULL,
+    test_accuracy REAL,
+    firing_rate REAL,
+    seconds REAL NOT NULL,
+    lr REAL NOT NULL,
+    PRIMARY KEY (run_id, epoch)
+) WITHOUT ROWID;
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL UNIQUE REFERENCES runs(id) ON DELETE CASCADE,
+    status TEXT NOT NULL DEFAULT 'queued'
+        CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+    stage TEXT,
+    done INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0,
+    note TEXT,
+    eta_seconds REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    worker TEXT,
+    device TEXT,
+    error TEXT,
+    log TEXT,
+    created REAL NOT NULL,
+    started REAL,
+    heartbeat REAL,
+    finished REAL
+);
+CREATE INDEX jobs_by_status ON jobs (status, id);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    time REAL NOT NULL,
+    experiment_id INTEGER REFERENCES experiments(id) ON DELETE CASCADE,
+    run_id INTEGER REFERENCES runs(id) ON DELETE CASCADE,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX events_by_experiment ON events (experiment_id, id);
+CREATE INDEX events_by_run ON events (run_id);
+"""
+
+# Each entry upgrades the schema by one version; a database remembers its version in user_version.
+# Append, never edit: a newer release opens an older database by running the entries it lacks.
+MIGRATIONS: tuple[str, ...] = (_V1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+CANDIDATE_COLUMNS = (
+    "index", "genotype", "score", "params", "params_torch", "conv_edges", "silent_layers", "firing_rate", "seconds",
+)  # fmt: skip
+EPOCH_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_accuracy", "firing_rate", "seconds", "lr")
+
+
+class Store:
+    """One SQLite database and the folder beside it (experiment files and job logs)."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else default_db_path()
+        self.path = self.path.expanduser().resolve()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._migrate()
+
+    # --- connections and transactions
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """This thread's connection (sqlite3 connections must not cross threads)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process crashes
+            conn.execute("PRAGMA foreign_keys = ON")
+            db = self._local.db = sqlite_utils.Database(conn, execute_plugins=False)
+        return db
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite_utils.Database]:
+        """One write transaction, taking the write lock at once (no upgrade deadlocks between writers)."""
+        db = self.db
+        if db.conn.in_transaction:  # nested: part of the outer transaction
+            yield db
+            return
+        db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.conn.execute("ROLLBACK")
+            raise
+        db.conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self.write() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} was written by a newer SpiKernel Studio (schema {version}, this release "
+                    f"knows {SCHEMA_VERSION}); upgrade, or point SPIKERNEL_DB at another file"
+                )
+            for script in MIGRATIONS[version:]:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            if version < SCHEMA_VERSION:
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def query(self, sql: str, params: Sequence | dict = ()) -> list[dict]:
+        return list(self.db.query(sql, params))
+
+    def _one(self, sql: str, params: Sequence = ()) -> dict | None:
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    # --- files beside the database
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def experiment_folder(self, experiment_id: int) -> Path:
+        return self.root / "experiments" / str(experiment_id)
+
+    def run_folder(self, experiment_id: int, setting: str) -> Path:
+        return self.experiment_folder(experiment_id) / setting
+
+    def log_path(self, job_id: int) -> Path:
+        return self.root / "logs" / f"job-{job_id}.log"
+
+    # --- experiments
+
+    def add_experiment(self, name: str, config: dict, *, profile: str, reduced: bool, runs: list[dict]) -> dict:
+        """The experiment, its runs and one queued job per run, in one transaction."""
+        now = time.time()
+        with self.write() as db:
+            experiment_id = db["experiments"].insert(
+                {
+                    "name": name,
+                    "config": json.dumps(config, sort_keys=True),
+                    "dataset": config["dataset"],
+                    "profile": profile,
+                    "reduced": int(reduced),
+                    "baseline": config.get("baseline"),
+                    "created": now,
+                }
+            ).last_pk
+            run_ids, job_ids = [], []
+            for position, run in enumerate(runs):
+                run_ids.append(db["runs"].insert({**run, "experiment_id": experiment_id, "position": position}).last_pk)
+                job_ids.append(db["jobs"].insert({"run_id": run_ids[-1], "created": now, "total": run["iterations"]}).last_pk)
+                db["jobs"].update(job_ids[-1], {"log": str(self.log_path(job_ids[-1]).relative_to(self.root))})
+            self.log(f"submitted '{name}' with {len(runs)} run(s)", experiment_id=experiment_id)
+        return {"experiment_id": experiment_id, "run_ids": run_ids, "job_ids": job_ids}
+
+    def experiment(self, experiment_id: int) -> dict:
+        row = self._one("SELECT * FROM experiments WHERE id = ?", [experiment_id])
+        if row is None:
+            raise StoreError(f"there is no experiment {experiment_id}")
+        return {**row, "config": json.loads(row["config"])}
+
+    def experiments(self) -> list[dict]:
+        """Every experiment, newest first, with its status summarised from its jobs."""
+        return self.query(
+            """
+            SELECT e.id, e.name, e.dataset, e.profile, e.reduced, e.baseline, e.created,
+                   count(j.id) AS runs,
+                   sum(j.status = 'done') AS done,
+                   sum(j.status = 'running') AS running,
+                   sum(j.status = 'queued') AS queued,
+                   sum(j.status = 'failed') AS failed,
+                   sum(j.status = 'cancelled') AS cancelled
+            FROM experiments e LEFT JOIN runs r ON r.experiment_id = e.id LEFT JOIN jobs j ON j.run_id = r.id
+            GROUP BY e.id ORDER BY e.id DESC
+            """
+        )
+
+    def delete_experiment(self, experiment_id: int) -> None:
+        with self.write() as db:
+            self.experiment(experiment_id)
+            busy = db.execute(
+                "SELECT count(*) FROM jobs j JOIN runs r ON r.id = j.run_id "
+                "WHERE r.experiment_id = ? AND j.status = 'running'",
+                [experiment_id],
+            ).fetchone()[0]
+            if busy:
+                raise StoreError(f"experiment {experiment_id} has {busy} running job(s); cancel it first")
+            db.execute("DELETE FROM experiments WHERE id = ?", [experiment_id])
+
+    # --- runs, candidates, epochs
+
+    def run(self, run_id: int) -> dict:
+        row = self._one("SELECT * FROM runs WHERE id = ?", [run_id])
+        if row is None:
+            raise StoreError(f"there is no run {run_id}")
+        return row
+
+    def runs(self, experiment_ids: Iterable[int] | None = None) -> list[dict]:
+        """Runs with their job's state, in submission order."""
+        sql = (
+            "SELECT r.*, e.name AS experiment, e.profile, e.reduced, e.dataset, j.id AS job_id, j.status, "
+            "j.error FROM runs r JOIN experiments e ON e.id = r.experiment_id JOIN jobs j ON j.run_id = r.id"
+        )
+        if experiment_ids is None:
+            return self.query(sql + " ORDER BY r.experiment_id, r.position")
+        ids = list(experiment_ids)
+        marks = ",".join("?" * len(ids))
+        return self.query(sql + f" WHERE r.experiment_id IN ({marks}) ORDER BY r.experiment_id, r.position", ids)
+
+    def candidates(self, run_id: int) -> list[dict]:
+        columns = ", ".join(f'"{c}"' for c in CANDIDATE_COLUMNS)
+        return self.query(f'SELECT {columns} FROM candidates WHERE run_id = ? ORDER BY "index"', [run_id])
+
+    def epochs(self, run_ids: Iterable[int]) -> list[dict]:
+        ids = list(run_ids)
+        marks = ",".join("?" * len(ids))
+        return self.query(f"SELECT * FROM epochs WHERE run_id IN ({marks}) ORDER BY run_id, epoch", ids)
+
+    def add_candidates(self, lease: Lease, rows: Sequence[dict], search_seconds: float) -> None:
+        """A batch of scored candidates with the run's search time so far, together."""
+        with self.write() as db:
+            job_id, run_id = self._own(lease)
+            db["candidates"].insert_all(
+                ({"run_id": run_id, **{c: r[c] for c in CANDIDATE_COLUMNS}} for r in rows), replace=True
+            )
+            db.execute(
+                "UPDATE runs SET candidates_done = (SELECT count(*) FROM candidates WHERE run_id = ?), "
+                "search_seconds = ? WHERE id = ?",
+                [run_id, search_seconds, run_id],
+            )
+
+    def finish_search(self, lease: Lease, best: dict, params: int, params_torch: int, seconds: float) -> None:
+        with self.write() as db:
+            job_id, run_id = self._own(lease)
+            db["runs"].update(
+                run_id,
+                {
+                    "stage": "train",
+                    "best_genotype": best["genotype"],
+                    "best_score": best["score"],
+                    "params": params,
+                    "params_torch": params_torch,
+                    "search_seconds": seconds,
+                },
+            )
+            run = self.run(run_id)
+            self.log(
+                f"{run['setting']}: search done in {seconds:.1f} s, best cell {best['genotype']} "
+                f"(score {best['score']:.2f}, {params:,} parameters)",
+                experiment_id=run["experiment_id"],
+                run_id=run_id,
+            )
+
+    def add_epoch(self, lease: Lease, record: dict) -> None:
+        """One finished epoch; writing the same epoch again replaces it (a resumed run repeats it exactly)."""
+        with self.write() as db:
+            job_id, run_id = self._own(lease)
+            db["epochs"].insert({"run_id": run_id, **{c: record[c] for c in EPOCH_COLUMNS}}, replace=True)
+            db.execute(
+                "UPDATE runs SET epochs_done = (SELECT count(*) FROM epochs WHERE run_id = ?), "
+                "train_seconds = (SELECT sum(seconds) FROM epochs WHERE run_id = ?) WHERE id = ?",
+                [run_id, run_id, run_id],
+            )
+
+    def finish_run(self, lease: Lease, result: dict) -> None:
+        """The trained model is saved: the run is done and so is its job."""
+        now = time.time()
+        with self.write() as db:
+            job_id, run_id = self._own(lease)
+            db["runs"].update(run_id, {**result, "stage": "done", "finished": now})
+            db["jobs"].update(job_id, {"status": "done", "finished": now, "note": "done", "eta_seconds": 0})
+            run = self.run(run_id)
+            accuracy = "n/a" if result.get("accuracy") is None else f"{result['accuracy']:.1%}"
+            self.log(f"{run['setting']}: done, accuracy {accuracy}", experiment_id=run["experiment_id"], run_id=run_id)
+
+    # --- jobs
+
+    def job(self, job_id: int) -> dict:
+        row = self._one(
+            "SELECT j.*, r.experiment_id, r.setting, r.stage AS run_stage FROM jobs j "
+            "JOIN runs r ON r.id = j.run_id WHERE j.id = ?",
+            [job_id],
+        )
+        if row is None:
+            raise StoreError(f"there is no job {job_id}")
+        return row
+
+    def jobs(self, experiment_id: int | None = None, statuses: Sequence[str] | None = None) -> list[dict]:
+        sql = (
+            "SELECT j.*, r.experiment_id, r.setting, r.kernel_set, r.iterations, r.stage AS run_stage, "
+            "r.candidates_done, r.best_score, r.epochs_done, r.accuracy, e.name AS experiment "
+            "FROM jobs j JOIN runs r ON r.id = j.run_id JOIN experiments e ON e.id = r.experiment_id"
+        )
+        where, params = [], []
+        if experiment_id is not None:
+            where.append("r.experiment_id = ?")
+            params.append(experiment_id)
+        if statuses:
+            where.append(f"j.status IN ({','.join('?' * len(statuses))})")
+            params += list(statuses)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return self.query(sql + " ORDER BY j.id", params)
+
+    def claim(self, worker: str, device: str, *, stale_after: float) -> Lease | None:
+        """Atomically take the oldest queued job, or a running one whose heartbeat stopped."""
+        now = time.time()
+        with self.write() as db:
+            row = db.execute(
+                "SELECT id, status, worker FROM jobs WHERE (status = 'queued' AND cancel_requested = 0) "
+                "OR (status = 'running' AND heartbeat < ?) ORDER BY id LIMIT 1",
+                [now - stale_after],
+            ).fetchone()
+            if row is None:
+                return None
+            job_id, status, previous = row
+            db.execute(
+                "UPDATE jobs SET status = 'running', worker = ?, device = ?, heartbeat = ?, "
+                "started = coalesce(started, ?), attempts = attempts + 1, error = NULL, finished = NULL WHERE id = ?",
+                [worker, device, now, now, job_id],
+            )
+            job = self.job(job_id)
+            taken = f"resumed from {previous}, whose heartbeat stopped" if status == "running" else "started"
+            self.log(
+                f"{job['setting']}: {taken} on {worker} ({device})",
+                experiment_id=job["experiment_id"],
+                run_id=job["run_id"],
+            )
+            return Lease(job_id, job["run_id"], job["attempts"], worker)
+
+    def requeue_orphans(self, host: str, alive: str) -> int:
+        """Jobs left running by dead workers of this host (their lock is free) go back to the queue."""
+        with self.write() as db:
+            orphans = self.query(
+                "SELECT j.id, j.worker, r.experiment_id, r.id AS run_id, r.setting FROM jobs j "
+                "JOIN runs r ON r.id = j.run_id WHERE j.status = 'running' AND j.worker LIKE ? AND j.worker != ?",
+                [f"{host}:%", alive],
+            )
+            for o in orphans:
+                db.execute("UPDATE jobs SET status = 'queued' WHERE id = ?", [o["id"]])
+                self.log(
+                    f"{o['setting']}: worker {o['worker']} stopped mid-job; queued to resume",
+                    level="warning",
+                    experiment_id=o["experiment_id"],
+                    run_id=o["run_id"],
+                )
+            return len(orphans)
+
+    def _own(self, lease: Lease) -> tuple[int, int]:
+        """Inside a write: the job must still be running under this lease (not deleted, ended or re-claimed
+        by another worker after a missed heartbeat). Returns (job id, run id)."""
+        row = self.db.execute("SELECT status, attempts FROM jobs WHERE id = ?", [lease.job_id]).fetchone()
+        if row is None or row[0] != "running" or row[1] != lease.attempt:
+            raise JobLost(lease.job_id, "deleted" if row is None else row[0] if row[1] == lease.attempt else "re-claimed")
+        return lease.job_id, lease.run_id
+
+    def heartbeat(self, lease: Lease, progress: dict) -> bool:
+        """Record liveness and progress; returns whether a cancel was requested."""
+        with self.write() as db:
+            job_id, run_id = self._own(lease)
+            db.execute(
+                "UPDATE jobs SET heartbeat = ?, stage = ?, done = ?, total = ?, note = ?, eta_seconds = ? WHERE id = ?",
+                [time.time(), progress.get("stage"), progress.get("done", 0), progress.get("total", 0),
+                 progress.get("note"), progress.get("eta_seconds"), job_id],
+            )  # fmt: skip
+            return bool(db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", [job_id]).fetchone()[0])
+
+    def end_job(self, lease: Lease, status: str, error: str | None = None) -> None:
+        """A running job stops as failed or cancelled; what it recorded stays."""
+        assert status in ("failed", "cancelled")
+        with self.write() as db:
+            job_id, run_id = self._own(lease)
+            db.execute(
+                "UPDATE jobs SET status = ?, error = ?, finished = ?, eta_seconds = NULL WHERE id = ?",
+                [status, error, time.time(), job_id],
+            )
+            job = self.job(job_id)
+            message = f"{job['setting']}: {status}" + (f": {error}" if error else "")
+            self.log(message, level="error" if status == "failed" else "info",
+                     experiment_id=job["experiment_id"], run_id=job["run_id"])  # fmt: skip
+
+    def release(self, lease: Lease) -> None:
+        """The worker is shutting down: the job goes back to the queue and resumes later."""
+        with self.write() as db:
+            job_id, run_id = self._own(lease)
+            db.execute("UPDATE jobs SET status = 'queued' WHERE id = ?", [job_id])
+            job = self.job(job_id)
+            self.log(f"{job['setting']}: worker stopping; queued to resume",
+                     experiment_id=job["experiment_id"], run_id=run_id)  # fmt: skip
+
+    def request_cancel(self, job_ids: Iterable[int]) -> int:
+        """Queued jobs are cancelled at once; running ones at their next check. Returns how many."""
+        count = 0
+        with self.write() as db:
+            for job_id in job_ids:
+                job = self.job(job_id)
+                if job["status"] == "queued":
+                    db.execute("UPDATE jobs SET status = 'cancelled', finished = ? WHERE id = ?", [time.time(), job_id])
+                    self.log(f"{job['setting']}: cancelled", experiment_id=job["experiment_id"], run_id=job["run_id"])
+                elif job["status"] == "running":
+                    db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", [job_id])
+                    self.log(f"{job['setting']}: cancel requested", experiment_id=job["experiment_id"], run_id=job["run_id"])
+                else:
+                    continue
+                count += 1
+        return count
+
+    def retry(self, job_ids: Iterable[int]) -> int:
+        """Failed or cancelled jobs go back to the queue; they resume from what they recorded."""
+        count = 0
+        with self.write() as db:
+            for job_id in job_ids:
+                job = self.job(job_id)
+                if job["status"] not in ("failed", "cancelled"):
+                    continue
+                db.execute(
+                    "UPDATE jobs SET status = 'queued', cancel_requested = 0, error = NULL, finished = NULL WHERE id = ?",
+                    [job_id],
+                )
+                self.log(f"{job['setting']}: queued again", experiment_id=job["experiment_id"], run_id=job["run_id"])
+                count += 1
+        return count
+
+    def active_jobs(self) -> int:
+        return self.db.execute("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')").fetchone()[0]
+
+    # --- events
+
+    def log(self, message: str, *, level: str = "info", experiment_id: int | None = None, run_id: int | None = None) -> None:
+        with self.write() as db:
+            db["events"].insert(
+                {"time": time.time(), "experiment_id": experiment_id, "run_id": run_id, "level": level, "message": message}
+            )
+
+    def events(self, experiment_id: int | None = None, limit: int = 200) -> list[dict]:
+        if experiment_id is None:
+            return self.query("SELECT * FROM events ORDER BY id DESC LIMIT ?", [limit])
+        return self.query("SELECT * FROM events WHERE experiment_id = ? ORDER BY id DESC LIMIT ?", [experiment_id, limit])
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A claimed job. ``attempt`` fences it: once another worker re-claims the job, this lease's writes fail."""
+
+    job_id: int
+    run_id: int
+    attempt: int
+    worker: str
+
+
+class JobLost(StoreError):
+    """The job this worker runs was cancelled outright, deleted or taken over: stop without writing."""
+
+    def __init__(self, job_id: int, status: str) -> None:
+        super().__init__(f"job {job_id} is no longer this worker's (now {status})")
+        self.job_id, self.status = job_id, status
