@@ -14,11 +14,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
-# Until the dashboard lands: the SpiKernel methodology on the bundled sample, from the command line.
-# A quick run (20 search iterations per kernel set, 100 for the baseline, 2 epochs); rerunning resumes.
+# The dashboard on http://127.0.0.1:8501 (this machine only; see README to expose it).
 run: setup
-	$(PY) -m engine explore --dataset sample --kernel-sets 1x1_3x3,3x3_5x5 --iterations 20 \
-		--baseline 1x1_3x3_100x --epochs 2 --profile laptop --budget 10M --out runs/quick
+	$(PY) -m streamlit run app.py --server.address 127.0.0.1
 
 test: setup
 	$(PY) -m pytest tests -q

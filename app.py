@@ -1,0 +1,18 @@
+"""SpiKernel Studio: ``streamlit run app.py`` (``make run`` binds it to 127.0.0.1)."""
+
+import streamlit as st
+
+import studio
+
+st.set_page_config(page_title="SpiKernel Studio", page_icon=":material/neurology:", layout="wide")
+
+pages = st.navigation(
+    [
+        st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:", default=True),
+        st.Page("pages/jobs.py", title="Jobs", icon=":material/monitoring:"),
+        st.Page("pages/results.py", title="Results", icon=":material/insights:"),
+        st.Page("pages/model.py", title="Model", icon=":material/hub:"),
+    ]
+)
+studio.sidebar()
+pages.run()

@@ -1,0 +1,70 @@
+"""What every dashboard page shares: the store, the sidebar, colours per kernel set, formatting.
+
+Pages talk to the engine only through ``engine.api``; this module holds presentation, nothing else.
+"""
+
+from __future__ import annotations
+
+import time
+
+import plotly.express as px
+import streamlit as st
+
+from engine import api
+from engine.space import TABLE_I, KernelSet, Setting, SpaceError
+
+# One colour per kernel set on every page: Table I's six sets first, custom sets after them.
+_PALETTE = px.colors.qualitative.D3
+_TABLE_I_NAMES = [ks.name for ks in TABLE_I]
+
+
+def kernel_set_color(name: str) -> str:
+    """The colour of a kernel set (``3x3_5x5``) or of a setting (``3x3_5x5_1000x``) on every chart."""
+    try:
+        kernel_set = Setting.parse(name).kernel_set.name
+    except SpaceError:
+        kernel_set = KernelSet.parse(name).name
+    if kernel_set in _TABLE_I_NAMES:
+        return _PALETTE[_TABLE_I_NAMES.index(kernel_set)]
+    return _PALETTE[len(_TABLE_I_NAMES) + sum(map(ord, kernel_set)) % (len(_PALETTE) - len(_TABLE_I_NAMES))]
+
+
+def color_map(names) -> dict[str, str]:
+    return {n: kernel_set_color(n) for n in names}
+
+
+def store():
+    """The experiment database (``$SPIKERNEL_DB`` or the data root's ``spikernel.db``), opened once."""
+    return api.get_store()
+
+
+def profile_label(profile: str, reduced: bool) -> str:
+    """Every chart of a reduced profile says so."""
+    return f"{profile} profile (reduced scale)" if reduced else f"{profile} profile (paper scale)"
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds:
+        return "–"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def sidebar() -> None:
+    """The worker's state; a worker that is not running is started when there is work for it."""
+    with st.sidebar:
+        state = api.worker_status(store=store())
+        active = store().active_jobs()
+        if not state["running"] and active:
+            api.ensure_worker(store=store())
+            time.sleep(0.5)
+            state = api.worker_status(store=store())
+        if state["running"]:
+            st.success(f"Worker running (pid {state['pid']})", icon=":material/memory:")
+        else:
+            st.info("Worker idle: it starts when you launch work.", icon=":material/bedtime:")
+        st.caption(f"{active} job(s) queued or running · database `{store().path.name}`")
