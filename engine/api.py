@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -164,7 +165,8 @@ def submit_experiment(config: ExperimentConfig | dict, *, store: Store | None = 
     settings = config.settings()
     baseline = Setting.parse(config.baseline).name if config.baseline else None
     profile = get_profile(config.profile)
-    name = config.name.strip() or f"{', '.join(s.kernel_set.name for s in settings)} on {config.dataset}"
+    kernel_sets = ", ".join(dict.fromkeys(s.kernel_set.name for s in settings))
+    name = config.name.strip() or f"{kernel_sets} on {config.dataset}"
     runs = [
         {"setting": s.name, "kernel_set": s.kernel_set.name, "iterations": s.iterations, "is_baseline": int(s.name == baseline)}
         for s in settings
@@ -374,3 +376,102 @@ def export_experiment(experiment_id: int, fmt: str = "csv", *, store: Store | No
         "events": json.loads(events_frame(experiment_id, store=s).to_json(orient="records", date_format="iso")),
     }
     return json.dumps(payload, indent=1)
+
+
+# ------------------------------------------------------------------------------ launch: choices
+
+
+def dataset_status(spec: str) -> tuple[bool, str]:
+    """Whether a dataset can be used and how it will be read ("bundled", "on disk", "will download"),
+    or why not."""
+    try:
+        return True, check_dataset(spec)
+    except DatasetError as e:
+        return False, str(e)
+
+
+def devices() -> list[str]:
+    """What a job can run on: ``auto`` then the CPU and each GPU with its name."""
+    from .devices import available_devices
+
+    return ["auto", *available_devices()]
+
+
+def network_sizes(profile: str, dataset: str, kernel_sets) -> pd.DataFrame:
+    """Eq. 2-3 parameters of the smallest and largest cell of each kernel set, known before any search."""
+    from .data import dataset_shape
+    from .memory import footprint
+    from .space import extreme_genotypes
+
+    prof, shape = get_profile(profile), dataset_shape(dataset)
+    smallest, largest = extreme_genotypes()
+    rows = []
+    for text in kernel_sets:
+        ks = KernelSet.parse(text)
+        rows.append({"kernel_set": ks.name, "min_params": footprint(smallest, ks, prof, shape).params,
+                     "max_params": footprint(largest, ks, prof, shape).params})  # fmt: skip
+    return pd.DataFrame(rows, columns=["kernel_set", "min_params", "max_params"])
+
+
+# Seconds per search candidate and per training image-epoch when this store has no history to go by
+# (measured on a 2-core CPU for the reduced profiles, on an H100 for the paper's; see BENCHMARKS.md).
+PACE_DEFAULTS = {"laptop": (0.22, 0.014), "embedded": (2.0, 0.12), "paper": (0.30, 0.02)}
+TRAIN_IMAGES = {"sample": 5_000, "cifar10": 50_000, "cifar100": 50_000, "tinyimagenet": 100_000}
+
+
+def estimate_seconds(config: ExperimentConfig, *, store: Store | None = None) -> float:
+    """A rough duration of the whole experiment: this store's pace for the profile when it has finished
+    runs of it, else the measured defaults, scaled by the dataset's training set."""
+    past = _store(store).query(
+        "SELECT sum(r.search_seconds) / sum(r.candidates_done) AS per_candidate, "
+        "sum(r.train_seconds) / sum(r.epochs_done) AS per_epoch FROM runs r "
+        "JOIN experiments e ON e.id = r.experiment_id WHERE e.profile = ? AND e.dataset = ? AND r.stage = 'done'",
+        [config.profile, config.dataset],
+    )[0]
+    per_candidate, per_image = PACE_DEFAULTS.get(config.profile, PACE_DEFAULTS["embedded"])
+    per_candidate = past["per_candidate"] or per_candidate
+    images = TRAIN_IMAGES.get(config.dataset.partition(":")[0], 10_000)
+    per_epoch = past["per_epoch"] or per_image * images
+    settings = config.settings()
+    return sum(s.iterations for s in settings) * per_candidate + len(settings) * config.epochs * per_epoch
+
+
+# ------------------------------------------------------------------------------------ model page
+
+
+def model_details(run_id: int, *, store: Store | None = None) -> dict:
+    """A finished (or searched) run's cell, per-layer parameters and training history, for display.
+
+    ``edges``: (from node, to node, op name, kernel size or None) for every edge that carries an op;
+    ``layers``: a frame of per-layer parameters; ``epochs``: its training history.
+    """
+    from .data import dataset_shape
+    from .memory import layer_counts
+    from .space import Genotype, Op
+
+    s = _store(store)
+    run = s.run(run_id)
+    if not run["best_genotype"]:
+        raise StoreError(f"run {run_id} ({run['setting']}) has not finished its search yet")
+    experiment = s.experiment(run["experiment_id"])
+    genotype, kernel_set = Genotype.from_str(run["best_genotype"]), KernelSet.parse(run["kernel_set"])
+    names = {Op.SKIP: "skip", Op.CONV_A: "conv", Op.CONV_B: "conv", Op.AVGPOOL: "avg pool 3x3"}
+    edges = [(a, b, names[op], kernel_set.kernel(op) if op.is_conv else None) for a, b, op in genotype.edges]
+    layers = layer_counts(genotype, kernel_set, get_profile(experiment["profile"]), dataset_shape(experiment["dataset"]))
+    return {
+        "run": run,
+        "experiment": experiment,
+        "genotype": genotype.to_str(),
+        "edges": edges,
+        "layers": pd.DataFrame(
+            [{"layer": x.name, "shape": x.shape, "params": x.params, "batchnorm": x.norm} for x in layers]
+        ),
+        "epochs": pd.DataFrame(s.epochs([run_id])),
+        "checkpoint": s.root / run["checkpoint"] if run["checkpoint"] else None,
+    }
+
+
+def download_name(run: dict) -> str:
+    """A safe file name for a run's model: letters, digits, dot, dash and underscore only."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"spikernel-exp{run['experiment_id']}-{run['setting']}").strip("._")
+    return f"{stem or 'model'}.safetensors"

@@ -17,3 +17,38 @@ def sample():
     data = load_dataset("sample")
     data.train.tensors()
     return data
+
+
+@pytest.fixture(scope="session")
+def studio(sample, tmp_path_factory):
+    """A data root with a tiny real dataset (``folder:tiny``, 2 classes) and an empty experiment database;
+    ``SPIKERNEL_DATA`` and ``SPIKERNEL_DB`` point at them for the whole session (the dashboard's tests
+    run the app in this process)."""
+    from helpers import write_subset
+
+    root = tmp_path_factory.mktemp("studio")
+    write_subset(sample, root / "tiny", classes=2, train_per_class=150, test_per_class=50)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SPIKERNEL_DATA", str(root))
+        mp.setenv("SPIKERNEL_DB", str(root / "spikernel.db"))
+        yield {"root": root, "db": root / "spikernel.db", "dataset": "folder:tiny"}
+
+
+@pytest.fixture(scope="session")
+def finished(studio):
+    """A real experiment run to the end by a real worker: two kernel sets (3 iterations) and a
+    1x1_3x3_6x baseline on ``folder:tiny``, 3 epochs. Returns the submit ids."""
+    import threading
+
+    from engine import api
+    from engine.worker import serve
+
+    config = api.ExperimentConfig(
+        dataset=studio["dataset"], kernel_sets=("1x1_3x3", "3x3_5x5"), iterations=3, epochs=3,
+        baseline="1x1_3x3_6x", device="cpu", budget="10M", name="finished fixture",
+    )  # fmt: skip
+    store = api.get_store()
+    ids = api.submit_experiment(config, store=store)
+    serve(store, devices=["cpu"], idle_exit=0.2, stop=threading.Event())
+    assert set(api.runs_frame([ids["experiment_id"]], store=store)["status"]) == {"done"}
+    return ids

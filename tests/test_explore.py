@@ -12,7 +12,7 @@ import pytest
 from engine.checkpoint import load_model
 from engine.explore import ExploreConfig, Reporter, explore, load_results
 from engine.select import select_model
-from test_train import ROOT, cli, write_subset
+from helpers import ROOT, cli, write_subset
 
 
 @pytest.fixture(scope="module")

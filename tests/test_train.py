@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,34 +14,15 @@ from engine.data import load_dataset
 from engine.profiles import get_profile
 from engine.space import Genotype, KernelSet
 from engine.train import TrainConfig, train
+from helpers import ROOT, cli, write_subset
 
-ROOT = Path(__file__).resolve().parent.parent
 GENOTYPE = Genotype.from_str("0302 0030 0003 0000")
 LAPTOP = get_profile("laptop")
-
-
-def write_subset(sample, folder: Path, classes: int, train_per_class: int, test_per_class: int) -> str:
-    """A ``folder:`` dataset of real sample images (PNG, lossless), for runs that must stay small."""
-    from PIL import Image
-
-    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
-        images, labels = getattr(sample, split).tensors()
-        for c in range(classes):
-            out = folder / split / sample.info.classes[c]
-            out.mkdir(parents=True)
-            for i, idx in enumerate((labels == c).nonzero().flatten()[:per_class].tolist()):
-                Image.fromarray(images[idx].permute(1, 2, 0).numpy()).save(out / f"{i:04d}.png")
-    return f"folder:{folder}"
 
 
 @pytest.fixture(scope="module")
 def tiny(sample, tmp_path_factory):
     return write_subset(sample, tmp_path_factory.mktemp("tiny"), classes=2, train_per_class=48, test_per_class=16)
-
-
-def cli(*args, **kw):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=env, text=True, capture_output=True, **kw)
 
 
 def test_training_learns_on_real_images(sample, tmp_path):
