@@ -1,0 +1,183 @@
+"""The experiment store and API on real SQLite files: validation, atomic claims, cancel/retry, fencing,
+schema versions, export. (Worker processes and crash recovery: test_worker.py.)"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sqlite3
+import time
+
+import pytest
+
+from engine import api
+from engine.store import SCHEMA_VERSION, JobLost, Store, StoreError
+
+
+def config(studio, **changes) -> api.ExperimentConfig:
+    base = dict(dataset=studio["dataset"], kernel_sets=("1x1_3x3", "3x3_5x5"), iterations=4, epochs=1, device="cpu")
+    return api.ExperimentConfig(**{**base, **changes})
+
+
+def counts(store: Store) -> dict[str, int]:
+    return {t: store.db[t].count for t in ("experiments", "runs", "jobs", "candidates", "epochs")}
+
+
+@pytest.fixture
+def store(tmp_path, studio):
+    return Store(tmp_path / "s.db")
+
+
+def test_new_database_is_wal_with_the_current_schema(store):
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_a_database_from_a_newer_release_is_refused(tmp_path):
+    path = tmp_path / "new.db"
+    Store(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match="newer SpiKernel Studio"):
+        Store(path)
+
+
+def test_reopening_keeps_everything(tmp_path, studio):
+    path = tmp_path / "s.db"
+    ids = api.submit_experiment(config(studio), store=Store(path))
+    again = Store(path)
+    assert again.experiment(ids["experiment_id"])["config"]["iterations"] == 4
+    assert [r["setting"] for r in again.runs()] == ["1x1_3x3_4x", "3x3_5x5_4x"]
+
+
+def test_submit_validates_everything_and_writes_nothing_when_invalid(store, studio):
+    bad = config(
+        studio, dataset="folder:/etc", kernel_sets=("4x4_6x6",), iterations=0, epochs=0, seed=-1,
+        profile="huge", precision="fp8", budget="lots",
+    )  # fmt: skip
+    with pytest.raises(api.ConfigError) as e:
+        api.submit_experiment(bad, store=store)
+    errors = e.value.errors
+    assert set(errors) == {"dataset", "kernel_sets", "iterations", "epochs", "seed", "profile", "precision", "budget"}
+    assert "outside the allowed data roots" in errors["dataset"]
+    assert "odd kernel sizes" in errors["kernel_sets"]
+    assert counts(store) == dict.fromkeys(counts(store), 0)
+    with pytest.raises(api.ConfigError, match="device"):
+        api.submit_experiment(config(studio, device="tpu"), store=store)
+    with pytest.raises(api.ConfigError, match="pick at least one kernel set"):
+        api.submit_experiment(config(studio, kernel_sets=()), store=store)
+    assert store.db["experiments"].count == 0
+
+
+def test_folder_datasets_must_stay_inside_the_data_roots(studio, tmp_path):
+    outside = tmp_path / "outside"
+    (outside / "train" / "a").mkdir(parents=True)
+    (outside / "test" / "a").mkdir(parents=True)
+    link = studio["root"] / "escape"
+    link.symlink_to(outside)
+    try:
+        for spec in (f"folder:{outside}", "folder:../outside", "folder:escape"):
+            ok, message = api.dataset_status(spec)
+            assert not ok and "outside the allowed data roots" in message, spec
+        assert api.dataset_status(studio["dataset"]) == (True, "on disk")
+        assert api.dataset_status("sample") == (True, "bundled")
+    finally:
+        link.unlink()
+
+
+def test_submit_records_runs_baseline_first_and_queues_one_job_each(store, studio):
+    ids = api.submit_experiment(config(studio, baseline="1x1_3x3_8x", name="x'); DROP TABLE runs; --"), store=store)
+    runs = api.runs_frame([ids["experiment_id"]], store=store)
+    assert list(runs["setting"]) == ["1x1_3x3_8x", "1x1_3x3_4x", "3x3_5x5_4x"]
+    assert list(runs["is_baseline"]) == [True, False, False]
+    assert set(runs["status"]) == {"queued"}
+    assert runs["experiment"].iloc[0] == "x'); DROP TABLE runs; --"  # bound, never formatted into SQL
+    assert list(api.list_experiments(store=store)["status"]) == ["queued"]
+
+
+def _claim_all(path: str, worker: str, out) -> None:
+    store = Store(path)
+    claimed = []
+    while (lease := store.claim(worker, "cpu", stale_after=3600)) is not None:
+        claimed.append(lease.job_id)
+    out.put(claimed)
+
+
+def test_concurrent_claims_from_processes_take_each_job_exactly_once(store, studio):
+    for _ in range(10):
+        api.submit_experiment(config(studio), store=store)
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    workers = [ctx.Process(target=_claim_all, args=(str(store.path), f"host:{i}", out)) for i in range(4)]
+    for w in workers:
+        w.start()
+    claimed = [job for _ in workers for job in out.get(timeout=60)]
+    for w in workers:
+        w.join()
+    assert sorted(claimed) == sorted(j["id"] for j in store.jobs())
+    assert all(j["attempts"] == 1 and j["status"] == "running" for j in store.jobs())
+
+
+def test_cancel_and_retry(store, studio):
+    ids = api.submit_experiment(config(studio), store=store)
+    lease = store.claim("host:1", "cpu", stale_after=60)
+    assert api.cancel(ids["experiment_id"], store=store) == 2
+    jobs = {j["id"]: j for j in store.jobs()}
+    queued = next(j for j in ids["job_ids"] if j != lease.job_id)
+    assert jobs[queued]["status"] == "cancelled"  # at once
+    assert jobs[lease.job_id]["status"] == "running" and jobs[lease.job_id]["cancel_requested"] == 1
+    assert store.heartbeat(lease, {"stage": "search", "done": 1, "total": 4}) is True  # the worker learns of it
+    store.end_job(lease, "cancelled")
+    assert api.retry(ids["experiment_id"], store=store) == 2
+    assert {j["status"] for j in store.jobs()} == {"queued"}
+    assert {j["cancel_requested"] for j in store.jobs()} == {0}
+    messages = " | ".join(api.events_frame(ids["experiment_id"], store=store)["message"])
+    assert "cancel requested" in messages and "queued again" in messages
+
+
+def test_a_stale_job_is_taken_over_and_the_old_worker_cannot_write(store, studio):
+    api.submit_experiment(config(studio, kernel_sets=("1x1_3x3",)), store=store)
+    old = store.claim("host:1", "cpu", stale_after=60)
+    assert store.claim("host:2", "cpu", stale_after=60) is None  # its heartbeat is fresh
+    time.sleep(0.05)
+    new = store.claim("host:2", "cpu", stale_after=0.01)
+    assert new.job_id == old.job_id and new.attempt == old.attempt + 1
+    row = {"index": 0, "genotype": "0302 0030 0003 0000", "score": 1.0, "params": 1, "params_torch": 1,
+           "conv_edges": 3, "silent_layers": 0, "firing_rate": 0.1, "seconds": 0.1}  # fmt: skip
+    with pytest.raises(JobLost):
+        store.add_candidates(old, [row], 1.0)
+    store.add_candidates(new, [row], 1.0)
+    assert store.run(new.run_id)["candidates_done"] == 1
+
+
+def test_orphans_of_a_dead_local_worker_go_back_to_the_queue(store, studio):
+    api.submit_experiment(config(studio), store=store)
+    store.claim("thishost:111", "cpu", stale_after=60)
+    store.claim("otherhost:5", "cpu", stale_after=60)
+    assert store.requeue_orphans("thishost", alive="thishost:222") == 1
+    assert sorted(j["status"] for j in store.jobs()) == ["queued", "running"]
+
+
+def test_delete_refuses_running_work_then_removes_rows_and_files(store, studio):
+    ids = api.submit_experiment(config(studio), store=store)
+    lease = store.claim("host:1", "cpu", stale_after=60)
+    folder = store.experiment_folder(ids["experiment_id"])
+    folder.mkdir(parents=True)
+    with pytest.raises(StoreError, match="cancel it first"):
+        api.delete_experiment(ids["experiment_id"], store=store)
+    store.end_job(lease, "failed", "RuntimeError: boom")
+    api.delete_experiment(ids["experiment_id"], store=store)
+    assert counts(store) == dict.fromkeys(counts(store), 0)
+    assert not folder.exists()
+
+
+def test_export_labels_the_profile(store, studio):
+    ids = api.submit_experiment(config(studio), store=store)
+    csv = api.export_experiment(ids["experiment_id"], "csv", store=store)
+    header, first = csv.splitlines()[:2]
+    assert "profile" in header and "reduced" in header and "laptop" in first and "True" in first
+    payload = json.loads(api.export_experiment(ids["experiment_id"], "json", store=store))
+    assert payload["reduced_profile"] is True and len(payload["runs"]) == 2
+    with pytest.raises(ValueError, match="csv, json"):
+        api.export_experiment(ids["experiment_id"], "xml", store=store)
