@@ -5,6 +5,7 @@ Pages talk to the engine only through ``engine.api``; this module holds presenta
 
 from __future__ import annotations
 
+import re
 import time
 
 import plotly.express as px
@@ -16,6 +17,7 @@ from engine.space import TABLE_I, KernelSet, Setting, SpaceError
 # One colour per kernel set on every page: Table I's six sets first, custom sets after them.
 _PALETTE = px.colors.qualitative.D3
 _TABLE_I_NAMES = [ks.name for ks in TABLE_I]
+TABLE_I_NAMES = tuple(_TABLE_I_NAMES)  # the paper's six kernel sets, in its order
 
 
 def kernel_set_color(name: str) -> str:
@@ -52,6 +54,11 @@ def format_seconds(seconds: float | None) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def escape_markdown(text: str) -> str:
+    """Show ``text`` (an error, a path, a user's name) literally inside Markdown: no emphasis, math or links."""
+    return re.sub(r"([\\`*_{}\[\]<>()#+\-.!|$~:])", r"\\\1", str(text))
 
 
 def sidebar() -> None:
