@@ -430,17 +430,23 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> None:
     from . import api
-    from .worker import serve
+    from .worker import WorkerBusy, serve
 
     store = api.get_store(args.db)
     if args.ray is not None:
-        from .ray_backend import serve_ray
+        from .ray_backend import import_ray, serve_ray
 
-        serve_ray(store, address=args.ray, stale_after=args.stale_after, idle_exit=args.idle_exit)
-        return
+        import_ray()  # one line of error when Ray is missing
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    if args.ray is not None:
+        print(f"Ray worker serving {store.path} on {args.ray} (Ctrl-C stops; running jobs resume later)", file=sys.stderr)
+        try:
+            serve_ray(store, address=args.ray, stale_after=args.stale_after, idle_exit=args.idle_exit, stop=stop)
+        except WorkerBusy as e:
+            raise CliError(str(e)) from None
+        return
     print(f"worker serving {store.path} (Ctrl-C stops; running jobs resume later)", file=sys.stderr)
     serve(store, stale_after=args.stale_after, idle_exit=args.idle_exit, stop=stop)
 
@@ -556,7 +562,7 @@ def build_parser() -> Parser:
     w = sub.add_parser("worker", help="run queued jobs (foreground); one job per GPU, else one on the CPU")
     w.add_argument("--idle-exit", type=float, help="exit after this many seconds without work")
     w.add_argument("--stale-after", type=float, default=60.0, help="take over running jobs silent this long (s)")
-    w.add_argument("--ray", nargs="?", const="auto", help="run jobs as Ray tasks: 'auto' or a cluster address")
+    w.add_argument("--ray", nargs="?", const="auto", help="run jobs as Ray tasks: 'auto' (the cluster this machine joined), 'local' or a cluster address")
     w.set_defaults(func=cmd_worker)
     return parser
 

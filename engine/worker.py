@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -164,6 +165,52 @@ class StoreSink:
             self.lost.set()
 
 
+def error_text(error: BaseException) -> str:
+    """How a failed job's error reads in the store: ``Type: message``."""
+    return f"{type(error).__name__}: {error}"
+
+
+def log_attempt(logger: logging.Logger, lease: Lease, spec: RunSpec, where: str = "") -> None:
+    logger.info("attempt %d on %s (%s%s): %s from stage %s, %d candidates recorded",
+                lease.attempt, lease.worker, spec.device, where, spec.setting, spec.stage, len(spec.done))  # fmt: skip
+
+
+def conclude(store: Store, lease: Lease, sink: StoreSink, attempt: Callable[[], tuple[str, dict | None]]) -> str:
+    """Run ``attempt`` and record how the job ended; returns its final status. Failures are recorded, never raised.
+
+    ``attempt`` runs the job (or collects its outcome from elsewhere) and returns the run's folder and its
+    results, None when it stopped early: then the job is cancelled, or queued again when its worker is
+    stopping. An exception fails the job with ``Type: message``; a lost job is left alone.
+    """
+    logger = sink.logger
+    try:
+        folder, result = attempt()
+        if result is None:
+            if sink.lost.is_set():
+                raise JobLost(lease.job_id, "taken away")
+            if sink.cancel.is_set():
+                store.end_job(lease, "cancelled")
+                logger.info("cancelled")
+                return "cancelled"
+            store.release(lease)
+            logger.info("worker stopping; queued to resume")
+            return "queued"
+        checkpoint = Path(folder) / CHECKPOINT_NAME
+        store.finish_run(lease, {**result, "checkpoint": str(checkpoint.relative_to(store.root))})
+        logger.info("done: accuracy %s, model %s", result["accuracy"], checkpoint)
+        return "done"
+    except JobLost as e:
+        logger.warning("%s; stopped without writing", e)
+        return "lost"
+    except Exception as e:  # any failure ends this job, never the worker
+        logger.error("failed:\n%s", traceback.format_exc())
+        try:
+            store.end_job(lease, "failed", error_text(e))
+        except JobLost:
+            pass
+        return "failed"
+
+
 def run_job(store: Store, lease: Lease, device: str, shutdown: threading.Event | None = None) -> str:
     """Run one claimed job to its end; returns its final status. Failures are recorded, never raised.
 
@@ -177,37 +224,15 @@ def run_job(store: Store, lease: Lease, device: str, shutdown: threading.Event |
         while not stop_beating.wait(HEARTBEAT_S):
             sink.beat()
 
+    def attempt() -> tuple[str, dict | None]:
+        spec = run_spec(store, lease, device)
+        log_attempt(logger, lease, spec)
+        return spec.folder, execute(spec, sink)
+
     beater = threading.Thread(target=beat, name=f"heartbeat-{lease.job_id}", daemon=True)
     beater.start()
     try:
-        spec = run_spec(store, lease, device)
-        logger.info("attempt %d on %s (%s): %s from stage %s, %d candidates recorded",
-                    lease.attempt, lease.worker, spec.device, spec.setting, spec.stage, len(spec.done))  # fmt: skip
-        result = execute(spec, sink)
-        if result is None:
-            if sink.lost.is_set():
-                raise JobLost(lease.job_id, "taken away")
-            if sink.cancel.is_set():
-                store.end_job(lease, "cancelled")
-                logger.info("cancelled")
-                return "cancelled"
-            store.release(lease)
-            logger.info("worker stopping; queued to resume")
-            return "queued"
-        checkpoint = Path(spec.folder) / CHECKPOINT_NAME
-        store.finish_run(lease, {**result, "checkpoint": str(checkpoint.relative_to(store.root))})
-        logger.info("done: accuracy %s, model %s", result["accuracy"], checkpoint)
-        return "done"
-    except JobLost as e:
-        logger.warning("%s; stopped without writing", e)
-        return "lost"
-    except Exception as e:  # any failure ends this job, never the worker
-        logger.error("failed:\n%s", traceback.format_exc())
-        try:
-            store.end_job(lease, "failed", f"{type(e).__name__}: {e}")
-        except JobLost:
-            pass
-        return "failed"
+        return conclude(store, lease, sink, attempt)
     finally:
         stop_beating.set()
         beater.join()
