@@ -448,7 +448,10 @@ def cmd_worker(args: argparse.Namespace) -> None:
             raise CliError(str(e)) from None
         return
     print(f"worker serving {store.path} (Ctrl-C stops; running jobs resume later)", file=sys.stderr)
-    serve(store, stale_after=args.stale_after, idle_exit=args.idle_exit, stop=stop)
+    try:
+        serve(store, stale_after=args.stale_after, idle_exit=args.idle_exit, stop=stop)
+    except WorkerBusy as e:
+        raise CliError(str(e)) from None
 
 
 # ------------------------------------------------------------------------------------------ parser

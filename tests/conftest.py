@@ -21,17 +21,19 @@ def sample():
 
 @pytest.fixture(scope="session")
 def studio(sample, tmp_path_factory):
-    """A data root with a tiny real dataset (``folder:tiny``, 2 classes) and an empty experiment database;
+    """A data root with two small real datasets (``folder:tiny``: 2 classes, 150 training images each, enough
+    to learn something; ``folder:mini``: 16 each, for mechanics) and an empty experiment database;
     ``SPIKERNEL_DATA`` and ``SPIKERNEL_DB`` point at them for the whole session (the dashboard's tests
     run the app in this process)."""
     from helpers import write_subset
 
     root = tmp_path_factory.mktemp("studio")
     write_subset(sample, root / "tiny", classes=2, train_per_class=150, test_per_class=50)
+    write_subset(sample, root / "mini", classes=2, train_per_class=16, test_per_class=8)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SPIKERNEL_DATA", str(root))
         mp.setenv("SPIKERNEL_DB", str(root / "spikernel.db"))
-        yield {"root": root, "db": root / "spikernel.db", "dataset": "folder:tiny"}
+        yield {"root": root, "db": root / "spikernel.db", "dataset": "folder:tiny", "mini": "folder:mini"}
 
 
 @pytest.fixture(scope="session")

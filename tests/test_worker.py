@@ -1,0 +1,206 @@
+"""The worker as a real process: kill -9 mid-search and mid-training, crash-safe submits, concurrent
+submitters, a failing checkpoint write. Everything runs on ``folder:tiny`` (real sample images)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from engine import api
+from engine.data import load_dataset
+from engine.profiles import get_profile
+from engine.search import random_search
+from engine.space import KernelSet
+from engine.store import Store
+from engine.worker import serve, worker_state
+from helpers import ROOT
+
+WAIT_S = 240
+
+
+def start_worker(db, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine", "--db", str(db), "worker", "--idle-exit", "0.5", *extra],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def wait_for(condition, what: str, process: subprocess.Popen | None = None, timeout: float = WAIT_S):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the worker exited ({process.returncode}) before {what}: {process.stderr.read()}")
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def kill9(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def finish(db) -> None:
+    """A fresh worker runs the queue to its end."""
+    process = start_worker(db)
+    assert process.wait(timeout=WAIT_S) == 0, process.stderr.read()
+
+
+def submit(store, studio, **changes) -> dict:
+    base = dict(dataset=studio["dataset"], kernel_sets=("1x1_3x3",), iterations=3, epochs=1, device="cpu")
+    return api.submit_experiment(api.ExperimentConfig(**{**base, **changes}), store=store)
+
+
+def test_kill_9_mid_search_resumes_to_the_same_candidates(tmp_path, studio):
+    store = Store(tmp_path / "s.db")
+    ids = submit(store, studio, iterations=40)
+    run_id = ids["run_ids"][0]
+    worker = start_worker(store.path)
+    wait_for(lambda: store.run(run_id)["candidates_done"] >= 8, "8 recorded candidates", worker)
+    kill9(worker)
+    reported = store.candidates(run_id)
+    assert store.run(run_id)["stage"] == "search" and 8 <= len(reported) < 40
+    assert store.job(ids["job_ids"][0])["status"] == "running"  # as the dead worker left it
+
+    finish(store.path)
+    job, run = store.job(ids["job_ids"][0]), store.run(run_id)
+    assert job["status"] == "done" and job["attempts"] == 2
+    after = store.candidates(run_id)
+    assert after[: len(reported)] == reported  # nothing reported done was lost or rewritten
+    uninterrupted = random_search(KernelSet(1, 3), get_profile("laptop"), load_dataset(studio["dataset"]), 40, seed=0)
+    assert [c["genotype"] for c in after] == [c.genotype.to_str() for c in uninterrupted.candidates]
+    assert [c["score"] for c in after] == pytest.approx([c.score for c in uninterrupted.candidates], rel=1e-6)
+    assert run["best_genotype"] == uninterrupted.best.genotype.to_str()
+    assert "resume" in " ".join(api.events_frame(ids["experiment_id"], store=store)["message"])
+
+
+def test_kill_9_mid_training_resumes_from_the_last_epoch(tmp_path, studio):
+    store = Store(tmp_path / "s.db")
+    killed = submit(store, studio, epochs=3)
+    reference = submit(store, studio, epochs=3)  # the same arguments, run without interruption
+    api.cancel(job_ids=reference["job_ids"], store=store)
+    run_id = killed["run_ids"][0]
+    worker = start_worker(store.path)
+    wait_for(lambda: store.run(run_id)["epochs_done"] >= 1, "a recorded epoch", worker)
+    kill9(worker)
+    assert store.run(run_id)["stage"] == "train" and store.run(run_id)["epochs_done"] < 3
+    api.retry(job_ids=reference["job_ids"], store=store)
+
+    finish(store.path)
+    runs = api.runs_frame(store=store).set_index("run_id")
+    assert set(runs["status"]) == {"done"}
+    epochs = api.epochs_frame([killed["experiment_id"], reference["experiment_id"]], store=store)
+    mine = epochs[epochs["run_id"] == run_id].drop(columns=["run_id", "experiment_id", "seconds"])
+    theirs = epochs[epochs["run_id"] == reference["run_ids"][0]].drop(columns=["run_id", "experiment_id", "seconds"])
+    assert len(mine) == 3
+    assert mine.reset_index(drop=True).equals(theirs.reset_index(drop=True))
+    assert runs.loc[run_id, "accuracy"] == runs.loc[reference["run_ids"][0], "accuracy"]
+    assert not (store.run_folder(killed["experiment_id"], "1x1_3x3_3x") / "train-state.pt").exists()
+
+
+SUBMIT_LOOP = """
+import sys
+from engine import api
+from engine.store import Store
+store = Store(sys.argv[1])
+config = api.ExperimentConfig(dataset=sys.argv[2], kernel_sets=("1x1_3x3", "3x3_5x5", "5x5_7x7"), iterations=3,
+                              epochs=1, baseline="1x1_3x3_9x", device="cpu")
+for _ in range(int(sys.argv[3])):
+    api.submit_experiment(config, store=store)
+    print("submitted", flush=True)
+"""
+
+
+def test_killing_a_submitter_never_leaves_half_an_experiment(tmp_path, studio):
+    db = tmp_path / "s.db"
+    Store(db)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for delay in (0.0, 0.002, 0.005, 0.01, 0.02):
+        process = subprocess.Popen([sys.executable, "-c", SUBMIT_LOOP, str(db), studio["mini"], "1000"],
+                                   cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)  # fmt: skip
+        assert process.stdout.readline() == "submitted\n"  # imports done, submitting in a loop
+        time.sleep(delay)
+        kill9(process)
+    store = Store(db)
+    per_experiment = store.query(
+        "SELECT e.id, count(r.id) AS runs, count(j.id) AS jobs FROM experiments e "
+        "LEFT JOIN runs r ON r.experiment_id = e.id LEFT JOIN jobs j ON j.run_id = r.id GROUP BY e.id"
+    )
+    assert len(per_experiment) >= 5
+    assert all(e["runs"] == 4 and e["jobs"] == 4 for e in per_experiment)
+    assert store.db["runs"].count == 4 * len(per_experiment)
+
+
+SUBMIT_SOME = """
+import sys, time
+from engine import api
+from engine.store import Store
+store = Store(sys.argv[1])
+for i in range(3):
+    api.submit_experiment(api.ExperimentConfig(dataset=sys.argv[2], kernel_sets=("1x1_3x3",), iterations=1,
+                                               epochs=1, seed=i, device="cpu"), store=store)
+    time.sleep(0.3)
+"""
+
+
+def test_two_submitters_and_a_worker_at_once_lose_and_repeat_nothing(tmp_path, studio):
+    store = Store(tmp_path / "s.db")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    worker = start_worker(store.path, "--idle-exit", "600")
+    wait_for(lambda: worker_state(store)["running"], "the worker's lock", worker)
+    submitters = [
+        subprocess.Popen([sys.executable, "-c", SUBMIT_SOME, str(store.path), studio["mini"]], cwd=ROOT, env=env)
+        for _ in range(2)
+    ]
+    assert [s.wait(timeout=WAIT_S) for s in submitters] == [0, 0]
+    wait_for(lambda: store.active_jobs() == 0, "an empty queue", worker)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0, worker.stderr.read()
+    jobs = store.jobs()
+    assert len(jobs) == 6
+    assert all(j["status"] == "done" and j["attempts"] == 1 for j in jobs)
+    started = [m for m in api.events_frame(store=store)["message"] if ": started on " in m]
+    assert len(started) == 6
+
+
+def test_one_local_worker_per_database(tmp_path, studio):
+    store = Store(tmp_path / "s.db")
+    submit(store, studio, dataset=studio["mini"], iterations=200)
+    first = start_worker(store.path)
+    wait_for(lambda: worker_state(store)["running"], "the first worker's lock", first)
+    second = start_worker(store.path)
+    assert second.wait(timeout=60) == 2
+    assert "a worker already serves" in second.stderr.read()
+    first.send_signal(signal.SIGTERM)  # stops at the next candidate and queues the job to resume
+    assert first.wait(timeout=60) == 0
+    job = store.jobs()[0]
+    assert job["status"] == "queued" and not worker_state(store)["running"]
+
+
+def test_a_failed_checkpoint_write_fails_the_job_readably_and_retry_completes_it(tmp_path, studio):
+    store = Store(tmp_path / "s.db")
+    ids = submit(store, studio, dataset=studio["mini"], epochs=2)
+    blocker = store.run_folder(ids["experiment_id"], "1x1_3x3_3x") / "model.safetensors"
+    blocker.mkdir(parents=True)  # the model file's name is taken by a folder: the write fails
+    serve(store, devices=["cpu"], idle_exit=0.2, stop=threading.Event())
+    job, run = store.job(ids["job_ids"][0]), store.run(ids["run_ids"][0])
+    assert job["status"] == "failed" and job["error"].startswith("IsADirectoryError")
+    assert run["stage"] == "train" and run["epochs_done"] == 2 and run["checkpoint"] is None
+    assert "IsADirectoryError" in api.job_log(job["id"], store=store)
+
+    shutil.rmtree(blocker)
+    api.retry(ids["experiment_id"], store=store)
+    serve(store, devices=["cpu"], idle_exit=0.2, stop=threading.Event())
+    run = store.run(ids["run_ids"][0])
+    assert store.job(ids["job_ids"][0])["status"] == "done" and run["epochs_done"] == 2
+    assert run["checkpoint_sha256"] and (store.root / run["checkpoint"]).is_file()
