@@ -12,7 +12,6 @@ Each function takes ``store=`` to work on another database than ``default_db_pat
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 from dataclasses import asdict, dataclass, fields
@@ -273,12 +272,10 @@ def runs_frame(experiment_ids=None, *, store: Store | None = None) -> pd.DataFra
     frame["memory_mb"] = frame["params"].astype("float") * 4 / 1e6
     frame["is_baseline"] = frame["is_baseline"].astype(bool)
     frame["reduced"] = frame["reduced"].astype(bool)
-    frame["speedup"] = math.nan
-    for _, group in frame.groupby("experiment_id"):
-        base = group[group["is_baseline"] & (group["stage"] != "search")]
-        if len(base):
-            seconds = group["search_seconds"].where(group["stage"] != "search")
-            frame.loc[group.index, "speedup"] = base["search_seconds"].iloc[0] / seconds
+    # Vectorised (a loop over experiments cost ~2 ms each): each experiment's first searched baseline.
+    seconds = frame["search_seconds"].astype("float").where(frame["stage"] != "search")
+    base = seconds.where(frame["is_baseline"]).groupby(frame["experiment_id"]).transform("first")
+    frame["speedup"] = base / seconds
     return frame[RUN_COLUMNS]
 
 

