@@ -89,16 +89,17 @@ def start_worker(store: Store, *, idle_exit: float | None = 300.0) -> int | None
 
 
 def job_logger(store: Store, job_id: int) -> logging.Logger:
-    """A logger writing to the job's own file beside the database (the dashboard shows its tail)."""
-    logger = logging.getLogger(f"spikernel.job.{job_id}")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    if not logger.handlers:
-        path = store.log_path(job_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(path)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-        logger.addHandler(handler)
+    """A logger writing to the job's own file beside the database (the dashboard shows its tail).
+
+    Made outside logging's global registry: job ids repeat across databases, and a registered logger
+    would keep the handler of another database's file.
+    """
+    logger = logging.Logger(f"spikernel.job.{job_id}", logging.INFO)
+    path = store.log_path(job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    logger.addHandler(handler)
     return logger
 
 
