@@ -166,23 +166,23 @@ class StopOnInterrupt:
     """First Ctrl-C asks the work to stop at the next safe point; a second one aborts at once."""
 
     def __init__(self) -> None:
-        self.requested = False
+        self.event = threading.Event()
 
     def __enter__(self) -> StopOnInterrupt:
         self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
     def _handle(self, *_):
-        if self.requested:
+        if self.event.is_set():
             raise KeyboardInterrupt
-        self.requested = True
+        self.event.set()
         print("\nstopping after the current step (Ctrl-C again to abort)...", file=sys.stderr)
 
     def __exit__(self, *exc) -> None:
         signal.signal(signal.SIGINT, self._previous)
 
     def __call__(self) -> bool:
-        return self.requested
+        return self.event.is_set()
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -280,65 +280,69 @@ class BarReporter:
 
         if self.bar is not None:
             self.bar.close()
-        unit = "cand" if stage == "search" else "epoch"
+        unit = "cand" if stage == "search" else "batch"
         self.bar = tqdm(total=total, initial=done, desc=f"{setting} {stage}", unit=unit, file=sys.stderr)
 
     def advance(self, done: int, note: str = "") -> None:
+        self.bar.total = max(self.bar.total, done)
         self.bar.n = done
-        self.bar.set_postfix_str(note)
+        self.bar.set_postfix_str(note, refresh=False)
+        self.bar.refresh()
 
-    def finished(self, row) -> None:
+    def finished(self, row: dict) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        acc = "n/a" if row.accuracy is None else f"{row.accuracy:.2%}"
-        print(f"{row.setting}: accuracy {acc}, {row.params:,} parameters, search {row.search_seconds:.1f} s", file=sys.stderr)
+        acc = "n/a" if row["accuracy"] is None else f"{row['accuracy']:.2%}"
+        print(f"{row['setting']}: accuracy {acc}, {row['params']:,} parameters, search {row['search_seconds']:.1f} s",
+              file=sys.stderr)  # fmt: skip
 
 
-def print_results(rows, budget, out: Path | None = None) -> None:
+def print_results(runs, budget, out: Path) -> None:
+    """The table of the paper and, with a budget, Alg. 1's choice."""
+    from .api import trained_models
     from .memory import format_count
     from .select import Budget, select_model
 
     body = [
-        [r.setting, "n/a" if r.accuracy is None else f"{r.accuracy:.2%}", format_count(r.params), f"{r.memory_mb:.2f}",
-         f"{r.search_seconds:.1f}", "" if r.speedup is None else f"{r.speedup:.2f}x", r.genotype]
-        for r in rows
+        [r.setting, "n/a" if r.accuracy != r.accuracy else f"{r.accuracy:.2%}", format_count(r.params),
+         f"{r.memory_mb:.2f}", f"{r.search_seconds:.1f}", "" if r.speedup != r.speedup else f"{r.speedup:.2f}x",
+         r.best_genotype]
+        for r in runs.itertuples()
     ]  # fmt: skip
     print(table(body, ["setting", "accuracy", "params", "MB (fp32)", "search s", "speed-up", "genotype"]))
     if budget is not None:
-        selection = select_model(rows, budget if isinstance(budget, Budget) else Budget.parse(budget))
+        selection = select_model(trained_models(runs), budget if isinstance(budget, Budget) else Budget.parse(budget))
         if selection.chosen is None:
             print(f"\nAlg. 1: {selection.reason}")
         else:
-            where = f" ({out / selection.chosen.checkpoint})" if out else ""
-            print(f"\nAlg. 1 picks {selection.chosen.setting}: {selection.reason}{where}")
+            checkpoint = runs.set_index("run_id").loc[selection.chosen.run_id, "checkpoint"]
+            print(f"\nAlg. 1 picks {selection.chosen.setting}: {selection.reason} ({out / checkpoint})")
 
 
 def cmd_explore(args: argparse.Namespace) -> None:
-    from .explore import ExploreConfig, explore
+    from .api import ExperimentConfig
+    from .explore import explore
     from .select import Budget
 
     budget = Budget.parse(args.budget, args.bits) if args.budget else None
-    settings = tuple(f"{ks.name}_{args.iterations}x" for ks in parse_kernel_sets(args.kernel_sets))
-    if args.iterations < 1 or args.epochs < 1:
-        raise CliError("--iterations and --epochs must be at least 1")
-    cfg = ExploreConfig(
+    config = ExperimentConfig(
         dataset=args.dataset,
-        settings=settings,
+        kernel_sets=tuple(ks.name for ks in parse_kernel_sets(args.kernel_sets)),
+        iterations=args.iterations,
+        baseline=args.baseline or None,
         profile=args.profile,
         epochs=args.epochs,
-        baseline=args.baseline or None,
         seed=args.seed,
         device=args.device,
         precision=args.precision,
     )
-    cfg.all_settings()  # validate before any work
     with StopOnInterrupt() as stop:
-        result = explore(cfg, args.out, reporter=BarReporter(), should_stop=stop)
-    if result.stopped:
+        runs = explore(config, args.out, reporter=BarReporter(), stop=stop.event)
+    if runs is None:
         print(f"stopped; rerun the same command to resume from {args.out}")
         return
-    print_results(result.rows, budget, args.out)
+    print_results(runs, budget, args.out)
     print(f"\nwrote {args.out / 'results.csv'} and {args.out / 'results.json'}")
 
 
@@ -571,6 +575,7 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .explore import ExplorationFailed
     from .store import StoreError
     from .train import TrainingDiverged
 
@@ -581,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, ValueError, FileNotFoundError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except TrainingDiverged as exc:
+    except (TrainingDiverged, ExplorationFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

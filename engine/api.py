@@ -162,7 +162,7 @@ def submit_experiment(config: ExperimentConfig | dict, *, store: Store | None = 
     if errors:
         raise ConfigError(errors)
     settings = config.settings()
-    baseline = Setting.parse(config.baseline).name if config.baseline else None
+    baseline = baseline_name(config)
     profile = get_profile(config.profile)
     kernel_sets = ", ".join(dict.fromkeys(s.kernel_set.name for s in settings))
     name = config.name.strip() or f"{kernel_sets} on {config.dataset}"
@@ -172,6 +172,11 @@ def submit_experiment(config: ExperimentConfig | dict, *, store: Store | None = 
     ]
     payload = {**asdict(config), "name": name, "baseline": baseline, "kernel_sets": list(config.kernel_sets)}
     return _store(store).add_experiment(name, payload, profile=profile.name, reduced=profile.reduced, runs=runs)
+
+
+def baseline_name(config: ExperimentConfig) -> str | None:
+    """The baseline setting in its canonical spelling (``1x1,3x3_500x`` -> ``1x1_3x3_500x``)."""
+    return Setting.parse(config.baseline).name if config.baseline else None
 
 
 def list_experiments(*, store: Store | None = None) -> pd.DataFrame:
@@ -472,3 +477,28 @@ def download_name(run: dict) -> str:
     """A safe file name for a run's model: letters, digits, dot, dash and underscore only."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"spikernel-exp{run['experiment_id']}-{run['setting']}").strip("._")
     return f"{stem or 'model'}.safetensors"
+
+
+def data_roots() -> list[Path]:
+    """The folders a ``folder:<path>`` dataset may come from, the data root first (relative paths
+    are read from it)."""
+    from .data import data_roots as allowed
+
+    return allowed()
+
+
+# ---------------------------------------------------------------------------------- results page
+
+
+def pareto_models(runs: pd.DataFrame) -> list[Model]:
+    """The trained runs no other beats on both accuracy and parameters, by rising parameter count:
+    the models Alg. 1 can pick as the budget grows."""
+    from .select import pareto_front
+
+    return pareto_front(trained_models(runs))
+
+
+def export_name(experiment: dict, fmt: str) -> str:
+    """A safe file name for an experiment's export, like ``download_name`` (the name cut to 60 characters)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"spikernel-exp{experiment['id']}-{experiment['name'][:60]}").strip("._")
+    return f"{stem or 'experiment'}.{fmt}"

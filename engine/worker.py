@@ -135,8 +135,10 @@ def run_spec(store: Store, lease: Lease, device: str) -> RunSpec:
 class StoreSink:
     """Writes a local job's results straight to the store; progress goes out with each heartbeat."""
 
-    def __init__(self, store: Store, lease: Lease, logger: logging.Logger, shutdown: threading.Event) -> None:
+    def __init__(self, store: Store, lease: Lease, logger: logging.Logger, shutdown: threading.Event,
+                 on_progress: Callable | None = None) -> None:  # fmt: skip
         self.store, self.lease, self.logger, self.shutdown = store, lease, logger, shutdown
+        self.on_progress = on_progress
         self.state = {"stage": "search", "done": 0, "total": 0, "note": "", "eta_seconds": None}
         self.cancel = threading.Event()
         self.lost = threading.Event()
@@ -154,6 +156,8 @@ class StoreSink:
 
     def progress(self, stage, done, total, note, eta_seconds):
         self.state = {"stage": stage, "done": done, "total": total, "note": note, "eta_seconds": eta_seconds}
+        if self.on_progress is not None:
+            self.on_progress(stage, done, total, note, eta_seconds)
 
     def should_stop(self) -> bool:
         return self.cancel.is_set() or self.lost.is_set() or self.shutdown.is_set()
@@ -212,13 +216,15 @@ def conclude(store: Store, lease: Lease, sink: StoreSink, attempt: Callable[[], 
         return "failed"
 
 
-def run_job(store: Store, lease: Lease, device: str, shutdown: threading.Event | None = None) -> str:
+def run_job(store: Store, lease: Lease, device: str, shutdown: threading.Event | None = None, *,
+            on_progress: Callable | None = None) -> str:  # fmt: skip
     """Run one claimed job to its end; returns its final status. Failures are recorded, never raised.
 
-    When ``shutdown`` is set the job stops at its next check and goes back to the queue.
+    When ``shutdown`` is set the job stops at its next check and goes back to the queue. ``on_progress``
+    sees every progress report (stage, done, total, note, eta seconds) as it happens.
     """
     logger = job_logger(store, lease.job_id)
-    sink = StoreSink(store, lease, logger, shutdown or threading.Event())
+    sink = StoreSink(store, lease, logger, shutdown or threading.Event(), on_progress)
     stop_beating = threading.Event()
 
     def beat() -> None:

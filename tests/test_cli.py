@@ -69,7 +69,7 @@ def test_profile_of_one_network_gives_its_layers_and_totals():
         (["search", "--kernel-set", "3x3_5x5", "--draws", "0"], "at least 1"),
         (["profile", "--kernel-set", "1x1_3x3", "--genotype", "0302 0030 0003"], "not a genotype"),
         (["profile", "--dataset", "cifar100", "--genotype", "0302 0030 0003 0000"], "--genotype needs --kernel-set"),
-        (["select", "nowhere", "--budget", "5M"], "no results.json"),
+        (["select", "nowhere", "--budget", "5M"], "holds no exploration"),
         (["explore", "--kernel-sets", "3x3,5x5", "--out", "x"], "not a kernel set|square"),
         (["frobnicate"], "invalid choice"),
     ],
