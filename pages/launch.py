@@ -1,4 +1,228 @@
+"""Launch: pick a dataset, kernel sets and a scale; see network sizes and the time it takes; queue it.
+
+Every field is checked as it changes (``api.validate``), each problem is shown under its field and the
+Launch button stays disabled until there is none. No ``st.form``: it would hold the checks back.
+"""
+
+import re
+
+import pandas as pd
 import streamlit as st
 
-st.title('Launch')
-st.info('This page is being built.')
+import studio
+from engine import api
+
+DATASETS = {
+    "sample": "Bundled CIFAR-10 sample",
+    "cifar10": "CIFAR-10",
+    "cifar100": "CIFAR-100",
+    "tinyimagenet": "TinyImageNet",
+    "folder": "A folder of images",
+}
+DATASET_STATES = {
+    "bundled": ":green[:material/check_circle: bundled with the app: ready]",
+    "on disk": ":green[:material/check_circle: on disk]",
+    "will download": ":blue[:material/download: not on disk yet: it will download when the first job starts]",
+}
+DEFAULT_SETS = ("1x1_3x3", "3x3_5x5")
+DEFAULT_BASELINE = "1x1_3x3_5000x"
+BYTE_BUDGET = re.compile(r"[kmg]?i?b\s*$", re.IGNORECASE)  # '40MB', '3MiB': a budget in bytes needs a bit width
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def dataset_status(spec: str, roots: tuple[str, ...]) -> tuple[bool, str]:
+    """Cached: CIFAR's status may probe the network (seconds). ``roots`` keys the cache to the data roots."""
+    return api.dataset_status(spec)
+
+
+@st.cache_data(ttl=300, show_spinner="Sizing the networks…")
+def network_sizes(profile: str, dataset: str, kernel_sets: tuple[str, ...], roots: tuple[str, ...]) -> pd.DataFrame:
+    """Cached: a folder dataset is opened to learn its image size and classes."""
+    return api.network_sizes(profile, dataset, kernel_sets)
+
+
+def problem_text(message: str) -> str:
+    return f":red[:material/error: {studio.escape_markdown(message)}]"
+
+
+def custom_kernel_sets(text: str) -> list[str]:
+    """One kernel set per ';' or line: '5x5_9x9; 3,11' is two sets."""
+    return [part.strip() for part in re.split(r"[;\n]+", text) if part.strip()]
+
+
+def device_label(device: str) -> str:
+    return {"auto": "auto (the GPU when there is one)", "cpu": "CPU"}.get(device, device)
+
+
+st.title("Launch an exploration")
+st.caption(
+    "Each kernel set gets a training-free search for its best cell; that cell is trained, and Alg. 1 then "
+    "picks the most accurate model that fits your memory budget."
+)
+
+roots = tuple(str(p) for p in api.data_roots())
+slots = {}  # field -> the place under its widget where its problem shows, filled once validated
+what, how = st.columns(2, gap="large")
+
+with what:
+    st.subheader("What to explore")
+    choice = st.selectbox("Dataset", list(DATASETS), format_func=DATASETS.get, key="dataset")
+    if choice == "folder":
+        folder = st.text_input(
+            "Folder",
+            key="folder",
+            placeholder="pets  or  /absolute/path/to/pets",
+            help="An image tree with train/<class>/ and test/<class>/ (or val/). A relative path is read from "
+            f"the data root ({roots[0]}).",
+        )
+        st.caption("Allowed under: " + ", ".join(f"`{r}`" for r in roots))
+        dataset = f"folder:{folder.strip()}"
+    else:
+        dataset = choice
+    dataset_ok, dataset_state = dataset_status(dataset, roots)
+    slots["dataset"] = st.empty()
+
+    st.markdown("**Kernel sets**")
+    st.caption("Table I of the paper: each set is the two convolution kernel sizes a cell may use.")
+    grid = st.columns(3)
+    chosen = [
+        name
+        for i, name in enumerate(studio.TABLE_I_NAMES)
+        if grid[i % 3].checkbox(name, value=name in DEFAULT_SETS, key=f"ks_{name}")
+    ]
+    custom = st.text_input(
+        "Custom kernel sets",
+        key="custom_sets",
+        placeholder="5x5_9x9; 3,11",
+        help="Two distinct odd kernel sizes from 1 to 11 per set, written 5x5_9x9, 5x5,9x9 or 5,9. "
+        "Separate several sets with ';'.",
+    )
+    kernel_sets = tuple(dict.fromkeys([*chosen, *custom_kernel_sets(custom)]))
+    slots["kernel_sets"] = st.empty()
+
+    iterations = st.number_input(
+        "Search iterations per kernel set", min_value=1, max_value=api.MAX_ITERATIONS, value=1000, step=100,
+        key="iterations", help="How many random cells the training-free score ranks for each kernel set.",
+    )  # fmt: skip
+    slots["iterations"] = st.empty()
+    use_baseline = st.toggle("Measure search speed-up against a baseline", value=True, key="baseline_on")
+    baseline = None
+    if use_baseline:
+        baseline = st.text_input(
+            "Baseline setting", value=DEFAULT_BASELINE, key="baseline",
+            help="A kernel set and its iterations, like 1x1_3x3_5000x (the paper's). It runs too; every "
+            "other set's search time is compared with it.",
+        ).strip()  # fmt: skip
+        slots["baseline"] = st.empty()
+
+with how:
+    st.subheader("How")
+    profile = st.selectbox(
+        "Profile", list(api.PROFILES), index=list(api.PROFILES).index("laptop"), key="profile",
+        format_func=lambda name: studio.profile_label(name, api.PROFILES[name].reduced),
+    )  # fmt: skip
+    st.caption(api.PROFILES[profile].description)
+    slots["profile"] = st.empty()
+    left, right = st.columns(2)
+    epochs = left.number_input(
+        "Training epochs", min_value=1, max_value=api.MAX_EPOCHS, value=10, key="epochs",
+        help=f"How long each kernel set's best cell is trained (the profile suggests {api.PROFILES[profile].epochs}).",
+    )  # fmt: skip
+    slots["epochs"] = left.empty()
+    seed = right.number_input("Seed", min_value=0, value=0, key="seed", help="Same seed, same cells and weights.")
+    slots["seed"] = right.empty()
+    device = st.selectbox("Device", api.devices(), format_func=device_label, key="device").split(" ")[0]
+    slots["device"] = st.empty()
+    default_name = f"{', '.join(kernel_sets) or '…'} on {dataset}"
+    name = st.text_input("Experiment name (optional)", key="name", placeholder=default_name)
+    slots["name"] = st.empty()
+    left, right = st.columns([2, 1])
+    budget = left.text_input(
+        "Memory budget (optional)", key="budget", placeholder="10M  or  40MB",
+        help="Where the Results page's budget starts: parameters (10M, 500k) or memory (40MB, 3MiB).",
+    ).strip() or None  # fmt: skip
+    slots["budget"] = st.empty()
+    bits = None
+    if budget and BYTE_BUDGET.search(budget):
+        bits = right.selectbox("Bit width", (32, 16, 8), key="bits", help="Bits per parameter for a budget in bytes.")
+
+config = api.ExperimentConfig(
+    dataset=dataset, kernel_sets=kernel_sets, iterations=int(iterations), baseline=baseline or None,
+    profile=profile, epochs=int(epochs), seed=int(seed), device=device, budget=budget, bits=bits, name=name,
+)  # fmt: skip
+# The dataset was checked above (cached); validate the rest without probing the network again.
+errors = api.validate(config, check_data=False)
+if not dataset_ok:
+    errors["dataset"] = dataset_state
+
+if dataset_ok:
+    slots["dataset"].markdown(DATASET_STATES.get(dataset_state, dataset_state))
+unplaced = {field: message for field, message in errors.items() if field not in slots}
+for field, message in errors.items():
+    if field in slots:
+        slots[field].markdown(problem_text(message))
+
+st.divider()
+st.subheader("Before you launch")
+try:
+    settings = config.settings()
+    seconds = api.estimate_seconds(config, store=studio.store())
+except Exception:  # invalid kernel sets, iterations or baseline: their messages are shown above
+    settings, seconds = [], None
+runs, cells, total, _ = st.columns([1, 1, 1.4, 2])
+runs.metric("Runs", len(settings) or "–", help="One per kernel set, plus the baseline.")
+cells.metric("Cells scored", f"{sum(s.iterations for s in settings):,}" if settings else "–")
+total.metric(
+    "Estimated time", studio.format_seconds(seconds),
+    help="Rough: from this database's finished runs of the profile when it has some, else measured defaults.",
+)  # fmt: skip
+
+st.markdown(f"**Network size per kernel set** · {profile} profile")
+if "dataset" in errors or "kernel_sets" in errors or not kernel_sets:
+    st.caption("Shown once the dataset and kernel sets are valid.")
+else:
+    try:
+        table = network_sizes(profile, dataset, kernel_sets, roots)
+    except Exception as e:  # a folder that cannot be read: say so, keep the page
+        st.warning(f"Cannot size the networks: {studio.escape_markdown(e)}")
+    else:
+        st.dataframe(
+            table.assign(max_mb=table["max_params"] * 4 / 1e6), hide_index=True,
+            column_config={
+                "kernel_set": "Kernel set",
+                "min_params": st.column_config.NumberColumn("Smallest cell (parameters)", format="localized"),
+                "max_params": st.column_config.NumberColumn("Largest cell (parameters)", format="localized"),
+                "max_mb": st.column_config.NumberColumn("Largest cell at 32-bit", format="%.2f MB"),
+            },
+        )  # fmt: skip
+
+for field, message in unplaced.items():
+    st.markdown(problem_text(f"{field}: {message}"))
+if errors:
+    st.caption(f"Fix the {len(errors)} field(s) marked above to launch.")
+if st.button("Launch", type="primary", icon=":material/rocket_launch:", disabled=bool(errors), key="launch"):
+    try:
+        ids = api.submit_experiment(config, store=studio.store())
+    except api.ConfigError as e:
+        for field, message in e.errors.items():
+            st.error(f"{field}: {studio.escape_markdown(message)}")
+    except Exception as e:  # a database or disk problem: a message, never a traceback
+        st.error(f"Could not launch: {studio.escape_markdown(e)}")
+    else:
+        warning = None
+        try:
+            api.ensure_worker(store=studio.store())
+        except Exception as e:
+            warning = f"The jobs are queued but the worker did not start: {e}. Run `python -m engine worker`."
+        st.session_state["launched"] = {
+            "message": f"Experiment #{ids['experiment_id']} queued: {len(ids['job_ids'])} run(s).",
+            "warning": warning,
+        }
+        st.rerun()  # the sidebar shows the worker that just started
+
+launched = st.session_state.get("launched")
+if launched:
+    st.success(launched["message"], icon=":material/check_circle:")
+    if launched["warning"]:
+        st.warning(studio.escape_markdown(launched["warning"]))
+    st.page_link("pages/jobs.py", label="Follow its progress on the Jobs page", icon=":material/monitoring:")

@@ -1,0 +1,194 @@
+"""The Launch and Jobs pages, run in this process by Streamlit's AppTest against real stores and workers."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from engine import api
+from engine.worker import serve
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60).run()  # app.py first: st.navigation then knows the pages
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    """Everything written as Markdown, captions, alerts and bar labels, unescaped, in one string."""
+    parts = [e.value for kind in ("markdown", "caption", "error", "warning", "info", "success") for e in at.get(kind)]
+    parts += [p.text for p in at.get("progress")]
+    return "\n".join(parts).replace("\\", "")
+
+
+@pytest.fixture(autouse=True)
+def navigation_app(monkeypatch):
+    """Run app.py on every AppTest run, as the server does. AppTest forgets before each run that the app
+    uses st.navigation and, seeing a pages/ folder, runs later runs as a v1 multipage app: the page
+    alone, without app.py's sidebar (streamlit PRs 14217 and 16711 touch this)."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    init = PagesManager.__init__
+
+    def navigation_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", navigation_init)
+
+
+@pytest.fixture
+def own_db(studio, tmp_path, monkeypatch):
+    """An empty database of this test's own (the data root stays the studio's), and no detached worker:
+    ``ensure_worker`` records its calls instead."""
+    monkeypatch.setenv("SPIKERNEL_DB", str(tmp_path / "own.db"))
+    started = []
+    monkeypatch.setattr(api, "ensure_worker", lambda **kw: started.append(kw) or 4242)
+    return {"store": api.get_store(), "worker_starts": started}
+
+
+def test_launch_explains_each_problem_and_disables_launch(own_db):
+    at = app()
+    assert not at.button(key="launch").disabled
+    assert "bundled with the app" in texts(at)
+
+    for name in ("1x1_3x3", "3x3_5x5"):
+        at.checkbox(key=f"ks_{name}").uncheck()
+    at.run()
+    assert "pick at least one kernel set" in texts(at)
+    assert at.button(key="launch").disabled
+
+    at.text_input(key="custom_sets").input("4x4,6x6").run()
+    assert "kernel size 4 is not allowed: a kernel set is two distinct odd kernel sizes" in texts(at)
+    assert at.button(key="launch").disabled
+
+    at.text_input(key="custom_sets").input("5x5,9x9; 3,11").run()
+    assert "is not allowed" not in texts(at)
+    assert not at.button(key="launch").disabled
+
+    at.text_input(key="baseline").input("1x1_3x3").run()
+    assert "is not a setting" in texts(at)
+    at.toggle(key="baseline_on").set_value(False).run()
+    assert not at.button(key="launch").disabled
+
+    at.selectbox(key="dataset").select("folder").run()
+    at.text_input(key="folder").input("/etc").run()
+    assert "outside the allowed data roots" in texts(at)
+    assert at.button(key="launch").disabled
+
+    at.text_input(key="budget").input("lots").run()
+    assert "is not a budget" in texts(at)
+    assert not at.exception
+
+
+def test_launch_queues_the_experiment(own_db, studio):
+    at = app()
+    at.selectbox(key="dataset").select("folder").run()
+    at.text_input(key="folder").input("tiny").run()
+    assert "on disk" in texts(at)
+    at.number_input(key="iterations").set_value(3)
+    at.toggle(key="baseline_on").set_value(False)
+    at.number_input(key="epochs").set_value(1)
+    at.selectbox(key="device").select("cpu")
+    at.text_input(key="name").input("from the launch test")
+    at.text_input(key="budget").input("40MB").run()
+    at.selectbox(key="bits").select(8).run()
+    assert [m.value for m in at.metric] == ["2", "6", at.metric[2].value]  # runs, cells scored, estimate
+    assert at.table or at.dataframe  # network sizes per kernel set
+    assert not at.button(key="launch").disabled
+
+    at.button(key="launch").click().run()
+    assert not at.exception
+    assert "queued: 2 run(s)" in texts(at)
+    assert [link.value for link in at.get("page_link")] == ["Follow its progress on the Jobs page"]
+    assert own_db["worker_starts"], "Launch starts the worker"
+
+    store = own_db["store"]
+    experiment = api.list_experiments(store=store).iloc[0]
+    config = api.get_experiment(int(experiment["id"]), store=store)["config"]
+    assert (experiment["name"], config["dataset"], config["device"]) == ("from the launch test", "folder:tiny", "cpu")
+    assert (config["budget"], config["bits"], config["iterations"], config["baseline"]) == ("40MB", 8, 3, None)
+    assert list(api.jobs_frame(store=store)["status"]) == ["queued", "queued"]
+    assert api.cancel(int(experiment["id"]), store=store) == 2  # nobody runs them
+
+
+def test_jobs_page_shows_the_finished_experiment(finished):
+    at = app("pages/jobs.py")
+    shown = texts(at)
+    assert "finished fixture" in shown and "Nothing queued or running." in shown
+    ours = [p for p in at.get("progress") if p.text.replace("\\", "").startswith("Done: test accuracy")]
+    assert len(ours) >= 3 and all(p.value == 100 for p in ours)  # baseline and two kernel sets
+    for setting in ("1x1_3x3_6x", "1x1_3x3_3x", "3x3_5x5_3x"):
+        assert f"**{setting}**" in shown
+    logs = [e for e in at.expander if e.label == "Log"]
+    assert any("done: accuracy" in code.value for e in logs for code in e.code)
+
+
+def test_a_failed_job_shows_its_error_and_can_be_retried_cancelled_and_deleted(own_db, studio):
+    store = own_db["store"]
+    folder = studio["root"] / f"vanishing-{store.path.parent.name}"
+    for split in ("train", "test"):
+        (folder / split / "cat").mkdir(parents=True)
+    config = api.ExperimentConfig(dataset=f"folder:{folder.name}", kernel_sets=("1x1_3x3",), iterations=2,
+                                  epochs=1, device="cpu", name="doomed")  # fmt: skip
+    ids = api.submit_experiment(config, store=store)
+    shutil.rmtree(folder)  # the dataset disappears before the worker gets to it: a real failure
+    serve(store, devices=["cpu"], idle_exit=0.2, stop=threading.Event())
+    assert list(api.jobs_frame(store=store)["status"]) == ["failed"]
+
+    at = app("pages/jobs.py")
+    shown = texts(at)
+    assert "doomed" in shown and "failed" in shown
+    assert "DatasetError" in shown and "does not exist" in shown
+    assert [e.label for e in at.expander] == ["Log"]
+
+    at.button(key=f"retry_job_{ids['job_ids'][0]}").click().run()
+    assert not at.exception
+    assert "Queued 1 job(s) again" in texts(at)
+    assert list(api.jobs_frame(store=store)["status"]) == ["queued"]
+    assert own_db["worker_starts"]
+
+    at.button(key=f"cancel_exp_{ids['experiment_id']}").click().run()
+    assert list(api.jobs_frame(store=store)["status"]) == ["cancelled"]
+    assert "Cancelled 1 job(s)" in texts(at)
+
+    at.button(key=f"delete_exp_{ids['experiment_id']}").click().run()
+    assert not at.exception
+    assert api.list_experiments(store=store).empty
+    assert "No jobs yet." in texts(at)
+
+
+def test_a_running_job_shows_live_progress_and_can_be_cancelled(own_db, studio):
+    store = own_db["store"]
+    config = api.ExperimentConfig(dataset=studio["dataset"], kernel_sets=("3x3_5x5",), iterations=10, epochs=1,
+                                  device="cpu", name="in flight")  # fmt: skip
+    ids = api.submit_experiment(config, store=store)
+    lease = store.claim("test:1", "cpu", stale_after=60)  # as a worker would, without running anything
+    store.heartbeat(lease, {"stage": "search", "done": 4, "total": 10, "note": "best score 1.23", "eta_seconds": 75})
+
+    at = app("pages/jobs.py")
+    shown = texts(at)
+    assert "Search: 4/10 cells · best score 1.23" in shown and "ETA 1 min 15 s" in shown
+    assert "refreshing every 2 s" in shown
+    assert [p.value for p in at.get("progress")] == [40]
+    assert own_db["worker_starts"], "the sidebar starts a worker for queued work"
+
+    at.button(key=f"cancel_job_{ids['job_ids'][0]}").click().run()
+    assert "cancelling…" in texts(at)
+    assert store.heartbeat(lease, {"stage": "search", "done": 5, "total": 10}), "the worker is told to stop"
+    store.end_job(lease, "cancelled")
+
+
+def test_jobs_page_empty_state(own_db):
+    at = app("pages/jobs.py")
+    assert "No jobs yet." in texts(at)
+    assert [link.value for link in at.get("page_link")] == ["Launch an exploration"]
