@@ -231,7 +231,7 @@ def machine() -> dict:
     except OSError:
         pass
     try:
-        load = os.getloadavg()
+        load = [round(x, 1) for x in os.getloadavg()]
     except OSError:
         load = None
     return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
