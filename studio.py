@@ -6,17 +6,20 @@ Pages talk to the engine only through ``engine.api``; this module holds presenta
 from __future__ import annotations
 
 import re
+import time
 
 import plotly.express as px
 import streamlit as st
 
-from engine import api
+from engine import api, memory
 from engine.space import TABLE_I, KernelSet, Setting, SpaceError
 
 # One colour per kernel set on every page: Table I's six sets first, custom sets after them.
 _PALETTE = px.colors.qualitative.D3
 _TABLE_I_NAMES = [ks.name for ks in TABLE_I]
 TABLE_I_NAMES = tuple(_TABLE_I_NAMES)  # the paper's six kernel sets, in its order
+BIT_WIDTHS = memory.BIT_WIDTHS  # the weight bit widths a memory budget is given at
+format_count = memory.format_count  # 19886452 -> '19.89 M', as the command line shows counts
 
 
 def kernel_set_color(name: str) -> str:
@@ -62,19 +65,15 @@ def escape_markdown(text: str) -> str:
 
 def sidebar() -> None:
     """The worker's state; a worker that is not running is started when there is work for it."""
-    active = store().active_jobs()
-    if active and not api.worker_status(store=store())["running"]:
-        api.ensure_worker(store=store())
-
-    # Refreshed on its own while there is work: a worker takes a moment to start and stops when idle.
-    @st.fragment(run_every=2.0 if active else None)
-    def worker_state() -> None:
+    with st.sidebar:
         state = api.worker_status(store=store())
+        active = store().active_jobs()
+        if not state["running"] and active:
+            api.ensure_worker(store=store())
+            time.sleep(0.5)
+            state = api.worker_status(store=store())
         if state["running"]:
             st.success(f"Worker running (pid {state['pid']})", icon=":material/memory:")
         else:
             st.info("Worker idle: it starts when you launch work.", icon=":material/bedtime:")
-        st.caption(f"{store().active_jobs()} job(s) queued or running · database `{store().path.name}`")
-
-    with st.sidebar:
-        worker_state()
+        st.caption(f"{active} job(s) queued or running · database `{store().path.name}`")

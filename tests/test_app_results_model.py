@@ -1,0 +1,191 @@
+"""The Results and Model pages, run in this process by Streamlit's AppTest on the real finished experiment."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+from streamlit.runtime.media_file_manager import MediaFileManager
+from streamlit.testing.v1 import AppTest
+
+from engine import api
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+@pytest.fixture(autouse=True)
+def no_worker(monkeypatch):
+    """The sidebar starts a worker when jobs wait; these tests start none."""
+    monkeypatch.setattr(api, "ensure_worker", lambda **kw: None)
+
+
+@pytest.fixture
+def downloads(monkeypatch):
+    """What each download button would hand the browser, by file name (deferred data is called)."""
+    files: dict[str, bytes | str] = {}
+    add, add_deferred = MediaFileManager.add, MediaFileManager.add_deferred
+
+    def record(self, data, mimetype, coordinates, file_name=None, **kw):
+        files[file_name] = data
+        return add(self, data, mimetype, coordinates, file_name, **kw)
+
+    def record_deferred(self, data_callable, mimetype, coordinates, file_name=None, **kw):
+        files[file_name] = data_callable()
+        return add_deferred(self, data_callable, mimetype, coordinates, file_name, **kw)
+
+    monkeypatch.setattr(MediaFileManager, "add", record)
+    monkeypatch.setattr(MediaFileManager, "add_deferred", record_deferred)
+    return files
+
+
+def app(page: str, **session) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    for key, value in session.items():
+        at.session_state[key] = value
+    at.switch_page(page)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def results(experiment_id: int) -> AppTest:
+    """The Results page showing ``experiment_id`` (the session's database may hold others)."""
+    at = app("pages/results.py")
+    at.selectbox(key="results_experiment").set_value(experiment_id).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join(e.value for kind in ("markdown", "caption", "warning", "info", "success") for e in at.get(kind))
+
+
+def shown_choice(at: AppTest) -> str | None:
+    """The setting the page says Alg. 1 picked, or None when it says nothing fits."""
+    if any("Nothing fits this budget" in w.value for w in at.warning):
+        return None
+    (picked,) = [s.value for s in at.success if s.value.startswith("Alg. 1 picks")]
+    return re.match(r"Alg\. 1 picks \*\*(\S+)\*\*", picked).group(1)
+
+
+def test_results_shows_the_table_the_charts_and_the_exports(finished, downloads):
+    eid = finished["experiment_id"]
+    at = results(eid)
+    runs = api.runs_frame([eid])
+
+    (table,) = at.dataframe
+    assert list(table.value["kernel_set"]) == list(runs["kernel_set"])
+    assert list(table.value["iterations"]) == [6, 3, 3]
+    assert list(table.value["status"]) == ["done"] * 3
+    assert table.value["speedup"].iloc[0] == pytest.approx(1.0)
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    titles = [c["layout"]["title"]["text"] for c in charts]
+    assert titles == ["Test accuracy per epoch", "Search time per setting", "Accuracy vs memory, with the budget",
+                      "Training-free score vs final accuracy"]  # fmt: skip
+    assert all("laptop profile (reduced scale)" in c["layout"]["title"]["subtitle"]["text"] for c in charts)
+    bar_labels = [t for trace in charts[1]["data"] for t in trace["text"]]
+    assert bar_labels[0] == "baseline" and all(t.endswith("× speed-up") for t in bar_labels[1:])
+    assert [t["name"] for t in charts[0]["data"]] == list(runs["setting"] + [" (baseline)", "", ""])
+    assert "Spearman rank correlation over 3 settings" in texts(at)
+
+    experiment = api.get_experiment(eid)
+    for fmt in api.EXPORT_FORMATS:
+        name = api.export_name(experiment, fmt)
+        assert name == f"spikernel-exp{eid}-finished_fixture.{fmt}" and SAFE_NAME.fullmatch(name)
+        assert downloads[name].decode() == api.export_experiment(eid, fmt)
+
+
+def test_the_budget_slider_reapplies_alg_1(finished):
+    eid = finished["experiment_id"]
+    at = results(eid)
+    params = api.runs_frame([eid])["params"]
+    slider = at.slider[0]
+    assert slider.value == slider.max  # launched with 10M: beyond every model, so the slider starts at its top
+
+    # All fit, only the smallest fits, none fit: the page shows what Alg. 1 (api.select) picks for each.
+    just_the_smallest = round(math.ceil(params.min() / 1e6 / slider.step) * slider.step, 6)
+    seen = []
+    for value in (slider.max, just_the_smallest, slider.min):
+        at.slider[0].set_value(value).run()
+        expected = api.select([eid], value * 1e6)
+        assert shown_choice(at) == (expected.chosen.setting if expected.chosen else None)
+        if expected.chosen:
+            assert at.session_state["chosen_run_id"] == expected.chosen.run_id
+        else:
+            assert "chosen_run_id" not in at.session_state
+        seen.append(shown_choice(at))
+    assert seen[0] is not None and seen[-1] is None
+    assert "Nothing fits this budget" in texts(at) and "the smallest model needs" in texts(at)
+    assert all("chosen model" not in link.proto.label for link in at.page_link)
+
+    # A memory budget at 8-bit weights: megabytes, a quarter of the 32-bit size.
+    at.segmented_control[0].set_value(8).run()
+    assert "MB at 8-bit" in at.slider[0].label
+    at.slider[0].set_value(at.slider[0].max).run()
+    expected = api.select([eid], at.slider[0].max * 1e6, 8)
+    assert shown_choice(at) == expected.chosen.setting
+    assert any(f"Open the chosen model ({expected.chosen.setting})" in link.proto.label for link in at.page_link)
+
+
+def test_empty_database_and_experiment_without_results(studio, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPIKERNEL_DB", str(tmp_path / "empty.db"))
+    at = app("pages/results.py")
+    assert "No experiments yet" in texts(at)
+    assert [link.proto.page for link in at.page_link if "Launch" in link.proto.label]
+    assert not at.get("plotly_chart")
+    assert "No model has been searched yet" in texts(app("pages/model.py"))
+
+    api.submit_experiment(api.ExperimentConfig(dataset=studio["dataset"], kernel_sets=("1x1_3x3",), iterations=2,
+                                               epochs=1, device="cpu"))  # fmt: skip
+    at = app("pages/results.py")
+    assert "has no finished runs yet" in texts(at)
+    assert any("Jobs" in link.proto.label for link in at.page_link)
+    assert not at.get("plotly_chart")
+
+
+def test_model_page_shows_the_cell_layers_and_the_file(finished, downloads):
+    runs = api.runs_frame([finished["experiment_id"]])
+    run = runs[runs["setting"] == "3x3_5x5_3x"].iloc[0]
+    at = app("pages/model.py", chosen_run_id=int(run.run_id))  # as Results leaves it
+    assert at.selectbox(key="model_run").value == run.run_id
+
+    details = api.model_details(int(run.run_id))
+    page = texts(at)
+    for a, b, op, kernel in details["edges"]:
+        assert f"**{a} → {b}**: {f'{op} {kernel}x{kernel}' if kernel else op}" in page
+    (layers,) = at.dataframe
+    assert list(layers.value["params"]) == list(details["layers"]["params"])
+    assert f"Total {details['layers']['params'].sum():,} parameters" in page
+
+    name = api.download_name(details["run"])
+    assert name == f"spikernel-exp{finished['experiment_id']}-3x3_5x5_3x.safetensors" and SAFE_NAME.fullmatch(name)
+    data = downloads[name]
+    assert hashlib.sha256(data).hexdigest() == run.checkpoint_sha256 == at.code[0].value
+    assert f'load_model("{name}")' in at.code[1].value
+
+
+def test_model_page_without_a_checkpoint_says_so(finished):
+    store = api.get_store()
+    run = api.runs_frame([finished["experiment_id"]]).iloc[0]
+    with store.write() as db:
+        db["runs"].update(int(run.run_id), {"checkpoint": None})
+    try:
+        at = app("pages/model.py", chosen_run_id=int(run.run_id))
+    finally:
+        with store.write() as db:
+            db["runs"].update(int(run.run_id), {"checkpoint": run.checkpoint})
+    assert "has no trained model yet" in texts(at)
+    assert not at.get("download_button")
+    assert at.get("plotly_chart")  # the cell and the layers still show
+
+
+def test_results_choice_opens_on_the_model_page(finished):
+    at = results(finished["experiment_id"])
+    chosen = at.session_state["chosen_run_id"]
+    at.switch_page("pages/model.py").run()
+    assert at.selectbox(key="model_run").value == chosen
