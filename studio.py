@@ -6,7 +6,6 @@ Pages talk to the engine only through ``engine.api``; this module holds presenta
 from __future__ import annotations
 
 import re
-import time
 
 import plotly.express as px
 import streamlit as st
@@ -65,15 +64,19 @@ def escape_markdown(text: str) -> str:
 
 def sidebar() -> None:
     """The worker's state; a worker that is not running is started when there is work for it."""
-    with st.sidebar:
+    active = store().active_jobs()
+    if active and not api.worker_status(store=store())["running"]:
+        api.ensure_worker(store=store())
+
+    # Refreshed on its own while there is work: a worker takes a moment to start and stops when idle.
+    @st.fragment(run_every=2.0 if active else None)
+    def worker_state() -> None:
         state = api.worker_status(store=store())
-        active = store().active_jobs()
-        if not state["running"] and active:
-            api.ensure_worker(store=store())
-            time.sleep(0.5)
-            state = api.worker_status(store=store())
         if state["running"]:
             st.success(f"Worker running (pid {state['pid']})", icon=":material/memory:")
         else:
             st.info("Worker idle: it starts when you launch work.", icon=":material/bedtime:")
-        st.caption(f"{active} job(s) queued or running · database `{store().path.name}`")
+        st.caption(f"{store().active_jobs()} job(s) queued or running · database `{store().path.name}`")
+
+    with st.sidebar:
+        worker_state()
