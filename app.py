@@ -8,10 +8,10 @@ st.set_page_config(page_title="SpiKernel Studio", page_icon=":material/neurology
 
 pages = st.navigation(
     [
-        st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:", default=True),
-        st.Page("pages/jobs.py", title="Jobs", icon=":material/monitoring:"),
-        st.Page("pages/results.py", title="Results", icon=":material/insights:"),
-        st.Page("pages/model.py", title="Model", icon=":material/hub:"),
+        st.Page("views/launch.py", title="Launch", icon=":material/rocket_launch:", default=True),
+        st.Page("views/jobs.py", title="Jobs", icon=":material/monitoring:"),
+        st.Page("views/results.py", title="Results", icon=":material/insights:"),
+        st.Page("views/model.py", title="Model", icon=":material/hub:"),
     ]
 )
 studio.sidebar()

@@ -30,22 +30,6 @@ def texts(at: AppTest) -> str:
     return "\n".join(parts).replace("\\", "")
 
 
-@pytest.fixture(autouse=True)
-def navigation_app(monkeypatch):
-    """Run app.py on every AppTest run, as the server does. AppTest forgets before each run that the app
-    uses st.navigation and, seeing a pages/ folder, runs later runs as a v1 multipage app: the page
-    alone, without app.py's sidebar (streamlit PRs 14217 and 16711 touch this)."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    init = PagesManager.__init__
-
-    def navigation_init(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", navigation_init)
-
-
 @pytest.fixture
 def own_db(studio, tmp_path, monkeypatch):
     """An empty database of this test's own (the data root stays the studio's), and no detached worker:
@@ -122,7 +106,7 @@ def test_launch_queues_the_experiment(own_db, studio):
 
 
 def test_jobs_page_shows_the_finished_experiment(finished):
-    at = app("pages/jobs.py")
+    at = app("views/jobs.py")
     shown = texts(at)
     assert "finished fixture" in shown and "Nothing queued or running." in shown
     ours = [p for p in at.get("progress") if p.text.replace("\\", "").startswith("Done: test accuracy")]
@@ -145,7 +129,7 @@ def test_a_failed_job_shows_its_error_and_can_be_retried_cancelled_and_deleted(o
     serve(store, devices=["cpu"], idle_exit=0.2, stop=threading.Event())
     assert list(api.jobs_frame(store=store)["status"]) == ["failed"]
 
-    at = app("pages/jobs.py")
+    at = app("views/jobs.py")
     shown = texts(at)
     assert "doomed" in shown and "failed" in shown
     assert "DatasetError" in shown and "does not exist" in shown
@@ -175,7 +159,7 @@ def test_a_running_job_shows_live_progress_and_can_be_cancelled(own_db, studio):
     lease = store.claim("test:1", "cpu", stale_after=60)  # as a worker would, without running anything
     store.heartbeat(lease, {"stage": "search", "done": 4, "total": 10, "note": "best score 1.23", "eta_seconds": 75})
 
-    at = app("pages/jobs.py")
+    at = app("views/jobs.py")
     shown = texts(at)
     assert "Search: 4/10 cells · best score 1.23" in shown and "ETA 1 min 15 s" in shown
     assert "refreshing every 2 s" in shown
@@ -189,6 +173,6 @@ def test_a_running_job_shows_live_progress_and_can_be_cancelled(own_db, studio):
 
 
 def test_jobs_page_empty_state(own_db):
-    at = app("pages/jobs.py")
+    at = app("views/jobs.py")
     assert "No jobs yet." in texts(at)
     assert [link.value for link in at.get("page_link")] == ["Launch an exploration"]

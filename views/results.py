@@ -19,7 +19,7 @@ st.title("Results")
 experiments = api.list_experiments(store=studio.store())
 if experiments.empty:
     st.info("No experiments yet: launch one and its results appear here.", icon=":material/science:")
-    st.page_link("pages/launch.py", label="Launch an experiment", icon=":material/rocket_launch:")
+    st.page_link("views/launch.py", label="Launch an experiment", icon=":material/rocket_launch:")
     st.stop()
 
 names = dict(zip(experiments["id"], experiments["name"]))
@@ -49,7 +49,7 @@ runs = {eid: api.runs_frame([eid], store=studio.store()) for eid in [primary, ot
 for eid, frame in list(runs.items()):
     if not (frame["stage"] == "done").any():
         st.info(f"Experiment #{eid} has no finished runs yet: follow it on the Jobs page.", icon=":material/hourglass:")
-        st.page_link("pages/jobs.py", label="Open Jobs", icon=":material/monitoring:")
+        st.page_link("views/jobs.py", label="Open Jobs", icon=":material/monitoring:")
         del runs[eid]
 if not runs:
     st.stop()
@@ -268,7 +268,7 @@ def budget_section() -> None:
                 st.warning(f"**Nothing fits this budget**: {why}.", icon=":material/block:")
             st.plotly_chart(budget_chart(frame, budget, chosen, high * 1.02, y_range), key=f"budget_chart_{eid}")
             if chosen:
-                st.page_link("pages/model.py", label=f"Open the chosen model ({chosen.setting})",
+                st.page_link("views/model.py", label=f"Open the chosen model ({chosen.setting})",
                              icon=":material/hub:", query_params={"run": chosen.run_id})  # fmt: skip
 
 

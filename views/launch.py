@@ -225,4 +225,4 @@ if launched:
     st.success(launched["message"], icon=":material/check_circle:")
     if launched["warning"]:
         st.warning(studio.escape_markdown(launched["warning"]))
-    st.page_link("pages/jobs.py", label="Follow its progress on the Jobs page", icon=":material/monitoring:")
+    st.page_link("views/jobs.py", label="Follow its progress on the Jobs page", icon=":material/monitoring:")

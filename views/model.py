@@ -15,7 +15,7 @@ runs = api.runs_frame(store=studio.store())
 searched = runs[runs["best_genotype"].notna()].sort_values(["experiment_id", "run_id"], ascending=[False, True])
 if searched.empty:
     st.info("No model has been searched yet: launch an experiment, then follow it on Jobs.", icon=":material/hub:")
-    st.page_link("pages/launch.py", label="Launch an experiment", icon=":material/rocket_launch:")
+    st.page_link("views/launch.py", label="Launch an experiment", icon=":material/rocket_launch:")
     st.stop()
 
 
@@ -183,7 +183,7 @@ path = details["checkpoint"]
 if path is None:
     st.info(f"Run #{run_id} ({run['setting']}) has no trained model yet: it is still being searched or trained. "
             "Follow it on Jobs.", icon=":material/hourglass:")  # fmt: skip
-    st.page_link("pages/jobs.py", label="Open Jobs", icon=":material/monitoring:")
+    st.page_link("views/jobs.py", label="Open Jobs", icon=":material/monitoring:")
 elif not path.is_file():
     st.error(f"The model file of run #{run_id} is missing (moved or deleted): it was saved as `{path}`.",
              icon=":material/error:")  # fmt: skip

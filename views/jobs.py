@@ -152,7 +152,7 @@ def live() -> None:
         getattr(st, flash[0])(studio.escape_markdown(flash[1]))
     if experiments.empty:
         st.info("No jobs yet.", icon=":material/inbox:")
-        st.page_link("pages/launch.py", label="Launch an exploration", icon=":material/rocket_launch:")
+        st.page_link("views/launch.py", label="Launch an exploration", icon=":material/rocket_launch:")
         return
     st.caption(
         f"{active} job(s) queued or running · refreshing every {REFRESH_S:g} s" if active
