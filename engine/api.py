@@ -338,9 +338,14 @@ def trained_models(runs: pd.DataFrame) -> list[Model]:
 def select(experiment_ids, budget: Budget | str | float, bits: int | None = None, *,
            store: Store | None = None) -> Selection:  # fmt: skip
     """Alg. 1 over the trained runs of the given experiments; ``chosen`` is a ``Model`` or None."""
+    return choose(runs_frame(experiment_ids, store=store), budget, bits)
+
+
+def choose(runs: pd.DataFrame, budget: Budget | str | float, bits: int | None = None) -> Selection:
+    """Alg. 1 over the trained runs of a ``runs_frame`` already in hand (the budget slider's path)."""
     if not isinstance(budget, Budget):
         budget = Budget.parse(budget, bits)
-    return select_model(trained_models(runs_frame(experiment_ids, store=store)), budget)
+    return select_model(trained_models(runs), budget)
 
 
 def checkpoint_path(run_id: int, *, store: Store | None = None) -> Path:

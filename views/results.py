@@ -248,7 +248,7 @@ def budget_section() -> None:
         st.caption(f"Experiment #{primary} was launched with a budget of {launched}.")
     budget = api.Budget.parse(limit * 1e6, bits)
     for (eid, frame), column in side_by_side():
-        selection = api.select([eid], budget, store=studio.store())
+        selection = api.choose(frame, budget)  # the runs read above: a slider move costs no query
         chosen = selection.chosen
         if eid == primary:  # what the Model page opens by default
             if chosen:
