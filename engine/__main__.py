@@ -321,22 +321,11 @@ def print_results(runs, budget, out: Path) -> None:
 
 
 def cmd_explore(args: argparse.Namespace) -> None:
-    from .api import ExperimentConfig
     from .explore import explore
     from .select import Budget
 
     budget = Budget.parse(args.budget, args.bits) if args.budget else None
-    config = ExperimentConfig(
-        dataset=args.dataset,
-        kernel_sets=tuple(ks.name for ks in parse_kernel_sets(args.kernel_sets)),
-        iterations=args.iterations,
-        baseline=args.baseline or None,
-        profile=args.profile,
-        epochs=args.epochs,
-        seed=args.seed,
-        device=args.device,
-        precision=args.precision,
-    )
+    config = experiment_config(args)
     with StopOnInterrupt() as stop:
         runs = explore(config, args.out, reporter=BarReporter(), stop=stop.event)
     if runs is None:
@@ -359,20 +348,7 @@ def cmd_select(args: argparse.Namespace) -> None:
 def cmd_submit(args: argparse.Namespace) -> None:
     from . import api
 
-    config = api.ExperimentConfig(
-        dataset=args.dataset,
-        kernel_sets=tuple(ks.name for ks in parse_kernel_sets(args.kernel_sets)),
-        iterations=args.iterations,
-        baseline=args.baseline or None,
-        profile=args.profile,
-        epochs=args.epochs,
-        seed=args.seed,
-        device=args.device,
-        precision=args.precision,
-        budget=args.budget,
-        bits=args.bits,
-        name=args.name,
-    )
+    config = experiment_config(args)
     ids = api.submit_experiment(config, store=api.get_store(args.db))
     print(f"experiment {ids['experiment_id']}: {len(ids['job_ids'])} job(s) queued ({', '.join(map(str, ids['job_ids']))})")
     if args.start_worker:
@@ -461,6 +437,40 @@ def cmd_worker(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------------ parser
 
 
+def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
+    """What an exploration is made of: the same for ``explore`` (here, now) and ``submit`` (the worker)."""
+    p.add_argument("--dataset", default="sample", help="sample, cifar10, cifar100, tinyimagenet or folder:<path>")
+    p.add_argument("--kernel-sets", default="all", help="comma-separated, e.g. 1x1_3x3,3x3_5x5 (default: Table I)")
+    p.add_argument("--iterations", type=int, default=1000)
+    p.add_argument("--baseline", default="1x1_3x3_5000x", help="setting for the search speed-up ('' for none)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--profile", default="laptop", choices=list(PROFILES))
+    p.add_argument("--budget", help="memory budget for Alg. 1: parameters ('10M') or bytes ('40MB')")
+    p.add_argument("--bits", type=int, choices=[32, 16, 8], help="bit width for a budget in bytes")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+
+
+def experiment_config(args: argparse.Namespace):
+    from .api import ExperimentConfig
+
+    return ExperimentConfig(
+        dataset=args.dataset,
+        kernel_sets=tuple(ks.name for ks in parse_kernel_sets(args.kernel_sets)),
+        iterations=args.iterations,
+        baseline=args.baseline or None,
+        profile=args.profile,
+        epochs=args.epochs,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+        budget=args.budget,
+        bits=args.bits,
+        name=getattr(args, "name", ""),
+    )
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="python -m engine", description="SpiKernel: kernel-size exploration for spiking networks")
     parser.add_argument("--db", type=Path, help="experiment database (default: $SPIKERNEL_DB or data/spikernel.db)")
@@ -513,17 +523,7 @@ def build_parser() -> Parser:
     e.set_defaults(func=cmd_evaluate)
 
     x = sub.add_parser("explore", help="the SpiKernel methodology: search, train and select per kernel set")
-    x.add_argument("--dataset", default="sample")
-    x.add_argument("--kernel-sets", default="all", help="comma-separated, e.g. 1x1_3x3,3x3_5x5 (default: Table I)")
-    x.add_argument("--iterations", type=int, default=1000)
-    x.add_argument("--baseline", default="1x1_3x3_5000x", help="setting for the search speed-up ('' for none)")
-    x.add_argument("--epochs", type=int, default=10)
-    x.add_argument("--profile", default="laptop", choices=list(PROFILES))
-    x.add_argument("--budget", help="memory budget for Alg. 1: parameters ('10M') or bytes ('40MB')")
-    x.add_argument("--bits", type=int, choices=[32, 16, 8], help="bit width for a budget in bytes")
-    x.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    x.add_argument("--seed", type=int, default=0)
-    x.add_argument("--device", default="auto")
+    add_experiment_arguments(x)
     x.add_argument("--out", type=Path, default=Path("runs/explore"))
     x.set_defaults(func=cmd_explore)
 
@@ -534,17 +534,7 @@ def build_parser() -> Parser:
     c.set_defaults(func=cmd_select)
 
     m = sub.add_parser("submit", help="queue an exploration in the experiment database for the worker")
-    m.add_argument("--dataset", default="sample")
-    m.add_argument("--kernel-sets", default="all", help="comma-separated, e.g. 1x1_3x3,3x3_5x5 (default: Table I)")
-    m.add_argument("--iterations", type=int, default=1000)
-    m.add_argument("--baseline", default="", help="setting for the search speed-up, e.g. 1x1_3x3_5000x")
-    m.add_argument("--epochs", type=int, default=10)
-    m.add_argument("--profile", default="laptop", choices=list(PROFILES))
-    m.add_argument("--budget", help="memory budget Alg. 1 starts from: '10M' or '40MB'")
-    m.add_argument("--bits", type=int, choices=[32, 16, 8])
-    m.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--device", default="auto")
+    add_experiment_arguments(m)
     m.add_argument("--name", default="")
     m.add_argument("--start-worker", action="store_true", help="start a background worker unless one runs")
     m.set_defaults(func=cmd_submit)
