@@ -173,6 +173,7 @@ else:
     fig = px.line(epochs.dropna(subset=["firing_rate"]), x="epoch", y="firing_rate", markers=True,
                   color_discrete_sequence=[color])  # fmt: skip
     fig.update_xaxes(dtick=1)
+    fig.update_yaxes(rangemode="tozero")  # a rate is never negative
     firing.plotly_chart(titled(fig, "Firing rate per epoch (test set)", "Epoch", "Spikes per neuron per timestep"),
                         key="firing_chart")  # fmt: skip
 
