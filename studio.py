@@ -65,8 +65,8 @@ def escape_markdown(text: str) -> str:
 def sidebar() -> None:
     """The worker's state; a worker that is not running is started when there is work for it."""
     active = store().active_jobs()
-    if active and not api.worker_status(store=store())["running"]:
-        api.ensure_worker(store=store())
+    if active:
+        api.ensure_worker(store=store())  # does nothing while one runs or is starting
 
     # Refreshed on its own while there is work: a worker takes a moment to start and stops when idle.
     @st.fragment(run_every=2.0 if active else None)
@@ -74,6 +74,8 @@ def sidebar() -> None:
         state = api.worker_status(store=store())
         if state["running"]:
             st.success(f"Worker running (pid {state['pid']})", icon=":material/memory:")
+        elif state["starting"]:
+            st.info(f"Worker starting (pid {state['pid']})…", icon=":material/hourglass_top:")
         else:
             st.info("Worker idle: it starts when you launch work.", icon=":material/bedtime:")
         st.caption(f"{store().active_jobs()} job(s) queued or running · database `{store().path.name}`")

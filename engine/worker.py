@@ -26,6 +26,7 @@ from .store import JobLost, Lease, Store, this_host
 HEARTBEAT_S = 2.0  # progress reaches the store this often; a cancel is noticed within this
 POLL_S = 1.0  # an idle worker looks for new jobs this often
 STALE_S = 60.0  # a running job without a heartbeat for this long is taken over
+STARTING_S = 60.0  # a worker that has not taken its lock this long after its start failed to start
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -37,11 +38,30 @@ def lock_path(store: Store) -> Path:
     return store.path.with_name(store.path.name + ".worker.lock")
 
 
+def started_path(store: Store) -> Path:
+    return store.path.with_name(store.path.name + ".worker.started")
+
+
+def _starting(store: Store) -> int | None:
+    """The pid of a worker ``start_worker`` launched that is alive but has not taken its lock yet
+    (importing torch takes seconds): starting another then would only see it fail on the lock."""
+    path = started_path(store)
+    try:
+        pid = int(path.read_text())
+        os.kill(pid, 0)
+        fresh = time.time() - path.stat().st_mtime < STARTING_S
+    except (OSError, ValueError):
+        return None
+    return pid if fresh else None  # one that never took its lock is not starting any more
+
+
 def worker_state(store: Store) -> dict:
-    """Whether a local worker serves this database, and which (pid, host, since) when it does."""
+    """Whether a local worker serves this database, and which (pid, host, since) when it does;
+    ``starting`` (with its pid) while one just launched is still starting up."""
     path = lock_path(store)
     if not path.exists():
-        return {"running": False}
+        pid = _starting(store)
+        return {"running": False, "starting": pid is not None, "pid": pid}
     with open(path, "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -51,7 +71,8 @@ def worker_state(store: Store) -> dict:
             host, _, since = rest.partition(" ")
             return {"running": True, "pid": int(pid or 0), "host": host, "since": float(since or 0)}
         fcntl.flock(f, fcntl.LOCK_UN)
-    return {"running": False}
+    pid = _starting(store)
+    return {"running": False, "starting": pid is not None, "pid": pid}
 
 
 @contextmanager
@@ -65,6 +86,7 @@ def hold_lock(store: Store):
         f.truncate(0)
         f.write(f"{os.getpid()} {this_host()} {time.time()}")
         f.flush()
+        started_path(store).unlink(missing_ok=True)  # started: the lock speaks for it now
         yield
 
 
@@ -73,7 +95,8 @@ def start_worker(store: Store, *, idle_exit: float | None = 300.0) -> int | None
 
     It outlives the caller (its own session) and exits after ``idle_exit`` seconds without work.
     """
-    if worker_state(store)["running"]:
+    state = worker_state(store)
+    if state["running"] or state["starting"]:
         return None
     log = store.root / "logs" / "worker.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +108,7 @@ def start_worker(store: Store, *, idle_exit: float | None = 300.0) -> int | None
             command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
+    started_path(store).write_text(str(process.pid))
     return process.pid
 
 

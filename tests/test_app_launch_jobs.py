@@ -95,6 +95,9 @@ def test_launch_queues_the_experiment(own_db, studio):
     assert "queued: 2 run(s)" in texts(at)
     assert [link.value for link in at.get("page_link")] == ["Follow its progress on the Jobs page"]
     assert own_db["worker_starts"], "Launch starts the worker"
+    assert at.button(key="launch").disabled, "the same form cannot be queued twice by a second click"
+    at.text_input(key="name").input("a second one").run()
+    assert not at.button(key="launch").disabled
 
     store = own_db["store"]
     experiment = api.list_experiments(store=store).iloc[0]

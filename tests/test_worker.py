@@ -204,3 +204,14 @@ def test_a_failed_checkpoint_write_fails_the_job_readably_and_retry_completes_it
     run = store.run(ids["run_ids"][0])
     assert store.job(ids["job_ids"][0])["status"] == "done" and run["epochs_done"] == 2
     assert run["checkpoint_sha256"] and (store.root / run["checkpoint"]).is_file()
+
+
+def test_the_dashboard_starts_one_detached_worker_even_when_asked_twice(tmp_path, studio):
+    store = Store(tmp_path / "s.db")
+    pid = api.ensure_worker(store=store, idle_exit=0.5)
+    assert pid and api.ensure_worker(store=store, idle_exit=0.5) is None  # starting: importing torch takes seconds
+    state = worker_state(store)
+    assert (state["running"] or state["starting"]) and state["pid"] == pid
+    wait_for(lambda: worker_state(store)["running"], "the detached worker's lock")
+    wait_for(lambda: not worker_state(store)["running"] and not worker_state(store)["starting"], "its idle exit")
+    assert "a worker already serves" not in (store.root / "logs" / "worker.log").read_text()

@@ -4,7 +4,7 @@ Everything shown comes from the store, so the page survives a browser reload or 
 live part refreshes itself only while something is queued or running.
 """
 
-import time
+from datetime import datetime
 
 import pandas as pd
 import streamlit as st
@@ -29,8 +29,11 @@ def badge(status: str) -> str:
     return f":{color}-badge[{icon} {status}]"
 
 
-def ago(timestamp: float | None) -> str:
-    return "–" if timestamp is None else f"{studio.format_seconds(time.time() - timestamp)} ago"
+def clock(timestamp: float) -> str:
+    """A moment as a clock time (with the date when not today): it stays true on a page that no longer
+    refreshes, unlike "3 s ago"."""
+    moment = datetime.fromtimestamp(timestamp)
+    return moment.strftime("%H:%M:%S" if moment.date() == datetime.now().date() else "%Y-%m-%d %H:%M")
 
 
 def records(frame: pd.DataFrame) -> list[dict]:
@@ -76,7 +79,7 @@ def details(job: dict) -> str:
     if (job["attempts"] or 0) > 1:
         parts.append(f"attempt {job['attempts']}")
     if job["status"] in ("done", "failed", "cancelled") and job["finished"]:
-        parts.append(f"ended {ago(job['finished'])}")
+        parts.append(f"ended {clock(job['finished'])}")
     return " · ".join(parts)
 
 
@@ -109,7 +112,7 @@ def experiment_card(experiment: dict, jobs: list[dict]) -> None:
         head.caption(
             f"#{experiment['id']} · {experiment['dataset']} · "
             f"{studio.profile_label(experiment['profile'], bool(experiment['reduced']))} · "
-            f"submitted {ago(experiment['created'].timestamp())} · {experiment['done']}/{experiment['runs']} runs done"
+            f"submitted {clock(experiment['created'].timestamp())} · {experiment['done']}/{experiment['runs']} runs done"
         )
         cancel, retry, delete = controls.columns(3)
         if cancel.button("Cancel all", key=f"cancel_exp_{experiment['id']}", icon=":material/stop_circle:",

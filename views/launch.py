@@ -200,7 +200,11 @@ for field, message in unplaced.items():
     st.markdown(problem_text(f"{field}: {message}"))
 if errors:
     st.caption(f"Fix the {len(errors)} field(s) marked above to launch.")
-if st.button("Launch", type="primary", icon=":material/rocket_launch:", disabled=bool(errors), key="launch"):
+launched = st.session_state.get("launched")
+again = launched is not None and launched["config"] == config  # a second click would queue a duplicate
+if again:
+    st.caption("This exploration was just launched; change a field to launch another.")
+if st.button("Launch", type="primary", icon=":material/rocket_launch:", disabled=bool(errors) or again, key="launch"):
     try:
         ids = api.submit_experiment(config, store=studio.store())
     except api.ConfigError as e:
@@ -215,12 +219,12 @@ if st.button("Launch", type="primary", icon=":material/rocket_launch:", disabled
         except Exception as e:
             warning = f"The jobs are queued but the worker did not start: {e}. Run `python -m engine worker`."
         st.session_state["launched"] = {
+            "config": config,
             "message": f"Experiment #{ids['experiment_id']} queued: {len(ids['job_ids'])} run(s).",
             "warning": warning,
         }
         st.rerun()  # the sidebar shows the worker that just started
 
-launched = st.session_state.get("launched")
 if launched:
     st.success(launched["message"], icon=":material/check_circle:")
     if launched["warning"]:

@@ -78,7 +78,10 @@ def titled(fig: go.Figure, title: str, frame: pd.DataFrame, x: str, y: str) -> g
 
 
 def dash_baselines(fig: go.Figure) -> go.Figure:
-    fig.for_each_trace(lambda t: t.update(line_dash="dash") if t.name.endswith("(baseline)") else None)
+    # Dashed, with diamond markers: a baseline shares its kernel set's colour, and a single epoch has no line.
+    fig.for_each_trace(
+        lambda t: t.update(line_dash="dash", marker_symbol="diamond") if t.name.endswith("(baseline)") else None
+    )
     return fig
 
 
@@ -279,6 +282,7 @@ budget_section()
 # ------------------------------------------------------------------------------------ table, score, export
 
 TABLE_COLUMNS = {
+    "setting": st.column_config.TextColumn("Setting"),
     "kernel_set": st.column_config.TextColumn("Kernel set"),
     "iterations": st.column_config.NumberColumn("Iterations", format="%d"),
     "is_baseline": st.column_config.CheckboxColumn("Baseline"),
