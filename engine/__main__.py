@@ -43,7 +43,7 @@ def cmd_search(args: argparse.Namespace) -> None:
 
     from .data import load_dataset
     from .devices import resolve_device
-    from .explore import write_json
+    from .files import write_json
     from .memory import format_count
     from .search import random_search
 
@@ -398,13 +398,13 @@ def cmd_retry(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from . import api
-    from .explore import write_text
+    from .files import write_atomic
 
     text = api.export_experiment(args.experiment, args.format, store=api.get_store(args.db))
     if args.out is None:
         sys.stdout.write(text)
     else:
-        write_text(args.out, text)
+        write_atomic(args.out, text)
         print(f"wrote {args.out}")
 
 

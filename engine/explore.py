@@ -15,7 +15,6 @@ ordinary experiment database: ``SPIKERNEL_DB=out/spikernel.db`` opens it in the 
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from dataclasses import asdict
@@ -25,23 +24,11 @@ import pandas as pd
 
 from . import api
 from .devices import resolve_device
+from .files import write_atomic
 from .store import Store, this_host
 from .worker import STALE_S, hold_lock, run_job
 
 DB_NAME = "spikernel.db"
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write to a temporary name, then rename: a kill never leaves half a file under ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, payload) -> None:
-    write_text(path, json.dumps(payload, indent=1) + "\n")
 
 
 class Reporter:
@@ -113,8 +100,8 @@ def explore(
     if stop.is_set() and store.active_jobs():
         return None
     runs = api.runs_frame([experiment_id], store=store)
-    write_text(out / "results.csv", api.export_experiment(experiment_id, "csv", store=store))
-    write_text(out / "results.json", api.export_experiment(experiment_id, "json", store=store))
+    write_atomic(out / "results.csv", api.export_experiment(experiment_id, "csv", store=store))
+    write_atomic(out / "results.json", api.export_experiment(experiment_id, "json", store=store))
     return runs
 
 

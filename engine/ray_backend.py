@@ -43,6 +43,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .data import DATA_ROOT_ENV, DATA_ROOTS_ENV
+from .files import write_atomic
 from .jobs import CHECKPOINT_NAME, RunSpec, execute, sha256_file
 from .store import JobLost, Lease, Store, this_host
 from .worker import (
@@ -197,16 +198,6 @@ class _Running:
     beat: float = field(default_factory=time.monotonic)
     failure: Exception | None = None  # applying a reported call failed: the job fails with this
     stop_sent: bool = False
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` under a temporary name, flush it to disk and rename: never a half file at ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class RayDriver:

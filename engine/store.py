@@ -28,8 +28,6 @@ from .data import default_data_root
 
 DB_ENV = "SPIKERNEL_DB"
 BUSY_TIMEOUT_S = 30.0
-JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
-ACTIVE = ("queued", "running")
 
 
 class StoreError(RuntimeError):
