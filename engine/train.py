@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ImageData, ImageSplit, augment
-from .devices import resolve_device
+from .devices import keep_freed_memory, resolve_device
 from .encoding import encode
 from .network import SpikingNet, build_network, spike_layers
 from .profiles import Profile
@@ -95,6 +95,70 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last epoch checkpoint is kept."""
 
 
+class TrainStateMismatch(ValueError):
+    """A resume state file that belongs to another training (or cannot be read): it is never resumed."""
+
+
+# The layout of the resume state; a file of another version is refused rather than guessed at.
+STATE_FORMAT = "spikernel-train-state/2"
+
+
+def training_identity(genotype: Genotype, kernel_set: KernelSet, profile: Profile, data: ImageData,
+                      config: TrainConfig) -> dict:  # fmt: skip
+    """Everything that decides what a training computes, the device aside (a run may resume elsewhere).
+
+    A state file records it; a resume must present the same, so no run continues another one's weights.
+    """
+    return {
+        "format": STATE_FORMAT,
+        "genotype": genotype.to_str(),
+        "kernel_set": kernel_set.name,
+        "profile": profile.to_dict(),
+        "dataset": {
+            "name": data.info.name,
+            "classes": list(data.info.classes),
+            "image_size": data.info.image_size,
+            "train_images": len(data.train),
+            "test_images": len(data.test),
+        },
+        "config": {k: v for k, v in asdict(config).items() if k != "device"},
+    }
+
+
+def _differences(recorded, wanted, prefix: str = "") -> list[str]:
+    """``key: recorded -> wanted`` for every leaf that differs (nested dicts by dotted key)."""
+    if isinstance(recorded, dict) and isinstance(wanted, dict):
+        return [d for k in sorted(set(recorded) | set(wanted), key=str)
+                for d in _differences(recorded.get(k), wanted.get(k), f"{prefix}{k}.")]  # fmt: skip
+    if recorded == wanted:
+        return []
+    return [f"{prefix.rstrip('.')} {_short(recorded)} (now {_short(wanted)})"]
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _load_state(path: Path, identity: dict, device: torch.device) -> dict:
+    """The state in ``path`` if it continues exactly the training ``identity`` describes; else refused."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # a torn, foreign or pickled-object file: never guessed at
+        raise TrainStateMismatch(f"{path} is not a readable training state ({type(exc).__name__}); delete it to "
+                                 "start this training afresh") from None  # fmt: skip
+    recorded = state.get("identity") if isinstance(state, dict) else None
+    if not isinstance(recorded, dict):
+        raise TrainStateMismatch(f"{path} does not say which training it belongs to; delete it to start afresh")
+    differences = _differences(recorded, identity)
+    if differences:
+        shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
+        raise TrainStateMismatch(
+            f"{path} holds another training ({shown}); it was not resumed: delete it, or write elsewhere"
+        )
+    return state
+
+
 # progress(epoch, batch, batches, loss, accuracy): loss and accuracy are running means over the epoch.
 TrainProgress = Callable[[int, int, int, float, float], None]
 
@@ -166,11 +230,13 @@ def _lr_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch
     )
 
 
-def _save_state(path: Path, model, optimizer, scheduler, epoch: int, records: list[EpochRecord], config) -> None:
-    """Resume state (weights, optimiser, scheduler, epoch, history), written atomically."""
+def _save_state(path: Path, identity: dict, model, optimizer, scheduler, epoch: int, records: list[EpochRecord],
+                config) -> None:  # fmt: skip
+    """Resume state (what training it is, weights, optimiser, scheduler, epoch, history), written atomically."""
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(
         {
+            "identity": identity,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -200,8 +266,13 @@ def train(
     ``on_epoch`` receives each finished epoch after its checkpoint is written (to record it elsewhere).
 
     ``should_stop`` is polled between batches; a stopped run keeps its last completed epoch.
+
+    A state file is resumed only when it records this very training (cell, kernel set, profile, dataset,
+    every setting but the device, and the state format); otherwise ``TrainStateMismatch`` says what differs.
     """
     device = resolve_device(config.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     started = time.perf_counter()
     with seeded(device, derive_seed(config.seed, 0)):
         model = build_network(genotype, kernel_set, profile, data.info, device=device)
@@ -211,8 +282,9 @@ def train(
     scheduler = _lr_schedule(optimizer, config)
     records: list[EpochRecord] = []
     first_epoch = 1
+    identity = training_identity(genotype, kernel_set, profile, data, config)
     if state_path is not None and state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=True)
+        state = _load_state(state_path, identity, device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -269,7 +341,7 @@ def train(
             EpochRecord(epoch, loss_sum / seen, correct / seen, test_acc, rate, time.perf_counter() - t0, lr)
         )
         if state_path is not None:
-            _save_state(state_path, model, optimizer, scheduler, epoch, records, config)
+            _save_state(state_path, identity, model, optimizer, scheduler, epoch, records, config)
         if on_epoch is not None:
             on_epoch(records[-1])
     result.seconds = time.perf_counter() - started

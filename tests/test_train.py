@@ -1,5 +1,6 @@
 """Training, checkpoints and the methodology on tiny real subsets of the bundled sample."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -137,3 +138,37 @@ def test_bf16_autocast_is_an_option(tiny):
     assert all(p.dtype == torch.float32 for p in result.model.parameters())  # autocast leaves the weights fp32
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="fp8")
+
+
+def test_a_state_file_resumes_only_the_training_that_wrote_it(sample, tiny, tmp_path):
+    data = load_dataset(tiny)
+    state = tmp_path / "m.state.pt"
+    first = train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, TrainConfig(epochs=1, batch_size=32, seed=0, device="cpu"),
+                  state_path=state)  # fmt: skip
+    written = state.read_bytes()
+    other_cell = Genotype.from_str("0302 0030 0004 0000")
+    with pytest.raises(ValueError, match=r"another training \(config.lr 0.1 \(now 0.01\); config.seed 0 \(now 7\); "
+                                         r"genotype '0302 0030 0003 0000' \(now '0302 0030 0004 0000'\)\)"):
+        train(other_cell, KernelSet(1, 3), LAPTOP, data,
+              TrainConfig(epochs=1, batch_size=32, seed=7, lr=0.01, device="cpu"), state_path=state)  # fmt: skip
+    for changed in ({"epochs": 2}, {"batch_size": 16}, {"weight_decay": 0.0}):
+        with pytest.raises(ValueError, match=f"config.{next(iter(changed))}"):
+            train(GENOTYPE, KernelSet(1, 3), LAPTOP, data,
+                  TrainConfig(**{"epochs": 1, "batch_size": 32, "seed": 0, "device": "cpu", **changed}), state_path=state)
+    with pytest.raises(ValueError, match="kernel_set '1x1_3x3'"):
+        train(GENOTYPE, KernelSet(3, 5), LAPTOP, data, TrainConfig(epochs=1, batch_size=32, device="cpu"), state_path=state)
+    with pytest.raises(ValueError, match="profile.timesteps 5"):
+        train(GENOTYPE, KernelSet(1, 3), dataclasses.replace(LAPTOP, timesteps=4), data,
+              TrainConfig(epochs=1, batch_size=32, device="cpu"), state_path=state)  # fmt: skip
+    with pytest.raises(ValueError, match="dataset.train_images"):
+        fewer = load_dataset(write_subset(sample, tmp_path / "fewer", classes=2, train_per_class=40, test_per_class=16))
+        train(GENOTYPE, KernelSet(1, 3), LAPTOP, fewer, TrainConfig(epochs=1, batch_size=32, device="cpu"), state_path=state)
+    assert state.read_bytes() == written  # a refused resume leaves the state alone
+
+    torch.save({k: v for k, v in torch.load(state, weights_only=True).items() if k != "identity"}, state)
+    with pytest.raises(ValueError, match="does not say which training"):
+        train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, TrainConfig(epochs=1, batch_size=32, device="cpu"), state_path=state)
+    state.write_bytes(written)
+    same = train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, TrainConfig(epochs=1, batch_size=32, seed=0, device="cpu"),
+                 state_path=state)  # fmt: skip
+    assert same.epochs == first.epochs  # the same training: resumed (here: already complete)
