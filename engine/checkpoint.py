@@ -2,16 +2,19 @@
 
 safetensors holds tensors and a string-to-string header, nothing executable, so a downloaded model is
 safe to open. The header's ``spikernel`` entry is JSON with everything needed to rebuild and use the
-network; ``weights_sha256`` covers every tensor, so an edited weight or header is refused.
+network; ``sha256`` covers that JSON and every tensor, so an edited weight or metadata field is refused.
+Every field is then checked for its type and range, and the network it describes must be one a profile
+builds and whose parameters the file holds, before anything is allocated.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -21,10 +24,12 @@ from safetensors.torch import save_file
 from . import __version__
 from .data import DatasetInfo
 from .network import SpikingNet, build_network
-from .profiles import Macro, Profile, ScoreConfig
+from .profiles import MACROS, PROFILES, Macro, Profile, ScoreConfig
 from .space import Genotype, KernelSet
 
-FORMAT = "spikernel-model/1"
+FORMAT = "spikernel-model/2"  # 2: the checksum covers the metadata too
+MAX_CLASSES = 100_000
+MAX_IMAGE_SIZE = 1024
 
 
 class CheckpointError(ValueError):
@@ -39,6 +44,11 @@ class LoadedModel:
     kernel_set: KernelSet
     profile: Profile
     data: DatasetInfo
+
+
+def _content_digest(meta_text: str, weights_digest: str) -> str:
+    """The checksum of a model file: its metadata, as written, and its weights."""
+    return hashlib.sha256(f"{weights_digest}\n{meta_text}".encode()).hexdigest()
 
 
 def _weights_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -68,7 +78,8 @@ def save_model(path: Path, model: SpikingNet, meta: dict) -> None:
             "python": platform.python_version(),
         },
     }
-    header = {"spikernel": json.dumps(meta, sort_keys=True), "weights_sha256": _weights_digest(tensors)}
+    text = json.dumps(meta, sort_keys=True)
+    header = {"spikernel": text, "sha256": _content_digest(text, _weights_digest(tensors))}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -134,8 +145,11 @@ def _profile_from_dict(d: dict) -> Profile:
 
 
 def read_metadata(path: Path) -> dict:
-    """The checked ``spikernel`` header of a model file, without loading its weights."""
-    return _open(Path(path))[0]
+    """The checked ``spikernel`` header of a model file (checksum, every field), without building its network."""
+    path = Path(path)
+    meta, tensors = _open(path)
+    _describe(path, meta, tensors)
+    return meta
 
 
 def _open(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -153,26 +167,99 @@ def _open(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         meta = json.loads(header["spikernel"])
     except json.JSONDecodeError:
         raise CheckpointError(f"{path} has damaged SpiKernel metadata") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} has damaged SpiKernel metadata (not an object)")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} has format {meta.get('format')!r}; this version reads {FORMAT}")
-    if header.get("weights_sha256") != _weights_digest(tensors):
-        raise CheckpointError(f"{path} was modified after it was saved: its weights do not match their checksum")
+    if header.get("sha256") != _content_digest(header["spikernel"], _weights_digest(tensors)):
+        raise CheckpointError(f"{path} was modified after it was saved: its metadata and weights do not match "
+                              "their checksum")  # fmt: skip
     return meta, tensors
+
+
+def _check(ok: bool, path: Path, what: str) -> None:
+    if not ok:
+        raise CheckpointError(f"{path} has invalid metadata: {what}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+def _describe(path: Path, meta: dict, tensors: dict[str, torch.Tensor]):
+    """Every field checked (type, range) and the network bounded by the profiles and by the file's own
+    tensors, without allocating anything: (genotype, kernel set, profile, dataset)."""
+    from .memory import footprint
+
+    required = ("genotype", "kernel_set", "profile", "dataset", "encoding", "timesteps", "accuracy", "params",
+                "params_torch", "seed", "epochs", "eval_seed")  # fmt: skip
+    missing = [k for k in required if k not in meta]
+    _check(not missing, path, f"missing {', '.join(missing)}")
+    try:
+        genotype = Genotype.from_str(meta["genotype"]) if isinstance(meta["genotype"], str) else None
+        kernel_set = KernelSet.parse(meta["kernel_set"]) if isinstance(meta["kernel_set"], str) else None
+    except ValueError as exc:
+        raise CheckpointError(f"{path} has invalid metadata: {exc}") from None
+    _check(genotype is not None and kernel_set is not None, path, "genotype and kernel_set must be text")
+
+    p = meta["profile"]
+    _check(isinstance(p, dict) and p.get("name") in PROFILES, path,
+           f"profile must be one of {', '.join(PROFILES)}")  # fmt: skip
+    known = PROFILES[p["name"]]
+    try:
+        profile = _profile_from_dict(p)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path} has invalid metadata: profile: {exc}") from None
+    # The network is bounded by what the profiles build: only the score's settings may differ.
+    shape_fields = [k for k in asdict(known) if k not in ("score", "description", "epochs", "batch_size")]
+    differ = [k for k in shape_fields if getattr(profile, k) != getattr(known, k)]
+    _check(not differ, path, f"profile {known.name!r} differs from this release's in {', '.join(differ)}")
+    _check(meta["encoding"] == profile.encoding and meta["timesteps"] == profile.timesteps, path,
+           "encoding and timesteps must be the profile's")  # fmt: skip
+
+    d = meta["dataset"]
+    _check(isinstance(d, dict), path, "dataset must be an object")
+    keys = ("name", "macro", "classes", "image_size", "mean", "std", "crop_padding")
+    _check(all(k in d for k in keys), path, f"dataset needs {', '.join(keys)}")
+    _check(isinstance(d["name"], str) and len(d["name"]) <= 4096, path, "dataset name must be text")
+    _check(d["macro"] in MACROS, path, f"dataset macro must be one of {', '.join(MACROS)}")
+    classes = d["classes"]
+    _check(isinstance(classes, list) and 2 <= len(classes) <= MAX_CLASSES and all(isinstance(c, str) for c in classes),
+           path, f"dataset classes must be 2 to {MAX_CLASSES:,} names")  # fmt: skip
+    size = d["image_size"]
+    _check(_is_int(size) and 1 <= size <= MAX_IMAGE_SIZE, path, f"image_size must be 1 to {MAX_IMAGE_SIZE}")
+    _check(_is_int(d["crop_padding"]) and 0 <= d["crop_padding"] <= size, path, "crop_padding out of range")
+    for key in ("mean", "std"):
+        v = d[key]
+        _check(isinstance(v, list) and len(v) == 3 and all(_is_number(x) for x in v), path, f"{key} must be 3 numbers")
+    _check(all(x > 0 for x in d["std"]), path, "std must be positive")
+    info = DatasetInfo(d["name"], d["macro"], tuple(classes), size, tuple(d["mean"]), tuple(d["std"]), d["crop_padding"])
+
+    acc = meta["accuracy"]
+    _check(acc is None or (_is_number(acc) and 0 <= acc <= 1), path, "accuracy must be empty or from 0 to 1")
+    for key, low in (("seed", 0), ("eval_seed", 0), ("epochs", 1)):
+        _check(_is_int(meta[key]) and meta[key] >= low, path, f"{key} must be a whole number of at least {low}")
+    try:
+        fp = footprint(genotype, kernel_set, profile, info)
+    except ValueError as exc:
+        raise CheckpointError(f"{path} has invalid metadata: {exc}") from None
+    _check(meta["params"] == fp.params and meta["params_torch"] == fp.params_torch, path,
+           "the parameter counts do not match the network it describes")  # fmt: skip
+    held = sum(t.numel() for t in tensors.values())
+    _check(fp.params_torch <= held, path, f"the network needs {fp.params_torch:,} parameters, the file holds {held:,}")
+    return genotype, kernel_set, profile, info
 
 
 def load_model(path: Path | str, device: torch.device | str = "cpu") -> LoadedModel:
     """Rebuild the network a file describes and load its weights (eval mode)."""
     path = Path(path)
     meta, tensors = _open(path)
+    genotype, kernel_set, profile, shape = _describe(path, meta, tensors)
     try:
-        genotype = Genotype.from_str(meta["genotype"])
-        kernel_set = KernelSet.parse(meta["kernel_set"])
-        profile = _profile_from_dict(meta["profile"])
-        d = meta["dataset"]
-        shape = DatasetInfo(
-            d["name"], d["macro"], tuple(d["classes"]), d["image_size"], tuple(d["mean"]), tuple(d["std"]),
-            d["crop_padding"],
-        )
         model = build_network(genotype, kernel_set, profile, shape, device=device)
         model.load_state_dict(tensors, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

@@ -172,3 +172,71 @@ def test_a_state_file_resumes_only_the_training_that_wrote_it(sample, tiny, tmp_
     same = train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, TrainConfig(epochs=1, batch_size=32, seed=0, device="cpu"),
                  state_path=state)  # fmt: skip
     assert same.epochs == first.epochs  # the same training: resumed (here: already complete)
+
+
+def _rewrite(src, dst, change, *, rehash=True):
+    """A copy of a model file with its metadata changed; ``rehash``: with a checksum recomputed to match, as
+    someone crafting a file would."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from engine.checkpoint import _content_digest, _weights_digest
+
+    with safe_open(str(src), framework="pt") as f:
+        header, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    text = json.dumps(change(json.loads(header["spikernel"])))
+    sha = _content_digest(text, _weights_digest(tensors)) if rehash else header["sha256"]
+    save_file(tensors, str(dst), metadata={"spikernel": text, "sha256": sha})
+    return dst
+
+
+def test_model_metadata_is_checksummed_and_validated_before_anything_is_built(sample, tmp_path):
+    from engine.checkpoint import save_trained
+    from engine.memory import footprint
+    from engine.network import build_network
+
+    model = build_network(GENOTYPE, KernelSet(1, 3), LAPTOP, sample.info)
+    good = tmp_path / "good.safetensors"
+    save_trained(good, model, genotype=GENOTYPE, kernel_set=KernelSet(1, 3), profile=LAPTOP, info=sample.info,
+                 accuracy=0.5, seed=0, epochs=1)  # fmt: skip
+    assert load_model(good).meta["accuracy"] == 0.5
+
+    def edit(**fields):
+        return lambda m: {**m, **fields}
+
+    for name, change in {"accuracy": edit(accuracy=0.99), "seed": edit(seed=7)}.items():
+        with pytest.raises(CheckpointError, match="modified after it was saved"):
+            load_model(_rewrite(good, tmp_path / f"{name}.safetensors", change, rehash=False))
+        with pytest.raises(CheckpointError, match="modified after it was saved"):
+            read_metadata(tmp_path / f"{name}.safetensors")
+
+    huge_classes = [f"c{i}" for i in range(50_000)]
+    fp = footprint(GENOTYPE, KernelSet(1, 3), LAPTOP, dataclasses.replace(sample.info, classes=tuple(huge_classes)))
+    crafted = {
+        "timesteps": (edit(timesteps=10**6), "encoding and timesteps"),
+        "width": (lambda m: {**m, "profile": {**m["profile"], "macros": {**m["profile"]["macros"], "cifar10": {
+            **m["profile"]["macros"]["cifar10"], "channels": 20000}}}}, "differs from this release's in macros"),
+        "profile": (lambda m: {**m, "profile": {**m["profile"], "name": "giant"}}, "profile must be one of"),
+        "image size": (lambda m: {**m, "dataset": {**m["dataset"], "image_size": 10**6}}, "image_size must be"),
+        "classes": (lambda m: {**m, "dataset": {**m["dataset"], "classes": huge_classes}, "params": fp.params,
+                               "params_torch": fp.params_torch}, "the file holds"),
+        "counts": (edit(params=1), "parameter counts"),
+        "list": (lambda m: [m], "not an object"),
+        "null": (lambda m: None, "not an object"),
+        "missing seed": (lambda m: {k: v for k, v in m.items() if k != "seed"}, "missing seed"),
+        "seed type": (edit(seed="7"), "seed must be"),
+        "accuracy range": (edit(accuracy=2.5), "accuracy must be"),
+        "genotype type": (edit(genotype=[0, 3]), "must be text"),
+        "dataset null": (edit(dataset=None), "dataset must be an object"),
+        "std": (lambda m: {**m, "dataset": {**m["dataset"], "std": [0, 1, 1]}}, "std must be positive"),
+    }
+    for name, (change, message) in crafted.items():
+        path = _rewrite(good, tmp_path / f"{name}.safetensors", change)
+        with pytest.raises(CheckpointError, match=message):
+            load_model(path)
+        with pytest.raises(CheckpointError, match=message):
+            read_metadata(path)
+    run = cli("evaluate", str(tmp_path / "timesteps.safetensors"), "--device", "cpu")
+    assert run.returncode == 2 and "Traceback" not in run.stderr and run.stderr.count("\n") == 1, run.stderr
