@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+
 import torch
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
@@ -33,3 +37,24 @@ def available_devices() -> list[str]:
     if torch.cuda.is_available():
         found += [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
     return found
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Let this process reuse the memory of large CPU tensors instead of mapping it fresh each time.
+
+    glibc maps every allocation above its threshold (at most 32 MB) straight from the kernel and unmaps it
+    when freed, so each new activation tensor pays a page fault and a zero-fill per 4 KB page: in a
+    search's element-wise passes that cost 4-5x the arithmetic (BENCHMARKS.md, "Where the time goes").
+    With mmap off and trimming deferred, freed blocks stay in the heap and the next candidate reuses them;
+    resident memory stays at the largest candidate's peak instead of falling between candidates.
+    Returns whether the setting took (False off glibc, where nothing changes).
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))

@@ -25,10 +25,53 @@ class SeqConv2d(nn.Conv2d):
         return y.unflatten(0, x.shape[:2])
 
 
+class PerTimestepBatchNorm(torch.autograd.Function):
+    """Train-mode batch norm with each timestep's own statistics, written into one output tensor.
+
+    The same ATen kernels ``nn.BatchNorm2d`` runs per timestep (so the same numbers, and the running
+    statistics updated once per timestep, in order), without T separate outputs and the stack that copies
+    them together.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum: float, eps: float):  # type: ignore[override]
+        y = torch.empty_like(x)
+        steps, channels = x.shape[0], x.shape[2]
+        mean = x.new_empty(steps, channels, dtype=torch.float32)
+        invstd = torch.empty_like(mean)
+        for t in range(steps):
+            torch.ops.aten.native_batch_norm.out(
+                x[t], weight, bias, running_mean, running_var, True, momentum, eps,
+                out=y[t], save_mean=mean[t], save_invstd=invstd[t],
+            )
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.eps = eps
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        x, weight, mean, invstd = ctx.saved_tensors
+        if grad.stride() != x.stride():  # the kernel wants both in one layout
+            grad = torch.empty_like(x).copy_(grad)
+        dx = torch.empty_like(x)
+        dw, db = torch.zeros_like(weight), torch.zeros_like(weight)
+        for t in range(x.shape[0]):
+            _, dw_t, db_t = torch.ops.aten.native_batch_norm_backward.out(
+                grad[t], x[t], weight, None, None, mean[t], invstd[t], True, ctx.eps, [True, True, True],
+                out0=dx[t], out1=torch.empty_like(dw), out2=torch.empty_like(db),
+            )
+            dw += dw_t
+            db += db_t
+        return dx, dw, db, None, None, None, None
+
+
 class SeqBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
-            return torch.stack([super(SeqBatchNorm2d, self).forward(x_t) for x_t in x.unbind(0)])
+            self.num_batches_tracked += x.shape[0]
+            return PerTimestepBatchNorm.apply(
+                x, self.weight, self.bias, self.running_mean, self.running_var, self.momentum, self.eps
+            )
         return super().forward(x.flatten(0, 1)).unflatten(0, x.shape[:2])
 
 

@@ -89,7 +89,7 @@ class Cell(nn.Module):
         nodes: list[torch.Tensor | None] = [x0]
         spikes: dict[int, torch.Tensor] = {}
         for dst in (1, 2, 3):
-            total = None
+            total, owned = None, False  # owned: ``total`` is a fresh tensor this node may add into in place
             for s, d, op in self.edges:
                 if d != dst:
                     continue
@@ -99,7 +99,12 @@ class Cell(nn.Module):
                         spikes[s] = self.fire[str(s)](x)
                     x = spikes[s]
                 y = self.ops[f"{s}{d}"](x)
-                total = y if total is None else total + y
+                if total is None:
+                    total, owned = y, op != Op.SKIP
+                elif owned:
+                    total.add_(y)  # no backward reads a conv's or pool's output, so this is safe
+                else:
+                    total, owned = total + y, True
             nodes.append(total)  # None for a node pruned away: no edge reads it
         return nodes[3]
 

@@ -46,42 +46,60 @@ def lif_step(
     return spike, v * (1.0 - spike.detach())
 
 
+def lif_sequence(
+    x: torch.Tensor, v: torch.Tensor, tau: float, v_th: float, charged: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``lif_step``'s arithmetic over a sequence, in buffers allocated once. Returns ``(codes, v)``.
+
+    ``codes`` are the spikes as booleans (a quarter of the memory; the score's Gram matrix reads them as
+    int8). ``charged``, when given, receives the membrane before each reset (the backward needs it);
+    otherwise one step's buffer is reused. ``v`` is updated in place.
+    """
+    codes = torch.empty_like(x, dtype=torch.bool)
+    step = torch.empty_like(v)
+    rest = v.new_zeros(())
+    for t in range(x.shape[0]):
+        h = step if charged is None else charged[t]
+        torch.sub(x[t], v, out=step).div_(tau)
+        torch.add(v, step, out=h)  # v + (x - v) / tau, rounded as the reference writes it
+        torch.ge(h, v_th, out=codes[t])
+        torch.where(codes[t], rest, h, out=v)
+    return codes, v
+
+
 class LIFSequence(torch.autograd.Function):
     """A whole sequence in one autograd node.
 
-    Forward: ``lif_step``'s arithmetic, in place. Backward: the gradient of ``lif_step`` written out as
-    the reverse recurrence, from the charged membrane saved per step::
+    Forward: ``lif_sequence``. Backward: the gradient of ``lif_step`` written out as the reverse
+    recurrence, from the charged membrane saved per step::
 
         dh_t = grad_t * surrogate'(h_t - v_th) + dv_t * (1 - s_t)   (the reset is detached)
         dx_t = dh_t / tau,   dv_{t-1} = dh_t * (1 - 1/tau)
 
-    One saved tensor instead of autograd's graph of T x 6 small ops.
+    One saved tensor instead of autograd's graph of T x 6 small ops. Returns ``(spikes, codes, v)``.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, v: torch.Tensor, tau: float, v_th: float, alpha: float):  # type: ignore[override]
-        charged = torch.empty_like(x)  # h_t, the membrane before the reset
-        step = torch.empty_like(v)
-        for t in range(x.shape[0]):
-            torch.sub(x[t], v, out=step).div_(tau)
-            h = torch.add(v, step, out=charged[t])
-            v = torch.where(h >= v_th, 0.0, h)
-        spikes = (charged >= v_th).to(x.dtype)
-        ctx.save_for_backward(charged if ctx.needs_input_grad[0] else None)
+        charged = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        codes, v = lif_sequence(x, v.clone(), tau, v_th, charged)
+        ctx.save_for_backward(charged, codes)
         ctx.constants = (tau, v_th, alpha)
-        ctx.mark_non_differentiable(v)
-        return spikes, v
+        ctx.mark_non_differentiable(codes, v)
+        return codes.to(x.dtype), codes, v
 
     @staticmethod
-    def backward(ctx, grad_spikes: torch.Tensor, _grad_v: torch.Tensor):  # type: ignore[override]
-        (charged,) = ctx.saved_tensors
+    def backward(ctx, grad_spikes: torch.Tensor, _grad_codes, _grad_v):  # type: ignore[override]
+        charged, codes = ctx.saved_tensors
         tau, v_th, alpha = ctx.constants
         # The spike's own term for all steps at once: grad * (alpha/2) / (1 + (pi/2 * alpha * (h - v_th))^2).
         dh = charged.sub(v_th).mul_(math.pi / 2 * alpha).square_().add_(1)
         torch.div(grad_spikes, dh, out=dh).mul_(alpha / 2)
-        kept = (charged < v_th).to(dh.dtype)  # 1 - s_t
+        carried = torch.empty_like(dh[0])
         for t in range(charged.shape[0] - 2, -1, -1):
-            dh[t].addcmul_(dh[t + 1], kept[t], value=1 - 1 / tau)
+            # dh_t += dh_{t+1} * (1 - 1/tau) where the neuron did not fire at t
+            torch.mul(dh[t + 1], 1 - 1 / tau, out=carried).masked_fill_(codes[t], 0.0)
+            dh[t].add_(carried)
         return dh.div_(tau), None, None, None, None
 
 
@@ -97,11 +115,14 @@ class LIF(nn.Module):
         self.tau, self.v_th, self.alpha, self.fanout = tau, v_th, alpha, fanout
         self.carry = False
         self.v: torch.Tensor | None = None  # kept between calls only while ``carry`` is set
+        self.keep_codes = False
+        self.codes: torch.Tensor | None = None  # the last call's spikes as booleans, while ``keep_codes`` is set
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = self.v if self.carry and self.v is not None else torch.zeros_like(x[0])
-        out, v = LIFSequence.apply(x, v, self.tau, self.v_th, self.alpha)
+        out, codes, v = LIFSequence.apply(x, v, self.tau, self.v_th, self.alpha)
         self.v = v if self.carry else None
+        self.codes = codes if self.keep_codes else None
         return out
 
     def extra_repr(self) -> str:

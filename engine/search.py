@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .data import ImageData, augment
+from .devices import keep_freed_memory
 from .encoding import encode
 from .memory import footprint
 from .network import build_network, spike_layers
@@ -93,6 +94,8 @@ class Scorer:
     ) -> None:
         self.kernel_set, self.profile, self.data = kernel_set, profile, data
         self.seed, self.device = seed, torch.device(device)
+        if self.device.type == "cpu":
+            keep_freed_memory()
         self.config = config or profile.score
         if self.config.batch_size > len(data.train):
             raise ValueError(
@@ -128,13 +131,14 @@ class Scorer:
 
                 def record(layer, _inputs, out):
                     nonlocal spikes, neurons
-                    count = float(acc.add(out, layer.fanout).sum())
+                    count = float(acc.add(layer.codes, layer.fanout).sum())
                     fired[layer] = fired[layer] or count > 0
                     spikes += count * layer.fanout
                     neurons += out.numel() * layer.fanout
 
                 for layer in layers:
                     layer.carry = not cfg.reset_between_batches
+                    layer.keep_codes = True  # the kernel reads spikes as bool codes (int8 matmul)
                     layer.register_forward_hook(record)
                 for x in batches:
                     acc = KernelAccumulator(cfg.count_silent)
