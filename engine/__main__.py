@@ -35,13 +35,23 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
+def named_dataset(spec: str):
+    """A dataset this command line names: a ``folder:`` path on it may lie outside the data roots (it is
+    read because it was typed here, and we say so); nothing under it may lead elsewhere."""
+    from .data import load_dataset, outside_roots
+
+    where = outside_roots(spec)
+    if where is not None:
+        print(f"note: reading {where}, outside the data roots, because this command line names it", file=sys.stderr)
+    return load_dataset(spec, named_path=True)
+
+
 # ------------------------------------------------------------------------------------------ search
 
 
 def cmd_search(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from .data import load_dataset
     from .devices import resolve_device
     from .files import write_json
     from .memory import format_count
@@ -60,7 +70,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     }
     config = dataclasses.replace(profile.score, **{k: v for k, v in overrides.items() if v is not None})
     device = resolve_device(args.device)
-    data = load_dataset(args.dataset)
+    data = named_dataset(args.dataset)
     bar = tqdm(total=args.iterations, desc=f"{kernel_set.name} search", unit="cand", file=sys.stderr)
 
     def progress(done: int, total: int, best) -> None:
@@ -189,7 +199,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from .checkpoint import save_trained
-    from .data import load_dataset
     from .train import TrainConfig, train
 
     genotype = Genotype.from_str(args.genotype)
@@ -204,7 +213,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         seed=args.seed,
         device=args.device,
     )
-    data = load_dataset(args.dataset)
+    data = named_dataset(args.dataset)
     state = args.out.with_name(args.out.name + ".state.pt")
     bar = tqdm(total=config.epochs, desc="train", unit="epoch", file=sys.stderr)
 
@@ -248,7 +257,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     device = resolve_device(args.device)
     loaded = load_model(args.model, device=device)
-    data = load_dataset(args.dataset or loaded.meta["dataset"]["name"])
+    # The dataset a model file names is read only inside the data roots: the file is not the command line.
+    data = named_dataset(args.dataset) if args.dataset else load_dataset(loaded.meta["dataset"]["name"])
     if tuple(data.info.classes) != loaded.data.classes:
         raise CliError(f"{args.model} was trained on classes {list(loaded.data.classes)}, not those of {data.info.name}")
     accuracy, rate = evaluate(
@@ -408,6 +418,22 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(f"wrote {args.out}")
 
 
+def cmd_export_model(args: argparse.Namespace) -> None:
+    """A trained model (a run of the database, or a model file) as NIR or with 8/4-bit integer weights."""
+    from . import api, deploy
+
+    if args.model.isdigit():
+        store = api.get_store(args.db, create=False, readonly=True)
+        run_id = int(args.model)
+        source, accuracy = api.checkpoint_path(run_id, store=store), api.measured_accuracy(run_id, args.format, store=store)
+    else:
+        source, accuracy = Path(args.model), None
+    out = deploy.export(source, args.format, args.out, accuracy=accuracy)
+    print(f"wrote {out} ({args.format}, {out.stat().st_size / 1e6:.2f} MB)")
+    if args.format == "nir" and args.check:
+        print(deploy.check_file(source, out, images=args.check))
+
+
 def cmd_worker(args: argparse.Namespace) -> None:
     from . import api
     from .worker import WorkerBusy, serve
@@ -555,6 +581,15 @@ def build_parser() -> Parser:
     o.add_argument("--format", choices=["csv", "json"], default="csv")
     o.add_argument("--out", type=Path, help="file to write (default: standard output)")
     o.set_defaults(func=cmd_export)
+
+    e = sub.add_parser("export-model", help="a trained model as NIR (neuromorphic hardware) or with 8/4-bit weights")
+    e.add_argument("model", help="a run id of the database, or a model file (.safetensors)")
+    e.add_argument("--format", required=True, choices=["nir", "int8", "int4"])
+    e.add_argument("--out", type=Path, required=True, help="file to write")
+    e.add_argument("--check", type=int, default=8, metavar="IMAGES",
+                   help="NIR: read the file back (snntorch) and compare it with the engine on this many test "
+                   "images (0: skip)")
+    e.set_defaults(func=cmd_export_model)
 
     w = sub.add_parser("worker", help="run queued jobs (foreground); one job per GPU, else one on the CPU")
     w.add_argument("--idle-exit", type=float, help="exit after this many seconds without work")

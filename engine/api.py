@@ -357,6 +357,12 @@ def checkpoint_path(run_id: int, *, store: Store | None = None) -> Path:
     return s.root / run["checkpoint"]
 
 
+def measured_accuracy(run_id: int, fmt: str, *, store: Store | None = None) -> float | None:
+    """The test accuracy the worker measured for a run's ``int8``/``int4`` weights (None when not measured)."""
+    bits = {"int8": 8, "int4": 4}.get(fmt)
+    return _store(store).run(run_id).get(f"accuracy_{bits}bit") if bits else None
+
+
 # ------------------------------------------------------------------------------------------ export
 
 EXPORT_FORMATS = ("csv", "json")

@@ -259,9 +259,23 @@ def load_model(path: Path | str, device: torch.device | str = "cpu") -> LoadedMo
     path = Path(path)
     meta, tensors = _open(path)
     genotype, kernel_set, profile, shape = _describe(path, meta, tensors)
+    if "quantization" in meta:  # integer weights and their scales (engine.deploy.write_quantized)
+        from .deploy import DeployError, dequantize
+
+        try:
+            tensors = dequantize(tensors, meta["quantization"])
+        except (DeployError, AttributeError) as exc:
+            raise CheckpointError(f"{path} is not a valid quantised model: {exc}") from None
     try:
         model = build_network(genotype, kernel_set, profile, shape, device=device)
         model.load_state_dict(tensors, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path} does not describe a network this version can rebuild: {exc}") from None
     return LoadedModel(model.eval(), meta, genotype, kernel_set, profile, shape)
+
+
+def to_nir(model: LoadedModel | Path | str, **kwargs):
+    """The model as a Neuromorphic Intermediate Representation graph (``nir.NIRGraph``); see ``engine.deploy``."""
+    from .deploy import to_nir as export
+
+    return export(model, **kwargs)

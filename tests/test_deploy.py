@@ -1,0 +1,215 @@
+"""Deploy: the NIR graph read back into snntorch equals the engine, integer weights round-trip, energy counts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from engine import deploy
+from engine.checkpoint import CheckpointError, LoadedModel, load_model, save_trained
+from engine.data import load_dataset
+from engine.network import build_network
+from engine.profiles import get_profile
+from engine.space import Genotype, KernelSet
+from engine.train import DeviceImages, evaluate
+from helpers import cli
+
+LAPTOP = get_profile("laptop")
+# Every op: 3x3 and 5x5 convs, the 3x3 average pool, a skip (all six edges carry one).
+EVERY_OP = ("0234 0042 0001 0000", "3x3_5x5")
+# SNASNet's cell (two zeroize edges) on a custom kernel set.
+CUSTOM = ("0302 0030 0003 0000", "1x1_9x9")
+
+
+def make_model(path, info, genotype: str, kernel_set: str, *, seed: int = 0) -> LoadedModel:
+    """A network with BatchNorm statistics away from the identity (so folding them is tested) and enough
+    gain that every LIF layer fires, saved and loaded as a trained model."""
+    g, ks = Genotype.from_str(genotype), KernelSet.parse(kernel_set)
+    torch.manual_seed(seed)
+    net = build_network(g, ks, LAPTOP, info)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(1.0, 3.0)
+                m.bias.uniform_(0.0, 0.5)
+    save_trained(path, net, genotype=g, kernel_set=ks, profile=LAPTOP, info=info, accuracy=0.5, seed=seed, epochs=1)
+    return load_model(path)
+
+
+@pytest.fixture(scope="module")
+def test_images(sample):
+    images, _ = sample.test.tensors()
+    return images[:4].float() / 255
+
+
+@pytest.mark.parametrize("genotype, kernel_set", [EVERY_OP, CUSTOM], ids=["every-op", "custom-kernels"])
+def test_nir_read_back_into_snntorch_equals_the_engine(sample, test_images, tmp_path, genotype, kernel_set):
+    loaded = make_model(tmp_path / "m.safetensors", sample.info, genotype, kernel_set)
+    # float64: folding BatchNorm and reordering the node sums move membranes by ~1e-16, so every spike of
+    # every LIF layer at every timestep must be equal, and so must the scores.
+    exact = deploy.check_nir(loaded, test_images, dtype=torch.float64)
+    lifs = 2 * sum(1 for _ in loaded.model.cell1.fire) + 3
+    assert len(exact.layers) == lifs
+    assert all(n > 0 for n in exact.fired.values()), exact.fired  # every layer fires: nothing is vacuous
+    assert exact.spikes_equal, exact.layers
+    assert exact.ok and exact.max_score_difference < 1e-9
+
+    # The file as written (float32) and read back from disk: the same decisions; a spike may differ only
+    # where float32 rounding of the folded weights (~1e-7) moved a membrane across the threshold.
+    out = deploy.write_nir(loaded, tmp_path / "m.nir")
+    graph = deploy.read_nir(out)
+    assert graph.metadata["timesteps"] == 5 and graph.metadata["encoding"] == "rate"
+    assert graph.metadata["dt"] == deploy.DT and graph.metadata["group"] == loaded.model.group
+    assert json.loads(graph.metadata["classes"]) == list(sample.info.classes)
+    lif = graph.nodes["head.lif2"]
+    assert np.allclose(lif.tau, 4 / 3 * deploy.DT) and np.all(lif.v_threshold == 1) and np.all(lif.v_reset == 0)
+    stored = deploy.check_nir(loaded, test_images, graph=graph, dtype=torch.float32)
+    assert stored.ok
+    for node, (differ, total) in stored.layers.items():
+        assert differ <= total * 1e-4, (node, differ, total)
+
+
+def test_cell_sums_become_edges_and_a_repeated_source_is_scaled(sample, test_images, tmp_path):
+    """x1 = skip(x0), x3 = skip(x0) + skip(x1) = 2 x0: the stem reaches the next LIF through a Scale of 2.
+    Also direct encoding: the analog image at every timestep."""
+    base = make_model(tmp_path / "m.safetensors", sample.info, "0101 0001 0000 0000", "1x1_3x3")
+    direct = LoadedModel(base.model, base.meta, base.genotype, base.kernel_set,
+                         dataclasses.replace(LAPTOP, encoding="direct"), base.data)  # fmt: skip
+    graph = deploy.to_nir(direct)
+    assert ("stem", "stem.times2") in graph.edges and ("stem.times2", "down.lif") in graph.edges
+    assert np.all(graph.nodes["stem.times2"].scale == 2)
+    assert graph.metadata["encoding"] == "direct"
+    report = deploy.check_nir(direct, test_images, dtype=torch.float64)
+    assert report.spikes_equal and report.ok, report.summary()
+
+
+def test_to_snntorch_is_a_trainable_snntorch_module(sample, test_images, tmp_path):
+    import snntorch
+
+    loaded = make_model(tmp_path / "m.safetensors", sample.info, *EVERY_OP)
+    net = deploy.to_snntorch(loaded)
+    assert any(isinstance(m, snntorch.Leaky) for m in net.modules())
+    x = torch.bernoulli(test_images.unsqueeze(0).expand(5, *test_images.shape))
+    loss = nn.functional.cross_entropy(net(x), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    assert grads and any(float(g.abs().sum()) > 0 for g in grads)  # the surrogate carries gradients back
+
+
+def test_quantised_weights_within_one_step_and_the_file_reproduces_the_stored_accuracy(studio, tmp_path):
+    data = load_dataset(studio["mini"])
+    loaded = make_model(tmp_path / "m.safetensors", data.info, *EVERY_OP)
+    images = DeviceImages(data.test, torch.device("cpu"))
+    for bits in deploy.QUANT_BITS:
+        for name, w in loaded.model.named_parameters():
+            if name in deploy.quantized_weights(loaded.model):
+                q, scale = deploy.quantize_tensor(w, bits)
+                assert int(q.abs().max()) <= 2 ** (bits - 1) - 1
+                step = scale.view(-1, *[1] * (w.dim() - 1))
+                assert bool(((deploy.dequantize_tensor(q, scale) - w).abs() <= step / 2 + 1e-12).all())
+        accuracy = deploy.measure_quantized(loaded, bits)
+        out = deploy.export(loaded, f"int{bits}", tmp_path / f"m-int{bits}.safetensors")
+        reloaded = load_model(out)
+        assert reloaded.meta["accuracy"] == accuracy and reloaded.meta["quantization"]["bits"] == bits
+        again, _ = evaluate(reloaded.model, images, data, reloaded.profile, seed=reloaded.meta["eval_seed"])
+        assert again == accuracy
+    # 4 bits changes the weights more than 8 bits does
+    w = loaded.model.stem[0].weight.detach()
+    err = {b: float((deploy.dequantize_tensor(*deploy.quantize_tensor(w, b)) - w).abs().max()) for b in (8, 4)}
+    assert 0 < err[8] < err[4]
+
+
+def test_a_tampered_or_malformed_integer_file_is_refused(sample, tmp_path):
+    loaded = make_model(tmp_path / "m.safetensors", sample.info, *CUSTOM)
+    out = deploy.write_quantized(loaded, 8, tmp_path / "q.safetensors", accuracy=0.5)
+    data = bytearray(out.read_bytes())
+    data[-3] ^= 0xFF  # a weight byte
+    bad = tmp_path / "tampered.safetensors"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="modified"):
+        load_model(bad)
+    # integers outside the declared width, correctly checksummed: refused by the dequantiser
+    from engine.checkpoint import _open, save_model
+
+    tensors = {k: v.clone() for k, v in _open(out)[1].items()}
+    name = next(k for k in tensors if k.endswith(".q"))
+    tensors[name][0].fill_(127)
+    meta = {**load_model(out).meta, "quantization": {**load_model(out).meta["quantization"], "bits": 4}}
+    save_model(tmp_path / "wide.safetensors", deploy._Tensors(tensors), meta)
+    with pytest.raises(CheckpointError, match="outside 4-bit range"):
+        load_model(tmp_path / "wide.safetensors")
+
+
+def test_synaptic_ops_of_a_network_whose_spikes_are_known(sample):
+    """Every BatchNorm outputs 2 (weight 0, bias 2) and the first linear layer outputs 2, so every LIF fires
+    at every timestep, and a white image spikes at every pixel: the counts follow in closed form."""
+    g, ks = Genotype.from_str(EVERY_OP[0]), KernelSet.parse(EVERY_OP[1])
+    net = build_network(g, ks, LAPTOP, sample.info).eval()
+    macro = LAPTOP.macro(sample.info.macro)
+    c, hidden, outputs, T = macro.channels, macro.hidden, sample.info.num_classes * macro.group, LAPTOP.timesteps
+    features = 2 * c * (16 // macro.pool) ** 2
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.zero_()
+                m.bias.fill_(2.0)
+        net.head[5].weight.fill_(2.0 / features)
+
+    class White:
+        def tensors(self):
+            return torch.full((3, 3, 32, 32), 255, dtype=torch.uint8), torch.zeros(3, dtype=torch.long)
+
+    counts = deploy.count_ops(net, DeviceImages(White(), torch.device("cpu")), sample, LAPTOP, seed=0)
+    assert all(f["firing_rate"] == 1.0 for f in counts.firing), counts.firing
+
+    def reach(n: int, k: int) -> int:  # inputs an all-ones k x k "same" convolution reads, summed over one axis
+        p = k // 2
+        return n * k - p * (p + 1)
+
+    def conv(n: int, k: int, c_in: int, c_out: int) -> int:
+        return reach(n, k) ** 2 * c_in * c_out
+
+    per_step = (
+        conv(32, 3, 3, c)  # stem
+        + 2 * conv(32, 3, c, c) + conv(32, 5, c, c)  # cell1: two 3x3 convs, one 5x5
+        + conv(32, 3, c, 2 * c)  # down
+        + 2 * conv(16, 3, 2 * c, 2 * c) + conv(16, 5, 2 * c, 2 * c)  # cell2
+        + 2 * c * 16 * 16 * hidden  # every head spike reaches every hidden unit through the pool
+        + hidden * outputs
+    )  # fmt: skip
+    assert counts.acs == T * per_step
+    assert counts.macs == 0  # rate encoding: even the stem is fed by spikes
+    ann = (32 * 32 * (3 * c * 9 + 2 * c * c * 9 + c * c * 25 + c * 2 * c * 9)
+           + 16 * 16 * (2 * (2 * c) ** 2 * 9 + (2 * c) ** 2 * 25) + features * hidden + hidden * outputs)  # fmt: skip
+    assert counts.ann_macs == ann
+    snn, ann_uj = counts.energy(deploy.EnergyModel(pj_per_ac=1.0, pj_per_mac=2.0))
+    assert snn == pytest.approx(T * per_step / 1e6) and ann_uj == pytest.approx(2 * ann / 1e6)
+
+
+def test_export_model_command(sample, tmp_path):
+    loaded = make_model(tmp_path / "m.safetensors", sample.info, *EVERY_OP)
+    del loaded
+    r = cli("export-model", str(tmp_path / "m.safetensors"), "--format", "nir", "--out", str(tmp_path / "m.nir"),
+            "--check", "2")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "equal to the engine" in r.stdout and "2/2 class decisions equal" in r.stdout
+    assert deploy.read_nir(tmp_path / "m.nir").metadata["format"] == deploy.NIR_FORMAT
+
+    bad = tmp_path / "bad.safetensors"
+    data = bytearray((tmp_path / "m.safetensors").read_bytes())
+    data[-5] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    for args, message in (
+        ([str(bad), "--format", "nir"], "modified after it was saved"),
+        ([str(tmp_path / "m.safetensors"), "--format", "onnx"], "invalid choice"),
+    ):
+        r = cli("export-model", *args, "--out", str(tmp_path / "x.out"))
+        assert r.returncode == 2 and r.stderr.startswith("error:") and message in r.stderr, r.stderr
+        assert not (tmp_path / "x.out").exists()
