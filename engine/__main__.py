@@ -35,13 +35,23 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
+def named_dataset(spec: str):
+    """A dataset this command line names: a ``folder:`` path on it may lie outside the data roots (it is
+    read because it was typed here, and we say so); nothing under it may lead elsewhere."""
+    from .data import load_dataset, outside_roots
+
+    where = outside_roots(spec)
+    if where is not None:
+        print(f"note: reading {where}, outside the data roots, because this command line names it", file=sys.stderr)
+    return load_dataset(spec, named_path=True)
+
+
 # ------------------------------------------------------------------------------------------ search
 
 
 def cmd_search(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from .data import load_dataset
     from .devices import resolve_device
     from .files import write_json
     from .memory import format_count
@@ -60,7 +70,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     }
     config = dataclasses.replace(profile.score, **{k: v for k, v in overrides.items() if v is not None})
     device = resolve_device(args.device)
-    data = load_dataset(args.dataset)
+    data = named_dataset(args.dataset)
     bar = tqdm(total=args.iterations, desc=f"{kernel_set.name} search", unit="cand", file=sys.stderr)
 
     def progress(done: int, total: int, best) -> None:
@@ -189,7 +199,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from .checkpoint import save_trained
-    from .data import load_dataset
     from .train import TrainConfig, train
 
     genotype = Genotype.from_str(args.genotype)
@@ -204,7 +213,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         seed=args.seed,
         device=args.device,
     )
-    data = load_dataset(args.dataset)
+    data = named_dataset(args.dataset)
     state = args.out.with_name(args.out.name + ".state.pt")
     bar = tqdm(total=config.epochs, desc="train", unit="epoch", file=sys.stderr)
 
@@ -248,7 +257,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     device = resolve_device(args.device)
     loaded = load_model(args.model, device=device)
-    data = load_dataset(args.dataset or loaded.meta["dataset"]["name"])
+    # The dataset a model file names is read only inside the data roots: the file is not the command line.
+    data = named_dataset(args.dataset) if args.dataset else load_dataset(loaded.meta["dataset"]["name"])
     if tuple(data.info.classes) != loaded.data.classes:
         raise CliError(f"{args.model} was trained on classes {list(loaded.data.classes)}, not those of {data.info.name}")
     accuracy, rate = evaluate(
@@ -361,7 +371,7 @@ def cmd_submit(args: argparse.Namespace) -> None:
 def cmd_jobs(args: argparse.Namespace) -> None:
     from . import api
 
-    store = api.get_store(args.db)
+    store = api.get_store(args.db, create=False, readonly=True)
     jobs = api.jobs_frame(args.experiment, store=store)
     state = api.worker_status(store=store)
     print(f"worker: {'running (pid %d on %s)' % (state['pid'], state['host']) if state['running'] else 'not running'}")
@@ -385,14 +395,14 @@ def _job_target(args: argparse.Namespace) -> dict:
 def cmd_cancel(args: argparse.Namespace) -> None:
     from . import api
 
-    n = api.cancel(**_job_target(args), store=api.get_store(args.db))
+    n = api.cancel(**_job_target(args), store=api.get_store(args.db, create=False))
     print(f"cancelled {n} job(s)" if n else "nothing to cancel: no queued or running job matched")
 
 
 def cmd_retry(args: argparse.Namespace) -> None:
     from . import api
 
-    n = api.retry(**_job_target(args), store=api.get_store(args.db))
+    n = api.retry(**_job_target(args), store=api.get_store(args.db, create=False))
     print(f"queued {n} job(s) again" if n else "nothing to retry: no failed or cancelled job matched")
 
 
@@ -400,7 +410,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     from . import api
     from .files import write_atomic
 
-    text = api.export_experiment(args.experiment, args.format, store=api.get_store(args.db))
+    text = api.export_experiment(args.experiment, args.format, store=api.get_store(args.db, create=False, readonly=True))
     if args.out is None:
         sys.stdout.write(text)
     else:

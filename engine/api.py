@@ -132,14 +132,25 @@ def validate(config: ExperimentConfig, *, check_data: bool = True) -> dict[str, 
 
 # ------------------------------------------------------------------------------------------ store
 
-_STORES: dict[Path, Store] = {}
+_STORES: dict[tuple[Path, bool], Store] = {}
 
 
-def get_store(path: str | Path | None = None) -> Store:
-    """The store at ``path`` (default ``default_db_path()``), opened once per process."""
-    key = Path(path or default_db_path()).expanduser().resolve()
+def get_store(path: str | Path | None = None, *, create: bool = True, readonly: bool = False) -> Store:
+    """The store at ``path`` (default ``default_db_path()``), opened once per process.
+
+    ``create``: a new database may be made where there is none (in an existing folder; the default
+    database's folder is made when missing). ``readonly``: nothing is created or changed, not even the schema.
+    """
+    if path is None:
+        path = default_db_path()
+        if create and not readonly:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        key = (Path(path).expanduser().resolve(), readonly)
+    except (OSError, ValueError) as e:
+        raise StoreError(f"{str(path)!r} is not a usable database path: {e}") from None
     if key not in _STORES:
-        _STORES[key] = Store(key)
+        _STORES[key] = Store(key[0], create=create, readonly=readonly)
     return _STORES[key]
 
 
@@ -225,11 +236,13 @@ def retry(experiment_id: int | None = None, job_ids=None, *, store: Store | None
 def delete_experiment(experiment_id: int, *, store: Store | None = None) -> None:
     """Delete an experiment, its rows and its files (models, logs); refused while a job of it runs."""
     s = _store(store)
-    jobs = s.jobs(experiment_id)
+    folder = s.experiment_folder(experiment_id)
+    logs = [s.log_path(job["id"]) for job in s.jobs(experiment_id)]
     s.delete_experiment(experiment_id)
-    shutil.rmtree(s.experiment_folder(experiment_id), ignore_errors=True)
-    for job in jobs:
-        s.log_path(job["id"]).unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    for log in logs:
+        if log is not None:
+            log.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------------ worker
@@ -248,7 +261,7 @@ def ensure_worker(*, store: Store | None = None, idle_exit: float | None = 300.0
 def job_log(job_id: int, *, lines: int = 40, store: Store | None = None) -> str:
     """The last ``lines`` lines of a job's log ('' before it starts)."""
     path = _store(store).log_path(job_id)
-    if not path.exists():
+    if path is None or not path.exists():
         return ""
     with open(path, "rb") as f:
         f.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
@@ -487,7 +500,8 @@ def model_details(run_id: int, *, store: Store | None = None) -> dict:
 def download_name(run: dict) -> str:
     """A safe file name for a run's model: letters, digits, dot, dash and underscore only."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"spikernel-exp{run['experiment_id']}-{run['setting']}").strip("._")
-    return f"{stem or 'model'}.safetensors"
+    suffix = {None: ".safetensors", "nir": ".nir", "int8": "-int8.safetensors", "int4": "-int4.safetensors"}[fmt]
+    return f"{stem or 'model'}{suffix}"
 
 
 def data_roots() -> list[Path]:

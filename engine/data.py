@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import socket
+import stat
 import threading
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -85,6 +86,50 @@ class DatasetInfo:
 # --------------------------------------------------------------------------------------- splits
 
 
+Roots = tuple[Path, ...]  # resolved folders every file read must lie in
+
+
+def _inside(real: Path, roots: Roots) -> bool:
+    return any(real == r or real.is_relative_to(r) for r in roots)
+
+
+def _outside(path: Path | str, real: Path) -> DatasetError:
+    return DatasetError(
+        f"{path} leads outside the allowed data roots (to {real}); put the data under the data root or add its "
+        f"parent to ${DATA_ROOTS_ENV}"
+    )
+
+
+def _confined(path: Path | str, roots: Roots) -> Path:
+    """``path`` with every symlink resolved, if that lies inside ``roots``; else ``DatasetError``."""
+    try:
+        real = Path(os.path.realpath(path))
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"cannot resolve {path}: {e}") from None
+    if not _inside(real, roots):
+        raise _outside(path, real)
+    return real
+
+
+def _read_confined(path: str, roots: Roots) -> bytes:
+    """The bytes of a regular file inside ``roots``, checked on the opened file itself (so a file or folder
+    swapped for a symlink after it was listed is still caught), never blocking on a pipe or device."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        raise DatasetError(f"cannot read image {path}: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        try:
+            real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # no /proc: the path as resolved now
+            real = Path(os.path.realpath(path))
+        if not _inside(real, roots):
+            raise _outside(path, real)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DatasetError(f"{path} is not a regular file")
+        return f.read()
+
+
 @dataclass(frozen=True)
 class _ImageRef:
     """One encoded image, not yet decoded.
@@ -93,10 +138,12 @@ class _ImageRef:
         origin: Where the image came from, for error messages: a file path, or ``<archive>:<member>``.
         payload: The encoded bytes when they were read from an archive; ``None`` means read ``origin``
             from disk at decode time (so a large folder costs no memory until it is used).
+        roots: The folders a file read from disk must lie in, checked when it is read.
     """
 
     origin: str
     payload: bytes | None = None
+    roots: Roots = ()
 
 
 def _decode(ref: _ImageRef, size: int) -> np.ndarray:
@@ -105,9 +152,9 @@ def _decode(ref: _ImageRef, size: int) -> np.ndarray:
     Images of another size are scaled so their shorter side is ``size`` and center-cropped, so one
     odd image in a folder does not break stacking.
     """
-    source = io.BytesIO(ref.payload) if ref.payload is not None else ref.origin
+    payload = ref.payload if ref.payload is not None else _read_confined(ref.origin, ref.roots)
     try:
-        with Image.open(source) as img:
+        with Image.open(io.BytesIO(payload)) as img:
             rgb = img.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise DatasetError(f"cannot read image {ref.origin}: {e}") from e
@@ -194,21 +241,22 @@ def _is_image(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _images_under(folder: Path) -> list[str]:
+def _images_under(folder: Path, roots: Roots) -> list[str]:
     """Paths of the image files anywhere below ``folder``, sorted so that item order is stable.
 
     ``os.walk`` rather than ``Path.rglob``: it needs no ``stat`` per file, which makes listing a
-    50,000-image tree about seven times faster.
+    50,000-image tree about seven times faster. It does not follow symlinked folders; a symlinked
+    ``folder`` itself must lead inside ``roots``, and each file is checked when it is read.
     """
     found = []
-    for parent, subdirs, files in os.walk(folder):
+    for parent, subdirs, files in os.walk(_confined(folder, roots)):
         subdirs[:] = [d for d in subdirs if not d.startswith(".")]
         found += [os.path.join(parent, f) for f in files if _is_image(f)]
     return sorted(found)
 
 
-def _class_dirs(split_dir: Path) -> dict[str, Path]:
-    dirs = {d.name: d for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith(".")}
+def _class_dirs(split_dir: Path, roots: Roots) -> dict[str, Path]:
+    dirs = {d.name: d for d in _confined(split_dir, roots).iterdir() if d.is_dir() and not d.name.startswith(".")}
     if not dirs:
         raise DatasetError(f"no class folders in {split_dir}")
     return dict(sorted(dirs.items()))
@@ -260,7 +308,7 @@ def _reachable(url: str, timeout: float = REACHABILITY_TIMEOUT_S) -> bool:
 # --------------------------------------------------------------------------------------- loaders
 
 
-def _load_sample(spec: str, root: Path) -> ImageData:
+def _load_sample(spec: str, root: Path, roots: Roots) -> ImageData:
     """The bundled CIFAR-10 subset, read straight from its zip (it ships with the code, so ``root``
     does not apply)."""
     members: dict[str, dict[str, list[_ImageRef]]] = {"train": {}, "test": {}}
@@ -282,7 +330,7 @@ def _load_sample(spec: str, root: Path) -> ImageData:
     return ImageData(info, _split(members["train"], classes, 32), _split(members["test"], classes, 32))
 
 
-def _load_cifar(spec: str, root: Path, *, hundred: bool) -> ImageData:
+def _load_cifar(spec: str, root: Path, roots: Roots, *, hundred: bool) -> ImageData:
     """CIFAR-10/100 through torchvision, from the data root; downloads only when the host answers."""
     # Imported here: torchvision takes seconds to import and only these two datasets need it.
     from torchvision.datasets import CIFAR10, CIFAR100
@@ -290,6 +338,10 @@ def _load_cifar(spec: str, root: Path, *, hundred: bool) -> ImageData:
 
     dataset_cls = CIFAR100 if hundred else CIFAR10
     folder, archive = root / dataset_cls.base_folder, root / dataset_cls.filename
+    _confined(root, roots)  # torchvision reads (and unpickles) these files: each must be inside the roots
+    for path in [folder, archive, *(folder.iterdir() if folder.is_dir() else ())]:
+        if path.exists() or path.is_symlink():
+            _confined(path, roots)
     if not folder.is_dir():
         if archive.is_file():
             if not check_integrity(str(archive), dataset_cls.tgz_md5):
@@ -318,7 +370,7 @@ def _load_cifar(spec: str, root: Path, *, hundred: bool) -> ImageData:
     return ImageData(info, as_split(train), as_split(test))
 
 
-def _load_tinyimagenet(spec: str, root: Path) -> ImageData:
+def _load_tinyimagenet(spec: str, root: Path, roots: Roots) -> ImageData:
     """TinyImageNet-200 as distributed: ``train/<wnid>/images/`` and ``val/images/`` labelled by
     ``val/val_annotations.txt``. The official val split serves as the test split (its test split has
     no labels)."""
@@ -336,14 +388,14 @@ def _load_tinyimagenet(spec: str, root: Path) -> ImageData:
         raise DatasetError(f"TinyImageNet file {annotations} is missing")
 
     train: dict[str, list[_ImageRef]] = {}
-    for wnid, class_dir in _class_dirs(base / "train").items():
-        files = _images_under(class_dir / "images")
+    for wnid, class_dir in _class_dirs(base / "train", roots).items():
+        files = _images_under(class_dir / "images", roots)
         if not files:
             raise DatasetError(f"no images in {class_dir / 'images'}")
-        train[wnid] = [_ImageRef(f) for f in files]
+        train[wnid] = [_ImageRef(f, roots=roots) for f in files]
 
     test: dict[str, list[_ImageRef]] = {wnid: [] for wnid in train}
-    for line_no, line in enumerate(annotations.read_text().splitlines(), 1):
+    for line_no, line in enumerate(_read_confined(str(annotations), roots).decode(errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -355,7 +407,7 @@ def _load_tinyimagenet(spec: str, root: Path) -> ImageData:
         image = base / "val" / "images" / file_name
         if not image.is_file():
             raise DatasetError(f"{annotations}:{line_no}: image {image} does not exist")
-        test[wnid].append(_ImageRef(str(image)))
+        test[wnid].append(_ImageRef(str(image), roots=roots))
     if not any(test.values()):
         raise DatasetError(f"{annotations} lists no images")
 
@@ -365,15 +417,14 @@ def _load_tinyimagenet(spec: str, root: Path) -> ImageData:
     return ImageData(info, _split(train, classes, 64), _split(test, classes, 64))
 
 
-def _load_folder(spec: str, root: Path) -> ImageData:
+def _load_folder(spec: str, root: Path, roots: Roots) -> ImageData:
     """``folder:<path>``: any ImageFolder tree with ``train/`` and ``test/`` (or ``val/``) of
     ``<class>/<images>``.
 
     The first training image fixes the size (its shorter side); the statistics and macro-network are
     those of the benchmark the images most resemble in size and class count.
     """
-    base = Path(spec.partition(":")[2]).expanduser()
-    base = base if base.is_absolute() else root / base
+    base = _folder_path(spec, root)
     if not base.is_dir():
         raise DatasetError(f"dataset folder {base} does not exist")
     train_dir = base / "train"
@@ -386,18 +437,18 @@ def _load_folder(spec: str, root: Path) -> ImageData:
     trees = []
     for split_dir in (train_dir, test_dir):
         tree = {}
-        for name, class_dir in _class_dirs(split_dir).items():
-            files = _images_under(class_dir)
+        for name, class_dir in _class_dirs(split_dir, roots).items():
+            files = _images_under(class_dir, roots)
             if not files:
                 raise DatasetError(f"class folder {class_dir} contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-            tree[name] = [_ImageRef(f) for f in files]
+            tree[name] = [_ImageRef(f, roots=roots) for f in files]
         trees.append(tree)
     train, test = trees
     _check_same_classes(train, test, str(base))
 
     first = next(iter(train.values()))[0].origin
     try:
-        with Image.open(first) as img:
+        with Image.open(io.BytesIO(_read_confined(first, roots))) as img:
             image_size = min(img.size)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise DatasetError(f"cannot read image {first}: {e}") from e
@@ -415,7 +466,7 @@ class _Entry:
     """A registered dataset: its loader, whether its spec carries a path (``name:<path>``), and its
     shape when that is fixed (so networks can be sized without the data on disk)."""
 
-    load: Callable[[str, Path], ImageData]  # (the full spec, the data root)
+    load: Callable[[str, Path, Roots], ImageData]  # (the full spec, the data root, the roots reads stay in)
     takes_path: bool = False
     shape: DatasetShape | None = None
 
@@ -444,29 +495,79 @@ def list_datasets() -> list[str]:
     return list(_REGISTRY)
 
 
-def load_dataset(spec: str, root: Path | None = None) -> ImageData:
-    """Loads a dataset by spec.
+MAX_SPEC = 4096  # characters of a dataset spec; each folder name at most NAME_MAX bytes
+NAME_MAX = 255
 
-    Args:
-        spec: A registered name (``list_datasets``), or ``folder:<path>`` for an ImageFolder tree;
-            a relative path resolves against ``root``.
-        root: Data root holding downloadable datasets; defaults to ``default_data_root()``.
 
-    Raises:
-        DatasetError: Unknown spec, or a dataset that is missing or malformed (the message names the
-            file or folder and, where one exists, the fix).
-    """
+def _parse_spec(spec: str) -> tuple[_Entry, str, str]:
+    """``(entry, name, path)`` of a spec, or ``DatasetError`` saying what is wrong with it: one reading of
+    a spec for validation, loading and sizing alike, so what passes a check loads in the worker."""
+    valid = ", ".join(f"{n}:<path>" if e.takes_path else n for n, e in _REGISTRY.items())
+    if not isinstance(spec, str):
+        raise DatasetError(f"a dataset is named by text, got {type(spec).__name__}; valid: {valid}")
+    if spec != spec.strip():
+        raise DatasetError(f"dataset {spec!r} has spaces around it; valid: {valid}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in spec):
+        raise DatasetError(f"dataset {spec[:60]!r} contains a control character")
+    if len(spec) > MAX_SPEC:
+        raise DatasetError(f"a dataset spec of {len(spec):,} characters is too long (at most {MAX_SPEC:,})")
     name, has_arg, arg = spec.partition(":")
     entry = _REGISTRY.get(name)
-    valid = ", ".join(f"{n}:<path>" if e.takes_path else n for n, e in _REGISTRY.items())
     if entry is None:
-        raise DatasetError(f"unknown dataset {spec!r}; valid: {valid}")
+        raise DatasetError(f"unknown dataset {spec[:80]!r}; valid: {valid}")
     if entry.takes_path and not arg:
         raise DatasetError(f"dataset {name!r} needs a path: {name}:<path>")
     if has_arg and not entry.takes_path:
         raise DatasetError(f"dataset {name!r} takes no argument, got {spec!r}; valid: {valid}")
+    if any(len(part.encode()) > NAME_MAX for part in arg.split("/")):
+        raise DatasetError(f"a folder name in {spec[:80]!r}... is longer than {NAME_MAX} bytes")
+    return entry, name, arg
+
+
+def _folder_path(spec: str, root: Path) -> Path:
+    path = Path(spec.partition(":")[2]).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def load_dataset(spec: str, root: Path | None = None, *, named_path: bool = False) -> ImageData:
+    """Loads a dataset by spec, reading only inside the data roots.
+
+    Args:
+        spec: A registered name (``list_datasets``), or ``folder:<path>`` for an ImageFolder tree;
+            a relative path resolves against ``root``.
+        root: Data root holding downloadable datasets; defaults to ``default_data_root()``. One given
+            here is allowed like the data roots.
+        named_path: The ``folder:`` path was named by the person running this (the command line's own
+            arguments): it is read even outside the data roots. Nothing under it may lead out of it.
+
+    Every folder and file is resolved (symlinks followed) and must lie inside ``data_roots()`` (plus
+    ``root`` and a named path) when it is listed or read; a stored spec (a job, a model file) never
+    widens them.
+
+    Raises:
+        DatasetError: Unknown spec, a dataset that is missing or malformed (the message names the
+            file or folder and, where one exists, the fix), a path leading outside the roots, or a split
+            with fewer than two classes.
+    """
+    entry, name, arg = _parse_spec(spec)
+    roots = list(data_roots())
+    if root is not None:
+        roots.append(Path(root).resolve())
     root = Path(root) if root is not None else default_data_root()
-    return entry.load(spec, root)
+    if named_path and entry.takes_path:
+        roots.append(Path(os.path.realpath(_folder_path(spec, root))))
+    try:
+        data = entry.load(spec, root, tuple(roots))
+    except OSError as e:  # a folder that vanished or cannot be listed, a name the system refuses
+        raise DatasetError(f"cannot read dataset {spec}: {e.strerror or e}") from None
+    for split in ("train", "test"):
+        classes = int(getattr(data, split)._labels.unique().numel())
+        if classes < 2:
+            raise DatasetError(
+                f"the {split} split of {spec} has {classes} class{'' if classes == 1 else 'es'} with images; "
+                "at least two are needed (with one, every prediction is right and nothing is learnt)"
+            )
+    return data
 
 
 def data_roots() -> list[Path]:
@@ -476,17 +577,32 @@ def data_roots() -> list[Path]:
     return [p.resolve() for p in [default_data_root(), *extra]]
 
 
+def outside_roots(spec: str, root: Path | None = None) -> Path | None:
+    """The folder of a ``folder:`` spec when it lies outside the data roots (None otherwise): what
+    ``load_dataset(..., named_path=True)`` reads only because it was named."""
+    entry, _, _ = _parse_spec(spec)
+    if not entry.takes_path:
+        return None
+    real = Path(os.path.realpath(_folder_path(spec, Path(root) if root else default_data_root())))
+    return None if _inside(real, tuple(data_roots())) else real
+
+
 def check_dataset(spec: str, root: Path | None = None) -> str:
     """Whether a dataset can be used, without decoding it: raises ``DatasetError`` with the reason (and
     the fix) when not, else says how it will be read ("bundled", "on disk", "will download").
 
-    ``folder:<path>`` must resolve (symlinks followed) inside one of ``data_roots()``.
+    ``folder:<path>`` must resolve (symlinks followed) inside one of ``data_roots()`` and have at least
+    two class folders in each split.
     """
-    name, _, arg = spec.strip().partition(":")
-    if name not in _REGISTRY:
-        valid = ", ".join(f"{n}:<path>" if e.takes_path else n for n, e in _REGISTRY.items())
-        raise DatasetError(f"unknown dataset {spec!r}; valid: {valid}")
+    _, name, arg = _parse_spec(spec)
     root = Path(root) if root is not None else default_data_root()
+    try:
+        return _check(name, arg, root)
+    except OSError as e:
+        raise DatasetError(f"cannot read dataset {spec}: {e.strerror or e}") from None
+
+
+def _check(name: str, arg: str, root: Path) -> str:
     if name == "sample":
         if not SAMPLE_ARCHIVE.is_file():
             raise DatasetError(f"the bundled sample {SAMPLE_ARCHIVE.name} is missing; run scripts/build_sample.py")
@@ -507,10 +623,7 @@ def check_dataset(spec: str, root: Path | None = None) -> str:
         if not (root / "tiny-imagenet-200").is_dir():
             raise DatasetError("TinyImageNet not found: unzip tiny-imagenet-200.zip into the data root")
         return "on disk"
-    if not arg:
-        raise DatasetError("a folder dataset needs a path: folder:<path>")
-    path = Path(arg).expanduser()
-    resolved = (path if path.is_absolute() else root / path).resolve()
+    resolved = Path(os.path.realpath(_folder_path(f"{name}:{arg}", root)))
     allowed = data_roots()
     if not any(resolved.is_relative_to(r) for r in allowed):
         raise DatasetError(
@@ -519,15 +632,21 @@ def check_dataset(spec: str, root: Path | None = None) -> str:
         )
     if not (resolved / "train").is_dir():
         raise DatasetError(f"folder {arg!r} has no train/ folder of <class>/<images>")
-    if not ((resolved / "test").is_dir() or (resolved / "val").is_dir()):
+    test = next((resolved / d for d in ("test", "val") if (resolved / d).is_dir()), None)
+    if test is None:
         raise DatasetError(f"folder {arg!r} has no test/ (or val/) folder")
+    for split in (resolved / "train", test):
+        classes = [d for d in split.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        if len(classes) < 2:
+            raise DatasetError(f"{split.name}/ of folder {arg!r} has {len(classes)} class folder(s); at least two "
+                               "are needed")  # fmt: skip
     return "on disk"
 
 
 def dataset_shape(spec: str, root: Path | None = None) -> DatasetShape | DatasetInfo:
     """The shape of a dataset, known without its files for the built-in ones (a folder is opened)."""
-    entry = _REGISTRY.get(spec.strip())
-    if entry is not None and entry.shape is not None:
+    entry, _, _ = _parse_spec(spec)
+    if entry.shape is not None:
         return entry.shape
     return load_dataset(spec, root).info
 

@@ -24,7 +24,7 @@ import pandas as pd
 
 from . import api
 from .devices import resolve_device
-from .files import write_atomic
+from .files import check_output_folder, write_atomic
 from .store import Store, this_host
 from .worker import STALE_S, hold_lock, run_job
 
@@ -71,7 +71,11 @@ def explore(
     """Run (or resume) an exploration into ``out``; returns its runs (``api.runs_frame``), or None when
     ``stop`` was set before the end (a rerun resumes)."""
     rep, stop = reporter or Reporter(), stop or threading.Event()
-    out = Path(out)
+    errors = api.validate(config)  # before anything is created
+    if errors:
+        raise api.ConfigError(errors)
+    out = check_output_folder(out)
+    out.mkdir(parents=True, exist_ok=True)
     store = Store(out / DB_NAME)
     device = str(resolve_device(config.device))
     worker = f"{this_host()}:{os.getpid()}"

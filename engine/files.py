@@ -7,16 +7,60 @@ import os
 from pathlib import Path
 
 
+class OutputError(ValueError):
+    """An output path that cannot be written; found before any work starts."""
+
+
+def check_output_file(path: Path | str) -> Path:
+    """``path`` if a file can be written there: not a folder, under folders that exist or can be made,
+    writable. Creates nothing: commands check their outputs before any work, and write them after."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise OutputError(f"{path} is a folder; name a file to write")
+    except (OSError, ValueError) as e:  # a name too long, a NUL byte
+        raise OutputError(f"cannot write {str(path)!r}: {getattr(e, 'strerror', None) or e}") from None
+    _check_folder(path.parent)
+    return path
+
+
+def check_output_folder(path: Path | str) -> Path:
+    """``path`` if it is a folder, or can be made one, where files can be written. Creates nothing."""
+    path = Path(path)
+    _check_folder(path)
+    return path
+
+
+def _check_folder(folder: Path) -> None:
+    try:
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise OutputError(f"cannot write under {folder}: {existing} is a file, not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise OutputError(f"cannot write in {existing}: permission denied")
+    except OutputError:
+        raise
+    except (OSError, ValueError) as e:
+        raise OutputError(f"cannot write under {str(folder)!r}: {getattr(e, 'strerror', None) or e}") from None
+
+
 def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write under a temporary name, flush it to disk, then rename over ``path``."""
+    """Write under a temporary name, flush it to disk, then rename over ``path``; on any failure the
+    temporary file is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: Path, payload) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import sqlite3
 import threading
@@ -28,6 +29,9 @@ from .data import default_data_root
 
 DB_ENV = "SPIKERNEL_DB"
 BUSY_TIMEOUT_S = 30.0
+# SQLite's application_id of this project's databases ("SpKr"): another application's file is refused.
+APPLICATION_ID = 0x53704B72
+TABLES = frozenset({"experiments", "runs", "candidates", "epochs", "jobs", "events"})
 
 
 class StoreError(RuntimeError):
@@ -140,9 +144,14 @@ CREATE INDEX events_by_experiment ON events (experiment_id, id);
 CREATE INDEX events_by_run ON events (run_id);
 """
 
-# Each entry upgrades the schema by one version; a database remembers its version in user_version.
-# Append, never edit: a newer release opens an older database by running the entries it lacks.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# Each experiment's folder is created by the database and recorded, so no new experiment adopts files left
+# by another database (an emptied or replaced file restarts its ids at 1). Older ones keep their folder.
+_V2 = """
+ALTER TABLE experiments ADD COLUMN folder TEXT;
+UPDATE experiments SET folder = 'experiments/' || id;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 CANDIDATE_COLUMNS = (
@@ -151,15 +160,103 @@ CANDIDATE_COLUMNS = (
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_accuracy", "firing_rate", "seconds", "lr")
 
 
-class Store:
-    """One SQLite database and the folder beside it (experiment files and job logs)."""
+def _refuse(path: Path, why: str) -> StoreError:
+    return StoreError(f"{path} {why}; it was left untouched")
 
-    def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path is not None else default_db_path()
-        self.path = self.path.expanduser().resolve()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._migrate()
+
+def _inspect(path: Path, *, create: bool) -> bool:
+    """Whether ``path`` is this project's database (True) or free to create one at (False); raises
+    ``StoreError`` for anything else: a folder, an empty or foreign file, a missing parent folder."""
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder, not a database file")
+    if not path.exists():
+        if not create:
+            raise StoreError(f"there is no experiment database at {path} (check the path)")
+        if not path.parent.is_dir():
+            raise StoreError(f"cannot create a database at {path}: folder {path.parent} does not exist")
+        return False
+    # Never open the file other than through SQLite: closing any other handle on it would drop this
+    # process's POSIX locks on it, which SQLite's own connections rely on.
+    if path.stat().st_size == 0:
+        raise _refuse(path, "is empty (0 bytes), not an experiment database; restore it, or move it away together "
+                            "with the experiments/ and logs/ folders beside it to start a new one")  # fmt: skip
+    try:
+        conn = _connect(path, readonly=True)
+        try:
+            application_id = conn.execute("PRAGMA application_id").fetchall()[0][0]
+            version = conn.execute("PRAGMA user_version").fetchall()[0][0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        raise _refuse(path, f"is not a readable SQLite database ({e})") from None
+    if application_id == APPLICATION_ID:
+        return True
+    if application_id == 0 and version >= 1 and TABLES <= tables:  # written before databases carried the id
+        return True
+    raise _refuse(path, "is another application's SQLite database, not a SpiKernel Studio one")
+
+
+def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    if readonly:
+        # Opened read-only by SQLite itself. Without a write-ahead log beside it (nobody has it open, the last
+        # writer finished), the file is complete and read as immutable: SQLite then creates no -wal/-shm files.
+        from urllib.parse import quote
+
+        live = path.with_name(path.name + "-wal").exists()
+        uri = f"file:{quote(str(path))}?mode=ro" + ("" if live else "&immutable=1")
+        return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    return sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+
+
+class Store:
+    """One SQLite database and the folder beside it (experiment files and job logs).
+
+    Only this project's databases are opened (SQLite's ``application_id``; an empty, damaged or foreign
+    file is refused, never recreated). ``create`` allows a new database where there is no file yet (its
+    folder must exist); ``readonly`` opens an existing one without changing anything, not even its schema.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, create: bool = True, readonly: bool = False) -> None:
+        path = Path(path) if path is not None else default_db_path()
+        try:
+            self.path = path.expanduser().resolve()
+            self.readonly = readonly
+            self._local = threading.local()
+            if not _inspect(self.path, create=create and not readonly):
+                self._create()
+            self._migrate()
+        except sqlite3.Error as e:
+            raise StoreError(f"{path} cannot be used as an experiment database: {e}") from None
+        except OSError as e:  # unreadable, no permission, a name too long
+            raise StoreError(f"cannot open the experiment database {path}: {e.strerror or e}") from None
+        except ValueError as e:  # a name with a NUL byte
+            raise StoreError(f"cannot open the experiment database {str(path)!r}: {e}") from None
+
+    def _create(self) -> None:
+        """A new database, complete before it appears under its name (no moment when it is an empty file)."""
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.new")
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("BEGIN IMMEDIATE")
+                for script in MIGRATIONS:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
+            try:
+                os.link(tmp, self.path)  # never replaces a database another process just created
+            except FileExistsError:
+                _inspect(self.path, create=False)
+        finally:
+            for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+                leftover.unlink(missing_ok=True)
 
     # --- connections and transactions
 
@@ -168,10 +265,11 @@ class Store:
         """This thread's connection (sqlite3 connections must not cross threads)."""
         db = getattr(self._local, "db", None)
         if db is None:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn = _connect(self.path, readonly=self.readonly)
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process crashes
+            if not self.readonly:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process crashes
             conn.execute("PRAGMA foreign_keys = ON")
             db = self._local.db = sqlite_utils.Database(conn, execute_plugins=False)
         return db
@@ -198,19 +296,26 @@ class Store:
         db.conn.execute("COMMIT")
 
     def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer SpiKernel Studio (schema {version}, this release "
+                f"knows {SCHEMA_VERSION}); upgrade, or point SPIKERNEL_DB at another file"
+            )
+        if self.readonly or (version == SCHEMA_VERSION and self._application_id() == APPLICATION_ID):
+            return
         with self.write() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} was written by a newer SpiKernel Studio (schema {version}, this release "
-                    f"knows {SCHEMA_VERSION}); upgrade, or point SPIKERNEL_DB at another file"
-                )
             for script in MIGRATIONS[version:]:
                 for statement in script.split(";"):
                     if statement.strip():
                         db.execute(statement)
             if version < SCHEMA_VERSION:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+
+    def _application_id(self) -> int:
+        return self.db.execute("PRAGMA application_id").fetchone()[0]
 
     def query(self, sql: str, params: Sequence | dict = ()) -> list[dict]:
         return list(self.db.query(sql, params))
@@ -226,13 +331,28 @@ class Store:
         return self.path.parent
 
     def experiment_folder(self, experiment_id: int) -> Path:
-        return self.root / "experiments" / str(experiment_id)
+        """The folder this database created for the experiment (``experiments/<id>`` unless that was taken)."""
+        row = self._one("SELECT * FROM experiments WHERE id = ?", [experiment_id])
+        if row is None:
+            raise StoreError(f"there is no experiment {experiment_id}")
+        return self.root / (row.get("folder") or f"experiments/{experiment_id}")
 
     def run_folder(self, experiment_id: int, setting: str) -> Path:
         return self.experiment_folder(experiment_id) / setting
 
-    def log_path(self, job_id: int) -> Path:
-        return self.root / "logs" / f"job-{job_id}.log"
+    def log_path(self, job_id: int) -> Path | None:
+        """The job's log, once a worker has created it (None before)."""
+        row = self.db.execute("SELECT log FROM jobs WHERE id = ?", [job_id]).fetchone()
+        return self.root / row[0] if row and row[0] else None
+
+    def claim_log(self, job_id: int) -> Path:
+        """The job's log file: the one recorded, or a new one created and recorded now."""
+        with self.write() as db:
+            path = self.log_path(job_id)
+            if path is None:
+                path = _claim(self.root / "logs", f"job-{job_id}", ".log", lambda p: open(p, "x").close())
+                db.execute("UPDATE jobs SET log = ? WHERE id = ?", [str(path.relative_to(self.root)), job_id])
+        return path
 
     # --- experiments
 
@@ -251,12 +371,18 @@ class Store:
                     "created": now,
                 }
             ).last_pk
-            run_ids, job_ids = [], []
-            for position, run in enumerate(runs):
-                run_ids.append(db["runs"].insert({**run, "experiment_id": experiment_id, "position": position}).last_pk)
-                job_ids.append(db["jobs"].insert({"run_id": run_ids[-1], "created": now, "total": run["iterations"]}).last_pk)
-                db["jobs"].update(job_ids[-1], {"log": str(self.log_path(job_ids[-1]).relative_to(self.root))})
-            self.log(f"submitted '{name}' with {len(runs)} run(s)", experiment_id=experiment_id)
+            folder = _claim(self.root / "experiments", str(experiment_id), "", Path.mkdir)
+            try:
+                db["experiments"].update(experiment_id, {"folder": str(folder.relative_to(self.root))})
+                run_ids, job_ids = [], []
+                for position, run in enumerate(runs):
+                    row = {**run, "experiment_id": experiment_id, "position": position}
+                    run_ids.append(db["runs"].insert(row).last_pk)
+                    job_ids.append(db["jobs"].insert({"run_id": run_ids[-1], "created": now, "total": run["iterations"]}).last_pk)
+                self.log(f"submitted '{name}' with {len(runs)} run(s)", experiment_id=experiment_id)
+            except BaseException:
+                folder.rmdir()
+                raise
         return {"experiment_id": experiment_id, "run_ids": run_ids, "job_ids": job_ids}
 
     def experiment(self, experiment_id: int) -> dict:
@@ -545,6 +671,19 @@ class Store:
         if experiment_id is None:
             return self.query("SELECT * FROM events ORDER BY id DESC LIMIT ?", [limit])
         return self.query("SELECT * FROM events WHERE experiment_id = ? ORDER BY id DESC LIMIT ?", [experiment_id, limit])
+
+
+def _claim(parent: Path, stem: str, suffix: str, create) -> Path:
+    """A new file or folder under ``parent``, created here (``create`` fails when the name exists), so it
+    cannot be one another database left behind: ``<stem><suffix>``, or ``<stem>-<random><suffix>`` when taken."""
+    parent.mkdir(parents=True, exist_ok=True)
+    name = f"{stem}{suffix}"
+    while True:
+        try:
+            create(parent / name)
+            return parent / name
+        except FileExistsError:
+            name = f"{stem}-{secrets.token_hex(3)}{suffix}"
 
 
 @dataclass(frozen=True)

@@ -119,8 +119,7 @@ def job_logger(store: Store, job_id: int) -> logging.Logger:
     would keep the handler of another database's file.
     """
     logger = logging.Logger(f"spikernel.job.{job_id}", logging.INFO)
-    path = store.log_path(job_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = store.claim_log(job_id)
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     logger.addHandler(handler)

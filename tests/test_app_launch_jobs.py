@@ -179,3 +179,18 @@ def test_jobs_page_empty_state(own_db):
     at = app("views/jobs.py")
     assert "No jobs yet." in texts(at)
     assert [link.value for link in at.get("page_link")] == ["Launch an exploration"]
+
+
+@pytest.mark.parametrize("kind", ["empty", "damaged", "folder"])
+def test_a_database_that_cannot_be_opened_is_a_message_not_a_traceback(studio, tmp_path, monkeypatch, kind):
+    path = tmp_path / "bad.db"
+    if kind == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(b"" if kind == "empty" else b"SQLite format 3\x00" + b"\x00" * 84 + b"garbage" * 500)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    monkeypatch.setenv("SPIKERNEL_DB", str(path))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "experiment database cannot be opened" in texts(at)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

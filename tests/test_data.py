@@ -23,6 +23,12 @@ from engine.data import DatasetError, DatasetInfo, ImageSplit, augment, load_dat
 SAMPLE_ZIP = Path(__file__).resolve().parent.parent / "data" / "sample" / "cifar10-sample.zip"
 
 
+@pytest.fixture(autouse=True)
+def temporary_folders_are_a_data_root(tmp_path_factory, monkeypatch) -> None:
+    """The trees built here live in pytest's temporary folder: allowed like a data root."""
+    monkeypatch.setenv(data.DATA_ROOTS_ENV, str(tmp_path_factory.getbasetemp()))
+
+
 @pytest.fixture(scope="module")
 def pictures() -> list[Image.Image]:
     """Twelve real 32x32 RGB images from the sample archive, one per line of its sorted listing."""
@@ -206,23 +212,25 @@ def test_folder_loads_train_and_test_or_val(tmp_path: Path, pictures: list[Image
 
 def test_folder_prefers_test_and_resolves_relative_to_root(tmp_path: Path, pictures: list[Image.Image]) -> None:
     base = tmp_path / "root" / "tiny"
-    _tree(base, "train", {"a": pictures[:1]})
-    _tree(base, "test", {"a": pictures[1:3]})
-    _tree(base, "val", {"a": pictures[3:4]})
+    _tree(base, "train", {"a": pictures[:1], "b": pictures[4:5]})
+    _tree(base, "test", {"a": pictures[1:3], "b": pictures[5:6]})
+    _tree(base, "val", {"a": pictures[3:4], "b": pictures[6:7]})
     loaded = load_dataset("folder:tiny", root=tmp_path / "root")
-    assert len(loaded.test) == 2
+    assert len(loaded.test) == 3
 
 
 def test_folder_resizes_to_first_image_and_picks_stats(tmp_path: Path, pictures: list[Image.Image]) -> None:
     base = tmp_path / "big"
     _save(pictures[0].resize((64, 80)), base / "train" / "a" / "0.jpg")  # shorter side 64 sets the size
     _save(pictures[1], base / "train" / "a" / "1.webp")
+    _save(pictures[3], base / "train" / "b" / "0.png")
     _save(pictures[2].resize((100, 70)), base / "test" / "a" / "0.jpeg")
+    _save(pictures[4], base / "test" / "b" / "0.png")
     loaded = load_dataset(f"folder:{base}")
     info = loaded.info
     assert (info.image_size, info.crop_padding, info.macro) == (64, 8, "tinyimagenet")
     assert (info.mean, info.std) == data.IMAGENET_STATS
-    assert loaded.train.tensors()[0].shape == (2, 3, 64, 64)
+    assert loaded.train.tensors()[0].shape == (3, 3, 64, 64)
     assert loaded.test[0][0].shape == (3, 64, 64)
 
 
@@ -329,8 +337,8 @@ def test_classes_differ(tmp_path: Path, pictures: list[Image.Image]) -> None:
 
 
 def test_corrupt_image_is_named(tmp_path: Path, pictures: list[Image.Image]) -> None:
-    _tree(tmp_path, "train", {"a": pictures[:2]})
-    _tree(tmp_path, "test", {"a": pictures[:1]})
+    _tree(tmp_path, "train", {"a": pictures[:2], "b": pictures[2:3]})
+    _tree(tmp_path, "test", {"a": pictures[:1], "b": pictures[2:3]})
     bad = tmp_path / "train" / "a" / "001.png"
     bad.write_bytes(b"not a png")
     loaded = load_dataset(f"folder:{tmp_path}")
@@ -371,3 +379,100 @@ def test_cifar_corrupt_archive_is_named(monkeypatch: pytest.MonkeyPatch, tmp_pat
     archive.write_bytes(b"truncated")
     with pytest.raises(DatasetError, match=re.escape(f"{archive} is incomplete or corrupt")):
         load_dataset("cifar100", root=tmp_path)
+
+
+# --------------------------------------------------------------------------------------- one class
+
+
+def test_a_split_with_one_class_is_refused_naming_the_split(tmp_path: Path, pictures: list[Image.Image]) -> None:
+    _tree(tmp_path / "one", "train", {"a": pictures[:3]})
+    _tree(tmp_path / "one", "test", {"a": pictures[3:4]})
+    with pytest.raises(DatasetError, match="the train split of folder:.* has 1 class with images; at least two"):
+        load_dataset(f"folder:{tmp_path / 'one'}")
+    with pytest.raises(DatasetError, match="train/ of folder .* has 1 class folder"):
+        data.check_dataset(f"folder:{tmp_path / 'one'}")
+
+    _tiny(tmp_path, pictures)  # three classes to train on, but the test split labels only one
+    annotations = tmp_path / "tiny-imagenet-200" / "val" / "val_annotations.txt"
+    annotations.write_text("val_0.JPEG\tn02\t0\t0\t63\t63\nval_2.JPEG\tn02\t0\t0\t63\t63\n")
+    with pytest.raises(DatasetError, match="the test split of tinyimagenet has 1 class"):
+        load_dataset("tinyimagenet", root=tmp_path)
+
+
+# --------------------------------------------------------------------------------------- the data roots
+
+
+@pytest.fixture
+def confined(tmp_path: Path, pictures: list[Image.Image], monkeypatch: pytest.MonkeyPatch) -> dict:
+    """A data root holding ``pets`` (two classes), and a folder of images outside every root."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    _tree(root / "pets", "train", {"cat": pictures[:2], "dog": pictures[2:4]})
+    _tree(root / "pets", "test", {"cat": pictures[4:5], "dog": pictures[5:6]})
+    _tree(outside, "train", {"cat": pictures[6:8], "dog": pictures[8:10]})
+    _tree(outside, "test", {"cat": pictures[10:11], "dog": pictures[11:12]})
+    monkeypatch.setenv(data.DATA_ROOT_ENV, str(root))
+    monkeypatch.setenv(data.DATA_ROOTS_ENV, "")
+    return {"root": root, "pets": root / "pets", "outside": outside}
+
+
+def test_a_symlinked_class_folder_or_image_leading_out_is_refused(confined: dict) -> None:
+    pets, outside = confined["pets"], confined["outside"]
+    assert len(load_dataset("folder:pets").train) == 4
+    (pets / "train" / "bird").symlink_to(outside / "train" / "cat", target_is_directory=True)
+    (pets / "test" / "bird").symlink_to(outside / "test" / "cat", target_is_directory=True)
+    with pytest.raises(DatasetError, match="bird leads outside the allowed data roots"):
+        load_dataset("folder:pets")
+    for link in (pets / "train" / "bird", pets / "test" / "bird"):
+        link.unlink()
+
+    (pets / "train" / "cat" / "002.png").symlink_to("/etc/passwd")  # a system file posing as an image
+    with pytest.raises(DatasetError, match="002.png leads outside the allowed data roots"):
+        load_dataset("folder:pets").train.tensors()
+    (pets / "train" / "cat" / "002.png").unlink()
+    (pets / "train" / "cat" / "002.png").symlink_to(pets / "test" / "cat" / "000.png")  # inside: fine
+    assert len(load_dataset("folder:pets").train) == 5
+
+
+def test_a_folder_swapped_for_a_symlink_after_listing_is_caught_when_read(confined: dict) -> None:
+    pets, outside = confined["pets"], confined["outside"]
+    loaded = load_dataset("folder:pets")  # listed, not decoded yet (as a worker that has not started)
+    real = pets.with_name("pets-moved")
+    pets.rename(real)
+    pets.symlink_to(outside, target_is_directory=True)
+    with pytest.raises(DatasetError, match="leads outside the allowed data roots"):
+        loaded.train.tensors()
+    with pytest.raises(DatasetError, match="leads outside the allowed data roots"):
+        load_dataset("folder:pets")
+
+
+def test_only_a_path_named_by_the_caller_is_read_outside_the_roots(confined: dict) -> None:
+    outside = confined["outside"]
+    for spec in (f"folder:{outside}", "folder:../outside"):
+        with pytest.raises(DatasetError, match="outside the allowed data roots"):
+            load_dataset(spec)
+        with pytest.raises(DatasetError, match="outside the allowed data roots"):
+            data.check_dataset(spec)
+    assert data.outside_roots(f"folder:{outside}") == outside and data.outside_roots("folder:pets") is None
+    named = load_dataset(f"folder:{outside}", named_path=True)
+    assert len(named.train) == 4 and named.train.tensors()[0].shape == (4, 3, 32, 32)
+    (outside / "train" / "cat" / "009.png").symlink_to("/etc/hostname")
+    with pytest.raises(DatasetError, match="009.png leads outside"):  # a named folder confines what is under it
+        load_dataset(f"folder:{outside}", named_path=True).train.tensors()
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (" sample", "spaces around it"),
+        ("sample ", "spaces around it"),
+        ("folder:pets\x00x", "control character"),
+        ("folder:" + "p" * 300, "longer than 255 bytes"),
+        ("folder:" + "p/" * 3000, "too long"),
+        (7, "named by text"),
+        (None, "named by text"),
+    ],
+)
+def test_a_malformed_spec_is_refused_alike_by_check_load_and_sizing(confined: dict, spec, message: str) -> None:
+    for function in (data.check_dataset, load_dataset, data.dataset_shape):
+        with pytest.raises(DatasetError, match=message):
+            function(spec)

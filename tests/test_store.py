@@ -11,7 +11,7 @@ import time
 import pytest
 
 from engine import api
-from engine.store import SCHEMA_VERSION, JobLost, Store, StoreError
+from engine.store import APPLICATION_ID, SCHEMA_VERSION, JobLost, Store, StoreError
 
 
 def config(studio, **changes) -> api.ExperimentConfig:
@@ -163,7 +163,7 @@ def test_delete_refuses_running_work_then_removes_rows_and_files(store, studio):
     ids = api.submit_experiment(config(studio), store=store)
     lease = store.claim("host:1", "cpu", stale_after=60)
     folder = store.experiment_folder(ids["experiment_id"])
-    folder.mkdir(parents=True)
+    assert folder.is_dir()  # the database created it at submit
     with pytest.raises(StoreError, match="cancel it first"):
         api.delete_experiment(ids["experiment_id"], store=store)
     store.end_job(lease, "failed", "RuntimeError: boom")
@@ -181,3 +181,96 @@ def test_export_labels_the_profile(store, studio):
     assert payload["reduced_profile"] is True and len(payload["runs"]) == 2
     with pytest.raises(ValueError, match="csv, json"):
         api.export_experiment(ids["experiment_id"], "xml", store=store)
+
+
+def test_an_emptied_database_is_refused_and_new_experiments_never_adopt_old_files(tmp_path, studio):
+    path = tmp_path / "s.db"
+    store = Store(path)
+    old = api.submit_experiment(config(studio), store=store)
+    old_folder = store.experiment_folder(old["experiment_id"])
+    (old_folder / "1x1_3x3_4x").mkdir()
+    (old_folder / "1x1_3x3_4x" / "train-state.pt").write_bytes(b"old weights")
+    old_log = store.claim_log(old["job_ids"][0])
+    old_log.write_text("old log\n")
+    store.close()
+    path.write_bytes(b"")  # emptied (a failed copy, a truncation)
+    with pytest.raises(StoreError, match="is empty \\(0 bytes\\).*left untouched"):
+        Store(path)
+    assert path.stat().st_size == 0
+
+    path.unlink()  # removed by hand: a new database starts at id 1 beside the old files
+    fresh = Store(path)
+    new = api.submit_experiment(config(studio), store=fresh)
+    assert new["experiment_id"] == old["experiment_id"]
+    folder = fresh.experiment_folder(new["experiment_id"])
+    assert folder != old_folder and folder.is_dir() and not any(folder.iterdir())
+    log = fresh.claim_log(new["job_ids"][0])
+    assert log != old_log and log.read_text() == "" and old_log.read_text() == "old log\n"
+    assert fresh.claim_log(new["job_ids"][0]) == log  # recorded: later attempts append to the same file
+    assert fresh.run_folder(new["experiment_id"], "1x1_3x3_4x") == folder / "1x1_3x3_4x"
+
+
+def test_two_databases_in_one_folder_keep_their_files_apart(tmp_path, studio):
+    a, b = Store(tmp_path / "a.db"), Store(tmp_path / "b.db")
+    ids_a, ids_b = api.submit_experiment(config(studio), store=a), api.submit_experiment(config(studio), store=b)
+    assert a.experiment_folder(ids_a["experiment_id"]) != b.experiment_folder(ids_b["experiment_id"])
+    assert a.claim_log(ids_a["job_ids"][0]) != b.claim_log(ids_b["job_ids"][0])
+
+
+def test_only_this_projects_databases_are_opened(tmp_path, studio):
+    foreign = tmp_path / "other.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    before = foreign.read_bytes()
+    for readonly in (False, True):
+        with pytest.raises(StoreError, match="another application's SQLite database"):
+            Store(foreign, readonly=readonly)
+    assert foreign.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
+
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
+    with pytest.raises(StoreError):
+        Store(damaged)
+    with pytest.raises(StoreError, match="is a folder"):
+        Store(tmp_path)
+    with pytest.raises(StoreError, match="folder .*typo does not exist"):
+        Store(tmp_path / "typo" / "s.db")
+    with pytest.raises(StoreError, match="no experiment database"):
+        Store(tmp_path / "missing.db", create=False)
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "missing.db").exists()
+
+    mine = Store(tmp_path / "s.db")
+    assert mine.db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+
+
+def test_a_database_of_the_first_release_is_recognised_and_migrated(tmp_path, studio):
+    from engine.store import MIGRATIONS
+
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as conn:  # as release 1 wrote it: no application id, schema 1
+        conn.executescript(MIGRATIONS[0])
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("INSERT INTO experiments (name, config, dataset, profile, reduced, created) "
+                     "VALUES ('old', '{}', 'sample', 'laptop', 1, 0)")  # fmt: skip
+    before = path.read_bytes()
+    assert Store(path, readonly=True).experiments()[0]["name"] == "old"
+    assert path.read_bytes() == before  # read-only: not even migrated
+    store = Store(path)
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert store.experiment_folder(1) == tmp_path / "experiments" / "1"
+
+
+def test_a_read_only_open_creates_and_changes_nothing(tmp_path, studio):
+    path = tmp_path / "s.db"
+    api.submit_experiment(config(studio), store=Store(path))
+    Store(path).close()
+    import gc
+
+    gc.collect()
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    reader = Store(path, readonly=True)
+    assert len(reader.jobs()) == 2
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        reader.log("no")
+    reader.close()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == files

@@ -21,6 +21,12 @@ GENOTYPE = Genotype.from_str("0302 0030 0003 0000")
 LAPTOP = get_profile("laptop")
 
 
+@pytest.fixture(autouse=True)
+def temporary_folders_are_a_data_root(tmp_path_factory, monkeypatch) -> None:
+    """The datasets built here live in pytest's temporary folder: allowed like a data root."""
+    monkeypatch.setenv("SPIKERNEL_DATA_ROOTS", str(tmp_path_factory.getbasetemp()))
+
+
 @pytest.fixture(scope="module")
 def tiny(sample, tmp_path_factory):
     return write_subset(sample, tmp_path_factory.mktemp("tiny"), classes=2, train_per_class=48, test_per_class=16)
