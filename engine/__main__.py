@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import re
 import signal
+import sqlite3
 import sys
 import threading
 import time
 from pathlib import Path
 
 from .profiles import PROFILES, get_profile
-from .space import TABLE_I, Genotype, KernelSet
+from .files import check_output_file, check_output_folder
+from .space import MAX_EPOCHS, MAX_ITERATIONS, TABLE_I, Genotype, KernelSet, parse_kernel_sets
 
 EXIT_USAGE = 2
 
@@ -23,6 +27,37 @@ class CliError(Exception):
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, no usage dump
         raise CliError(message)
+
+
+def whole(low: int, high: int | None = None):
+    """An argument type: a whole number from ``low`` (to ``high``), refused with the range it takes."""
+    span = f"from {low:,} to {high:,}" if high is not None else f"of at least {low:,}"
+
+    def parse(text: str) -> int:
+        value = int(text) if re.fullmatch(r"\s*[-+]?\d{1,19}\s*", text) else None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected a whole number {span}, got {text[:40]!r}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def number(low: float, *, above: bool = False):
+    """An argument type: a finite number of at least ``low`` (above it with ``above``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < low or (above and value == low):
+            raise argparse.ArgumentTypeError(f"expected a finite number {'above' if above else 'of at least'} {low:g}, "
+                                             f"got {text[:40]!r}")  # fmt: skip
+        return value
+
+    parse.__name__ = "number"
+    return parse
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
@@ -59,8 +94,8 @@ def cmd_search(args: argparse.Namespace) -> None:
 
     kernel_set = KernelSet.parse(args.kernel_set)
     profile = get_profile(args.profile)
-    if args.iterations < 1:
-        raise CliError(f"--iterations must be at least 1, got {args.iterations}")
+    if args.json is not None:
+        check_output_file(args.json)
     overrides = {
         "batch_size": args.score_batch,
         "batches": args.score_batches,
@@ -145,7 +180,10 @@ def cmd_profile(args: argparse.Namespace) -> None:
     profile = get_profile(args.profile)
     if args.genotype and not args.kernel_set:
         raise CliError("--genotype needs --kernel-set")
-    genotype = Genotype.from_str(args.genotype) if args.genotype else None
+    genotype = Genotype.from_str(args.genotype).pruned() if args.genotype else None
+    if genotype is not None and not any(genotype.ops):
+        raise CliError(f"cell {args.genotype!r} has no path from input to output: pruning its dead edges leaves "
+                       "nothing to build")  # fmt: skip
     sets = [KernelSet.parse(args.kernel_set)] if args.kernel_set else list(TABLE_I)
     info = dataset_shape(args.dataset)
     print(f"{profile.name} profile on {args.dataset} ({info.num_classes} classes, {info.image_size} px): {profile.description}")
@@ -213,8 +251,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         seed=args.seed,
         device=args.device,
     )
+    state = check_output_file(args.out.with_name(args.out.name + ".state.pt"))
+    check_output_file(args.out)  # before any work: a bad --out is found now, not after training
     data = named_dataset(args.dataset)
-    state = args.out.with_name(args.out.name + ".state.pt")
     bar = tqdm(total=config.epochs, desc="train", unit="epoch", file=sys.stderr)
 
     def progress(epoch, batch, batches, loss, acc):
@@ -271,12 +310,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------- explore / select
-
-
-def parse_kernel_sets(text: str) -> list[KernelSet]:
-    if text.strip().lower() in ("all", "table1", "table-i"):
-        return list(TABLE_I)
-    return [KernelSet.parse(part) for part in text.split(",") if part.strip()]
 
 
 class BarReporter:
@@ -340,6 +373,7 @@ def cmd_explore(args: argparse.Namespace) -> None:
         runs = explore(config, args.out, reporter=BarReporter(), stop=stop.event)
     if runs is None:
         print(f"stopped; rerun the same command to resume from {args.out}")
+    check_output_folder(args.out)
         return
     print_results(runs, budget, args.out)
     print(f"\nwrote {args.out / 'results.csv'} and {args.out / 'results.json'}")
@@ -363,6 +397,9 @@ def cmd_submit(args: argparse.Namespace) -> None:
     print(f"experiment {ids['experiment_id']}: {len(ids['job_ids'])} job(s) queued ({', '.join(map(str, ids['job_ids']))})")
     if args.start_worker:
         pid = api.ensure_worker(store=api.get_store(args.db))
+    errors = api.validate(config)  # before the database is opened (or made)
+    if errors:
+        raise api.ConfigError(errors)
         print(f"started a worker (pid {pid})" if pid else "a worker is already running")
     elif not api.worker_status(store=api.get_store(args.db))["running"]:
         print("no worker is running: start one with `python -m engine worker`")
@@ -383,6 +420,7 @@ def cmd_jobs(args: argparse.Namespace) -> None:
         progress = f"{j.done}/{j.total}" if j.stage else ""
         detail = j.error if j.status == "failed" else (j.note or "")
         body.append([str(j.id), str(j.experiment_id), j.setting, j.status, j.stage or "", progress, detail[:70]])
+    jobs = jobs.astype(object).where(jobs.notna(), None)  # a missing stage or note is empty, never 'nan'
     print(table(body, ["job", "exp", "setting", "status", "stage", "progress", "detail"]))
 
 
@@ -414,6 +452,8 @@ def cmd_export(args: argparse.Namespace) -> None:
     if args.out is None:
         sys.stdout.write(text)
     else:
+    if args.out is not None:
+        check_output_file(args.out)
         write_atomic(args.out, text)
         print(f"wrote {args.out}")
 
@@ -467,14 +507,14 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
     """What an exploration is made of: the same for ``explore`` (here, now) and ``submit`` (the worker)."""
     p.add_argument("--dataset", default="sample", help="sample, cifar10, cifar100, tinyimagenet or folder:<path>")
     p.add_argument("--kernel-sets", default="all", help="comma-separated, e.g. 1x1_3x3,3x3_5x5 (default: Table I)")
-    p.add_argument("--iterations", type=int, default=1000)
+    p.add_argument("--iterations", type=whole(1, MAX_ITERATIONS), default=1000)
     p.add_argument("--baseline", default="1x1_3x3_5000x", help="setting for the search speed-up ('' for none)")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=whole(1, MAX_EPOCHS), default=10)
     p.add_argument("--profile", default="laptop", choices=list(PROFILES))
     p.add_argument("--budget", help="memory budget for Alg. 1: parameters ('10M') or bytes ('40MB')")
     p.add_argument("--bits", type=int, choices=[32, 16, 8], help="bit width for a budget in bytes")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=whole(0), default=0)
     p.add_argument("--device", default="auto")
 
 
@@ -505,18 +545,18 @@ def build_parser() -> Parser:
     s = sub.add_parser("search", help="training-free random search over one kernel set")
     s.add_argument("--dataset", default="sample", help="sample, cifar10, cifar100, tinyimagenet or folder:<path>")
     s.add_argument("--kernel-set", required=True, help="two odd kernel sizes, e.g. 3x3_5x5")
-    s.add_argument("--iterations", type=int, default=1000, help="candidates to score (default 1000)")
+    s.add_argument("--iterations", type=whole(1, MAX_ITERATIONS), default=1000, help="candidates to score (default 1000)")
     s.add_argument("--profile", default="laptop", choices=list(PROFILES))
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=whole(0), default=0)
     s.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N")
     s.add_argument("--dedupe", action="store_true", help="score each distinct cell once (beyond the paper)")
-    s.add_argument("--max-params", type=int, default=None, help="skip cells over this many parameters")
-    s.add_argument("--score-batch", type=int, help="images per scoring batch (default: the profile's)")
-    s.add_argument("--score-batches", type=int, help="scoring batches per draw (default: the profile's)")
-    s.add_argument("--draws", type=int, help="(init, batch) draws averaged per candidate (default: the profile's)")
+    s.add_argument("--max-params", type=whole(1), default=None, help="skip cells over this many parameters")
+    s.add_argument("--score-batch", type=whole(1), help="images per scoring batch (default: the profile's)")
+    s.add_argument("--score-batches", type=whole(1), help="scoring batches per draw (default: the profile's)")
+    s.add_argument("--draws", type=whole(1), help="(init, batch) draws averaged per candidate (default: the profile's)")
     s.add_argument("--draw-mode", choices=["shared", "fresh"], help="same init and batch for every candidate, or new ones")
     s.add_argument("--count-silent", choices=["yes", "no"], help="whether layers that never fired add to the kernel")
-    s.add_argument("--top", type=int, default=10, help="rows in the summary table")
+    s.add_argument("--top", type=whole(1), default=10, help="rows in the summary table")
     s.add_argument("--json", type=Path, help="write every candidate to this JSON file")
     s.set_defaults(func=cmd_search)
 
@@ -532,12 +572,12 @@ def build_parser() -> Parser:
     t.add_argument("--kernel-set", required=True)
     t.add_argument("--dataset", default="sample")
     t.add_argument("--profile", default="laptop", choices=list(PROFILES))
-    t.add_argument("--epochs", type=int, default=None, help="default: the profile's")
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--lr", type=float, default=0.1)
-    t.add_argument("--weight-decay", type=float, default=5e-4)
+    t.add_argument("--epochs", type=whole(1, MAX_EPOCHS), default=None, help="default: the profile's")
+    t.add_argument("--batch-size", type=whole(1), default=64)
+    t.add_argument("--lr", type=number(0, above=True), default=0.1)
+    t.add_argument("--weight-decay", type=number(0), default=5e-4)
     t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=whole(0), default=0)
     t.add_argument("--device", default="auto")
     t.add_argument("--out", type=Path, default=Path("runs/model.safetensors"))
     t.set_defaults(func=cmd_train)
@@ -566,18 +606,18 @@ def build_parser() -> Parser:
     m.set_defaults(func=cmd_submit)
 
     j = sub.add_parser("jobs", help="every job with its status and progress")
-    j.add_argument("--experiment", type=int)
+    j.add_argument("--experiment", type=whole(1))
     j.set_defaults(func=cmd_jobs)
 
     for name, func, what in (("cancel", cmd_cancel, "cancel queued and running jobs"),
                              ("retry", cmd_retry, "queue failed or cancelled jobs again (they resume)")):  # fmt: skip
         a = sub.add_parser(name, help=what)
-        a.add_argument("job", type=int, nargs="*", help="job ids")
-        a.add_argument("--experiment", type=int, help="all jobs of this experiment")
+        a.add_argument("job", type=whole(1), nargs="*", help="job ids")
+        a.add_argument("--experiment", type=whole(1), help="all jobs of this experiment")
         a.set_defaults(func=func)
 
     o = sub.add_parser("export", help="an experiment's results as CSV (table) or JSON (everything)")
-    o.add_argument("experiment", type=int)
+    o.add_argument("experiment", type=whole(1))
     o.add_argument("--format", choices=["csv", "json"], default="csv")
     o.add_argument("--out", type=Path, help="file to write (default: standard output)")
     o.set_defaults(func=cmd_export)
@@ -592,8 +632,8 @@ def build_parser() -> Parser:
     e.set_defaults(func=cmd_export_model)
 
     w = sub.add_parser("worker", help="run queued jobs (foreground); one job per GPU, else one on the CPU")
-    w.add_argument("--idle-exit", type=float, help="exit after this many seconds without work")
-    w.add_argument("--stale-after", type=float, default=60.0, help="take over running jobs silent this long (s)")
+    w.add_argument("--idle-exit", type=number(0), help="exit after this many seconds without work")
+    w.add_argument("--stale-after", type=number(0, above=True), default=60.0, help="take over running jobs silent this long (s)")
     w.add_argument("--ray", nargs="?", const="auto", help="run jobs as Ray tasks: 'auto' (the cluster this machine joined), 'local' or a cluster address")
     w.set_defaults(func=cmd_worker)
     return parser
@@ -605,18 +645,25 @@ def main(argv: list[str] | None = None) -> int:
     from .train import TrainingDiverged
 
     parser = build_parser()
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
     try:
         args = parser.parse_args(argv)
         args.func(args)
     except (CliError, ValueError, FileNotFoundError, StoreError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except (TrainingDiverged, ExplorationFailed) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (OSError, sqlite3.Error) as exc:  # a disk, permission or database problem met during the work
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
     return 0
 
 

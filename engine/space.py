@@ -29,6 +29,9 @@ class Op(IntEnum):
 EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
 NUM_NODES = 4
 MIN_KERNEL, MAX_KERNEL = 1, 11
+MAX_ITERATIONS = 1_000_000  # search iterations of one setting, wherever a setting comes from
+MAX_EPOCHS = 10_000  # training epochs of one run
+MAX_SEED = 2**63 - 1  # seeds are stored as SQLite integers
 
 
 class SpaceError(ValueError):
@@ -78,7 +81,7 @@ class KernelSet:
             raise SpaceError(f"{text!r} is not a kernel set: {KERNEL_SET_RULE}")
         sizes = []
         for part in parts:
-            m = re.fullmatch(r"(-?\d+)(?:x(-?\d+))?", part)
+            m = re.fullmatch(r"(-?\d{1,4})(?:x(-?\d{1,4}))?", part)
             if not m or (m.group(2) is not None and m.group(1) != m.group(2)):
                 raise SpaceError(f"{part!r} in {text!r} is not a square kernel size: {KERNEL_SET_RULE}")
             sizes.append(int(m.group(1)))
@@ -107,8 +110,11 @@ class Setting:
     iterations: int
 
     def __post_init__(self) -> None:
-        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 1:
-            raise SpaceError(f"iterations must be a positive whole number, got {self.iterations!r}")
+        if not isinstance(self.kernel_set, KernelSet):
+            raise SpaceError(f"a setting needs a kernel set, got {self.kernel_set!r}")
+        if (isinstance(self.iterations, bool) or not isinstance(self.iterations, int)
+                or not 1 <= self.iterations <= MAX_ITERATIONS):  # fmt: skip
+            raise SpaceError(f"iterations must be a whole number from 1 to {MAX_ITERATIONS:,}, got {self.iterations!r}")
 
     @property
     def name(self) -> str:
@@ -119,10 +125,44 @@ class Setting:
 
     @classmethod
     def parse(cls, text: str) -> Setting:
-        m = re.fullmatch(r"\s*(.+?)_(\d+)x\s*", str(text))
+        """The one reading of a setting (``3x3_5x5_1000x``), with the same limits wherever it is written."""
+        m = re.fullmatch(r"\s*(.+?)_(\d+)x\s*", text) if isinstance(text, str) and len(text) <= 100 else None
         if not m:
-            raise SpaceError(f"{text!r} is not a setting: write a kernel set and iterations like '3x3_5x5_1000x'")
-        return cls(KernelSet.parse(m.group(1)), int(m.group(2)))
+            raise SpaceError(f"{str(text)[:100]!r} is not a setting: write a kernel set and iterations like '3x3_5x5_1000x'")
+        digits = m.group(2).lstrip("0") or "0"
+        if len(digits) > len(str(MAX_ITERATIONS)):
+            raise SpaceError(f"iterations must be a whole number from 1 to {MAX_ITERATIONS:,}, got {digits}")
+        return cls(KernelSet.parse(m.group(1)), int(digits))
+
+
+def parse_kernel_sets(text: str) -> list[KernelSet]:
+    """A list of kernel sets: ``1x1_3x3,3x3_5x5`` (or separated by ';' or spaces); ``all`` is Table I.
+
+    Every spelling of one set reads as one set, ``3x3,5x5`` and ``3,5`` too: a lone kernel size is not a
+    set, so it pairs with the size after it.
+    """
+    if not isinstance(text, str):
+        raise SpaceError(f"kernel sets are text like '1x1_3x3,3x3_5x5', got {type(text).__name__}")
+    if text.strip().lower() in ("all", "table1", "table-i"):
+        return list(TABLE_I)
+    parts = [p for p in re.split(r"[,;\s]+", text.strip()) if p]
+    sets, lone = [], None
+    for part in parts:
+        single = re.fullmatch(r"(\d+)(?:x\1)?", part.lower()) is not None
+        if lone is not None:
+            if not single:
+                raise SpaceError(f"{lone!r} in {text[:100]!r} is a kernel size without its pair: {KERNEL_SET_RULE}")
+            sets.append(KernelSet.parse(f"{lone},{part}"))
+            lone = None
+        elif single:
+            lone = part
+        else:
+            sets.append(KernelSet.parse(part))
+    if lone is not None:
+        raise SpaceError(f"{lone!r} in {text[:100]!r} is a kernel size without its pair: {KERNEL_SET_RULE}")
+    if not sets:
+        raise SpaceError(f"{text[:100]!r} names no kernel set: {KERNEL_SET_RULE}")
+    return list(dict.fromkeys(sets))
 
 
 # ------------------------------------------------------------------------------------------ genotype

@@ -194,3 +194,25 @@ def test_a_database_that_cannot_be_opened_is_a_message_not_a_traceback(studio, t
     assert not at.exception, [e.value for e in at.exception]
     assert "experiment database cannot be opened" in texts(at)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("folder, message", [("p" * 300, "longer than 255 bytes"), ("pets\x00", "control character"),
+                                             (" tiny", "spaces around it")])  # fmt: skip
+def test_launch_turns_an_absurd_folder_name_into_a_field_error(own_db, folder, message):
+    at = app()
+    at.selectbox(key="dataset").select("folder").run()
+    at.text_input(key="folder").input(folder).run()
+    assert not at.exception, [e.value for e in at.exception]
+    if folder.strip() == folder:  # the page trims the field itself
+        assert message in texts(at)
+        assert at.button(key="launch").disabled
+
+
+def test_jobs_page_shows_a_dataset_spec_literally(own_db):
+    spec = "folder:[click me](https://example.invalid)"
+    own_db["store"].add_experiment("injected", {"dataset": spec}, profile="laptop", reduced=True,
+                                   runs=[{"setting": "1x1_3x3_3x", "kernel_set": "1x1_3x3", "iterations": 3}])  # fmt: skip
+    at = app("views/jobs.py")
+    captions = [c.value for c in at.caption]
+    assert any("folder\\:\\[click me\\]\\(https\\:" in c for c in captions), captions
+    assert not any("[click me](" in c for c in captions)

@@ -61,8 +61,8 @@ def test_profile_of_one_network_gives_its_layers_and_totals():
     "args, message",
     [
         (["search", "--kernel-set", "2x2_3x3", "--iterations", "3"], "kernel size 2 is not allowed"),
-        (["search", "--kernel-set", "3x3_5x5", "--iterations", "0"], "at least 1"),
-        (["search", "--kernel-set", "3x3_5x5", "--iterations", "ten"], "invalid int value"),
+        (["search", "--kernel-set", "3x3_5x5", "--iterations", "0"], "from 1 to"),
+        (["search", "--kernel-set", "3x3_5x5", "--iterations", "ten"], "expected a whole number"),
         (["search", "--kernel-set", "3x3_5x5", "--dataset", "nope"], "unknown dataset"),
         (["search", "--kernel-set", "3x3_5x5", "--device", "cuda:7"], "GPU"),
         (["search", "--kernel-set", "3x3_5x5", "--profile", "huge"], "invalid choice"),
@@ -70,7 +70,17 @@ def test_profile_of_one_network_gives_its_layers_and_totals():
         (["profile", "--kernel-set", "1x1_3x3", "--genotype", "0302 0030 0003"], "not a genotype"),
         (["profile", "--dataset", "cifar100", "--genotype", "0302 0030 0003 0000"], "--genotype needs --kernel-set"),
         (["select", "nowhere", "--budget", "5M"], "holds no exploration"),
-        (["explore", "--kernel-sets", "3x3,5x5", "--out", "x"], "not a kernel set|square"),
+        (["explore", "--kernel-sets", "3x3", "--out", "x"], "without its pair"),
+        (["explore", "--kernel-sets", "1x1_3x3,3x3_4x4", "--out", "x"], "square kernel size|not allowed"),
+        (["explore", "--budget", "10M", "--bits", "8", "--out", "x"], "counts parameters"),
+        (["explore", "--baseline", "1x1_3x3_99999999999x", "--out", "x"], "from 1 to 1,000,000"),
+        (["explore", "--baseline", "1x1_3x3_" + "9" * 30 + "x", "--out", "x"], "from 1 to 1,000,000"),
+        (["search", "--kernel-set", "3x3_5x5", "--seed", "-1"], "--seed: expected a whole number of at least 0"),
+        (["search", "--kernel-set", "3x3_5x5", "--top", "-1"], "--top: expected a whole number of at least 1"),
+        (["search", "--kernel-set", "3x3_5x5", "--iterations", "1000001"], "from 1 to 1,000,000"),
+        (["search", "--kernel-set", "3x3_5x5", "--dataset", " sample"], "spaces around it"),
+        (["train", "--genotype", "0302 0030 0003 0000", "--kernel-set", "1x1_3x3", "--lr", "nan"], "--lr"),
+        (["profile", "--kernel-set", "1x1_3x3", "--genotype", "0100 0000 0000 0000"], "no path from input to output"),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -80,3 +90,65 @@ def test_bad_arguments_give_one_line_and_exit_code_2(args, message):
     assert "Traceback" not in run.stderr
     assert run.stderr.count("\n") == 1 and run.stderr.startswith("error: ")
     assert re.search(message, run.stderr), run.stderr
+    assert not (ROOT / "x").exists()  # refused before anything was written
+
+
+def one_line_error(run, message: str) -> None:
+    assert run.returncode == 2, (run.returncode, run.stderr)
+    assert "Traceback" not in run.stderr and run.stderr.count("\n") == 1 and run.stderr.startswith("error: ")
+    assert re.search(message, run.stderr), run.stderr
+
+
+def test_the_kernel_set_spellings_of_the_readme_read_as_one_set_each():
+    from engine.space import KernelSet, parse_kernel_sets
+
+    assert parse_kernel_sets("3x3,5x5") == parse_kernel_sets("3,5") == parse_kernel_sets("3x3_5x5") == [KernelSet(3, 5)]
+    assert parse_kernel_sets("1x1_3x3,3x3,5x5 5x5_7x7") == [KernelSet(1, 3), KernelSet(3, 5), KernelSet(5, 7)]
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file")
+    train = ["train", "--genotype", "0302 0030 0003 0000", "--kernel-set", "1x1_3x3", "--epochs", "1", "--device", "cpu"]
+    one_line_error(cli(*train, "--out", str(blocker / "m.safetensors")), "file.txt is a file, not a folder")
+    one_line_error(cli(*train, "--out", str(tmp_path)), "is a folder; name a file")
+    one_line_error(cli("export", "1", "--out", str(tmp_path)), "is a folder; name a file")
+    one_line_error(cli("export", "1", "--out", str(blocker / "x.csv")), "file.txt is a file")
+    one_line_error(cli("explore", "--kernel-sets", "1x1_3x3", "--out", str(blocker)), "file.txt is a file")
+    one_line_error(cli("search", "--kernel-set", "1x1_3x3", "--json", str(tmp_path)), "is a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]  # no state, no temporary file
+
+
+def test_db_names_only_this_projects_database_and_read_only_commands_change_nothing(tmp_path):
+    import sqlite3
+
+    foreign = tmp_path / "other.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    before = foreign.read_bytes()
+    for command in (["jobs"], ["export", "1"], ["cancel", "1"], ["submit", "--kernel-sets", "1x1_3x3"]):
+        one_line_error(cli("--db", str(foreign), *command), "another application's SQLite database")
+    assert foreign.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
+    for command in (["jobs"], ["export", "1"], ["retry", "1"]):
+        one_line_error(cli("--db", str(tmp_path / "typo" / "s.db"), *command), "no experiment database")
+    one_line_error(cli("--db", str(tmp_path / "typo" / "s.db"), "submit", "--kernel-sets", "1x1_3x3",
+                       "--device", "cpu"), "folder .*typo does not exist")  # fmt: skip
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    one_line_error(cli("--db", str(empty), "jobs"), r"is empty \(0 bytes\)")
+    one_line_error(cli("--db", str(tmp_path), "jobs"), "is a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "other.db"] and empty.read_bytes() == b""
+
+
+def test_jobs_lists_a_failed_job_without_nan(tmp_path, studio):
+    from engine import api
+    from engine.store import Store
+
+    store = Store(tmp_path / "s.db")
+    api.submit_experiment(api.ExperimentConfig(dataset=studio["dataset"], kernel_sets=("1x1_3x3",), iterations=3,
+                                               epochs=1, device="cpu"), store=store)  # fmt: skip
+    store.end_job(store.claim("host:1", "cpu", stale_after=60), "failed", "RuntimeError: boom")
+    store.close()
+    run = cli("--db", str(store.path), "jobs")
+    assert run.returncode == 0, run.stderr
+    assert "RuntimeError: boom" in run.stdout and "nan" not in run.stdout

@@ -71,3 +71,9 @@ def test_pareto_front_matches_brute_force():
         assert {(p.accuracy, p.params) for p in front} == {(p.accuracy, p.params) for p in expected}
         assert [p.params for p in front] == sorted(p.params for p in front)
         assert all(a.accuracy < b.accuracy for a, b in itertools.pairwise(front))
+
+
+def test_a_bit_width_with_a_parameter_budget_is_refused():
+    with pytest.raises(ValueError, match="counts parameters"):
+        Budget.parse("10M", 8)
+    assert Budget.parse("10M").limit == 10e6 and Budget.parse("10MB", 8).bits == 8

@@ -107,3 +107,18 @@ def test_sampling_is_seeded_and_valid():
 def test_extreme_genotypes_bound_the_conv_count():
     small, large = extreme_genotypes()
     assert small.conv_edges == 0 and large.conv_edges == 6 and small.is_valid and large.is_valid
+
+
+def test_one_setting_parser_with_one_iteration_cap():
+    from engine.space import MAX_ITERATIONS, Setting, SpaceError
+
+    assert Setting.parse(f"1x1_3x3_{MAX_ITERATIONS}x").iterations == MAX_ITERATIONS
+    for text in (f"1x1_3x3_{MAX_ITERATIONS + 1}x", "1x1_3x3_99999999999x", f"1x1_3x3_{10**29}x", "1x1_3x3_0x"):
+        with pytest.raises(SpaceError, match="from 1 to 1,000,000"):
+            Setting.parse(text)
+    with pytest.raises(SpaceError, match="not a setting"):
+        Setting.parse("1x1_3x3_" + "9" * 5000 + "x")
+    with pytest.raises(SpaceError, match="from 1 to 1,000,000"):
+        Setting(KernelSet(1, 3), MAX_ITERATIONS + 1)
+    with pytest.raises(SpaceError, match="not a kernel set|square"):
+        KernelSet.parse("9" * 5000 + ",3")

@@ -274,3 +274,18 @@ def test_a_read_only_open_creates_and_changes_nothing(tmp_path, studio):
         reader.log("no")
     reader.close()
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == files
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("name", 7), ("name", None), ("dataset", 3.5), ("dataset", "folder:" + "x" * 300), ("dataset", "folder:a\x00b"),
+     ("kernel_sets", 5), ("kernel_sets", (3, 5)), ("kernel_sets", None), ("profile", ["laptop"]), ("device", 0),
+     ("precision", {}), ("budget", ["10M"]), ("bits", 8), ("seed", 2**70), ("baseline", 1_3), ("iterations", "9")],
+)
+def test_any_value_of_any_field_is_a_field_error(store, studio, field, value):
+    raw = {"dataset": studio["dataset"], "kernel_sets": ["1x1_3x3"], "iterations": 3, "epochs": 1, "device": "cpu",
+           field: value}  # fmt: skip
+    with pytest.raises(api.ConfigError) as e:
+        api.submit_experiment(raw, store=store)
+    assert field in e.value.errors
+    assert counts(store)["experiments"] == 0

@@ -110,7 +110,7 @@ def experiment_card(experiment: dict, jobs: list[dict]) -> None:
         head, controls = st.columns([3, 2], vertical_alignment="top")
         head.markdown(f"#### {studio.escape_markdown(experiment['name'])} {badge(experiment['status'])}")
         head.caption(
-            f"#{experiment['id']} · {experiment['dataset']} · "
+            f"#{experiment['id']} · {studio.escape_markdown(experiment['dataset'])} · "
             f"{studio.profile_label(experiment['profile'], bool(experiment['reduced']))} · "
             f"submitted {clock(experiment['created'].timestamp())} · {experiment['done']}/{experiment['runs']} runs done"
         )
