@@ -19,11 +19,12 @@ from typing import Protocol
 
 from .checkpoint import save_trained
 from .data import ImageData, load_dataset
+from .deploy import measure
 from .memory import footprint
 from .profiles import get_profile
 from .search import Candidate, random_search
 from .space import Genotype, Setting
-from .train import EpochRecord, TrainConfig, train
+from .train import EpochRecord, TrainConfig, eval_seed, train
 
 FLUSH_S = 1.0  # scored candidates are recorded at least this often (a kill loses at most this much work)
 CHECKPOINT_NAME = "model.safetensors"
@@ -205,9 +206,13 @@ def _train(spec: RunSpec, setting: Setting, profile, data: ImageData, genotype: 
     )
     state.unlink(missing_ok=True)
     last: EpochRecord | None = trained.epochs[-1] if trained.epochs else None
+    # What the model really does once deployed: accuracy with 8- and 4-bit weights, synaptic operations.
+    sink.progress("measure", 0, 1, "measuring 8/4-bit accuracy and synaptic operations on the test set", None)
+    measured = measure(trained.model, profile, data, seed=eval_seed(spec.seed, spec.epochs), device=trained.device)
     return {
         "accuracy": trained.accuracy,
         "firing_rate": last.firing_rate if last else None,
         "checkpoint_bytes": checkpoint.stat().st_size,
         "checkpoint_sha256": sha256_file(checkpoint),
+        **measured,
     }

@@ -12,7 +12,7 @@ from .network import DataShape, head_features
 from .profiles import Profile
 from .space import Genotype, KernelSet
 
-BIT_WIDTHS = (32, 16, 8)
+BIT_WIDTHS = (32, 16, 8, 4)
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,8 @@ class Budget:
         value, unit = float(m.group(1)), m.group(2)
         if unit in _BYTES:
             return cls(value * _BYTES[unit], bits or 32)
+        if bits is not None:  # '10M' at 8 bits would silently become 10 MB
+            raise ValueError(f"{text!r} counts parameters; a bit width applies to a budget in bytes, like '40MB'")
         return cls(value * _SUFFIX[unit], bits)
 
 
@@ -72,8 +74,28 @@ class Selection:
     reason: str
 
 
-def select_model(models: Iterable[Scored], budget: Budget | str | float) -> Selection:
-    """Alg. 1: among models whose memory meets the budget, the most accurate; ties go to fewer parameters."""
+def parse_energy_budget(value: str | float | None) -> float | None:
+    """An energy budget in microjoules per inference (``"2.5"``, ``"2.5uJ"``, ``"800nJ"``, ``"0.01mJ"``), or None."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        limit = float(value)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[-+]?\d+)?)\s*(uj|µj|nj|mj)?\s*", str(value).lower())
+        if not m:
+            raise ValueError(f"{value!r} is not an energy budget: write microjoules per inference like '2.5uJ'")
+        limit = float(m.group(1)) * {"nj": 1e-3, "mj": 1e3}.get(m.group(2) or "uj", 1.0)
+    if not (limit > 0 and math.isfinite(limit)):
+        raise ValueError(f"an energy budget must be positive and finite, got {value!r}")
+    return limit
+
+
+def select_model(models: Iterable[Scored], budget: Budget | str | float, energy: float | None = None) -> Selection:
+    """Alg. 1: among models whose memory meets the budget, the most accurate; ties go to fewer parameters.
+
+    Beyond the paper, ``energy`` (microjoules per inference) is a second budget: a model must also have a
+    measured energy (``energy_uj``) within it.
+    """
     if not isinstance(budget, Budget):
         budget = Budget.parse(budget)
     models = list(models)
@@ -87,8 +109,21 @@ def select_model(models: Iterable[Scored], budget: Budget | str | float) -> Sele
             f"nothing fits {budget}: the smallest model needs {budget.cost(smallest.params) / 1e6:.3g} "
             f"{'MB' if budget.bits else 'M parameters'}",
         )
+    within = f"within {budget}"
+    if energy is not None:
+        measured = [m for m in fitting if getattr(m, "energy_uj", None) is not None]
+        frugal = [m for m in measured if m.energy_uj <= energy]
+        within += f" and {energy:g} µJ per inference"
+        if not frugal:
+            if not measured:
+                why = "none of the models within the memory budget has a measured energy"
+            else:
+                least = min(m.energy_uj for m in measured)
+                why = f"the most frugal model within the memory budget needs {least:.3g} µJ per inference"
+            return Selection(None, f"nothing fits {budget} and {energy:g} µJ: {why}")
+        fitting = frugal
     chosen = max(fitting, key=lambda m: (m.accuracy, -m.params))
-    return Selection(chosen, f"most accurate of {len(fitting)} of {len(models)} models within {budget}")
+    return Selection(chosen, f"most accurate of {len(fitting)} of {len(models)} models {within}")
 
 
 def pareto_front(points: Sequence[Scored]) -> list[Scored]:

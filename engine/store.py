@@ -151,7 +151,21 @@ ALTER TABLE experiments ADD COLUMN folder TEXT;
 UPDATE experiments SET folder = 'experiments/' || id;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+# What the worker measures after training (engine.deploy): test accuracy with 8- and 4-bit weights,
+# synaptic operations per test image (ACs fed by spikes, MACs fed by analog values, and the same network's
+# MACs as an ANN) and the per-layer details as JSON.
+_V3 = """
+ALTER TABLE runs ADD COLUMN accuracy_8bit REAL;
+ALTER TABLE runs ADD COLUMN accuracy_4bit REAL;
+ALTER TABLE runs ADD COLUMN synops REAL;
+ALTER TABLE runs ADD COLUMN macs REAL;
+ALTER TABLE runs ADD COLUMN ann_macs REAL;
+ALTER TABLE runs ADD COLUMN deploy TEXT;
+"""
+
+# Each entry upgrades the schema by one version; a database remembers its version in user_version.
+# Append, never edit: a newer release opens an older database by running the entries it lacks.
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 CANDIDATE_COLUMNS = (
@@ -504,6 +518,14 @@ class Store:
             run = self.run(run_id)
             accuracy = "n/a" if result.get("accuracy") is None else f"{result['accuracy']:.1%}"
             self.log(f"{run['setting']}: done, accuracy {accuracy}", experiment_id=run["experiment_id"], run_id=run_id)
+
+    DEPLOY_COLUMNS = ("accuracy_8bit", "accuracy_4bit", "synops", "macs", "ann_macs", "deploy")
+
+    def record_deploy(self, run_id: int, values: dict) -> None:
+        """Measurements of a finished run's model taken after the fact (``engine.api.measure_run``)."""
+        with self.write() as db:
+            self.run(run_id)
+            db["runs"].update(run_id, {k: values[k] for k in self.DEPLOY_COLUMNS})
 
     # --- jobs
 

@@ -86,6 +86,7 @@ def test_results_shows_the_table_the_charts_and_the_exports(finished, downloads)
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     titles = [c["layout"]["title"]["text"] for c in charts]
     assert titles == ["Test accuracy per epoch", "Search time per setting", "Accuracy vs memory, with the budget",
+                      "Accuracy vs energy per inference (SNN ●, same network as an ANN ○)",
                       "Training-free score vs final accuracy"]  # fmt: skip
     assert all("laptop profile (reduced scale)" in c["layout"]["title"]["subtitle"]["text"] for c in charts)
     bar_labels = [t for trace in charts[1]["data"] for t in trace["text"]]
@@ -189,3 +190,50 @@ def test_results_choice_opens_on_the_model_page(finished):
     chosen = at.session_state["chosen_run_id"]
     at.switch_page("views/model.py").run()
     assert at.selectbox(key="model_run").value == chosen
+
+
+def test_model_page_shows_the_deployed_model_and_its_three_downloads(finished, downloads, tmp_path):
+    import nir
+
+    from engine.checkpoint import load_model
+
+    run = api.runs_frame([finished["experiment_id"]]).iloc[-1]
+    at = app("views/model.py", chosen_run_id=int(run.run_id))
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Accuracy, 8-bit weights"] == f"{run.accuracy_8bit:.1%}"
+    assert metrics["Accuracy, 4-bit weights"] == f"{run.accuracy_4bit:.1%}"
+    drop = {m.label: m.proto.delta for m in at.metric}["Accuracy, 4-bit weights"]
+    assert drop == f"{(run.accuracy_4bit - run.accuracy) * 100:+.1f} pts"
+    assert metrics["Energy per inference"] == f"{run.energy_uj:.3g} µJ"
+    assert metrics["Same network as an ANN"] == f"{run.ann_energy_uj:.3g} µJ"
+    assert len(at.get("plotly_chart")) == 6  # cell, layers, accuracy, firing, and per-layer firing and operations
+
+    details = api.model_details(int(run.run_id))
+    names = {fmt: api.download_name(details["run"], fmt) for fmt in ("nir", "int8", "int4")}
+    assert all(SAFE_NAME.fullmatch(n) for n in names.values()) and names["nir"].endswith(".nir")
+    (tmp_path / "m.nir").write_bytes(downloads[names["nir"]])
+    graph = nir.read(str(tmp_path / "m.nir"))
+    assert "head.lif2" in graph.nodes and ("head.lif2", "head.fc2") in graph.edges
+    for fmt, bits in (("int8", 8), ("int4", 4)):
+        (tmp_path / names[fmt]).write_bytes(downloads[names[fmt]])
+        loaded = load_model(tmp_path / names[fmt])
+        assert loaded.meta["quantization"]["bits"] == bits
+        assert loaded.meta["accuracy"] == getattr(run, f"accuracy_{bits}bit")
+
+
+def test_results_shows_energy_and_honours_an_energy_budget(finished):
+    eid = finished["experiment_id"]
+    runs = api.runs_frame([eid])
+    at = results(eid)
+    table = at.dataframe[0].value
+    assert list(table["energy_uj"]) == pytest.approx(list(runs["energy_uj"]))
+    assert list(table["accuracy_4bit_pct"]) == pytest.approx(list(runs["accuracy_4bit"] * 100))
+    # An energy budget just below the most frugal model: nothing fits; at the most frugal one, it is picked.
+    at.toggle(key=f"energy_on_{eid}").set_value(True).run()
+    least = runs.sort_values(["energy_uj"]).iloc[0]
+    at.number_input(key=f"energy_{eid}").set_value(float(least.energy_uj) * 0.99).run()
+    assert shown_choice(at) is None and "most frugal model" in texts(at)
+    at.number_input(key=f"energy_{eid}").set_value(float(least.energy_uj) * 1.0001).run()
+    expected = api.select([eid], at.slider[0].value * 1e6, energy=float(least.energy_uj) * 1.0001)
+    assert shown_choice(at) == expected.chosen.setting
+    assert not at.exception

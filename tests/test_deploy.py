@@ -213,3 +213,68 @@ def test_export_model_command(sample, tmp_path):
         r = cli("export-model", *args, "--out", str(tmp_path / "x.out"))
         assert r.returncode == 2 and r.stderr.startswith("error:") and message in r.stderr, r.stderr
         assert not (tmp_path / "x.out").exists()
+
+
+def test_alg1_with_an_energy_budget_and_the_accuracy_measured_at_the_bit_width():
+    import pandas as pd
+
+    from engine import api
+    from engine.select import Budget, parse_energy_budget, select_model
+
+    runs = pd.DataFrame([
+        {"run_id": 1, "setting": "a", "stage": "done", "params": 1_000_000, "accuracy": 0.80,
+         "accuracy_8bit": 0.79, "accuracy_4bit": 0.40, "energy_uj": 9.0},
+        {"run_id": 2, "setting": "b", "stage": "done", "params": 2_000_000, "accuracy": 0.70,
+         "accuracy_8bit": 0.70, "accuracy_4bit": 0.69, "energy_uj": 3.0},
+        {"run_id": 3, "setting": "c", "stage": "done", "params": 500_000, "accuracy": 0.60,
+         "accuracy_8bit": None, "accuracy_4bit": None, "energy_uj": None},
+    ])  # fmt: skip
+    assert api.choose(runs, "10M").chosen.setting == "a"  # the paper's Alg. 1: fp32 accuracy
+    assert api.choose(runs, "10MB", bits=4).chosen.setting == "b"  # a keeps only 40 % at 4 bits
+    chosen = api.choose(runs, "10MB", bits=8).chosen
+    assert (chosen.setting, chosen.accuracy) == ("a", 0.79)  # measured, not assumed
+    assert api.choose(runs, "10M", energy="5uJ").chosen.setting == "b"
+    assert api.choose(runs, "1.5M", energy=5.0).chosen is None  # a is within memory but over the energy
+    nothing = api.choose(runs, "10M", energy="1uJ")
+    assert nothing.chosen is None and "needs 3 µJ" in nothing.reason
+    assert parse_energy_budget("800nJ") == pytest.approx(0.8) and parse_energy_budget("0.01mJ") == 10
+    for bad in ("-1uJ", "5 volts", 0):
+        with pytest.raises(ValueError):
+            parse_energy_budget(bad)
+    assert select_model(api.trained_models(runs), Budget.parse("10M")).chosen.setting == "a"
+
+
+def test_the_worker_measures_and_stores_what_deploy_delivers(finished, tmp_path):
+    from engine import api
+
+    runs = api.runs_frame([finished["experiment_id"]])
+    assert runs[["accuracy_8bit", "accuracy_4bit", "synops", "energy_uj", "ann_energy_uj"]].notna().all().all()
+    assert (runs["energy_uj"] > 0).all() and (runs["ann_energy_uj"] > runs["energy_uj"]).all()
+    run = runs.iloc[0]
+    details = api.model_details(int(run.run_id))["deploy"]
+    assert {f["layer"] for f in details["firing"]} >= {"down.1", "head.1", "head.6"}
+    assert details["accuracy_fp32"] == pytest.approx(run.accuracy)  # the energy pass saw the recorded encoding
+    # The 8-bit file the Model page offers evaluates to the accuracy stored for it.
+    data = load_dataset(run.dataset)
+    path = api.deploy_file(int(run.run_id), "int8")
+    loaded = load_model(path)
+    assert loaded.meta["accuracy"] == run.accuracy_8bit
+    again, _ = evaluate(loaded.model, DeviceImages(data.test, torch.device("cpu")), data, loaded.profile,
+                        seed=loaded.meta["eval_seed"])  # fmt: skip
+    assert again == pytest.approx(run.accuracy_8bit)
+    nir_file = api.deploy_file(int(run.run_id), "nir")
+    assert "equal to the engine" in deploy.check_file(api.checkpoint_path(int(run.run_id)), nir_file, images=4)
+
+
+def test_unfinished_runs_and_unknown_formats_are_refused(studio):
+    from engine import api
+    from engine.store import StoreError
+
+    ids = api.submit_experiment(api.ExperimentConfig(dataset=studio["mini"], kernel_sets=("1x1_3x3",),
+                                                     iterations=2, epochs=1, name="never run"))  # fmt: skip
+    run_id = ids["run_ids"][0]
+    with pytest.raises(StoreError, match="no trained model yet"):
+        api.deploy_file(run_id, "nir")
+    with pytest.raises(ValueError, match="unknown format"):
+        api.deploy_file(run_id, "onnx")
+    api.delete_experiment(ids["experiment_id"])

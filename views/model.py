@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
@@ -177,6 +178,66 @@ else:
     firing.plotly_chart(titled(fig, "Firing rate per epoch (test set)", "Epoch", "Spikes per neuron per timestep"),
                         key="firing_chart")  # fmt: skip
 
+# ---------------------------------------------------------------------------------------- deploy
+
+st.header("Deployed: lower precision and energy")
+deployed = details["deploy"]
+if run["stage"] != "done":
+    st.info("Measured once the model is trained.", icon=":material/hourglass:")
+elif deployed is None:
+    st.info("This model was trained before the worker measured deployed models: its accuracy with 8- and 4-bit "
+            "weights and its synaptic operations are not known yet.", icon=":material/straighten:")  # fmt: skip
+    if st.button("Measure now (one pass over the test set per precision)", key="measure_run"):
+        with st.spinner("Measuring on the test set…"):
+            api.measure_run(run_id, store=studio.store())
+        st.rerun()
+else:
+    precision, energy = st.columns(2)
+    with precision:
+        fp32 = run["accuracy"]
+        rows = [("fp32", 32, fp32), ("8-bit", 8, run["accuracy_8bit"]), ("4-bit", 4, run["accuracy_4bit"])]
+        cells = st.columns(3)
+        for cell, (name, bits, acc) in zip(cells, rows):
+            cell.metric(f"Accuracy, {name} weights", f"{acc:.1%}",
+                        delta=None if bits == 32 else f"{(acc - fp32) * 100:+.1f} pts", border=True,
+                        help=f"{run['params'] * bits / 8 / 1e6:.2f} MB of weights at {bits}-bit")  # fmt: skip
+        st.caption("Measured on the test set with the weights of every convolution and linear layer quantised "
+                   "per output channel, symmetric, round to nearest (biases, BatchNorm and neurons in fp32); "
+                   "the same spike encoding as the fp32 accuracy. Results' memory budget at 8 or 4 bits uses "
+                   "these accuracies.")  # fmt: skip
+    with energy:
+        snn, ann = api.ENERGY.snn_uj(run["synops"], run["macs"]), api.ENERGY.ann_uj(run["ann_macs"])
+        cells = st.columns(3)
+        cells[0].metric("Synaptic ops per image", studio.format_count(run["synops"] + run["macs"]), border=True,
+                        help=f"{run['synops']:,.0f} accumulates (spike-driven) + {run['macs']:,.0f} "
+                        "multiply-accumulates (analog input)")  # fmt: skip
+        cells[1].metric("Energy per inference", f"{snn:.3g} µJ", border=True,
+                        help=f"{api.ENERGY.pj_per_ac} pJ per accumulate, {api.ENERGY.pj_per_mac} pJ per "
+                        "multiply-accumulate (45 nm)")  # fmt: skip
+        cells[2].metric("Same network as an ANN", f"{ann:.3g} µJ", delta=f"{ann / snn:.1f}× the SNN" if snn else None,
+                        delta_color="off", border=True)  # fmt: skip
+        st.caption(f"Averaged over {deployed['images']:,} test images and every timestep. A layer fed by spikes "
+                   "costs one accumulate per spike and target; the ANN runs every layer's multiply-accumulates once. "
+                   "Pooling, sums, BatchNorm and membrane updates are not counted.")  # fmt: skip
+    rates, ops = st.columns(2)
+    firing = pd.DataFrame(deployed["firing"])
+    fig = px.bar(firing, x="firing_rate", y="layer", orientation="h", color_discrete_sequence=[color])
+    fig.update_yaxes(categoryorder="array", categoryarray=list(firing["layer"]), autorange="reversed")
+    fig.update_xaxes(rangemode="tozero")
+    rates.plotly_chart(titled(fig, "Firing rate per LIF layer (test set)", "Spikes per neuron per timestep", "LIF layer"),
+                       key="layer_firing_chart")  # fmt: skip
+    layer_ops = pd.DataFrame(deployed["layers"])
+    # One bar per weight layer: the SNN's operations (accumulates, or MACs where fed by analog values) and the
+    # same layer's MACs as an ANN.
+    bars = layer_ops.assign(snn=layer_ops["acs"] + layer_ops["macs"]).melt(
+        id_vars=["layer", "input"], value_vars=["snn", "ann_macs"], var_name="network", value_name="operations")
+    bars["network"] = bars["network"].map({"snn": "SNN (spike-driven ACs; MACs where analog)", "ann_macs": "ANN (MACs)"})
+    fig = px.bar(bars, x="operations", y="layer", color="network", barmode="group", orientation="h",
+                 hover_data=["input"], color_discrete_sequence=[color, "#9e9e9e"], log_x=True)
+    fig.update_yaxes(categoryorder="array", categoryarray=list(layer_ops["layer"]), autorange="reversed")
+    ops.plotly_chart(titled(fig, "Operations per image, per layer", "Operations per image (log scale)", "Layer"),
+                     key="layer_ops_chart")  # fmt: skip
+
 # ------------------------------------------------------------------------------------------ file
 
 st.header("Model file")
@@ -198,6 +259,17 @@ else:
         "Download the model", lambda: path.read_bytes(), file_name=file_name, mime="application/octet-stream",
         on_click="ignore", icon=":material/download:", type="primary", key="download_model",
     )  # fmt: skip
+    st.markdown("**For deployment**: the same model as a [NIR](https://neuroir.org) graph for neuromorphic hardware "
+                "and simulators (BatchNorm folded; the input encoding, timestep and readout in its metadata), and "
+                "with 8- or 4-bit integer weights and per-channel scales (4-bit integers stored one per byte; "
+                "`load_model` reads them back). Each is made on first download.")  # fmt: skip
+    deploy_buttons = st.container(horizontal=True)
+    for fmt, label in (("nir", "Download NIR"), ("int8", "Download 8-bit"), ("int4", "Download 4-bit")):
+        deploy_buttons.download_button(
+            label, lambda fmt=fmt: api.deploy_file(run_id, fmt, store=studio.store()).read_bytes(),
+            file_name=api.download_name(run, fmt), mime="application/octet-stream", on_click="ignore",
+            icon=":material/memory:", key=f"download_{fmt}",
+        )  # fmt: skip
     st.markdown("Load it in Python, from this project's folder:")
     st.code(
         f"""import torch

@@ -188,16 +188,18 @@ def budget_chart(frame: pd.DataFrame, budget, chosen, x_max: float, y_range: tup
     scale, limit = per_million(budget.bits), budget.limit / 1e6
     x_title = f"Memory at {budget.bits}-bit (MB)" if budget.bits else "Parameters (millions, Eq. 2-3)"
     fig = go.Figure()
-    front = api.pareto_models(frame)
+    column = api.accuracy_column(budget.bits)  # at 8 or 4 bits: the accuracy measured at that width
+    front = api.pareto_models(frame, budget.bits)
     fig.add_trace(go.Scatter(
         x=[m.params * scale for m in front], y=[m.accuracy * 100 for m in front], mode="lines",
         name="Pareto front", line={"color": "#888", "dash": "dot", "shape": "hv"}, hoverinfo="skip",
     ))  # fmt: skip
     palette = colors(frame)
-    for row in trained(frame).itertuples():
+    for row in trained(frame)[lambda f: f[column].notna()].itertuples():
+        accuracy = getattr(row, column)
         fits, is_chosen = budget.fits(row.params), chosen is not None and row.run_id == chosen.run_id
         fig.add_trace(go.Scatter(
-            x=[row.params * scale], y=[row.accuracy * 100], mode="markers",
+            x=[row.params * scale], y=[accuracy * 100], mode="markers",
             name=row.label + ("" if fits else " (over budget)"),
             marker={
                 "color": palette[row.label] if fits else OVER_BUDGET_GREY, "size": 26 if is_chosen else 13,
@@ -210,13 +212,36 @@ def budget_chart(frame: pd.DataFrame, budget, chosen, x_max: float, y_range: tup
             ),
         ))  # fmt: skip
         if is_chosen:
-            fig.add_annotation(x=row.params * scale, y=row.accuracy * 100, text=f"<b>Alg. 1 picks {row.setting}</b>",
+            fig.add_annotation(x=row.params * scale, y=accuracy * 100, text=f"<b>Alg. 1 picks {row.setting}</b>",
                                ay=-45, arrowhead=2, bgcolor="rgba(255,255,255,0.85)")  # fmt: skip
     fig.add_vline(x=limit, line={"color": "crimson", "dash": "dash", "width": 2}, annotation_position="top right",
                   annotation_text=f"budget {limit:g} {'MB' if budget.bits else 'M'}")  # fmt: skip
     fig.update_xaxes(range=[0, x_max])
     fig.update_yaxes(range=y_range)
-    return titled(fig, "Accuracy vs memory, with the budget", frame, x_title, "Test accuracy (%)")
+    y_title = f"Test accuracy with {budget.bits}-bit weights (%)" if column != "accuracy" else "Test accuracy (%)"
+    return titled(fig, "Accuracy vs memory, with the budget", frame, x_title, y_title)
+
+
+def energy_chart(frame: pd.DataFrame, energy: float | None, chosen) -> go.Figure:
+    """Test accuracy against the estimated energy per inference of each trained model, as an SNN (filled)
+    and as the same network run as an ANN (hollow), with the energy budget when one is set."""
+    fig = go.Figure()
+    palette = colors(frame)
+    for row in trained(frame)[lambda f: f["energy_uj"].notna()].itertuples():
+        is_chosen = chosen is not None and row.run_id == chosen.run_id
+        fig.add_trace(go.Scatter(
+            x=[row.energy_uj, row.ann_energy_uj], y=[row.accuracy * 100] * 2, mode="lines+markers",
+            name=row.label, line={"color": palette[row.label], "width": 1, "dash": "dot"},
+            marker={"color": palette[row.label], "size": [22 if is_chosen else 13, 10],
+                    "symbol": ["star" if is_chosen else "circle", "circle-open"]},
+            hovertemplate=f"<b>{row.label}</b><br>%{{x:.3g}} µJ per inference<extra></extra>",
+        ))  # fmt: skip
+    if energy is not None:
+        fig.add_vline(x=energy, line={"color": "crimson", "dash": "dash", "width": 2},
+                      annotation_text=f"energy budget {energy:g} µJ", annotation_position="top right")  # fmt: skip
+    fig.update_xaxes(type="log")
+    return titled(fig, "Accuracy vs energy per inference (SNN ●, same network as an ANN ○)", frame,
+                  "Estimated energy per inference (µJ, log scale)", "Test accuracy (%)")  # fmt: skip
 
 
 def launch_budget(experiment_id: int):
@@ -229,7 +254,8 @@ def launch_budget(experiment_id: int):
 def budget_section() -> None:
     """Moving the budget reruns only this fragment: Alg. 1 again and its charts, nothing else."""
     models = pd.concat(trained(f) for f in runs.values())
-    low_accuracy, high_accuracy = models["accuracy"].min() * 100, models["accuracy"].max() * 100
+    accuracies = models[["accuracy", "accuracy_8bit", "accuracy_4bit"]]
+    low_accuracy, high_accuracy = accuracies.min().min() * 100, accuracies.max().max() * 100
     margin = max(1.0, (high_accuracy - low_accuracy) * 0.15)  # room for the choice's label above the top model
     y_range = (low_accuracy - margin, high_accuracy + 2 * margin)
     launched = launch_budget(primary)
@@ -249,9 +275,20 @@ def budget_section() -> None:
     )  # fmt: skip
     if launched:
         st.caption(f"Experiment #{primary} was launched with a budget of {launched}.")
+    if bits in (8, 4):
+        unmeasured = int(models[api.accuracy_column(bits)].isna().sum())
+        st.caption(f"At {bits}-bit, Alg. 1 compares the test accuracy each model measured with its weights quantised "
+                   f"to {bits} bits, not its fp32 accuracy."
+                   + (f" {unmeasured} model(s) without that measurement are left out." if unmeasured else ""))  # fmt: skip
+    energy = None
+    measured = models["energy_uj"].dropna()
+    if st.toggle("Energy budget too (beyond the paper)", key=f"energy_on_{primary}", disabled=measured.empty,
+                 help="Alg. 1 then also requires the estimated energy per inference to fit."):  # fmt: skip
+        energy = st.number_input("Energy budget (µJ per inference)", min_value=0.001, value=float(measured.max()),
+                                 format="%.3f", key=f"energy_{primary}")  # fmt: skip
     budget = api.Budget.parse(limit * 1e6, bits)
     for (eid, frame), column in side_by_side():
-        selection = api.choose(frame, budget)  # the runs read above: a slider move costs no query
+        selection = api.choose(frame, budget, energy=energy)  # the runs read above: a slider move costs no query
         chosen = selection.chosen
         if eid == primary:  # what the Model page opens by default
             if chosen:
@@ -270,6 +307,8 @@ def budget_section() -> None:
                 why = selection.reason.split(": ", 1)[-1]
                 st.warning(f"**Nothing fits this budget**: {why}.", icon=":material/block:")
             st.plotly_chart(budget_chart(frame, budget, chosen, high * 1.02, y_range), key=f"budget_chart_{eid}")
+            if frame["energy_uj"].notna().any():
+                st.plotly_chart(energy_chart(frame, energy, chosen), key=f"energy_chart_{eid}")
             if chosen:
                 st.page_link("views/model.py", label=f"Open the chosen model ({chosen.setting})",
                              icon=":material/hub:", query_params={"run": chosen.run_id})  # fmt: skip
@@ -287,6 +326,15 @@ TABLE_COLUMNS = {
     "iterations": st.column_config.NumberColumn("Iterations", format="%d"),
     "is_baseline": st.column_config.CheckboxColumn("Baseline"),
     "accuracy_pct": st.column_config.NumberColumn("Accuracy", format="%.1f %%"),
+    "accuracy_8bit_pct": st.column_config.NumberColumn("8-bit", format="%.1f %%",
+                                                       help="test accuracy measured with 8-bit weights"),
+    "accuracy_4bit_pct": st.column_config.NumberColumn("4-bit", format="%.1f %%",
+                                                       help="test accuracy measured with 4-bit weights"),
+    "energy_uj": st.column_config.NumberColumn("Energy (µJ)", format="%.3g",
+                                               help="estimated per inference on the test set (0.9 pJ per AC, "
+                                               "4.6 pJ per MAC, 45 nm)"),
+    "ann_energy_uj": st.column_config.NumberColumn("As ANN (µJ)", format="%.3g",
+                                                   help="the same network without spikes: every layer's MACs"),
     "params": st.column_config.NumberColumn("Parameters", format="localized"),
     "memory_mb": st.column_config.NumberColumn("Memory (MB, 32-bit)", format="%.2f"),
     "search_time": st.column_config.TextColumn("Search time"),
@@ -299,7 +347,8 @@ TABLE_COLUMNS = {
 st.header("Settings")
 for (eid, frame), column in side_by_side():
     table = frame.assign(
-        accuracy_pct=frame["accuracy"] * 100, search_time=frame["search_seconds"].map(studio.format_seconds)
+        accuracy_pct=frame["accuracy"] * 100, search_time=frame["search_seconds"].map(studio.format_seconds),
+        accuracy_8bit_pct=frame["accuracy_8bit"] * 100, accuracy_4bit_pct=frame["accuracy_4bit"] * 100,
     )
     column.dataframe(
         table[list(TABLE_COLUMNS)], column_config=TABLE_COLUMNS, hide_index=True, placeholder="–", key=f"table_{eid}"
