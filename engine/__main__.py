@@ -341,21 +341,25 @@ class BarReporter:
               file=sys.stderr)  # fmt: skip
 
 
-def print_results(runs, budget, out: Path) -> None:
-    """The table of the paper and, with a budget, Alg. 1's choice."""
-    from .api import trained_models
+def print_results(runs, budget, out: Path, energy: str | None = None) -> None:
+    """The table of the paper with each model's measured 8/4-bit accuracy and energy and, with a budget,
+    Alg. 1's choice (by the accuracy measured at the budget's bit width; within ``energy`` when given)."""
+    from .api import choose
     from .memory import format_count
-    from .select import Budget, select_model
+
+    def pct(v) -> str:
+        return "n/a" if v is None or v != v else f"{v:.2%}"
 
     body = [
-        [r.setting, "n/a" if r.accuracy != r.accuracy else f"{r.accuracy:.2%}", format_count(r.params),
-         f"{r.memory_mb:.2f}", f"{r.search_seconds:.1f}", "" if r.speedup != r.speedup else f"{r.speedup:.2f}x",
-         r.best_genotype]
+        [r.setting, pct(r.accuracy), pct(r.accuracy_8bit), pct(r.accuracy_4bit), format_count(r.params),
+         f"{r.memory_mb:.2f}", "" if r.energy_uj != r.energy_uj else f"{r.energy_uj:.3g}", f"{r.search_seconds:.1f}",
+         "" if r.speedup != r.speedup else f"{r.speedup:.2f}x", r.best_genotype]
         for r in runs.itertuples()
     ]  # fmt: skip
-    print(table(body, ["setting", "accuracy", "params", "MB (fp32)", "search s", "speed-up", "genotype"]))
+    print(table(body, ["setting", "accuracy", "8-bit", "4-bit", "params", "MB (fp32)", "µJ/image", "search s",
+                       "speed-up", "genotype"]))  # fmt: skip
     if budget is not None:
-        selection = select_model(trained_models(runs), budget if isinstance(budget, Budget) else Budget.parse(budget))
+        selection = choose(runs, budget, energy=energy)
         if selection.chosen is None:
             print(f"\nAlg. 1: {selection.reason}")
         else:
@@ -383,7 +387,7 @@ def cmd_select(args: argparse.Namespace) -> None:
     from .explore import load_results
     from .select import Budget
 
-    print_results(load_results(args.folder), Budget.parse(args.budget, args.bits), args.folder)
+    print_results(load_results(args.folder), Budget.parse(args.budget, args.bits), args.folder, args.energy_budget)
 
 
 # ----------------------------------------------------------------------------- store and worker
@@ -512,7 +516,7 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=whole(1, MAX_EPOCHS), default=10)
     p.add_argument("--profile", default="laptop", choices=list(PROFILES))
     p.add_argument("--budget", help="memory budget for Alg. 1: parameters ('10M') or bytes ('40MB')")
-    p.add_argument("--bits", type=int, choices=[32, 16, 8], help="bit width for a budget in bytes")
+    p.add_argument("--bits", type=int, choices=[32, 16, 8, 4], help="bit width for a budget in bytes")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--seed", type=whole(0), default=0)
     p.add_argument("--device", default="auto")
@@ -596,7 +600,9 @@ def build_parser() -> Parser:
     c = sub.add_parser("select", help="re-apply Alg. 1 to a finished exploration")
     c.add_argument("folder", type=Path)
     c.add_argument("--budget", required=True)
-    c.add_argument("--bits", type=int, choices=[32, 16, 8])
+    c.add_argument("--bits", type=int, choices=[32, 16, 8, 4],
+                   help="at 8 or 4 bits, Alg. 1 uses the accuracy measured with weights of that width")
+    c.add_argument("--energy-budget", help="also an energy budget per inference, like '5uJ' (beyond the paper)")
     c.set_defaults(func=cmd_select)
 
     m = sub.add_parser("submit", help="queue an exploration in the experiment database for the worker")

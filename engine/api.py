@@ -23,12 +23,10 @@ from .data import DatasetError, check_dataset
 from .profiles import PROFILES, get_profile
 from .deploy import EnergyModel
 from .select import Budget, Selection, parse_energy_budget, select_model
-from .space import KernelSet, Setting, SpaceError
+from .space import MAX_EPOCHS, MAX_ITERATIONS, MAX_SEED, KernelSet, Setting, SpaceError
 from .store import Store, StoreError, default_db_path
 from .worker import start_worker, worker_state
 
-MAX_ITERATIONS = 1_000_000
-MAX_EPOCHS = 10_000
 LOG_TAIL_BYTES = 64 * 1024
 
 
@@ -67,8 +65,10 @@ class ExperimentConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError({k: "unknown field" for k in unknown})
-        d = {**d, "kernel_sets": tuple(d.get("kernel_sets", cls.kernel_sets))}
-        return cls(**d)
+        kernel_sets = d.get("kernel_sets", cls.kernel_sets)
+        if isinstance(kernel_sets, list):  # JSON has no tuples
+            kernel_sets = tuple(kernel_sets)
+        return cls(**{**d, "kernel_sets": kernel_sets})
 
     def settings(self) -> list[Setting]:
         """The runs in order: the baseline first (unless listed), then each kernel set. Raises SpaceError."""
@@ -85,48 +85,60 @@ def _is_int(value) -> bool:
 
 
 def validate(config: ExperimentConfig, *, check_data: bool = True) -> dict[str, str]:
-    """Every problem of ``config``, by field; empty when it can be submitted."""
+    """Every problem of ``config``, by field; empty when it can be submitted. Any value of any type gives
+    a field error at worst, never an exception."""
     errors: dict[str, str] = {}
     if check_data:
         try:
             check_dataset(config.dataset)
         except DatasetError as e:
             errors["dataset"] = str(e)
-    if not config.kernel_sets:
+    if not isinstance(config.kernel_sets, (tuple, list)) or not config.kernel_sets:
         errors["kernel_sets"] = "pick at least one kernel set"
-    for text in config.kernel_sets:
-        try:
-            KernelSet.parse(text)
-        except SpaceError as e:
-            errors["kernel_sets"] = str(e)
-            break
+    else:
+        for text in config.kernel_sets:
+            try:
+                if not isinstance(text, str):
+                    raise SpaceError(f"a kernel set is text like '3x3_5x5', got {type(text).__name__}")
+                KernelSet.parse(text)
+            except SpaceError as e:
+                errors["kernel_sets"] = str(e)
+                break
     if not _is_int(config.iterations) or not 1 <= config.iterations <= MAX_ITERATIONS:
         errors["iterations"] = f"iterations must be a whole number from 1 to {MAX_ITERATIONS:,}"
-    if config.baseline:
+    if config.baseline is not None and config.baseline != "":
         try:
             Setting.parse(config.baseline)
         except SpaceError as e:
             errors["baseline"] = str(e)
     if not _is_int(config.epochs) or not 1 <= config.epochs <= MAX_EPOCHS:
         errors["epochs"] = f"epochs must be a whole number from 1 to {MAX_EPOCHS:,}"
-    if not _is_int(config.seed) or config.seed < 0:
-        errors["seed"] = "the seed must be a whole number of at least 0"
-    if config.profile not in PROFILES:
-        errors["profile"] = f"unknown profile {config.profile!r}; choose one of {', '.join(PROFILES)}"
-    if config.precision not in ("fp32", "bf16"):
+    if not _is_int(config.seed) or not 0 <= config.seed <= MAX_SEED:
+        errors["seed"] = f"the seed must be a whole number from 0 to {MAX_SEED:,}"
+    if not isinstance(config.profile, str) or config.profile not in PROFILES:
+        errors["profile"] = f"unknown profile {str(config.profile)[:40]!r}; choose one of {', '.join(PROFILES)}"
+    if not isinstance(config.precision, str) or config.precision not in ("fp32", "bf16"):
         errors["precision"] = "precision must be fp32 or bf16"
     try:
         from .devices import resolve_device
 
+        if not isinstance(config.device, str):
+            raise ValueError(f"a device is text like 'auto', 'cpu' or 'cuda:0', got {type(config.device).__name__}")
         resolve_device(config.device)
     except ValueError as e:
         errors["device"] = str(e)
     if config.budget is not None:
         try:
+            if not isinstance(config.budget, (str, int, float)) or isinstance(config.budget, bool):
+                raise ValueError("a budget is text like '10M' or '40MB'")
             Budget.parse(config.budget, config.bits)
-        except ValueError as e:
+        except (ValueError, TypeError) as e:
             errors["budget"] = str(e)
-    if len(config.name) > 200:
+    elif config.bits is not None:
+        errors["bits"] = "a bit width goes with a budget in bytes"
+    if not isinstance(config.name, str):
+        errors["name"] = f"the name is text, got {type(config.name).__name__}"
+    elif len(config.name) > 200:
         errors["name"] = "keep the name under 200 characters"
     return errors
 
