@@ -1,7 +1,7 @@
 """Training throughput: the engine's sequence network against the same network stepped with snntorch.
 
     python bench/bench_train.py                        # CPU: engine vs snntorch.Leaky, laptop profile
-    python bench/bench_train.py --device cuda --paper  # GPU: paper profile, fp32 vs bf16
+    python bench/bench_train.py --device cuda --paper --bf16  # GPU: paper profile, and bf16 against fp32
 
 Engine: every layer sees all T timesteps at once (time folded into the batch), LIF loops over T inside.
 snntorch: the usual way, the whole network stepped T times with ``snntorch.Leaky`` neurons holding their
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import platform
+import statistics
 import time
 
 import torch
@@ -21,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.data import dataset_shape
+from engine import fused
+from engine.devices import keep_freed_memory
 from engine.network import SpikingNet, build_network
 from engine.profiles import get_profile
 from engine.space import Genotype, KernelSet
@@ -52,7 +55,8 @@ def step_through_time(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.stack([net(x[t : t + 1]) for t in range(x.shape[0])]).mean(0)
 
 
-def throughput(net, x, y, steps, forward) -> float:
+def trainer(net, x, y, forward):
+    """One SGD step of ``net`` on ``(x, y)`` per call."""
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
 
     def step():
@@ -61,13 +65,23 @@ def throughput(net, x, y, steps, forward) -> float:
         loss.backward()
         opt.step()
 
-    step()  # warm-up
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    return steps * x.shape[1] / (time.perf_counter() - t0)
+    return step
+
+
+def side_by_side(steps: dict, batch: int, rounds: int, per_round: int) -> dict:
+    """Images/s of each trainer, timed in alternating rounds (load drifts; the median round is reported)."""
+    for step in steps.values():
+        step()  # warm-up: allocator, oneDNN primitives, compiled kernels
+    times = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(per_round):
+                step()
+            sync()
+            times[name].append((time.perf_counter() - t0) / per_round)
+    return {name: batch / statistics.median(t) for name, t in times.items()}
 
 
 def sync() -> None:
@@ -78,13 +92,16 @@ def sync() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--paper", action="store_true", help="paper profile, fp32 vs bf16 (GPU)")
+    parser.add_argument("--paper", action="store_true", help="the paper profile (a GPU's scale)")
+    parser.add_argument("--bf16", action="store_true", help="also the engine under bf16 autocast")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="alternating timing rounds")
+    parser.add_argument("--steps", type=int, default=2, help="training steps per round")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    keep_freed_memory()  # as engine.train does; both networks run in this process
     genotype, shape = Genotype.from_str("0302 0030 0003 0000"), dataset_shape("cifar10")
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}")  # fmt: skip
@@ -96,23 +113,26 @@ def main() -> None:
         x = torch.rand(profile.timesteps, args.batch, 3, 32, 32, device=device).bernoulli()
         y = torch.randint(0, 10, (args.batch,), device=device)
         ours = build_network(genotype, ks, profile, shape, device=device)
-        if args.paper:
-            fp32 = throughput(ours, x, y, args.steps, lambda n, v: n(v))
+        # snntorch neurons cannot be built on the meta device that build_network uses.
+        stepped = SpikingNet(genotype, ks, dataclasses.replace(profile, timesteps=1), shape, neuron=SteppedLeaky)
+        stepped = stepped.to(device, memory_format=torch.channels_last)
+        stepped.load_state_dict(ours.state_dict(), strict=False)  # snntorch keeps its constants as buffers
+        trainers = {"engine": trainer(ours, x, y, lambda n, v: n(v)),
+                    "snntorch.Leaky stepped": trainer(stepped, x, y, step_through_time)}
+        if args.bf16:
+            bf16_net = build_network(genotype, ks, profile, shape, device=device)
+            bf16_net.load_state_dict(ours.state_dict())
 
             def bf16(n, v):
                 with torch.autocast(device.type, dtype=torch.bfloat16):
                     return n(v).float()
 
-            other, label = throughput(ours, x, y, args.steps, bf16), "engine bf16 autocast"
-            print(f"| {profile.name} | {ks} | {fp32:.0f} | {label} | {other:.0f} | {other / fp32:.2f}x bf16/fp32 |")
-            continue
-        # snntorch neurons cannot be built on the meta device that build_network uses.
-        stepped = SpikingNet(genotype, ks, dataclasses.replace(profile, timesteps=1), shape, neuron=SteppedLeaky)
-        stepped = stepped.to(device, memory_format=torch.channels_last)
-        stepped.load_state_dict(ours.state_dict(), strict=False)  # snntorch keeps its constants as buffers
-        engine = throughput(ours, x, y, args.steps, lambda n, v: n(v))
-        theirs = throughput(stepped, x, y, args.steps, step_through_time)
-        print(f"| {profile.name} | {ks} | {engine:.0f} | snntorch.Leaky stepped | {theirs:.0f} | {engine / theirs:.2f}x |")
+            trainers["engine bf16 autocast"] = trainer(bf16_net, x, y, bf16)
+        speed = side_by_side(trainers, args.batch, args.rounds, args.steps)
+        engine = speed.pop("engine")
+        for label, theirs in speed.items():
+            print(f"| {profile.name} | {ks} | {engine:.0f} | {label} | {theirs:.0f} | {engine / theirs:.2f}x |")
+    print(f"\nfused LIF kernels: {fused.MODE} mode, {fused.compile_seconds:.1f} s compiling (included in the warm-up)")
 
 
 if __name__ == "__main__":

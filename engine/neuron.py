@@ -16,6 +16,8 @@ import math
 import torch
 from torch import nn
 
+from . import fused
+
 
 class ATan(torch.autograd.Function):
     """Heaviside step forward; ``alpha/2 / (1 + (pi/2 * alpha * x)^2)`` backward."""
@@ -76,15 +78,24 @@ class LIFSequence(torch.autograd.Function):
         dh_t = grad_t * surrogate'(h_t - v_th) + dv_t * (1 - s_t)   (the reset is detached)
         dx_t = dh_t / tau,   dv_{t-1} = dh_t * (1 - 1/tau)
 
-    One saved tensor instead of autograd's graph of T x 6 small ops. Returns ``(spikes, codes, v)``.
+    One saved tensor instead of autograd's graph of T x 6 small ops. Returns ``(spikes, codes, v)``;
+    in training, large layers run both directions as fused kernels (``fused.py``, which returns no codes),
+    with this eager code as their reference and fallback.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, v: torch.Tensor, tau: float, v_th: float, alpha: float):  # type: ignore[override]
-        charged = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        ctx.constants = (tau, v_th, alpha)
+        training = ctx.needs_input_grad[0]
+        out = fused.lif_forward(x, v, tau, v_th) if training else None
+        if out is not None:  # codes are not needed in training; the backward recomputes them
+            spikes, charged, v = out
+            ctx.save_for_backward(charged, None)
+            ctx.mark_non_differentiable(v)
+            return spikes, None, v
+        charged = torch.empty_like(x) if training else None
         codes, v = lif_sequence(x, v.clone(), tau, v_th, charged)
         ctx.save_for_backward(charged, codes)
-        ctx.constants = (tau, v_th, alpha)
         ctx.mark_non_differentiable(codes, v)
         return codes.to(x.dtype), codes, v
 
@@ -92,6 +103,11 @@ class LIFSequence(torch.autograd.Function):
     def backward(ctx, grad_spikes: torch.Tensor, _grad_codes, _grad_v):  # type: ignore[override]
         charged, codes = ctx.saved_tensors
         tau, v_th, alpha = ctx.constants
+        dx = fused.lif_backward(grad_spikes, charged, tau, v_th, alpha)
+        if dx is not None:
+            return dx, None, None, None, None
+        if codes is None:
+            codes = charged >= v_th
         # The spike's own term for all steps at once: grad * (alpha/2) / (1 + (pi/2 * alpha * (h - v_th))^2).
         dh = charged.sub(v_th).mul_(math.pi / 2 * alpha).square_().add_(1)
         torch.div(grad_spikes, dh, out=dh).mul_(alpha / 2)

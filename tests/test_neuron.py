@@ -7,6 +7,8 @@ import snntorch
 import torch
 from snntorch import surrogate
 
+from engine import fused
+from engine.layers import to_channels_last
 from engine.neuron import LIF, ATan, atan_grad, lif_step
 
 
@@ -101,3 +103,41 @@ def test_neurons_do_not_outlive_their_network():
         del net
     gc.collect()
     assert all(r() is None for r in refs)
+
+
+def lif_with_grad(x, weights, mode, monkeypatch):
+    monkeypatch.setattr(fused, "MODE", mode)
+    x = x.detach().clone().requires_grad_()
+    out = LIF()(x)
+    (out * weights).sum().backward()
+    return out, x.grad
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "sequence"])
+def test_fused_kernels_match_the_eager_reference(layout, monkeypatch):
+    shape = (5, 4, 3, 6, 6) if layout == "channels_last" else (5, 8, 40)
+    x = away_from_threshold(shape, seed=4)
+    if layout == "channels_last":
+        x = to_channels_last(x)
+    weights = torch.randn(shape, generator=torch.Generator().manual_seed(5))
+    fused_out, fused_grad = lif_with_grad(x, weights, "fused", monkeypatch)
+    eager_out, eager_grad = lif_with_grad(x, weights, "eager", monkeypatch)
+    assert fused._failure is None and fused._forward in fused._compiled and fused._backward in fused._compiled
+    assert torch.equal(fused_out, eager_out) and fused_out.sum() > 0
+    torch.testing.assert_close(fused_grad, eager_grad, rtol=1e-6, atol=1e-7)
+    assert fused_out.stride() == x.stride() and fused_grad.stride() == x.stride()  # layout kept
+
+
+def test_a_failing_compiler_falls_back_to_the_eager_kernels(monkeypatch):
+    def broken(*_args):
+        raise RuntimeError("no C++ compiler found\nmore detail")
+
+    monkeypatch.setattr(fused, "_compiled", {fused._forward: broken, fused._backward: broken})
+    monkeypatch.setattr(fused, "_failure", None)
+    x = away_from_threshold((5, 6, 10), seed=6)
+    weights = torch.randn(5, 6, 10)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found"):
+        out, grad = lif_with_grad(x, weights, "fused", monkeypatch)
+    assert fused._failure == "RuntimeError: no C++ compiler found"
+    eager_out, eager_grad = lif_with_grad(x, weights, "eager", monkeypatch)
+    assert torch.equal(out, eager_out) and torch.equal(grad, eager_grad)
