@@ -288,8 +288,8 @@ RUN_COLUMNS = [
     "experiment_id", "experiment", "run_id", "job_id", "setting", "kernel_set", "iterations", "is_baseline",
     "status", "stage", "accuracy", "params", "params_torch", "memory_mb", "search_seconds", "speedup",
     "best_score", "best_genotype", "candidates_done", "epochs_done", "train_seconds", "firing_rate",
-    "checkpoint", "checkpoint_bytes", "checkpoint_sha256", "profile", "reduced", "dataset", "error",
     "accuracy_8bit", "accuracy_4bit", "synops", "macs", "ann_macs", "energy_uj", "ann_energy_uj",
+    "checkpoint", "checkpoint_bytes", "checkpoint_sha256", "profile", "reduced", "dataset", "error",
 ]  # fmt: skip
 # Energy per operation for the energy columns (engine.deploy.EnergyModel: 45 nm, 0.9 pJ per AC, 4.6 pJ per MAC).
 ENERGY = EnergyModel()
