@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .profiles import PROFILES, get_profile
 from .files import check_output_file, check_output_folder
-from .space import MAX_EPOCHS, MAX_ITERATIONS, TABLE_I, Genotype, KernelSet, parse_kernel_sets
+from .space import MAX_EPOCHS, MAX_ITERATIONS, MAX_SEED, TABLE_I, Genotype, KernelSet, parse_kernel_sets
 
 EXIT_USAGE = 2
 
@@ -76,9 +76,10 @@ def named_dataset(spec: str):
     from .data import load_dataset, outside_roots
 
     where = outside_roots(spec)
+    data = load_dataset(spec, named_path=True)
     if where is not None:
-        print(f"note: reading {where}, outside the data roots, because this command line names it", file=sys.stderr)
-    return load_dataset(spec, named_path=True)
+        print(f"note: read {where}, outside the data roots, because this command line names it", file=sys.stderr)
+    return data
 
 
 # ------------------------------------------------------------------------------------------ search
@@ -178,13 +179,13 @@ def cmd_profile(args: argparse.Namespace) -> None:
     from .space import extreme_genotypes
 
     profile = get_profile(args.profile)
-    if args.genotype and not args.kernel_set:
+    if args.genotype is not None and args.kernel_set is None:
         raise CliError("--genotype needs --kernel-set")
-    genotype = Genotype.from_str(args.genotype).pruned() if args.genotype else None
+    genotype = Genotype.from_str(args.genotype).pruned() if args.genotype is not None else None
     if genotype is not None and not any(genotype.ops):
         raise CliError(f"cell {args.genotype!r} has no path from input to output: pruning its dead edges leaves "
                        "nothing to build")  # fmt: skip
-    sets = [KernelSet.parse(args.kernel_set)] if args.kernel_set else list(TABLE_I)
+    sets = [KernelSet.parse(args.kernel_set)] if args.kernel_set is not None else list(TABLE_I)
     info = dataset_shape(args.dataset)
     print(f"{profile.name} profile on {args.dataset} ({info.num_classes} classes, {info.image_size} px): {profile.description}")
     if genotype is not None:
@@ -237,6 +238,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from .checkpoint import save_trained
+    from .devices import resolve_device
     from .train import TrainConfig, train
 
     genotype = Genotype.from_str(args.genotype)
@@ -251,6 +253,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         seed=args.seed,
         device=args.device,
     )
+    resolve_device(args.device)  # every argument checked before any work or output
     state = check_output_file(args.out.with_name(args.out.name + ".state.pt"))
     check_output_file(args.out)  # before any work: a bad --out is found now, not after training
     data = named_dataset(args.dataset)
@@ -518,7 +521,7 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", help="memory budget for Alg. 1: parameters ('10M') or bytes ('40MB')")
     p.add_argument("--bits", type=int, choices=[32, 16, 8, 4], help="bit width for a budget in bytes")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    p.add_argument("--seed", type=whole(0), default=0)
+    p.add_argument("--seed", type=whole(0, MAX_SEED), default=0)
     p.add_argument("--device", default="auto")
 
 
@@ -551,7 +554,7 @@ def build_parser() -> Parser:
     s.add_argument("--kernel-set", required=True, help="two odd kernel sizes, e.g. 3x3_5x5")
     s.add_argument("--iterations", type=whole(1, MAX_ITERATIONS), default=1000, help="candidates to score (default 1000)")
     s.add_argument("--profile", default="laptop", choices=list(PROFILES))
-    s.add_argument("--seed", type=whole(0), default=0)
+    s.add_argument("--seed", type=whole(0, MAX_SEED), default=0)
     s.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N")
     s.add_argument("--dedupe", action="store_true", help="score each distinct cell once (beyond the paper)")
     s.add_argument("--max-params", type=whole(1), default=None, help="skip cells over this many parameters")
@@ -581,7 +584,7 @@ def build_parser() -> Parser:
     t.add_argument("--lr", type=number(0, above=True), default=0.1)
     t.add_argument("--weight-decay", type=number(0), default=5e-4)
     t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    t.add_argument("--seed", type=whole(0), default=0)
+    t.add_argument("--seed", type=whole(0, MAX_SEED), default=0)
     t.add_argument("--device", default="auto")
     t.add_argument("--out", type=Path, default=Path("runs/model.safetensors"))
     t.set_defaults(func=cmd_train)

@@ -153,8 +153,11 @@ def read_metadata(path: Path) -> dict:
 
 
 def _open(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist")
+    try:
+        if not path.is_file():
+            raise CheckpointError(f"{path} does not exist")
+    except (OSError, ValueError) as e:  # a name too long, a NUL byte
+        raise CheckpointError(f"{str(path)[:200]!r} cannot be opened: {getattr(e, 'strerror', None) or e}") from None
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}

@@ -112,6 +112,11 @@ def explore(
 def load_results(out: Path) -> pd.DataFrame:
     """The runs of an exploration folder (for re-selection without recomputing)."""
     path = Path(out) / DB_NAME
-    if not path.exists():
-        raise ValueError(f"{out} holds no exploration ({DB_NAME}): run `python -m engine explore --out {out}` first")
-    return api.runs_frame(store=Store(path))
+    try:
+        found = path.is_file()
+    except (OSError, ValueError):  # a name too long, a NUL byte
+        found = False
+    if not found:
+        raise ValueError(f"{str(out)[:200]!r} holds no exploration ({DB_NAME}): run `python -m engine explore --out "
+                         "<folder>` first")  # fmt: skip
+    return api.runs_frame(store=Store(path, create=False, readonly=True))

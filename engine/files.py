@@ -15,6 +15,7 @@ def check_output_file(path: Path | str) -> Path:
     """``path`` if a file can be written there: not a folder, under folders that exist or can be made,
     writable. Creates nothing: commands check their outputs before any work, and write them after."""
     path = Path(path)
+    _check_name(path)
     try:
         if path.is_dir():
             raise OutputError(f"{path} is a folder; name a file to write")
@@ -31,7 +32,19 @@ def check_output_folder(path: Path | str) -> Path:
     return path
 
 
+NAME_MAX, PATH_MAX = 255, 4096  # bytes of one name, and of a whole path, that filesystems take
+
+
+def _check_name(path: Path) -> None:
+    if "\x00" in str(path):
+        raise OutputError(f"cannot write {str(path)[:100]!r}: a path cannot hold a NUL character")
+    encoded = os.fsencode(path)
+    if len(encoded) > PATH_MAX or any(len(part) > NAME_MAX for part in encoded.split(b"/")):
+        raise OutputError(f"cannot write {str(path)[:100]!r}...: a name in it is too long")
+
+
 def _check_folder(folder: Path) -> None:
+    _check_name(folder)
     try:
         existing = folder
         while not existing.exists() and existing != existing.parent:
