@@ -237,3 +237,13 @@ def test_the_settings_parser_never_raises_anything_but_a_space_error():
                 pass
 
     parse()
+
+
+def test_the_dashboard_binds_to_this_machine_only():
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    config = tomllib.loads((root / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "127.0.0.1"
+    run = [line for line in (root / "Makefile").read_text().splitlines() if "streamlit run" in line]
+    assert run and all("0.0.0.0" not in line for line in run)
