@@ -8,10 +8,11 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-ray.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-ray.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 # The dashboard on http://127.0.0.1:8501 (this machine only; see README to expose it).
@@ -24,6 +25,7 @@ test: setup
 bench: setup
 	$(PY) bench/bench_search.py --quick
 	$(PY) bench/bench_train.py
+	$(PY) bench/bench_fast_score.py --candidates 50 --seeds 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs

@@ -30,8 +30,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 os.chdir(ROOT)  # AppTest resolves the app's pages from here
 
 import streamlit as st  # noqa: E402

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import platform
 import shlex
@@ -35,8 +36,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -428,51 +427,108 @@ def run_profile(lines, profile_name, data, ref_dataset, device, genotype, ks, wi
         out(lines)
 
 
+def reset_peak_memory(device) -> None:
+    """Start a new peak: freed heap memory goes back to the OS, then the kernel's high-water mark is reset."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory_gb(device) -> float:
+    """Peak GPU memory allocated, or the process's peak resident memory, since ``reset_peak_memory``."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 1e9
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1e6
+    return float("nan")
+
+
+def timed_with_peak(fn, device):
+    reset_peak_memory(device)
+    t, r = timed(fn, device)
+    return t, peak_memory_gb(device), r
+
+
+def reference_in_child(kernel_set: str, info, genotype: str, index: int, device: str, threads: int):
+    """One reference candidate in a fresh process, as the original runs: the default allocator, nothing
+    of the engine's left in memory. Returns ``(seconds, peak resident GB of that process)``."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_reference_child, (kernel_set, info, genotype, index, device, threads))
+
+
+def _reference_child(kernel_set, info, genotype, index, device, threads):
+    torch.set_num_threads(threads)
+    profile = get_profile("paper")
+    ref = ReferenceScorer(KernelSet.parse(kernel_set), profile, info, SampleZip(transform=train_transform(info, "rate")),
+                          profile.score, seed=0, device=device)
+    if device.startswith("cuda"):
+        ref.score(Genotype.from_str(genotype), 10_000)  # warm-up (cuDNN autotuning)
+    reset_peak_memory(torch.device(device))
+    t, _ = timed(lambda: ref.score(Genotype.from_str(genotype), index), torch.device(device))
+    return t, peak_memory_gb(torch.device(device))
+
+
 def run_paper(lines, data, ref_dataset, device, genotypes, warmup, n_ref, with_bare):
+    """Per candidate, interleaved: the engine, the reference (first ``n_ref``), the bare convolutions; each
+    with its peak memory (resident memory of this process on the CPU, allocated memory on a GPU)."""
     profile = get_profile("paper")
     cfg = profile.score
-    out(lines, f"### `paper` profile on {device.type} (dataset `sample` -> macro `{data.info.macro}`: "
+    mem = "peak GPU GB" if device.type == "cuda" else "peak RSS GB"
+    out(lines, f"### `paper` profile on {device.type} (macro `{data.info.macro}`: "
                f"C={profile.macro(data.info.macro).channels}, batch {cfg.batch_size} x {cfg.batches}, T={profile.timesteps})")
     out(lines)
-    out(lines, "| kernel set | candidates timed | engine s/cand (mean) | min | max | engine cand/s | reference s/cand | speed-up | bare conv s/cand | scoring / bare conv | GMAC/cand | engine GMAC/s |")
-    out(lines, "|---|---|---|---|---|---|---|---|---|---|---|---|")
+    out(lines, f"| kernel set | cell | engine s | {mem} | reference s | {mem} | speed-up | bare conv s | {mem} | scoring / bare conv | GMAC |")
+    out(lines, "|---|---|---|---|---|---|---|---|---|---|---|")
     results = {}
     kernel_sets = KERNEL_SETS if device.type == "cuda" else KERNEL_SETS[:1]
     for ks in kernel_sets:
         scorer = Scorer(ks, profile, data, seed=0, device=device)
         for w in range(warmup):
             scorer.score(genotypes[-1 - w], 10_000 + w)
-        te, tr, tb, macs = [], [], [], []
+        te, tr, tb = [], [], []
         for i, g in enumerate(genotypes):
-            t, _ = timed(lambda: scorer.score(g, i), device)
+            t, peak, _ = timed_with_peak(lambda: scorer.score(g, i), device)
             te.append(t)
-            print(f"  [paper {ks}] candidate {i} `{g}`: {t:.3f}s (load {loadavg()})", flush=True)
-            macs.append(candidate_macs(g, ks, profile, data.info, cfg))
-        if n_ref:
-            ref = ReferenceScorer(ks, profile, data.info, ref_dataset, cfg, seed=0, device=str(device))
-            if device.type == "cuda":
-                ref.score(genotypes[-1], 10_000)
-            for i, g in enumerate(genotypes[:n_ref]):
-                t, _ = timed(lambda: ref.score(g, i), device)
+            row = [str(ks), f"`{g}`", f"{t:.3f}", f"{peak:.2f}"]
+            if i < n_ref:
+                t, peak = reference_in_child(str(ks), data.info, str(g), i, str(device), torch.get_num_threads())
                 tr.append(t)
-                print(f"  [paper {ks}] reference candidate {i}: {t:.3f}s", flush=True)
-        if with_bare:
-            for g in genotypes[: max(1, min(len(genotypes), 5))]:
+                row += [f"{t:.3f}", f"{peak:.2f}", f"{t / te[-1]:.2f}x"]
+            else:
+                row += ["-", "-", "-"]
+            if with_bare and i < 5:
+                reset_peak_memory(device)
                 bc = BareConvs(g, ks, profile, data.info, device, cfg.batch_size)
-                tb.append(bc.time(cfg.draws * cfg.batches, device, repeats=1))
+                t = bc.time(cfg.draws * cfg.batches, device, repeats=1)
                 del bc
+                tb.append(t)
+                row += [f"{t:.3f}", f"{peak_memory_gb(device):.2f}", f"{te[-1] / t:.2f}x"]
+            else:
+                row += ["-", "-", "-"]
+            row.append(f"{candidate_macs(g, ks, profile, data.info, cfg) / 1e9:.0f}")
+            out(lines, "| " + " | ".join(row) + " |")
+            print(f"  (load {loadavg()})", flush=True)
         e = float(np.mean(te))
-        r = float(np.mean(tr)) if tr else float("nan")
-        speed = r / float(np.mean(te[: len(tr)])) if tr else float("nan")
-        nb = len(tb)
-        b = float(np.mean(tb)) if tb else float("nan")
-        overhead = float(np.sum(te[:nb]) / np.sum(tb)) if tb else float("nan")
-        gmac = float(np.mean(macs)) / 1e9
-        results[str(ks)] = dict(engine=e, ref=r, speed=speed, overhead=overhead)
-        out(lines, f"| {ks} | {len(te)} | {e:.4f} | {min(te):.4f} | {max(te):.4f} | {1 / e:.3f} | {r:.4f} | {speed:.2f}x | "
-                   f"{b:.4f} | {overhead:.2f}x | {gmac:.1f} | {gmac / e:.1f} |")
+        speed = float(np.sum(tr) / np.sum(te[: len(tr)])) if tr else float("nan")
+        overhead = float(np.sum(te[: len(tb)]) / np.sum(tb)) if tb else float("nan")
+        results[str(ks)] = dict(engine=e, ref=float(np.mean(tr)) if tr else float("nan"), speed=speed, overhead=overhead)
     out(lines)
-    out(lines, "Cells: " + ", ".join(f"`{g}`" for g in genotypes) + f". Peak RSS of the bench process: {peak_rss_gb():.1f} GB.")
+    out(lines, "The reference runs in a child process of its own (the default allocator, its own peak memory). "
+               "Bare convolutions: every Conv2d of the cell's network on random spikes of the shapes the engine feeds "
+               "them, as many forwards as scoring runs. Peak memory is measured per part (freed memory returned and the "
+               "high-water mark reset before each).")
     out(lines)
     return results
 
@@ -490,6 +546,10 @@ def main(argv=None) -> int:
     ap.add_argument("--paper-candidates", type=int, default=None, help="paper-profile cells timed (CPU 1, cuda 20)")
     ap.add_argument("--paper-ref", type=int, default=None, help="paper-profile reference cells timed (CPU 0, cuda 3)")
     ap.add_argument("--no-paper", action="store_true", help="skip the paper profile")
+    ap.add_argument("--paper-macro", default="cifar100", choices=("cifar10", "cifar100"),
+                    help="macro network of the paper-profile timing (the sample's images either way)")
+    ap.add_argument("--paper-cell", action="append", default=None,
+                    help="a cell to time on the paper profile (repeatable; default: sampled cells)")
     ap.add_argument("--no-equality", action="store_true", help="skip the equality check")
     ap.add_argument("--profile", action="store_true", help="print torch.profiler top ops of one candidate")
     ap.add_argument("--out", type=Path, default=None, help="also write the report to this file")
@@ -535,7 +595,9 @@ def main(argv=None) -> int:
 
     worst = None
     if not args.no_equality:
-        laptop = get_profile("laptop")
+        # Laptop widths with the original's average pool (padding counted), as the reference has it: the
+        # laptop profile's own pool departs from the original by design (Profile.pool_counts_padding).
+        laptop = dataclasses.replace(get_profile("laptop"), pool_counts_padding=True)
         cells = [Genotype.from_str(s).pruned() for s in EQUALITY_CELLS] + sampled[:2]
         if quick:
             cells = cells[:2] + cells[3:4]
@@ -554,15 +616,17 @@ def main(argv=None) -> int:
     summary = report_side_by_side(lines, "laptop", laptop_cfg, rows, device)
 
     paper = None
-    need_gb = 17.0  # measured: ~1.85 GB peak at batch 32 for the cifar10 paper macro, so ~15 GB at 256
+    need_gb = 17.0 if args.paper_macro == "cifar10" else 9.0  # ~1.85 GB at batch 32 (cifar10 macro): ~15 GB at 256
     if device.type == "cpu" and not args.no_paper and not quick and mem_available_gb() < need_gb:
         out(lines, f"Paper profile on the CPU skipped: {mem_available_gb():.1f} GB available, about {need_gb:.0f} GB needed.")
         out(lines)
         args.no_paper = True
     if not args.no_paper and not (quick and device.type == "cpu" and args.paper_candidates is None):
-        paper_cells = sampled[:n_paper]
+        paper_cells = [Genotype.from_str(c) for c in args.paper_cell] if args.paper_cell else sampled[:n_paper]
+        paper_data = dataclasses.replace(data, info=dataclasses.replace(
+            data.info, macro=args.paper_macro, classes=tuple(f"class{i}" for i in range(100 if args.paper_macro == "cifar100" else 10))))
         warmup = 2 if device.type == "cuda" else 0
-        paper = run_paper(lines, data, ref_dataset, device, paper_cells, warmup, n_paper_ref,
+        paper = run_paper(lines, paper_data, ref_dataset, device, paper_cells, warmup, n_paper_ref,
                           with_bare=True)
 
     if args.profile:

@@ -118,7 +118,7 @@ def make_ref_op(op: Op, kernel_set: KernelSet, c: int) -> nn.Module:
         return SkipCon()
     if op.is_conv:
         return ConvOp(c, kernel_set.kernel(op))
-    return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    return nn.AvgPool2d(3, stride=1, padding=1)  # the original's: zero padding counted (divides by 9)
 
 
 class RefCell(nn.Module):

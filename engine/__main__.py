@@ -103,6 +103,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         "draws": args.draws,
         "shared": {"shared": True, "fresh": False}.get(args.draw_mode),
         "count_silent": {"yes": True, "no": False}.get(args.count_silent),
+        "precision": args.precision,
     }
     config = dataclasses.replace(profile.score, **{k: v for k, v in overrides.items() if v is not None})
     device = resolve_device(args.device)
@@ -562,6 +563,8 @@ def build_parser() -> Parser:
     s.add_argument("--score-batches", type=whole(1), help="scoring batches per draw (default: the profile's)")
     s.add_argument("--draws", type=whole(1), help="(init, batch) draws averaged per candidate (default: the profile's)")
     s.add_argument("--draw-mode", choices=["shared", "fresh"], help="same init and batch for every candidate, or new ones")
+    s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: convolutions under bfloat16 autocast, faster and not exact (BENCHMARKS.md)")
     s.add_argument("--count-silent", choices=["yes", "no"], help="whether layers that never fired add to the kernel")
     s.add_argument("--top", type=whole(1), default=10, help="rows in the summary table")
     s.add_argument("--json", type=Path, help="write every candidate to this JSON file")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -140,6 +140,7 @@ def _search(spec: RunSpec, setting: Setting, profile, data: ImageData, sink: Sin
         setting.iterations,
         seed=spec.seed,
         device=spec.device,
+        config=replace(profile.score, precision=spec.precision),  # bf16 speeds up search and training alike
         progress=progress,
         on_candidate=record,
         should_stop=sink.should_stop,

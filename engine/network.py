@@ -60,23 +60,26 @@ class Identity(nn.Module):
         return x
 
 
-def make_op(op: Op, kernel_set: KernelSet, channels: int) -> nn.Module:
+def make_op(op: Op, kernel_set: KernelSet, channels: int, pool_counts_padding: bool = False) -> nn.Module:
     if op.is_conv:
         return ConvBN(channels, channels, kernel_set.kernel(op))
     if op == Op.SKIP:
         return Identity()
     if op == Op.AVGPOOL:
-        return SeqAvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+        return SeqAvgPool2d(3, stride=1, padding=1, count_include_pad=pool_counts_padding)
     raise ValueError(f"op {op.name} builds no module")
 
 
 class Cell(nn.Module):
     """SNASNet forward cell: ``x1 = e01(x0)``, ``x2 = e02(x0) + e12(x1)``, ``x3 = e03(x0) + e13(x1) + e23(x2)``."""
 
-    def __init__(self, genotype: Genotype, kernel_set: KernelSet, channels: int, neuron: type[nn.Module] = LIF):
+    def __init__(self, genotype: Genotype, kernel_set: KernelSet, channels: int, neuron: type[nn.Module] = LIF,
+                 pool_counts_padding: bool = False):  # fmt: skip
         super().__init__()
         self.edges = [(s, d, op) for s, d, op in genotype.edges]
-        self.ops = nn.ModuleDict({f"{s}{d}": make_op(op, kernel_set, channels) for s, d, op in self.edges})
+        self.ops = nn.ModuleDict(
+            {f"{s}{d}": make_op(op, kernel_set, channels, pool_counts_padding) for s, d, op in self.edges}
+        )
         fanout: dict[int, int] = {}
         for s, _d, op in self.edges:
             if op.is_conv:
@@ -126,11 +129,11 @@ class SpikingNet(nn.Module):
         self.group = macro.group
         self.linear_gain = profile.linear_gain
         self.stem = ConvBN(3, c, 3, stride=stem_stride(data.image_size))
-        self.cell1 = Cell(genotype, kernel_set, c, neuron)
+        self.cell1 = Cell(genotype, kernel_set, c, neuron, profile.pool_counts_padding)
         self.down = nn.Sequential(
             SeqBatchNorm2d(c), neuron(), ConvBN(c, 2 * c, 3), SeqAvgPool2d(2)
         )
-        self.cell2 = Cell(genotype, kernel_set, 2 * c, neuron)
+        self.cell2 = Cell(genotype, kernel_set, 2 * c, neuron, profile.pool_counts_padding)
         self.head = nn.Sequential(
             SeqBatchNorm2d(2 * c),
             neuron(),

@@ -43,6 +43,9 @@ class ScoreConfig:
             from the first batch into the second.
         count_silent: whether hook calls in which no neuron fired add to the kernel (the reference: yes).
             They add a constant, which at small width mostly rewards cells with more conv edges.
+        precision: ``fp32`` (exact, the default) or ``bf16``: the network's convolutions under bfloat16
+            autocast, a faster opt-in whose effect on the ranking is measured in BENCHMARKS.md. The Gram
+            matrix is exact either way (binary codes, integer accumulation).
     """
 
     batch_size: int = 256
@@ -52,8 +55,11 @@ class ScoreConfig:
     train_mode: bool = True
     reset_between_batches: bool = False
     count_silent: bool = True
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"score precision must be fp32 or bf16, got {self.precision!r}")
         for name in ("batch_size", "batches", "draws"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -73,6 +79,10 @@ class Profile:
     epochs: int = 300
     batch_size: int = 64
     linear_gain: float | None = None  # classifier init: None is the reference's N(0, 0.01), see init_weights
+    # The cell's 3x3 average pool divides border outputs by 9, zero padding included (PyTorch's default,
+    # as the original) or by the window's real pixels. The reduced profiles keep the latter: their
+    # score defaults were measured with it (BENCHMARKS.md, rank stability).
+    pool_counts_padding: bool = False
 
     def macro(self, family: str) -> Macro:
         try:
@@ -114,7 +124,10 @@ register(
             "cifar100": Macro(channels=128, hidden=1024, pool=2, group=5),
             "tinyimagenet": Macro(channels=128, hidden=4096, pool=4, group=5),
         },
-        score=ScoreConfig(batch_size=256, batches=2, draws=1, shared=False),
+        # Fresh draws and neuron state carried from the first scoring batch into the second: the original's
+        # search never resets its LIF neurons between them (only its training loop does).
+        score=ScoreConfig(batch_size=256, batches=2, draws=1, shared=False, reset_between_batches=False),
+        pool_counts_padding=True,
     )
 )
 

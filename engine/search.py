@@ -132,6 +132,7 @@ class Scorer:
                 def record(layer, _inputs, out):
                     nonlocal spikes, neurons
                     count = float(acc.add(layer.codes, layer.fanout).sum())
+                    layer.codes = None  # consumed: not held until the layer's next call
                     fired[layer] = fired[layer] or count > 0
                     spikes += count * layer.fanout
                     neurons += out.numel() * layer.fanout
@@ -142,7 +143,8 @@ class Scorer:
                     layer.register_forward_hook(record)
                 for x in batches:
                     acc = KernelAccumulator(cfg.count_silent)
-                    net(encode(self.profile.encoding, x, self.profile.timesteps, self.data.info))
+                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                        net(encode(self.profile.encoding, x, self.profile.timesteps, self.data.info))
                     scores.append(acc.score())
             silent = max(silent, sum(not f for f in fired.values()))
         return float(np.mean(scores)), silent, spikes / max(neurons, 1)
