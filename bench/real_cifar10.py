@@ -50,25 +50,31 @@ def main() -> None:
     parser.add_argument("--kernel-sets", default="1x1_3x3,3x3_5x5")
     parser.add_argument("--genotype", default="0302 0030 0003 0000")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--profile", default="laptop")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precisions", default="fp32", help="comma-separated: fp32,bf16 trains each")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         extract(args.zip, Path(tmp), args.train_per_class)
-        data = load_dataset(f"folder:{tmp}")
+        data = load_dataset(f"folder:{tmp}", named_path=True)  # a folder this script made
         print(f"CIFAR-10 (JPEG): {len(data.train)} training, {len(data.test)} test images; "
               f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads\n")  # fmt: skip
-        print("| kernel set | cell | epochs | test accuracy per epoch | train s | images/s |\n|---|---|---|---|---|---|")
+        print(f"profile {args.profile}, device {args.device}\n")
+        print("| kernel set | cell | precision | epochs | test accuracy per epoch | train s | images/s |\n"
+              "|---|---|---|---|---|---|---|")
         for name in args.kernel_sets.split(","):
-            t0 = time.perf_counter()
-            result = train(
-                Genotype.from_str(args.genotype), KernelSet.parse(name), get_profile("laptop"), data,
-                TrainConfig(epochs=args.epochs, device="cpu"),
-            )  # fmt: skip
-            seconds = time.perf_counter() - t0
-            accs = " / ".join(f"{e.test_accuracy:.1%}" for e in result.epochs)
-            train_s = sum(e.seconds for e in result.epochs)
-            print(f"| {name} | `{args.genotype}` | {args.epochs} | {accs} | {seconds:.0f} | "
-                  f"{args.epochs * len(data.train) / train_s:.0f} |", flush=True)  # fmt: skip
+            for precision in args.precisions.split(","):
+                t0 = time.perf_counter()
+                result = train(
+                    Genotype.from_str(args.genotype), KernelSet.parse(name), get_profile(args.profile), data,
+                    TrainConfig(epochs=args.epochs, device=args.device, precision=precision),
+                )  # fmt: skip
+                seconds = time.perf_counter() - t0
+                accs = " / ".join(f"{e.test_accuracy:.1%}" for e in result.epochs)
+                train_s = sum(e.seconds for e in result.epochs)
+                print(f"| {name} | `{args.genotype}` | {precision} | {args.epochs} | {accs} | {seconds:.0f} | "
+                      f"{args.epochs * len(data.train) / train_s:.0f} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Every GPU figure BENCHMARKS.md asks for, in one short device lease (about 8 minutes on an H100/H200).
+# Reports go to ${OUT:-bench/results}/gpu-*.md; run from the repository root with the environment installed:
+#   bash bench/gpu.sh                 # DATASETS=../shared/datasets by default (real CIFAR-10 for training)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-bench/results}
+ZIP=${ZIP:-../shared/datasets/cifar10-jpg.zip}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu-device.txt"
+
+# 1. Search: laptop side by side with the reference, paper profile (20 candidates, 3 reference ones, bare convs)
+timeout 240 $PY bench/bench_search.py --device cuda --no-equality --candidates 10 --paper-candidates 12 \
+    --paper-ref 2 --out "$OUT/gpu-search.md" > /dev/null
+# 2. The bf16 fast scoring mode: same top-1 and rank correlation over 200-candidate searches, and its speed
+timeout 150 $PY bench/bench_fast_score.py --device cuda --profile embedded --candidates 200 --seeds 3 \
+    > "$OUT/gpu-fast-score.md"
+# 3. Training: paper profile, engine vs snntorch stepped at fp32, and bf16
+timeout 120 $PY bench/bench_train.py --device cuda --paper --bf16 --rounds 3 > "$OUT/gpu-train.md"
+# 4. bf16 against fp32 on real CIFAR-10: images/s and test accuracy after 2 epochs (embedded profile)
+[ -f "$ZIP" ] && timeout 150 $PY bench/real_cifar10.py "$ZIP" --profile embedded --device cuda \
+    --train-per-class 5000 --epochs 2 --kernel-sets 3x3_5x5 --precisions fp32,bf16 > "$OUT/gpu-cifar10.md"
+tail -n 5 "$OUT"/gpu-*.md
