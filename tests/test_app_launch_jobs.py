@@ -124,7 +124,8 @@ def test_a_failed_job_shows_its_error_and_can_be_retried_cancelled_and_deleted(o
     store = own_db["store"]
     folder = studio["root"] / f"vanishing-{store.path.parent.name}"
     for split in ("train", "test"):
-        (folder / split / "cat").mkdir(parents=True)
+        for name in ("cat", "dog"):
+            (folder / split / name).mkdir(parents=True)
     config = api.ExperimentConfig(dataset=f"folder:{folder.name}", kernel_sets=("1x1_3x3",), iterations=2,
                                   epochs=1, device="cpu", name="doomed")  # fmt: skip
     ids = api.submit_experiment(config, store=store)
