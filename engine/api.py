@@ -504,22 +504,27 @@ def network_sizes(profile: str, dataset: str, kernel_sets) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["kernel_set", "min_params", "max_params"])
 
 
-# Seconds per search candidate and per training image-epoch when this store has no history to go by
-# (measured on a 2-core CPU for the reduced profiles, on an H100 for the paper's; see BENCHMARKS.md).
-PACE_DEFAULTS = {"laptop": (0.22, 0.014), "embedded": (2.0, 0.12), "paper": (0.30, 0.02)}
+# Seconds per search candidate and per training image-epoch when this store has no history to go by, per
+# profile and kind of device (BENCHMARKS.md: the 2-core CPU after the speed work; an H100 for the GPU).
+PACE_DEFAULTS = {
+    ("laptop", "cpu"): (0.07, 0.004), ("embedded", "cpu"): (2.0, 0.06), ("paper", "cpu"): (100.0, 0.5),
+    ("laptop", "cuda"): (0.04, 0.0005), ("embedded", "cuda"): (0.09, 0.002), ("paper", "cuda"): (0.30, 0.02),
+}  # fmt: skip
 TRAIN_IMAGES = {"sample": 5_000, "cifar10": 50_000, "cifar100": 50_000, "tinyimagenet": 100_000}
 
 
 def estimate_seconds(config: ExperimentConfig, *, store: Store | None = None) -> float:
-    """A rough duration of the whole experiment: this store's pace for the profile when it has finished
-    runs of it, else the measured defaults, scaled by the dataset's training set."""
-    past = _store(store).query(
-        "SELECT sum(r.search_seconds) / sum(r.candidates_done) AS per_candidate, "
-        "sum(r.train_seconds) / sum(r.epochs_done) AS per_epoch FROM runs r "
-        "JOIN experiments e ON e.id = r.experiment_id WHERE e.profile = ? AND e.dataset = ? AND r.stage = 'done'",
-        [config.profile, config.dataset],
-    )[0]
-    per_candidate, per_image = PACE_DEFAULTS.get(config.profile, PACE_DEFAULTS["embedded"])
+    """A rough duration of the whole experiment on the device it will run on: this store's pace for the
+    profile, dataset and kind of device when it has finished runs of them, else the measured defaults,
+    scaled by the dataset's training set."""
+    from .devices import resolve_device
+
+    try:
+        device_type = resolve_device(config.device).type
+    except ValueError:
+        device_type = "cpu"
+    past = _store(store).pace(config.profile, config.dataset, device_type)
+    per_candidate, per_image = PACE_DEFAULTS.get((config.profile, device_type), PACE_DEFAULTS["embedded", device_type])
     per_candidate = past["per_candidate"] or per_candidate
     images = TRAIN_IMAGES.get(config.dataset.partition(":")[0], 10_000)
     per_epoch = past["per_epoch"] or per_image * images

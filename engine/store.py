@@ -457,6 +457,19 @@ class Store:
         columns = ", ".join(f'"{c}"' for c in CANDIDATE_COLUMNS)
         return self.query(f'SELECT {columns} FROM candidates WHERE run_id = ? ORDER BY "index"', [run_id])
 
+    def pace(self, profile: str, dataset: str, device_type: str) -> dict:
+        """Seconds per search candidate and per training epoch over the finished runs of ``profile`` on
+        ``dataset`` whose jobs ran on this kind of device (``cpu`` or ``cuda``; locally or through Ray).
+        Values are None without such runs."""
+        return self.query(
+            "SELECT sum(r.search_seconds) / sum(r.candidates_done) AS per_candidate, "
+            "sum(r.train_seconds) / sum(r.epochs_done) AS per_epoch FROM runs r "
+            "JOIN experiments e ON e.id = r.experiment_id JOIN jobs j ON j.run_id = r.id "
+            "WHERE e.profile = ? AND e.dataset = ? AND r.stage = 'done' "
+            "AND (j.device = ? OR j.device LIKE ? || ':%' OR j.device = 'ray:' || ?)",
+            [profile, dataset, device_type, device_type, device_type],
+        )[0]
+
     def epochs(self, run_ids: Iterable[int]) -> list[dict]:
         ids = list(run_ids)
         marks = ",".join("?" * len(ids))

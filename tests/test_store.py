@@ -289,3 +289,22 @@ def test_any_value_of_any_field_is_a_field_error(store, studio, field, value):
         api.submit_experiment(raw, store=store)
     assert field in e.value.errors
     assert counts(store)["experiments"] == 0
+
+
+def test_time_estimate_uses_the_pace_of_finished_runs_on_the_same_kind_of_device(finished, studio, tmp_path):
+    copy = tmp_path / "copy.db"
+    with sqlite3.connect(studio["db"]) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    store = Store(copy)
+    runs = api.runs_frame([finished["experiment_id"]], store=store)
+    per_candidate = runs.search_seconds.sum() / runs.candidates_done.sum()
+    per_epoch = runs.train_seconds.sum() / runs.epochs_done.sum()
+    planned = api.ExperimentConfig(dataset=studio["dataset"], kernel_sets=("3x3_5x5",), iterations=50, epochs=4,
+                                   device="cpu")  # fmt: skip
+    assert api.estimate_seconds(planned, store=store) == pytest.approx(50 * per_candidate + 4 * per_epoch)
+
+    store.db.execute("UPDATE jobs SET device = 'cuda:0'")  # the same history, measured on a GPU
+    store.db.conn.commit()
+    per_candidate, per_image = api.PACE_DEFAULTS["laptop", "cpu"]
+    expected = 50 * per_candidate + 4 * per_image * api.TRAIN_IMAGES.get("folder", 10_000)
+    assert api.estimate_seconds(planned, store=store) == pytest.approx(expected)
