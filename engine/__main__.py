@@ -517,7 +517,7 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel-sets", default="all", help="comma-separated, e.g. 1x1_3x3,3x3_5x5 (default: Table I)")
     p.add_argument("--iterations", type=whole(1, MAX_ITERATIONS), default=1000)
     p.add_argument("--baseline", default="1x1_3x3_5000x", help="setting for the search speed-up ('' for none)")
-    p.add_argument("--epochs", type=whole(1, MAX_EPOCHS), default=10)
+    p.add_argument("--epochs", type=whole(1, MAX_EPOCHS), default=None, help="default: the profile's (10 laptop, 300 paper)")
     p.add_argument("--profile", default="laptop", choices=list(PROFILES))
     p.add_argument("--budget", help="memory budget for Alg. 1: parameters ('10M') or bytes ('40MB')")
     p.add_argument("--bits", type=int, choices=[32, 16, 8, 4], help="bit width for a budget in bytes")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import pandas as pd
@@ -51,7 +51,7 @@ class ExperimentConfig:
     iterations: int = 1000
     baseline: str | None = None
     profile: str = "laptop"
-    epochs: int = 10
+    epochs: int | None = None  # None: the profile's (Profile.epochs: 300 for the paper, 10 for the laptop)
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
@@ -69,6 +69,10 @@ class ExperimentConfig:
         if isinstance(kernel_sets, list):  # JSON has no tuples
             kernel_sets = tuple(kernel_sets)
         return cls(**{**d, "kernel_sets": kernel_sets})
+
+    def with_profile_defaults(self) -> ExperimentConfig:
+        """Unset epochs filled in from the profile (call on a valid config)."""
+        return self if self.epochs is not None else replace(self, epochs=get_profile(self.profile).epochs)
 
     def settings(self) -> list[Setting]:
         """The runs in order: the baseline first (unless listed), then each kernel set. Raises SpaceError."""
@@ -111,7 +115,7 @@ def validate(config: ExperimentConfig, *, check_data: bool = True) -> dict[str, 
             Setting.parse(config.baseline)
         except SpaceError as e:
             errors["baseline"] = str(e)
-    if not _is_int(config.epochs) or not 1 <= config.epochs <= MAX_EPOCHS:
+    if config.epochs is not None and (not _is_int(config.epochs) or not 1 <= config.epochs <= MAX_EPOCHS):
         errors["epochs"] = f"epochs must be a whole number from 1 to {MAX_EPOCHS:,}"
     if not _is_int(config.seed) or not 0 <= config.seed <= MAX_SEED:
         errors["seed"] = f"the seed must be a whole number from 0 to {MAX_SEED:,}"
@@ -185,6 +189,7 @@ def submit_experiment(config: ExperimentConfig | dict, *, store: Store | None = 
     errors = validate(config)
     if errors:
         raise ConfigError(errors)
+    config = config.with_profile_defaults()
     settings = config.settings()
     baseline = baseline_name(config)
     profile = get_profile(config.profile)
@@ -523,6 +528,7 @@ def estimate_seconds(config: ExperimentConfig, *, store: Store | None = None) ->
         device_type = resolve_device(config.device).type
     except ValueError:
         device_type = "cpu"
+    config = config.with_profile_defaults()
     past = _store(store).pace(config.profile, config.dataset, device_type)
     per_candidate, per_image = PACE_DEFAULTS.get((config.profile, device_type), PACE_DEFAULTS["embedded", device_type])
     per_candidate = past["per_candidate"] or per_candidate

@@ -74,6 +74,16 @@ def test_launch_explains_each_problem_and_disables_launch(own_db):
     assert not at.exception
 
 
+def test_training_epochs_follow_the_chosen_profile(own_db, studio):
+    at = app()
+    assert at.number_input(key="epochs").value == 10  # the laptop profile's
+    at.selectbox(key="profile").select("paper").run()
+    assert at.number_input(key="epochs").value == 300  # the paper's training length
+    at.number_input(key="epochs").set_value(7).run()
+    assert at.number_input(key="epochs").value == 7  # a choice of the user's stays
+    assert not at.exception
+
+
 def test_launch_queues_the_experiment(own_db, studio):
     at = app()
     at.selectbox(key="dataset").select("folder").run()

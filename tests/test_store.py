@@ -308,3 +308,11 @@ def test_time_estimate_uses_the_pace_of_finished_runs_on_the_same_kind_of_device
     per_candidate, per_image = api.PACE_DEFAULTS["laptop", "cpu"]
     expected = 50 * per_candidate + 4 * per_image * api.TRAIN_IMAGES.get("folder", 10_000)
     assert api.estimate_seconds(planned, store=store) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("profile", "epochs"), [("laptop", 10), ("paper", 300)])
+def test_unset_epochs_come_from_the_profile(store, studio, profile, epochs):
+    ids = api.submit_experiment(config(studio, profile=profile, epochs=None), store=store)
+    assert api.get_experiment(ids["experiment_id"], store=store)["config"]["epochs"] == epochs
+    explicit = api.submit_experiment(config(studio, profile=profile, epochs=3), store=store)
+    assert api.get_experiment(explicit["experiment_id"], store=store)["config"]["epochs"] == 3

@@ -120,13 +120,15 @@ with how:
     profile = st.selectbox(
         "Profile", list(api.PROFILES), index=list(api.PROFILES).index("laptop"), key="profile",
         format_func=lambda name: studio.profile_label(name, api.PROFILES[name].reduced),
+        on_change=lambda: st.session_state.update(epochs=api.PROFILES[st.session_state.profile].epochs),
     )  # fmt: skip
     st.caption(api.PROFILES[profile].description)
     slots["profile"] = st.empty()
     left, right = st.columns(2)
     epochs = left.number_input(
-        "Training epochs", min_value=1, max_value=api.MAX_EPOCHS, value=10, key="epochs",
-        help=f"How long each kernel set's best cell is trained (the profile suggests {api.PROFILES[profile].epochs}).",
+        "Training epochs", min_value=1, max_value=api.MAX_EPOCHS, value=api.PROFILES[profile].epochs, key="epochs",
+        help=f"How long each kernel set's best cell is trained (the {profile} profile's own is "
+        f"{api.PROFILES[profile].epochs}; the paper trains for 300).",
     )  # fmt: skip
     slots["epochs"] = left.empty()
     seed = right.number_input("Seed", min_value=0, value=0, key="seed", help="Same seed, same cells and weights.")
