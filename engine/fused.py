@@ -1,4 +1,4 @@
-"""The LIF recurrence for training as fused loops, compiled by Inductor: one pass forward, one backward.
+"""The LIF recurrence as fused loops, compiled by Inductor: one pass forward, one backward.
 
 Eager PyTorch runs each step of ``lif_step`` as separate passes over the whole layer (subtract, divide,
 add, compare, reset: five per timestep forward, about ten passes backward), and at training sizes those
@@ -8,11 +8,11 @@ once and writes its outputs once; the backward recomputes which neurons fired fr
 instead of storing them.
 
 Kernels are compiled once per process and size and reused by every later batch and epoch; Inductor's
-on-disk cache makes later processes load them in about a second. The eager code in ``neuron.py`` stays
-the reference, the fallback and the path for scoring (which needs the spikes as boolean codes, an
-output the compiled loop writes slowly): ``SPIKERNEL_KERNELS=eager`` selects it everywhere, layers
-under ``MIN_ELEMENTS`` values use it (compiling would cost more than it saves), and so does every call
-after a compiler failure (a warning says why, once).
+on-disk cache makes later processes load them in about a second. The loops write float spikes only
+(boolean outputs vectorise poorly there); the score takes its boolean codes from them in one comparison.
+The eager code in ``neuron.py`` stays the reference and the fallback: ``SPIKERNEL_KERNELS=eager``
+selects it everywhere, layers under ``MIN_ELEMENTS`` values use it (compiling would cost more than it
+saves), and so does every call after a compiler failure (a warning says why, once).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ _compiled: dict = {}
 _seen: set = set()
 
 
-def _forward(x: torch.Tensor, v: torch.Tensor, tau: float, v_th: float):
-    """``lif_step`` over ``x [T, n]`` from ``v [n]``: ``(spikes, charged membranes, final v)``."""
+def _forward(x: torch.Tensor, v: torch.Tensor, tau: float, v_th: float, keep_charged: bool):
+    """``lif_step`` over ``x [T, n]`` from ``v [n]``: ``(spikes, charged membranes or None, final v)``."""
     spikes, charged = [], []
     for t in range(x.shape[0]):
         h = v + (x[t] - v) / tau
@@ -42,7 +42,7 @@ def _forward(x: torch.Tensor, v: torch.Tensor, tau: float, v_th: float):
         spikes.append(fired.to(x.dtype).unsqueeze(0))
         charged.append(h.unsqueeze(0))
         v = torch.where(fired, 0.0, h)
-    return torch.cat(spikes), torch.cat(charged), v
+    return torch.cat(spikes), torch.cat(charged) if keep_charged else None, v
 
 
 def _backward(grad: torch.Tensor, charged: torch.Tensor, tau: float, v_th: float, alpha: float):
@@ -100,16 +100,16 @@ def _run(fn, *args):
     return out
 
 
-def lif_forward(x: torch.Tensor, v: torch.Tensor, tau: float, v_th: float):
-    """``(spikes, charged, v)`` shaped and laid out like ``x`` (and ``v``), or None to run eager code."""
+def lif_forward(x: torch.Tensor, v: torch.Tensor, tau: float, v_th: float, keep_charged: bool):
+    """``(spikes, charged or None, v)`` shaped and laid out like ``x`` (and ``v``), or None to run eager code."""
     fx, fv = flat(x, 1), flat(v, 0)
     if not wanted(x) or fx is None or fv is None:
         return None
-    out = _run(_forward, fx, fv, tau, v_th)
+    out = _run(_forward, fx, fv, tau, v_th, keep_charged)
     if out is None:
         return None
     spikes, charged, v_end = out
-    return unflat(spikes, x), unflat(charged, x), unflat(v_end, v)
+    return unflat(spikes, x), None if charged is None else unflat(charged, x), unflat(v_end, v)
 
 
 def lif_backward(grad: torch.Tensor, charged: torch.Tensor, tau: float, v_th: float, alpha: float):

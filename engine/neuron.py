@@ -78,17 +78,17 @@ class LIFSequence(torch.autograd.Function):
         dh_t = grad_t * surrogate'(h_t - v_th) + dv_t * (1 - s_t)   (the reset is detached)
         dx_t = dh_t / tau,   dv_{t-1} = dh_t * (1 - 1/tau)
 
-    One saved tensor instead of autograd's graph of T x 6 small ops. Returns ``(spikes, codes, v)``;
-    in training, large layers run both directions as fused kernels (``fused.py``, which returns no codes),
-    with this eager code as their reference and fallback.
+    One saved tensor instead of autograd's graph of T x 6 small ops. Returns ``(spikes, codes, v)``.
+    Large layers run both directions as fused kernels (``fused.py``; they return no codes), with this
+    eager code as their reference and fallback.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, v: torch.Tensor, tau: float, v_th: float, alpha: float):  # type: ignore[override]
         ctx.constants = (tau, v_th, alpha)
         training = ctx.needs_input_grad[0]
-        out = fused.lif_forward(x, v, tau, v_th) if training else None
-        if out is not None:  # codes are not needed in training; the backward recomputes them
+        out = fused.lif_forward(x, v, tau, v_th, keep_charged=training)
+        if out is not None:  # no codes: the backward recomputes them, ``LIF`` derives them when asked
             spikes, charged, v = out
             ctx.save_for_backward(charged, None)
             ctx.mark_non_differentiable(v)
@@ -138,7 +138,10 @@ class LIF(nn.Module):
         v = self.v if self.carry and self.v is not None else torch.zeros_like(x[0])
         out, codes, v = LIFSequence.apply(x, v, self.tau, self.v_th, self.alpha)
         self.v = v if self.carry else None
-        self.codes = codes if self.keep_codes else None
+        if self.keep_codes:
+            self.codes = codes if codes is not None else out.detach() != 0
+        else:
+            self.codes = None
         return out
 
     def extra_repr(self) -> str:
