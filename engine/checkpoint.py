@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from safetensors.torch import save_file
 
 from . import __version__
 from .data import DatasetInfo
+from .files import atomic_path
 from .network import SpikingNet, build_network
 from .profiles import MACROS, PROFILES, Macro, Profile, ScoreConfig
 from .space import Genotype, KernelSet
@@ -80,14 +80,8 @@ def save_model(path: Path, model: SpikingNet, meta: dict) -> None:
     }
     text = json.dumps(meta, sort_keys=True)
     header = {"spikernel": text, "sha256": _content_digest(text, _weights_digest(tensors))}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=header)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_trained(

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import LoadedModel, load_model
+from .files import atomic_path
 from .layers import SeqAvgPool2d, SeqBatchNorm2d, SeqConv2d
 from .network import Cell, ConvBN, Identity, SpikingNet, stem_stride
 from .space import Op
@@ -278,13 +278,8 @@ def write_nir(model: LoadedModel | str | Path, out: str | Path) -> Path:
 
     graph = to_nir(model)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out) as tmp:
         nir.write(str(tmp), graph)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -59,21 +61,27 @@ def _check_folder(folder: Path) -> None:
         raise OutputError(f"cannot write under {str(folder)!r}: {getattr(e, 'strerror', None) or e}") from None
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write under a temporary name, flush it to disk, then rename over ``path``; on any failure the
-    temporary file is removed."""
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` for a writer to fill (any library's ``save(..., tmp)``); when the
+    block ends it is flushed to disk and renamed over ``path``. On any failure it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` through ``atomic_path``: all of it or, after a crash, the old file."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 def write_json(path: Path, payload) -> None:

@@ -9,7 +9,6 @@ run would, and the checkpoint needs no RNG dump beyond ``(seed, epoch)``.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from torch import nn
 from .data import ImageData, ImageSplit, augment
 from .devices import keep_freed_memory, resolve_device
 from .encoding import encode
+from .files import atomic_path
 from .network import SpikingNet, build_network, spike_layers
 from .profiles import Profile
 from .seeds import derive_seed, seeded
@@ -233,20 +233,17 @@ def _lr_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch
 def _save_state(path: Path, identity: dict, model, optimizer, scheduler, epoch: int, records: list[EpochRecord],
                 config) -> None:  # fmt: skip
     """Resume state (what training it is, weights, optimiser, scheduler, epoch, history), written atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(
-        {
-            "identity": identity,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "epoch": epoch,
-            "rng": {"seed": config.seed, "next_epoch": epoch + 1},
-            "records": [asdict(r) for r in records],
-        },
-        tmp,
-    )
-    os.replace(tmp, path)
+    state = {
+        "identity": identity,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch,
+        "rng": {"seed": config.seed, "next_epoch": epoch + 1},
+        "records": [asdict(r) for r in records],
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def train(
