@@ -428,8 +428,16 @@ def run_profile(lines, profile_name, data, ref_dataset, device, genotype, ks, wi
         out(lines)
 
 
-def reset_peak_memory(device) -> None:
-    """Start a new peak: freed heap memory goes back to the OS, then the kernel's high-water mark is reset."""
+def _status_gb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1e6
+    return float("nan")
+
+
+def reset_peak_memory(device) -> float:
+    """Start a new peak: freed heap memory goes back to the OS, then the kernel's high-water mark is reset.
+    Returns the memory in use at that point (GB), which ``peak_memory_gb`` subtracts."""
     import ctypes
     import gc
 
@@ -437,27 +445,25 @@ def reset_peak_memory(device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-        return
+        return torch.cuda.memory_allocated() / 1e9
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     with contextlib.suppress(OSError):
         Path("/proc/self/clear_refs").write_text("5")
+    return _status_gb("VmRSS")
 
 
-def peak_memory_gb(device) -> float:
-    """Peak GPU memory allocated, or the process's peak resident memory, since ``reset_peak_memory``."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 1e9
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1e6
-    return float("nan")
+def peak_memory_gb(device, base: float) -> float:
+    """Peak GPU memory allocated, or peak resident memory, since ``reset_peak_memory``, above ``base``:
+    what the measured work added to the process (its libraries and data excluded)."""
+    peak = torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else _status_gb("VmHWM")
+    return peak - base
 
 
 def timed_with_peak(fn, device):
-    reset_peak_memory(device)
+    base = reset_peak_memory(device)
     t, r = timed(fn, device)
-    return t, peak_memory_gb(device), r
+    return t, peak_memory_gb(device, base), r
 
 
 def reference_in_child(profile: str, kernel_set: str, info, cells: list[str], device: str, threads: int):
@@ -476,9 +482,9 @@ def _reference_child(profile_name, kernel_set, info, cells, device, threads):
                           profile.score, seed=0, device=device)
     if dev.type == "cuda" or profile_name != "paper":
         ref.score(Genotype.from_str(cells[0]), 10_000)  # warm-up (allocator, oneDNN/cuDNN primitive caches)
-    reset_peak_memory(dev)
+    base = reset_peak_memory(dev)
     times = [timed(lambda: ref.score(Genotype.from_str(g), i), dev)[0] for i, g in enumerate(cells)]
-    return times, peak_memory_gb(dev)
+    return times, peak_memory_gb(dev, base)
 
 
 def run_paper(lines, data, ref_dataset, device, genotypes, warmup, n_ref, with_bare):
@@ -510,12 +516,12 @@ def run_paper(lines, data, ref_dataset, device, genotypes, warmup, n_ref, with_b
             else:
                 row += ["-", "-", "-"]
             if with_bare and i < 5:
-                reset_peak_memory(device)
+                base = reset_peak_memory(device)
                 bc = BareConvs(g, ks, profile, data.info, device, cfg.batch_size)
                 t = bc.time(cfg.draws * cfg.batches, device, repeats=1)
                 del bc
                 tb.append(t)
-                row += [f"{t:.3f}", f"{peak_memory_gb(device):.2f}", f"{te[-1] / t:.2f}x"]
+                row += [f"{t:.3f}", f"{peak_memory_gb(device, base):.2f}", f"{te[-1] / t:.2f}x"]
             else:
                 row += ["-", "-", "-"]
             row.append(f"{candidate_macs(g, ks, profile, data.info, cfg) / 1e9:.0f}")
@@ -529,7 +535,8 @@ def run_paper(lines, data, ref_dataset, device, genotypes, warmup, n_ref, with_b
     out(lines, "The reference runs in a child process of its own (the default allocator, its own peak memory). "
                "Bare convolutions: every Conv2d of the cell's network on random spikes of the shapes the engine feeds "
                "them, as many forwards as scoring runs. Peak memory is measured per part (freed memory returned and the "
-               "high-water mark reset before each).")
+               "high-water mark reset before each) and counted above what the process held before it "
+               "(its libraries and data).")
     out(lines)
     return results
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 
 import torch
 
@@ -47,9 +48,13 @@ def keep_freed_memory() -> bool:
     when freed, so each new activation tensor pays a page fault and a zero-fill per 4 KB page: in a
     search's element-wise passes that cost 4-5x the arithmetic (BENCHMARKS.md, "Where the time goes").
     With mmap off and trimming deferred, freed blocks stay in the heap and the next candidate reuses them;
-    resident memory stays at the largest candidate's peak instead of falling between candidates.
-    Returns whether the setting took (False off glibc, where nothing changes).
+    resident memory stays at the largest candidate's peak instead of falling between candidates, and that
+    peak is higher (a paper-profile candidate: 3.1 GB against 1.8 GB, 1.6x faster; BENCHMARKS.md).
+    ``SPIKERNEL_KEEP_FREED_MEMORY=0`` leaves glibc's default for a machine short of memory.
+    Returns whether the setting took (False off glibc or when turned off, where nothing changes).
     """
+    if os.environ.get("SPIKERNEL_KEEP_FREED_MEMORY", "1") == "0":
+        return False
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name)

@@ -26,6 +26,7 @@ import torch
 
 MODE = os.environ.get("SPIKERNEL_KERNELS", "auto")  # auto, fused (any size) or eager
 MIN_ELEMENTS = 1 << 20
+RECOMPILE_LIMIT = 64
 
 compile_seconds = 0.0  # spent on first calls (compiling or loading from the cache), for the benchmarks
 _failure: str | None = None
@@ -85,11 +86,15 @@ def _run(fn, *args):
     """``fn`` compiled (once per process), or None when compiling failed (the caller runs eager code)."""
     global _failure, compile_seconds
     if fn not in _compiled:
-        _compiled[fn] = torch.compile(fn, dynamic=False, fullgraph=True)
+        # The first size is compiled for exactly that size; a second one recompiles with the size symbolic,
+        # which then serves every other (Dynamo's automatic dynamic shapes). Separate graphs remain per
+        # dtype, T and flags, more than Dynamo's default limit of 8 in a long-lived worker.
+        _compiled[fn] = torch.compile(fn, fullgraph=True)
     key = (fn, *((a.shape, a.dtype, a.device) if torch.is_tensor(a) else a for a in args))
     started = time.perf_counter()
     try:
-        out = _compiled[fn](*args)
+        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+            out = _compiled[fn](*args)
     except Exception as error:  # no C++ compiler, no Triton, an unsupported device: stay correct, go eager
         _failure = f"{type(error).__name__}: {error}".splitlines()[0]
         warnings.warn(f"fused LIF kernels unavailable, using eager ones ({_failure})", RuntimeWarning, stacklevel=3)

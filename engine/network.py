@@ -54,6 +54,10 @@ class ConvBN(nn.Sequential):
             SeqBatchNorm2d(c_out),
         )
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, norm = self
+        return norm(conv(x), overwrite=True)  # the conv's output is read by nothing else
+
 
 class Identity(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,6 +88,7 @@ class Cell(nn.Module):
         for s, _d, op in self.edges:
             if op.is_conv:
                 fanout[s] = fanout.get(s, 0) + 1
+        self.last_read = {s: max(d for s2, d, _ in self.edges if s2 == s) for s, _d, _op in self.edges}
         # Every conv op starts with its own LIF; those fed by the same node fire identically, so each
         # node fires once and its spikes feed all of its conv edges.
         self.fire = nn.ModuleDict({str(s): neuron(fanout=n) for s, n in fanout.items()})
@@ -109,6 +114,10 @@ class Cell(nn.Module):
                 else:
                     total, owned = total + y, True
             nodes.append(total)  # None for a node pruned away: no edge reads it
+            for s, last in self.last_read.items():
+                if last == dst:  # nothing reads node s any more: let its values and spikes go
+                    nodes[s] = None
+                    spikes.pop(s, None)
         return nodes[3]
 
 
@@ -146,13 +155,14 @@ class SpikingNet(nn.Module):
         )
         init_weights(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, step: bool = False) -> torch.Tensor:
         """``x``: encoded input ``[T, B, 3, H, W]``, or ``[1, B, 3, H, W]`` for a static (direct) input.
 
         Returns class scores ``[B, classes]``: output neurons averaged per class group and over time.
+        With ``step``, ``x`` is one timestep of a sequence fed a step per call (``stepping``).
         """
         h = self.stem(to_channels_last(x))
-        if h.shape[0] == 1:
+        if h.shape[0] == 1 and not step:
             h = h.expand(self.timesteps, *h.shape[1:])
         h = self.cell2(self.down(self.cell1(h)))
         out = self.head(h)
@@ -196,6 +206,19 @@ def build_network(
     net = net.to_empty(device=device).to(memory_format=torch.channels_last)
     init_weights(net)
     return net
+
+
+def stepping(net: nn.Module, on: bool, *, keep_potentials: bool = False) -> None:
+    """Neurons and dropout keep their state from one call to the next (a sequence fed one timestep per
+    call, in a fifth of the memory) or not. A new sequence starts: dropout masks are dropped, and the
+    neurons' membrane potentials too unless ``keep_potentials``."""
+    for m in net.modules():
+        if isinstance(m, (LIF, SeqDropout)):
+            m.carry = on
+        if isinstance(m, LIF) and not keep_potentials:
+            m.v = None
+        elif isinstance(m, SeqDropout):
+            m.mask = None
 
 
 def trainable_parameters(net: nn.Module) -> int:

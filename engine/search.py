@@ -19,7 +19,7 @@ from .data import ImageData, augment
 from .devices import keep_freed_memory
 from .encoding import encode
 from .memory import footprint
-from .network import build_network, spike_layers
+from .network import build_network, spike_layers, stepping
 from .profiles import Profile, ScoreConfig
 from .score import KernelAccumulator
 from .seeds import derive_seed, seeded
@@ -141,10 +141,16 @@ class Scorer:
                     layer.carry = not cfg.reset_between_batches
                     layer.keep_codes = True  # the kernel reads spikes as bool codes (int8 matmul)
                     layer.register_forward_hook(record)
-                for x in batches:
-                    acc = KernelAccumulator(cfg.count_silent)
+                for b, x in enumerate(batches):
+                    acc = KernelAccumulator(cfg.count_silent)  # the hook adds to this batch's
                     with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                        net(encode(self.profile.encoding, x, self.profile.timesteps, self.data.info))
+                        encoded = encode(self.profile.encoding, x, self.profile.timesteps, self.data.info)
+                        if cfg.step_through_time:
+                            stepping(net, True, keep_potentials=b > 0 and not cfg.reset_between_batches)
+                            for t in range(self.profile.timesteps):
+                                net(encoded[min(t, len(encoded) - 1)].unsqueeze(0), step=True)
+                        else:
+                            net(encoded)
                     scores.append(acc.score())
             silent = max(silent, sum(not f for f in fired.values()))
         return float(np.mean(scores)), silent, spikes / max(neurons, 1)

@@ -141,3 +141,15 @@ def test_a_failing_compiler_falls_back_to_the_eager_kernels(monkeypatch):
     assert fused._failure == "RuntimeError: no C++ compiler found"
     eager_out, eager_grad = lif_with_grad(x, weights, "eager", monkeypatch)
     assert torch.equal(out, eager_out) and torch.equal(grad, eager_grad)
+
+
+def test_fused_kernels_serve_many_sizes_in_one_process(monkeypatch):
+    """A worker meets many layer and batch sizes; Dynamo's default limit of 8 graphs must not turn the
+    fused kernels off."""
+    monkeypatch.setattr(fused, "MODE", "fused")
+    for batch in range(1, 13):
+        x = away_from_threshold((5, batch, 7), seed=batch).requires_grad_()
+        out = LIF()(x)
+        out.sum().backward()
+        assert fused._failure is None, fused._failure
+        assert x.grad is not None and out.shape == x.shape

@@ -97,3 +97,16 @@ def test_reference_quirks_are_options(sample):
 def test_batch_larger_than_the_data_is_refused(sample):
     with pytest.raises(ValueError, match="larger than the training split"):
         search(sample, config=dataclasses.replace(TINY_SCORE, batch_size=10**6))
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["reset", "carried"])
+def test_stepping_through_time_gives_the_folded_scores(sample, reset):
+    """One timestep per call (the paper profile's memory saver) against all T at once: same candidates,
+    same scores, same firing statistics, with state carried between batches or not and dropout active."""
+    folded = ScoreConfig(batch_size=8, batches=2, draws=1, shared=False, reset_between_batches=reset)
+    stepped = dataclasses.replace(folded, step_through_time=True)
+    a = search(sample, iterations=4, seed=5, config=folded)
+    b = search(sample, iterations=4, seed=5, config=stepped)
+    for x, y in zip(a.candidates, b.candidates, strict=True):
+        assert x.genotype == y.genotype and x.silent_layers == y.silent_layers
+        assert y.score == pytest.approx(x.score, rel=1e-9) and y.firing_rate == pytest.approx(x.firing_rate, rel=1e-9)
