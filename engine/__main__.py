@@ -330,8 +330,8 @@ class BarReporter:
         unit = "cand" if stage == "search" else "batch"
         self.bar = tqdm(total=total, initial=done, desc=f"{setting} {stage}", unit=unit, file=sys.stderr)
 
-    def advance(self, done: int, note: str = "") -> None:
-        self.bar.total = max(self.bar.total, done)
+    def advance(self, done: int, total: int, note: str = "") -> None:
+        self.bar.total = total  # training's total is known in batches only once its first batch ran
         self.bar.n = done
         self.bar.set_postfix_str(note, refresh=False)
         self.bar.refresh()

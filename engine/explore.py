@@ -36,7 +36,7 @@ class Reporter:
 
     def stage(self, setting: str, stage: str, total: int, done: int = 0) -> None: ...
 
-    def advance(self, done: int, note: str = "") -> None: ...
+    def advance(self, done: int, total: int, note: str = "") -> None: ...
 
     def finished(self, row: dict) -> None: ...
 
@@ -54,7 +54,7 @@ def _experiment_id(store: Store, config: api.ExperimentConfig) -> int:
     errors = api.validate(config)
     if errors:
         raise api.ConfigError(errors)
-    wanted = {**asdict(config), "kernel_sets": list(config.kernel_sets)}
+    wanted = {**asdict(config.with_profile_defaults()), "kernel_sets": list(config.kernel_sets)}
     keys = [k for k in wanted if k not in ("name", "baseline", "budget", "bits")]  # a budget is re-applied freely
     if any(recorded["config"].get(k) != wanted[k] for k in keys) or recorded["baseline"] != api.baseline_name(config):
         raise ValueError(f"{store.root} holds an exploration with other arguments; use another --out folder")
@@ -93,7 +93,7 @@ def explore(
                 if stage != shown["stage"]:
                     shown["stage"] = stage
                     rep.stage(setting, stage, total, done)
-                rep.advance(done, note)
+                rep.advance(done, total, note)
 
             status = run_job(store, lease, device, stop, on_progress=progress)
             if status == "failed":

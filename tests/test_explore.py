@@ -1,5 +1,6 @@
 """The methodology end to end (search, train, checkpoint, table, Alg. 1) on a tiny real subset."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -44,7 +45,7 @@ class StopAfter(Reporter):
     def stage(self, setting, stage, total, done=0):
         self.settings.append(setting)
 
-    def advance(self, done, note=""):
+    def advance(self, done, total, note=""):
         if len(self.settings) > 2 and done >= self.n:
             self.stop.set()
 
@@ -127,3 +128,16 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tiny, tmp_path):
     assert done.returncode == 0, done.stderr
     final = store.candidates(1)
     assert len(final) == 40 and final[: len(saved)] == saved
+
+
+def test_a_folder_resumes_with_the_profiles_epochs_left_unset(tiny, tmp_path):
+    from engine.explore import _experiment_id
+    from engine.store import Store
+
+    store = Store(tmp_path / "spikernel.db")
+    unset = dataclasses.replace(config(tiny), epochs=None)
+    first = _experiment_id(store, unset)
+    assert store.experiment(first)["config"]["epochs"] == 10  # the laptop profile's
+    assert _experiment_id(store, unset) == first  # the same arguments again: the same exploration
+    with pytest.raises(ValueError, match="other arguments"):
+        _experiment_id(store, dataclasses.replace(unset, epochs=3))
