@@ -7,8 +7,9 @@ passes are memory-bound. Written as the same arithmetic over a flat ``[T, n]`` v
 once and writes its outputs once; the backward recomputes which neurons fired from the saved membrane
 instead of storing them.
 
-Kernels are compiled once per process and size and reused by every later batch and epoch; Inductor's
-on-disk cache makes later processes load them in about a second. The loops write float spikes only
+Kernels are compiled once per process (the first size exactly, later sizes by one graph with the size
+symbolic) and reused by every later batch, epoch and candidate; Inductor's on-disk cache makes later
+processes load them in a second or two. The loops write float spikes only
 (boolean outputs vectorise poorly there); the score takes its boolean codes from them in one comparison.
 The eager code in ``neuron.py`` stays the reference and the fallback: ``SPIKERNEL_KERNELS=eager``
 selects it everywhere, layers under ``MIN_ELEMENTS`` values use it (compiling would cost more than it
