@@ -46,7 +46,7 @@ def keep_freed_memory() -> bool:
 
     glibc maps every allocation above its threshold (at most 32 MB) straight from the kernel and unmaps it
     when freed, so each new activation tensor pays a page fault and a zero-fill per 4 KB page: in a
-    search's element-wise passes that cost 4-5x the arithmetic (BENCHMARKS.md, "Where the time goes").
+    search's element-wise passes that cost 4-5x the arithmetic (BENCHMARKS.md, "What changed, each measured").
     With mmap off and trimming deferred, freed blocks stay in the heap and the next candidate reuses them;
     resident memory stays at the largest candidate's peak instead of falling between candidates, and that
     peak is higher (a paper-profile candidate: 3.1 GB against 1.8 GB, 1.6x faster; BENCHMARKS.md).

@@ -120,10 +120,12 @@ def lif_forward(x: torch.Tensor, v: torch.Tensor, tau: float, v_th: float, keep_
 
 def lif_backward(grad: torch.Tensor, charged: torch.Tensor, tau: float, v_th: float, alpha: float):
     """The input gradient laid out like ``charged``, or None to run eager code."""
+    if not wanted(charged):
+        return None
     if grad.stride() != charged.stride():
         grad = torch.empty_like(charged).copy_(grad)
     fg, fh = flat(grad, 1), flat(charged, 1)
-    if not wanted(charged) or fg is None or fh is None:
+    if fg is None or fh is None:
         return None
     dx = _run(_backward, fg, fh, tau, v_th, alpha)
     return None if dx is None else unflat(dx, charged)

@@ -96,8 +96,6 @@ class SeqDropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        mask = self.mask if self.carry and self.mask is not None else None
-        if mask is None:
-            mask = F.dropout(torch.ones_like(x[:1]), self.p, training=True)
+        mask = self.mask if self.carry and self.mask is not None else F.dropout(torch.ones_like(x[:1]), self.p)
         self.mask = mask if self.carry else None
         return x * mask

@@ -85,10 +85,11 @@ class Cell(nn.Module):
             {f"{s}{d}": make_op(op, kernel_set, channels, pool_counts_padding) for s, d, op in self.edges}
         )
         fanout: dict[int, int] = {}
-        for s, _d, op in self.edges:
+        self.last_read: dict[int, int] = {}  # the last node each node feeds: after it, the node can go
+        for s, d, op in self.edges:
             if op.is_conv:
                 fanout[s] = fanout.get(s, 0) + 1
-        self.last_read = {s: max(d for s2, d, _ in self.edges if s2 == s) for s, _d, _op in self.edges}
+            self.last_read[s] = max(self.last_read.get(s, d), d)
         # Every conv op starts with its own LIF; those fed by the same node fire identically, so each
         # node fires once and its spikes feed all of its conv edges.
         self.fire = nn.ModuleDict({str(s): neuron(fanout=n) for s, n in fanout.items()})
