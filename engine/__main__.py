@@ -92,9 +92,21 @@ def cmd_search(args: argparse.Namespace) -> None:
     from .files import write_json
     from .memory import format_count
     from .search import random_search
+    from .space import distinct_cells
 
     kernel_set = KernelSet.parse(args.kernel_set)
     profile = get_profile(args.profile)
+    iterations = args.iterations
+    if args.exhaustive:
+        cells = len(distinct_cells())
+        if args.dedupe:
+            raise CliError("--exhaustive already scores each distinct cell once; leave out --dedupe")
+        if iterations is not None and iterations > cells:
+            raise CliError(f"--exhaustive scores at most the {cells:,} distinct cells; ask for --iterations {cells:,} "
+                           f"or fewer, or leave --iterations out for all of them")  # fmt: skip
+        iterations = cells if iterations is None else iterations
+    elif iterations is None:
+        iterations = 1000
     if args.json is not None:
         check_output_file(args.json)
     overrides = {
@@ -108,7 +120,8 @@ def cmd_search(args: argparse.Namespace) -> None:
     config = dataclasses.replace(profile.score, **{k: v for k, v in overrides.items() if v is not None})
     device = resolve_device(args.device)
     data = named_dataset(args.dataset)
-    bar = tqdm(total=args.iterations, desc=f"{kernel_set.name} search", unit="cand", file=sys.stderr)
+    mode = "exhaustive search" if args.exhaustive else "search"
+    bar = tqdm(total=iterations, desc=f"{kernel_set.name} {mode}", unit="cand", file=sys.stderr)
 
     def progress(done: int, total: int, best) -> None:
         bar.update(done - bar.n)
@@ -119,11 +132,12 @@ def cmd_search(args: argparse.Namespace) -> None:
         kernel_set,
         profile,
         data,
-        args.iterations,
+        iterations,
         seed=args.seed,
         device=device,
         config=config,
         dedupe=args.dedupe,
+        exhaustive=args.exhaustive,
         max_params=args.max_params,
         progress=progress,
     )
@@ -154,7 +168,8 @@ def cmd_search(args: argparse.Namespace) -> None:
             {
                 "setting": result.setting,
                 "kernel_set": kernel_set.name,
-                "iterations": args.iterations,
+                "iterations": result.iterations,
+                "exhaustive": args.exhaustive,
                 "dataset": args.dataset,
                 "profile": profile.to_dict(),
                 "score_config": dataclasses.asdict(config),
@@ -550,14 +565,19 @@ def build_parser() -> Parser:
     parser.add_argument("--db", type=Path, help="experiment database (default: $SPIKERNEL_DB or data/spikernel.db)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    s = sub.add_parser("search", help="training-free random search over one kernel set")
+    s = sub.add_parser("search", help="training-free random (or exhaustive) search over one kernel set")
     s.add_argument("--dataset", default="sample", help="sample, cifar10, cifar100, tinyimagenet or folder:<path>")
     s.add_argument("--kernel-set", required=True, help="two odd kernel sizes, e.g. 3x3_5x5")
-    s.add_argument("--iterations", type=whole(1, MAX_ITERATIONS), default=1000, help="candidates to score (default 1000)")
+    s.add_argument("--iterations", type=whole(1, MAX_ITERATIONS), default=None,
+                   help="candidates to score (default 1000; with --exhaustive, all 7,012 distinct cells)")
     s.add_argument("--profile", default="laptop", choices=list(PROFILES))
     s.add_argument("--seed", type=whole(0, MAX_SEED), default=0)
     s.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N")
     s.add_argument("--dedupe", action="store_true", help="score each distinct cell once (beyond the paper)")
+    s.add_argument("--exhaustive", action="store_true",
+                   help="score every distinct cell once (7,012 after pruning and merging relabelled cells) in an "
+                   "order shuffled by --seed, instead of sampling; --iterations N scores the first N of that order, "
+                   "--max-params passes over the cells above it (beyond the paper)")
     s.add_argument("--max-params", type=whole(1), default=None, help="skip cells over this many parameters")
     s.add_argument("--score-batch", type=whole(1), help="images per scoring batch (default: the profile's)")
     s.add_argument("--score-batches", type=whole(1), help="scoring batches per draw (default: the profile's)")

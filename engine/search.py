@@ -1,6 +1,7 @@
 """Training-free random search over one kernel set's cells.
 
-The paper's procedure scores exactly N sampled cells and keeps the best. Everything is seeded: the cell
+The paper's procedure scores exactly N sampled cells and keeps the best; the exhaustive mode scores the
+distinct cells instead, each once, in an order shuffled by the seed. Everything is seeded: the cell
 stream comes from the seed alone, and candidate ``i``'s weights and batches from ``(seed, i)``, or from the
 seed alone when draws are shared, so a search resumed after candidate ``i`` reaches the same result.
 """
@@ -23,7 +24,7 @@ from .network import build_network, spike_layers, stepping
 from .profiles import Profile, ScoreConfig
 from .score import KernelAccumulator
 from .seeds import derive_seed, seeded
-from .space import Genotype, KernelSet, extreme_genotypes, sample_genotype
+from .space import Genotype, KernelSet, distinct_cells, exhaustive_order, extreme_genotypes, sample_genotype
 
 
 # ---------------------------------------------------------------------------------------- samplers
@@ -46,6 +47,16 @@ class RandomSampler(Sampler):
         rng = np.random.default_rng(derive_seed(self.seed, 0))
         while True:
             yield sample_genotype(rng)
+
+
+class ExhaustiveSampler(Sampler):
+    """Every distinct cell once, in the seed's ``exhaustive_order``, then stops (beyond the paper)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __iter__(self) -> Iterator[Genotype]:
+        yield from exhaustive_order(self.seed)
 
 
 # -------------------------------------------------------------------------------------- candidates
@@ -191,6 +202,7 @@ def random_search(
     device: torch.device | str = "cpu",
     config: ScoreConfig | None = None,
     dedupe: bool = False,
+    exhaustive: bool = False,
     max_params: int | None = None,
     progress: Progress | None = None,
     on_candidate: Callable[[Candidate], None] | None = None,
@@ -201,6 +213,10 @@ def random_search(
 
     Args:
         dedupe: score each canonical cell once (beyond the paper; off reproduces it).
+        exhaustive: score the distinct cells in the seed's ``exhaustive_order`` instead of sampling (beyond
+            the paper): ``iterations`` of at most ``len(distinct_cells())`` take the first ones. With
+            ``max_params`` the cells over budget are passed over and the total is capped by how many
+            remain; ``result.iterations`` is that total.
         max_params: discard cells over this Eq. 2-3 parameter count before building them (beyond the paper).
         progress: called after each candidate with (done, total, best so far).
         on_candidate: called with each newly scored candidate (to record it as it comes).
@@ -217,15 +233,26 @@ def random_search(
                 f"the parameter budget {max_params:,} is below the smallest {kernel_set.name} network "
                 f"of the {profile.name} profile ({smallest:,}); raise the budget"
             )
+    if exhaustive:
+        cells = distinct_cells()
+        if iterations > len(cells):
+            raise ValueError(
+                f"only {len(cells):,} distinct cells exist; an exhaustive search takes {len(cells):,} iterations or fewer"
+            )
+        if max_params is not None:
+            within = sum(footprint(g, kernel_set, profile, data.info).params <= max_params for g in cells)
+            iterations = min(iterations, within)
     started = time.perf_counter()
     result = SearchResult(kernel_set, iterations, seed, candidates=list(done))
     scorer = Scorer(kernel_set, profile, data, seed=seed, device=device, config=config)
     seen: set[Genotype] = set()
     repeats = 0
-    proposals = iter(RandomSampler(seed))
+    proposals = iter(ExhaustiveSampler(seed) if exhaustive else RandomSampler(seed))
     index = 0
     while index < iterations:
-        genotype = next(proposals)
+        genotype = next(proposals, None)
+        if genotype is None:  # the exhaustive order ran out
+            break
         if dedupe:
             key = genotype.canonical()
             if key in seen:

@@ -152,3 +152,37 @@ def test_jobs_lists_a_failed_job_without_nan(tmp_path, studio):
     run = cli("--db", str(store.path), "jobs")
     assert run.returncode == 0, run.stderr
     assert "RuntimeError: boom" in run.stdout and "nan" not in run.stdout
+
+
+def test_exhaustive_search_scores_the_first_cells_of_the_seeded_order(tmp_path):
+    from engine.space import Genotype, exhaustive_order
+
+    out = tmp_path / "out.json"
+    run = cli("search", "--exhaustive", "--kernel-set", "1x1_3x3", "--iterations", "3", "--seed", "4",
+              "--device", "cpu", "--score-batch", "8", "--json", str(out))  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "1x1_3x3_3x on sample" in run.stdout and "3/3" in run.stderr and "exhaustive search" in run.stderr
+    result = json.loads(out.read_text())
+    assert result["exhaustive"] is True and result["iterations"] == 3
+    assert [Genotype.from_str(c["genotype"]) for c in result["candidates"]] == exhaustive_order(4)[:3]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--iterations", "7013"], "at most the 7,012 distinct cells"),
+        (["--dedupe"], "already scores each distinct cell once; leave out --dedupe"),
+    ],
+)
+def test_exhaustive_search_refuses_bad_combinations_in_one_line(args, message, tmp_path):
+    out = tmp_path / "out.json"
+    one_line_error(cli("search", "--exhaustive", "--kernel-set", "1x1_3x3", "--json", str(out), *args), message)
+    assert not out.exists()
+
+
+def test_exhaustive_search_help_gives_the_count_of_distinct_cells():
+    from engine.space import distinct_cells
+
+    run = cli("search", "--help")
+    assert run.returncode == 0 and "--exhaustive" in run.stdout
+    assert f"{len(distinct_cells()):,} distinct cells" in " ".join(run.stdout.split())

@@ -3,9 +3,9 @@ import dataclasses
 import pytest
 
 from engine.profiles import ScoreConfig, get_profile
-from engine.search import RandomSampler, random_search
+from engine.search import ExhaustiveSampler, RandomSampler, random_search
 from engine.memory import footprint
-from engine.space import KernelSet, extreme_genotypes
+from engine.space import KernelSet, distinct_cells, exhaustive_order, extreme_genotypes
 
 TINY_SCORE = ScoreConfig(batch_size=8, batches=1, draws=1, shared=True, reset_between_batches=True)
 LAPTOP = get_profile("laptop")
@@ -110,3 +110,57 @@ def test_stepping_through_time_gives_the_folded_scores(sample, reset):
     for x, y in zip(a.candidates, b.candidates, strict=True):
         assert x.genotype == y.genotype and x.silent_layers == y.silent_layers
         assert y.score == pytest.approx(x.score, rel=1e-9) and y.firing_rate == pytest.approx(x.firing_rate, rel=1e-9)
+
+
+def test_exhaustive_sampler_yields_the_seeded_order_once_then_stops():
+    stream = list(ExhaustiveSampler(5))
+    assert stream == exhaustive_order(5) and len(stream) == len(distinct_cells())
+    it = iter(ExhaustiveSampler(5))
+    for _ in stream:
+        next(it)
+    with pytest.raises(StopIteration):
+        next(it)
+    assert list(ExhaustiveSampler(5)) == stream  # each iteration starts over: a resume replays it
+
+
+def test_exhaustive_search_scores_the_seeded_order_and_resumes_to_the_same_result(sample):
+    fresh = dataclasses.replace(TINY_SCORE, shared=False)
+    full = search(sample, iterations=6, seed=2, config=fresh, exhaustive=True)
+    assert [c.genotype for c in full.candidates] == exhaustive_order(2)[:6]
+    assert [c.index for c in full.candidates] == list(range(6)) and full.iterations == 6
+    calls = []
+    partial = search(sample, iterations=6, seed=2, config=fresh, exhaustive=True,
+                     should_stop=lambda: calls.append(1) or len(calls) > 3)  # fmt: skip
+    assert partial.stopped and len(partial.candidates) == 3
+    resumed = search(sample, iterations=6, seed=2, config=fresh, exhaustive=True, done=partial.candidates)
+    assert [(c.index, c.genotype, c.score) for c in resumed.candidates] == [
+        (c.index, c.genotype, c.score) for c in full.candidates
+    ]
+    other = search(sample, iterations=6, seed=3, config=fresh, exhaustive=True)
+    assert [c.genotype for c in other.candidates] != [c.genotype for c in full.candidates]
+
+
+def test_exhaustive_search_refuses_more_iterations_than_cells(sample):
+    with pytest.raises(ValueError, match="only 7,012 distinct cells exist"):
+        search(sample, iterations=7_013, exhaustive=True)
+
+
+def test_exhaustive_search_under_a_budget_ends_when_the_cells_within_it_run_out(sample, monkeypatch):
+    """Cells over ``max_params`` are passed over; when fewer than ``iterations`` fit, the total is how many do.
+    (A space of 8 cells stands in for the 7,012, of which 174 fit the smallest budget: too many to score here.)"""
+    import engine.search
+
+    ks = KernelSet(1, 3)
+    cheap = [c for c in distinct_cells() if c.conv_edges == 0][:3]
+    costly = [c for c in distinct_cells() if c.conv_edges == 6][:5]
+    order = [costly[0], cheap[0], costly[1], costly[2], cheap[1], costly[3], cheap[2], costly[4]]
+    monkeypatch.setattr(engine.search, "distinct_cells", lambda: tuple(order))
+    monkeypatch.setattr(engine.search, "exhaustive_order", lambda seed: list(order))
+    budget = footprint(extreme_genotypes()[0], ks, LAPTOP, sample.info).params
+    seen = []
+    result = search(sample, iterations=6, seed=0, exhaustive=True, max_params=budget,
+                    progress=lambda done, total, _best: seen.append((done, total)))  # fmt: skip
+    assert [c.genotype for c in result.candidates] == cheap and result.iterations == 3 and not result.stopped
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    first = search(sample, iterations=2, seed=0, exhaustive=True, max_params=budget)
+    assert [c.genotype for c in first.candidates] == cheap[:2]

@@ -9,6 +9,8 @@ from engine.space import (
     Op,
     Setting,
     SpaceError,
+    distinct_cells,
+    exhaustive_order,
     extreme_genotypes,
     sample_genotype,
 )
@@ -122,3 +124,30 @@ def test_one_setting_parser_with_one_iteration_cap():
         Setting(KernelSet(1, 3), MAX_ITERATIONS + 1)
     with pytest.raises(SpaceError, match="not a kernel set|square"):
         KernelSet.parse("9" * 5000 + ",3")
+
+
+def test_the_space_has_12500_valid_genotypes_and_7012_distinct_cells():
+    all_ops = np.array(np.meshgrid(*[range(5)] * len(EDGES), indexing="ij")).reshape(len(EDGES), -1).T
+    valid = [g for g in (Genotype(tuple(int(o) for o in ops)) for ops in all_ops) if g.is_valid]
+    assert len(valid) == 12_500
+    assert len({g.canonical() for g in valid}) == 7_012
+    cells = distinct_cells()
+    assert len(cells) == 7_012 and set(cells) == {g.canonical() for g in valid}
+
+
+def test_distinct_cells_are_canonical_valid_unique_and_in_a_fixed_order():
+    cells = distinct_cells()
+    assert isinstance(cells, tuple) and distinct_cells() is cells  # computed once
+    assert len(set(cells)) == len(cells)
+    assert all(c.is_valid and c.canonical() == c and c.pruned() == c for c in cells)
+    assert [c.ops for c in cells] == sorted(c.ops for c in cells)
+    assert set(extreme_genotypes()) <= set(cells)
+
+
+def test_exhaustive_order_is_a_seeded_permutation():
+    cells = distinct_cells()
+    a, b, c = exhaustive_order(7), exhaustive_order(7), exhaustive_order(8)
+    assert sorted(a, key=lambda g: g.ops) == list(cells)  # every cell exactly once
+    assert a == b and a != c and a != list(cells)
+    assert a[:3] == [cells[i] for i in np.random.default_rng(7).permutation(len(cells))[:3]]
+    assert exhaustive_order(2**63 - 1) != exhaustive_order(0)  # the largest seed a search takes
