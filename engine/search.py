@@ -24,7 +24,7 @@ from .network import build_network, spike_layers, stepping
 from .profiles import Profile, ScoreConfig
 from .score import KernelAccumulator
 from .seeds import derive_seed, seeded
-from .space import Genotype, KernelSet, distinct_cells, exhaustive_order, extreme_genotypes, sample_genotype
+from .space import Genotype, KernelSet, distinct_cells, exhaustive_order, extreme_genotypes, random_cells
 
 
 # ---------------------------------------------------------------------------------------- samplers
@@ -44,9 +44,7 @@ class RandomSampler(Sampler):
         self.seed = seed
 
     def __iter__(self) -> Iterator[Genotype]:
-        rng = np.random.default_rng(derive_seed(self.seed, 0))
-        while True:
-            yield sample_genotype(rng)
+        return random_cells(self.seed)
 
 
 class ExhaustiveSampler(Sampler):

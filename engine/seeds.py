@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
-import torch
 
 
 def derive_seed(*keys: int) -> int:
@@ -27,6 +26,8 @@ def seeded(device: torch.device, seed: int) -> Iterator[None]:
     Weight init, rate-encoding spikes and dropout masks draw from the global RNG; forking keeps them
     reproducible without disturbing the caller's stream.
     """
+    import torch  # here, so that ``derive_seed`` serves torch-free modules (the study replays searches)
+
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         yield

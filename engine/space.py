@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import cache
 
 import numpy as np
+
+from .seeds import derive_seed
 
 
 class Op(IntEnum):
@@ -263,6 +266,13 @@ def sample_genotype(rng: np.random.Generator) -> Genotype:
         g = Genotype(tuple(int(o) for o in rng.integers(0, len(Op), size=len(EDGES)))).pruned()
         if g.op(0, 3) != Op.ZERO:
             return g
+
+
+def random_cells(seed: int) -> Iterator[Genotype]:
+    """The random search's endless stream of sampled cells for ``seed`` (``search.RandomSampler``'s)."""
+    rng = np.random.default_rng(derive_seed(seed, 0))
+    while True:
+        yield sample_genotype(rng)
 
 
 @cache
