@@ -5,6 +5,7 @@ Pages talk to the engine only through ``engine.api``; this module holds presenta
 
 from __future__ import annotations
 
+import math
 import re
 
 import plotly.express as px
@@ -19,6 +20,7 @@ _TABLE_I_NAMES = [ks.name for ks in TABLE_I]
 TABLE_I_NAMES = tuple(_TABLE_I_NAMES)  # the paper's six kernel sets, in its order
 BIT_WIDTHS = memory.BIT_WIDTHS  # the weight bit widths a memory budget is given at
 format_count = memory.format_count  # 19886452 -> '19.89 M', as the command line shows counts
+weight_bytes = memory.weight_bytes  # bytes of a parameter count at a bit width: params x bits / 8
 
 
 def kernel_set_color(name: str) -> str:
@@ -32,10 +34,6 @@ def kernel_set_color(name: str) -> str:
     return _PALETTE[len(_TABLE_I_NAMES) + sum(map(ord, kernel_set)) % (len(_PALETTE) - len(_TABLE_I_NAMES))]
 
 
-def color_map(names) -> dict[str, str]:
-    return {n: kernel_set_color(n) for n in names}
-
-
 def store():
     """The experiment database (``$SPIKERNEL_DB`` or the data root's ``spikernel.db``), opened once."""
     return api.get_store()
@@ -47,7 +45,7 @@ def profile_label(profile: str, reduced: bool) -> str:
 
 
 def format_seconds(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds:
+    if seconds is None or math.isnan(seconds):
         return "–"
     seconds = int(round(seconds))
     if seconds < 60:

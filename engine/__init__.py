@@ -21,7 +21,7 @@ _EXPORTS = {
     "get_profile": "profiles",
     "PROFILES": "profiles",
     "load_dataset": "data",
-    "DatasetError": "data",
+    "DatasetError": "datasets",
     "build_network": "network",
     "footprint": "memory",
     "layer_counts": "memory",

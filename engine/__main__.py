@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .profiles import PROFILES, get_profile
 from .files import check_output_file, check_output_folder
+from .memory import BIT_WIDTHS
 from .space import MAX_EPOCHS, MAX_ITERATIONS, MAX_SEED, TABLE_I, Genotype, KernelSet, parse_kernel_sets
 
 EXIT_USAGE = 2
@@ -190,8 +191,8 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
-    from .data import dataset_shape
-    from .memory import BIT_WIDTHS, footprint, format_count, layer_counts
+    from .datasets import dataset_shape
+    from .memory import footprint, format_count, layer_counts
     from .space import extreme_genotypes
 
     profile = get_profile(args.profile)
@@ -262,7 +263,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     profile = get_profile(args.profile)
     config = TrainConfig(
         epochs=args.epochs or profile.epochs,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or profile.batch_size,
         lr=args.lr,
         weight_decay=args.weight_decay,
         precision=args.precision,
@@ -367,12 +368,12 @@ def print_results(runs, budget, out: Path, energy: str | None = None) -> None:
     from .memory import format_count
 
     def pct(v) -> str:
-        return "n/a" if v is None or v != v else f"{v:.2%}"
+        return "n/a" if v is None or math.isnan(v) else f"{v:.2%}"
 
     body = [
         [r.setting, pct(r.accuracy), pct(r.accuracy_8bit), pct(r.accuracy_4bit), format_count(r.params),
-         f"{r.memory_mb:.2f}", "" if r.energy_uj != r.energy_uj else f"{r.energy_uj:.3g}", f"{r.search_seconds:.1f}",
-         "" if r.speedup != r.speedup else f"{r.speedup:.2f}x", r.best_genotype]
+         f"{r.memory_mb:.2f}", "" if math.isnan(r.energy_uj) else f"{r.energy_uj:.3g}", f"{r.search_seconds:.1f}",
+         "" if math.isnan(r.speedup) else f"{r.speedup:.2f}x", r.best_genotype]
         for r in runs.itertuples()
     ]  # fmt: skip
     print(table(body, ["setting", "accuracy", "8-bit", "4-bit", "params", "MB (fp32)", "µJ/image", "search s",
@@ -535,7 +536,7 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=whole(1, MAX_EPOCHS), default=None, help="default: the profile's (10 laptop, 300 paper)")
     p.add_argument("--profile", default="laptop", choices=list(PROFILES))
     p.add_argument("--budget", help="memory budget for Alg. 1: parameters ('10M') or bytes ('40MB')")
-    p.add_argument("--bits", type=int, choices=[32, 16, 8, 4], help="bit width for a budget in bytes")
+    p.add_argument("--bits", type=int, choices=BIT_WIDTHS, help="bit width for a budget in bytes")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--seed", type=whole(0, MAX_SEED), default=0)
     p.add_argument("--device", default="auto")
@@ -603,7 +604,7 @@ def build_parser() -> Parser:
     t.add_argument("--dataset", default="sample")
     t.add_argument("--profile", default="laptop", choices=list(PROFILES))
     t.add_argument("--epochs", type=whole(1, MAX_EPOCHS), default=None, help="default: the profile's")
-    t.add_argument("--batch-size", type=whole(1), default=64)
+    t.add_argument("--batch-size", type=whole(1), default=None, help="default: the profile's (64)")
     t.add_argument("--lr", type=number(0, above=True), default=0.1)
     t.add_argument("--weight-decay", type=number(0), default=5e-4)
     t.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
@@ -626,7 +627,7 @@ def build_parser() -> Parser:
     c = sub.add_parser("select", help="re-apply Alg. 1 to a finished exploration")
     c.add_argument("folder", type=Path)
     c.add_argument("--budget", required=True)
-    c.add_argument("--bits", type=int, choices=[32, 16, 8, 4],
+    c.add_argument("--bits", type=int, choices=BIT_WIDTHS,
                    help="at 8 or 4 bits, Alg. 1 uses the accuracy measured with weights of that width")
     c.add_argument("--energy-budget", help="also an energy budget per inference, like '5uJ' (beyond the paper)")
     c.set_defaults(func=cmd_select)
@@ -675,10 +676,20 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def work_failures() -> tuple[type[Exception], ...]:
+    """How training and an exploration fail (``TrainingDiverged``, ``ExplorationFailed``), among the modules
+    this command imported: one that never imported them cannot raise them, and importing them here would
+    load torch for commands that only read the database."""
+    found = []
+    for module, name in (("train", "TrainingDiverged"), ("explore", "ExplorationFailed")):
+        loaded = sys.modules.get(f"{__package__ or 'engine'}.{module}")
+        if loaded is not None:
+            found.append(getattr(loaded, name))
+    return tuple(found)
+
+
 def main(argv: list[str] | None = None) -> int:
-    from .explore import ExplorationFailed
     from .store import StoreError
-    from .train import TrainingDiverged
 
     parser = build_parser()
     try:
@@ -690,7 +701,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, sqlite3.Error) as exc:  # a disk, permission or database problem met during the work
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
-    except (TrainingDiverged, ExplorationFailed) as exc:
+    except Exception as exc:
+        if not isinstance(exc, work_failures()):
+            raise
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -7,11 +7,17 @@
     api.select([ids["experiment_id"]], "10M")
 
 Each function takes ``store=`` to work on another database than ``default_db_path()``.
+
+No torch at import, nor in what the dashboard reads (frames, Alg. 1, sizes, checks of a config): the
+model stack is imported inside the few functions that compute with a model (``measure_run``,
+``deploy_file``) or ask torch about devices (``devices``, ``estimate_seconds`` and ``validate`` of a GPU's
+name). Jobs run in the worker's own process.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from dataclasses import asdict, dataclass, fields, replace
@@ -19,11 +25,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from .data import DatasetError, check_dataset
+from . import datasets
+from .datasets import DatasetError, check_dataset, dataset_shape
+from .energy import EnergyModel
+from .memory import footprint, layer_counts, weight_bytes
 from .profiles import PROFILES, get_profile
-from .deploy import EnergyModel
-from .select import Budget, Selection, parse_energy_budget, select_model
-from .space import MAX_EPOCHS, MAX_ITERATIONS, MAX_SEED, KernelSet, Setting, SpaceError
+from .select import Budget, Selection, budget_in_bytes, pareto_front, parse_energy_budget, select_model  # noqa: F401
+from .space import (MAX_EPOCHS, MAX_ITERATIONS, MAX_SEED, Genotype, KernelSet, Op, Setting, SpaceError,
+                    extreme_genotypes)  # fmt: skip
 from .store import Store, StoreError, default_db_path
 from .worker import start_worker, worker_state
 
@@ -124,11 +133,12 @@ def validate(config: ExperimentConfig, *, check_data: bool = True) -> dict[str, 
     if not isinstance(config.precision, str) or config.precision not in ("fp32", "bf16"):
         errors["precision"] = "precision must be fp32 or bf16"
     try:
-        from .devices import resolve_device
-
         if not isinstance(config.device, str):
             raise ValueError(f"a device is text like 'auto', 'cpu' or 'cuda:0', got {type(config.device).__name__}")
-        resolve_device(config.device)
+        if config.device.strip().lower() not in ("", "auto", "cpu"):  # these always resolve
+            from .devices import resolve_device  # torch: only it knows which GPUs this machine has
+
+            resolve_device(config.device)
     except ValueError as e:
         errors["device"] = str(e)
     if config.budget is not None:
@@ -296,7 +306,7 @@ RUN_COLUMNS = [
     "accuracy_8bit", "accuracy_4bit", "synops", "macs", "ann_macs", "energy_uj", "ann_energy_uj",
     "checkpoint", "checkpoint_bytes", "checkpoint_sha256", "profile", "reduced", "dataset", "error",
 ]  # fmt: skip
-# Energy per operation for the energy columns (engine.deploy.EnergyModel: 45 nm, 0.9 pJ per AC, 4.6 pJ per MAC).
+# Energy per operation for the energy columns (engine.energy.EnergyModel: 45 nm, 0.9 pJ per AC, 4.6 pJ per MAC).
 ENERGY = EnergyModel()
 
 
@@ -308,7 +318,7 @@ def runs_frame(experiment_ids=None, *, store: Store | None = None) -> pd.DataFra
     if frame.empty:
         return pd.DataFrame(columns=RUN_COLUMNS)
     frame = frame.rename(columns={"id": "run_id"})
-    frame["memory_mb"] = frame["params"].astype("float") * 4 / 1e6
+    frame["memory_mb"] = weight_bytes(frame["params"].astype("float"), 32) / 1e6
     frame["is_baseline"] = frame["is_baseline"].astype(bool)
     frame["reduced"] = frame["reduced"].astype(bool)
     # Vectorised (a loop over experiments cost ~2 ms each): each experiment's first searched baseline.
@@ -379,7 +389,7 @@ def trained_models(runs: pd.DataFrame, bits: int | None = None) -> list[Model]:
     column = accuracy_column(bits)
     done = runs[(runs["stage"] == "done") & runs[column].notna()]
     energy = done["energy_uj"] if "energy_uj" in done else pd.Series(float("nan"), index=done.index)
-    return [Model(int(r.run_id), r.setting, float(getattr(r, column)), int(r.params), None if e != e else float(e))
+    return [Model(int(r.run_id), r.setting, float(getattr(r, column)), int(r.params), None if math.isnan(e) else float(e))
             for r, e in zip(done.itertuples(), energy)]  # fmt: skip
 
 
@@ -421,7 +431,7 @@ DEPLOY_FILES = {"nir": "model.nir", "int8": "model-int8.safetensors", "int4": "m
 def deploy_file(run_id: int, fmt: str, *, store: Store | None = None) -> Path:
     """A finished run's model as ``nir`` (the NIR graph) or ``int8``/``int4`` (integer weights), made beside the
     model on first use (and again if the model file is newer)."""
-    from .deploy import DeployError, export
+    from .deploy import DeployError, export  # torch: the export rebuilds the network from its weights
 
     if fmt not in DEPLOY_FILES:
         raise DeployError(f"unknown format {fmt!r}; choose one of {', '.join(DEPLOY_FILES)}")
@@ -435,6 +445,7 @@ def deploy_file(run_id: int, fmt: str, *, store: Store | None = None) -> Path:
 def measure_run(run_id: int, *, store: Store | None = None) -> dict:
     """Measure a finished run's model now (8/4-bit accuracy, synaptic operations) and store it: for runs
     trained before the worker measured them."""
+    # torch: the model runs on the test set (in the caller's process, as the Model page's button asks)
     from .checkpoint import load_model
     from .data import load_dataset
     from .deploy import measure
@@ -488,17 +499,13 @@ def dataset_status(spec: str) -> tuple[bool, str]:
 
 def devices() -> list[str]:
     """What a job can run on: ``auto`` then the CPU and each GPU with its name."""
-    from .devices import available_devices
+    from .devices import available_devices  # torch: only it knows which GPUs this machine has
 
     return ["auto", *available_devices()]
 
 
 def network_sizes(profile: str, dataset: str, kernel_sets) -> pd.DataFrame:
     """Eq. 2-3 parameters of the smallest and largest cell of each kernel set, known before any search."""
-    from .data import dataset_shape
-    from .memory import footprint
-    from .space import extreme_genotypes
-
     prof, shape = get_profile(profile), dataset_shape(dataset)
     smallest, largest = extreme_genotypes()
     rows = []
@@ -522,7 +529,7 @@ def estimate_seconds(config: ExperimentConfig, *, store: Store | None = None) ->
     """A rough duration of the whole experiment on the device it will run on: this store's pace for the
     profile, dataset and kind of device when it has finished runs of them, else the measured defaults,
     scaled by the dataset's training set."""
-    from .devices import resolve_device
+    from .devices import resolve_device  # torch: "auto" means the GPU when there is one
 
     try:
         device_type = resolve_device(config.device).type
@@ -547,10 +554,6 @@ def model_details(run_id: int, *, store: Store | None = None) -> dict:
     ``edges``: (from node, to node, op name, kernel size or None) for every edge that carries an op;
     ``layers``: a frame of per-layer parameters; ``epochs``: its training history.
     """
-    from .data import dataset_shape
-    from .memory import layer_counts
-    from .space import Genotype, Op
-
     s = _store(store)
     run = s.run(run_id)
     if not run["best_genotype"]:
@@ -585,9 +588,7 @@ def download_name(run: dict, fmt: str | None = None) -> str:
 def data_roots() -> list[Path]:
     """The folders a ``folder:<path>`` dataset may come from, the data root first (relative paths
     are read from it)."""
-    from .data import data_roots as allowed
-
-    return allowed()
+    return datasets.data_roots()
 
 
 # ---------------------------------------------------------------------------------- results page
@@ -596,8 +597,6 @@ def data_roots() -> list[Path]:
 def pareto_models(runs: pd.DataFrame, bits: int | None = None) -> list[Model]:
     """The trained runs no other beats on both accuracy (at ``bits``, see ``trained_models``) and
     parameters, by rising parameter count: the models Alg. 1 can pick as the budget grows."""
-    from .select import pareto_front
-
     return pareto_front(trained_models(runs, bits))
 
 

@@ -24,7 +24,7 @@ from . import __version__
 from .data import DatasetInfo
 from .files import atomic_path
 from .network import SpikingNet, build_network
-from .profiles import MACROS, PROFILES, Macro, Profile, ScoreConfig
+from .profiles import PROFILES, Macro, Profile, ScoreConfig
 from .space import Genotype, KernelSet
 
 FORMAT = "spikernel-model/2"  # 2: the checksum covers the metadata too
@@ -223,7 +223,7 @@ def _describe(path: Path, meta: dict, tensors: dict[str, torch.Tensor]):
     keys = ("name", "macro", "classes", "image_size", "mean", "std", "crop_padding")
     _check(all(k in d for k in keys), path, f"dataset needs {', '.join(keys)}")
     _check(isinstance(d["name"], str) and len(d["name"]) <= 4096, path, "dataset name must be text")
-    _check(d["macro"] in MACROS, path, f"dataset macro must be one of {', '.join(MACROS)}")
+    _check(d["macro"] in profile.macros, path, f"dataset macro must be one of {', '.join(profile.macros)}")
     classes = d["classes"]
     _check(isinstance(classes, list) and 2 <= len(classes) <= MAX_CLASSES and all(isinstance(c, str) for c in classes),
            path, f"dataset classes must be 2 to {MAX_CLASSES:,} names")  # fmt: skip

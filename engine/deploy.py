@@ -28,12 +28,12 @@ per output channel, symmetric, round to nearest: ``q = round(w / s)``, ``s = max
 BatchNorm and neuron parameters stay fp32. Per-channel scaling commutes with BatchNorm's per-channel
 scale, so the same integers serve the folded NIR graph. ``load_model`` dequantises such a file.
 
-**Energy** (``measure_energy``): synaptic operations per image on the test set. A layer fed by spikes
-costs one accumulate (AC) per spike and target it reaches (counted exactly: every output position and
-channel whose receptive field holds the spike); a layer fed by analog values (the stem under direct
-encoding) costs its dense multiply-accumulates (MAC). Energy = ACs x ``pj_per_ac`` + MACs x ``pj_per_mac``;
-the same network as an ANN does every layer's dense MACs once. Pooling, node sums, BatchNorm and membrane
-updates are not counted, as in the usual estimate.
+**Energy** (``count_ops``, priced by ``engine.energy.EnergyModel``): synaptic operations per image on the
+test set. A layer fed by spikes costs one accumulate (AC) per spike and target it reaches (counted exactly:
+every output position and channel whose receptive field holds the spike); a layer fed by analog values (the
+stem under direct encoding) costs its dense multiply-accumulates (MAC). Energy = ACs x ``pj_per_ac`` + MACs
+x ``pj_per_mac``; the same network as an ANN does every layer's dense MACs once. Pooling, node sums, BatchNorm
+and membrane updates are not counted, as in the usual estimate.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from __future__ import annotations
 import copy
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +50,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import LoadedModel, load_model
+from .energy import EnergyModel
 from .files import atomic_path
-from .layers import SeqAvgPool2d, SeqBatchNorm2d, SeqConv2d
-from .network import Cell, ConvBN, Identity, SpikingNet, stem_stride
+from .layers import SeqAvgPool2d, SeqBatchNorm2d
+from .memory import stem_stride
+from .network import Cell, ConvBN, Identity, SpikingNet
 from .space import Op
 
 NIR_FORMAT = "spikernel-nir/1"
@@ -565,21 +567,6 @@ def write_quantized(model: LoadedModel | str | Path, bits: int, out: str | Path,
 
 
 # --------------------------------------------------------------------------------------------- energy
-
-
-@dataclass(frozen=True)
-class EnergyModel:
-    """Energy per operation (picojoules). Defaults: 45 nm CMOS, 32-bit float (Horowitz, ISSCC 2014), the
-    constants SNN papers commonly use: 0.9 pJ per accumulate, 4.6 pJ per multiply-accumulate."""
-
-    pj_per_ac: float = 0.9
-    pj_per_mac: float = 4.6
-
-    def snn_uj(self, acs: float, macs: float) -> float:
-        return (acs * self.pj_per_ac + macs * self.pj_per_mac) / 1e6
-
-    def ann_uj(self, macs: float) -> float:
-        return macs * self.pj_per_mac / 1e6
 
 
 @dataclass

@@ -157,7 +157,8 @@ def _search(spec: RunSpec, setting: Setting, profile, data: ImageData, sink: Sin
 
 def _train(spec: RunSpec, setting: Setting, profile, data: ImageData, genotype: Genotype, score: float,
            folder: Path, sink: Sink) -> dict | None:  # fmt: skip
-    config = TrainConfig(epochs=spec.epochs, seed=spec.seed, device=spec.device, precision=spec.precision)
+    config = TrainConfig(epochs=spec.epochs, batch_size=profile.batch_size, seed=spec.seed, device=spec.device,
+                         precision=spec.precision)  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
     state = folder / STATE_NAME
     eta: _Eta | None = None

@@ -1,18 +1,57 @@
 """Parameter counts and memory, computed from (genotype, kernel set, profile, dataset) without building.
 
 Eq. 2-3 of SpiKernel counts conv and linear weights (H*W*C*F) plus biases, summed over layers.
-PyTorch's count adds the BatchNorm affine parameters. Memory is the Eq. 2-3 count times the bit width.
+PyTorch's count adds the BatchNorm affine parameters. Memory is the Eq. 2-3 count times the bit width
+(``weight_bytes``: the one place that arithmetic is written).
+
+Plain values only, no torch: the dashboard, the store and Alg. 1 use this module, and the network
+(``engine.network``) takes its shape arithmetic (``stem_stride``, ``head_features``) from here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from .network import DataShape, head_features
-from .profiles import Profile
+from .profiles import Macro, Profile
 from .space import Genotype, KernelSet
 
-BIT_WIDTHS = (32, 16, 8, 4)
+BIT_WIDTHS = (32, 16, 8, 4)  # the weight bit widths a memory is given at
+
+
+def check_bits(bits: int) -> int:
+    """``bits`` when it is one of ``BIT_WIDTHS``, else ``ValueError``."""
+    if isinstance(bits, bool) or bits not in BIT_WIDTHS:
+        raise ValueError(f"bit width must be one of {BIT_WIDTHS}, got {bits!r}")
+    return bits
+
+
+def weight_bytes(params, bits: int = 32):
+    """Bytes of ``params`` weights stored at ``bits`` each: params x bits / 8 (a count or a pandas column)."""
+    return params * check_bits(bits) / 8
+
+
+class DataShape(Protocol):
+    """What the network needs to know of a dataset (``engine.data.DatasetInfo`` satisfies it)."""
+
+    macro: str
+    image_size: int
+
+    @property
+    def num_classes(self) -> int: ...
+
+
+def stem_stride(image_size: int) -> int:
+    """64 px inputs (TinyImageNet) are halved by the stem, as in SNASNet; 32 px ones are not."""
+    return 2 if image_size >= 64 else 1
+
+
+def head_features(macro: Macro, image_size: int) -> int:
+    """Inputs of the classifier's first layer: cell 2's channels times the pooled side, squared."""
+    side = image_size // stem_stride(image_size) // 2 // macro.pool
+    if side < 1:
+        raise ValueError(f"images of {image_size} px are too small for a head pool of {macro.pool}")
+    return 2 * macro.channels * side * side
 
 
 @dataclass(frozen=True)
@@ -61,9 +100,7 @@ class Footprint:
     params_torch: int  # plus BatchNorm affine: what PyTorch counts as trainable
 
     def bytes(self, bits: int = 32) -> int:
-        if bits not in BIT_WIDTHS:
-            raise ValueError(f"bit width must be one of {BIT_WIDTHS}, got {bits!r}")
-        return self.params * bits // 8
+        return int(weight_bytes(self.params, bits))
 
 
 def footprint(genotype: Genotype, kernel_set: KernelSet, profile: Profile, data: DataShape) -> Footprint:

@@ -12,37 +12,14 @@ Both cells share the genotype, with their own weights. Zeroize edges build nothi
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import torch
 from torch import nn
 
 from .layers import SeqAvgPool2d, SeqBatchNorm2d, SeqConv2d, SeqDropout, to_channels_last
+from .memory import DataShape, head_features, stem_stride
 from .neuron import LIF
-from .profiles import Macro, Profile
+from .profiles import Profile
 from .space import Genotype, KernelSet, Op
-
-
-class DataShape(Protocol):
-    """What the network needs to know of a dataset (``engine.data.DatasetInfo`` satisfies it)."""
-
-    macro: str
-    image_size: int
-
-    @property
-    def num_classes(self) -> int: ...
-
-
-def stem_stride(image_size: int) -> int:
-    """64 px inputs (TinyImageNet) are halved by the stem, as in SNASNet; 32 px ones are not."""
-    return 2 if image_size >= 64 else 1
-
-
-def head_features(macro: Macro, image_size: int) -> int:
-    side = image_size // stem_stride(image_size) // 2 // macro.pool
-    if side < 1:
-        raise ValueError(f"images of {image_size} px are too small for a head pool of {macro.pool}")
-    return 2 * macro.channels * side * side
 
 
 class ConvBN(nn.Sequential):

@@ -7,11 +7,10 @@ Reduced profiles say so in every chart and export (``reduced=True``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 Encoding = Literal["rate", "direct"]
-MACROS = ("cifar10", "cifar100", "tinyimagenet")
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ class Profile:
     encoding: Encoding = "rate"
     dropout: float = 0.5
     epochs: int = 300
-    batch_size: int = 64
+    batch_size: int = 64  # training batch (SNASNet's 64 in every profile); ``train --batch-size`` overrides it
     linear_gain: float | None = None  # classifier init: None is the reference's N(0, 0.01), see init_weights
     # The cell's 3x3 average pool divides border outputs by 9, zero padding included (PyTorch's default,
     # as the original) or by the window's real pixels. The reduced profiles keep the latter: their
@@ -93,9 +92,6 @@ class Profile:
             return self.macros[family]
         except KeyError:
             raise ValueError(f"profile {self.name!r} has no macro network for {family!r}") from None
-
-    def with_score(self, **changes) -> Profile:
-        return replace(self, score=replace(self.score, **changes))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,7 +1,8 @@
 """Alg. 1 of SpiKernel: the most accurate model that fits a memory budget, and the Pareto front.
 
 A budget is parameters (``"10M"``, ``2500000``) or bytes at a bit width (``"4MB"`` at 8-bit holds four
-million parameters). Memory of a model is its Eq. 2-3 parameter count times the bit width.
+million parameters). Memory of a model is its Eq. 2-3 parameter count times the bit width
+(``engine.memory.weight_bytes``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,25 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from .memory import BIT_WIDTHS
+from .memory import check_bits, weight_bytes
 
 _SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
 _BYTES = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+_NUMBER_UNIT = re.compile(r"\s*([-+]?[0-9]*\.?[0-9]+(?:e[-+]?\d+)?)\s*([a-z]*)\s*")
+
+
+def _number_unit(text: str) -> tuple[float, str] | None:
+    """``"40MB"`` -> ``(40.0, "mb")``; None when ``text`` is not a number and a known unit."""
+    m = _NUMBER_UNIT.fullmatch(str(text).lower())
+    if not m or (m.group(2) not in _SUFFIX and m.group(2) not in _BYTES):
+        return None
+    return float(m.group(1)), m.group(2)
+
+
+def budget_in_bytes(text: str) -> bool:
+    """Whether a budget's text counts bytes (``"40MB"``, ``"3MiB"``): such a budget takes a bit width."""
+    parsed = _number_unit(text)
+    return parsed is not None and parsed[1] in _BYTES
 
 
 class Scored(Protocol):
@@ -35,11 +51,11 @@ class Budget:
             raise ValueError(f"a budget must be a number, got {self.limit!r}")
         if self.limit <= 0 or math.isinf(self.limit):
             raise ValueError(f"a budget must be positive and finite, got {self.limit!r}")
-        if self.bits is not None and self.bits not in BIT_WIDTHS:
-            raise ValueError(f"bit width must be one of {BIT_WIDTHS}, got {self.bits!r}")
+        if self.bits is not None:
+            check_bits(self.bits)
 
     def cost(self, params: int) -> float:
-        return params * self.bits / 8 if self.bits else params
+        return weight_bytes(params, self.bits) if self.bits else params
 
     def fits(self, params: int) -> bool:
         return self.cost(params) <= self.limit
@@ -55,12 +71,12 @@ class Budget:
         32 when not given)."""
         if isinstance(text, (int, float)) and not isinstance(text, bool):
             return cls(float(text), bits)
-        m = re.fullmatch(r"\s*([-+]?[0-9]*\.?[0-9]+(?:e[-+]?\d+)?)\s*([a-z]*)\s*", str(text).lower())
-        if not m or (m.group(2) not in _SUFFIX and m.group(2) not in _BYTES):
+        parsed = _number_unit(text)
+        if parsed is None:
             raise ValueError(
                 f"{text!r} is not a budget: write parameters like '10M' or '500k', or memory like '40MB'"
             )
-        value, unit = float(m.group(1)), m.group(2)
+        value, unit = parsed
         if unit in _BYTES:
             return cls(value * _BYTES[unit], bits or 32)
         if bits is not None:  # '10M' at 8 bits would silently become 10 MB

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from .data import default_data_root
+from .datasets import default_data_root
 
 DB_ENV = "SPIKERNEL_DB"
 BUSY_TIMEOUT_S = 30.0
@@ -636,8 +636,10 @@ class Store:
             return bool(db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", [job_id]).fetchone()[0])
 
     def end_job(self, lease: Lease, status: str, error: str | None = None) -> None:
-        """A running job stops as failed or cancelled; what it recorded stays."""
-        assert status in ("failed", "cancelled")
+        """A running job stops as failed or cancelled; what it recorded stays. Any other status is a
+        ``ValueError`` and changes nothing."""
+        if status not in ("failed", "cancelled"):
+            raise ValueError(f"a job ends as failed or cancelled, not {status!r}")
         with self.write() as db:
             job_id, run_id = self._own(lease)
             db.execute(

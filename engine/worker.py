@@ -4,6 +4,9 @@
 (``start_worker``). A lock file beside the database lets one local worker serve one database, and
 tells everyone else whether it is alive. Each running job heartbeats; a job whose worker died is taken
 up again (at once by the next local worker, after ``stale_after`` seconds by any other).
+
+Checking on a worker and starting one need no torch (the dashboard does both): the model stack
+(``engine.jobs``: search, training, checkpoints) is imported only where a job is prepared or run.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ import traceback
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .jobs import CHECKPOINT_NAME, RunSpec, execute
 from .store import JobLost, Lease, Store, this_host
+
+if TYPE_CHECKING:
+    from .jobs import RunSpec
 
 HEARTBEAT_S = 2.0  # progress reaches the store this often; a cancel is noticed within this
 POLL_S = 1.0  # an idle worker looks for new jobs this often
@@ -134,6 +140,8 @@ def close_logger(logger: logging.Logger) -> None:
 
 def run_spec(store: Store, lease: Lease, device: str) -> RunSpec:
     """What the job needs from the store to start or resume."""
+    from .jobs import RunSpec  # the model stack: loaded where work runs, never by the dashboard
+
     run = store.run(lease.run_id)
     config = store.experiment(run["experiment_id"])["config"]
     best = None
@@ -223,6 +231,8 @@ def conclude(store: Store, lease: Lease, sink: StoreSink, attempt: Callable[[], 
             store.release(lease)
             logger.info("worker stopping; queued to resume")
             return "queued"
+        from .jobs import CHECKPOINT_NAME
+
         checkpoint = Path(folder) / CHECKPOINT_NAME
         store.finish_run(lease, {**result, "checkpoint": str(checkpoint.relative_to(store.root))})
         logger.info("done: accuracy %s, model %s", result["accuracy"], checkpoint)
@@ -255,6 +265,8 @@ def run_job(store: Store, lease: Lease, device: str, shutdown: threading.Event |
             sink.beat()
 
     def attempt() -> tuple[str, dict | None]:
+        from .jobs import execute
+
         spec = run_spec(store, lease, device)
         log_attempt(logger, lease, spec)
         return spec.folder, execute(spec, sink)
@@ -284,6 +296,8 @@ def serve(store: Store, *, devices: list[str] | None = None, stale_after: float 
     stop = stop or threading.Event()
     name = f"{this_host()}:{os.getpid()}"
     with hold_lock(store):
+        from . import jobs  # noqa: F401  (the model stack, loaded once here while the lock says who serves)
+
         store.requeue_orphans(this_host(), alive=name)
         store.log(f"worker {name} started")
         busy = [False] * len(devices or slot_devices())

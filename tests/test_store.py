@@ -136,6 +136,17 @@ def test_cancel_and_retry(store, studio):
     assert "cancel requested" in messages and "queued again" in messages
 
 
+def test_a_job_ends_only_as_failed_or_cancelled_and_has_no_model_file_before(store, studio):
+    api.submit_experiment(config(studio, kernel_sets=("1x1_3x3",)), store=store)
+    lease = store.claim("host:1", "cpu", stale_after=60)
+    for status in ("done", "queued", "running", None):
+        with pytest.raises(ValueError, match="a job ends as failed or cancelled"):
+            store.end_job(lease, status)
+    assert store.job(lease.job_id)["status"] == "running"  # nothing changed
+    with pytest.raises(StoreError, match="has no trained model yet"):
+        api.checkpoint_path(lease.run_id, store=store)
+
+
 def test_a_stale_job_is_taken_over_and_the_old_worker_cannot_write(store, studio):
     api.submit_experiment(config(studio, kernel_sets=("1x1_3x3",)), store=store)
     old = store.claim("host:1", "cpu", stale_after=60)

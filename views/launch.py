@@ -26,7 +26,6 @@ DATASET_STATES = {
 }
 DEFAULT_SETS = ("1x1_3x3", "3x3_5x5")
 DEFAULT_BASELINE = "1x1_3x3_5000x"
-BYTE_BUDGET = re.compile(r"[kmg]?i?b\s*$", re.IGNORECASE)  # '40MB', '3MiB': a budget in bytes needs a bit width
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -145,8 +144,8 @@ with how:
     ).strip() or None  # fmt: skip
     slots["budget"] = st.empty()
     bits = None
-    if budget and BYTE_BUDGET.search(budget):
-        bits = right.selectbox("Bit width", (32, 16, 8), key="bits", help="Bits per parameter for a budget in bytes.")
+    if budget and api.budget_in_bytes(budget):  # '40MB', '3MiB': a budget in bytes needs a bit width
+        bits = right.selectbox("Bit width", studio.BIT_WIDTHS, key="bits", help="Bits per parameter for a budget in bytes.")
 
 config = api.ExperimentConfig(
     dataset=dataset, kernel_sets=kernel_sets, iterations=int(iterations), baseline=baseline or None,
@@ -189,7 +188,7 @@ else:
         st.warning(f"Cannot size the networks: {studio.escape_markdown(e)}")
     else:
         st.dataframe(
-            table.assign(max_mb=table["max_params"] * 4 / 1e6), hide_index=True,
+            table.assign(max_mb=studio.weight_bytes(table["max_params"], 32) / 1e6), hide_index=True,
             column_config={
                 "kernel_set": "Kernel set",
                 "min_params": st.column_config.NumberColumn("Smallest cell (parameters)", format="localized"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -36,7 +38,7 @@ by_id = searched.set_index("run_id")
 
 def run_label(run_id: int) -> str:
     row = by_id.loc[run_id]
-    result = f"{row.accuracy:.1%}" if row.stage == "done" and row.accuracy == row.accuracy else "training"
+    result = f"{row.accuracy:.1%}" if row.stage == "done" and not math.isnan(row.accuracy) else "training"
     baseline = " (baseline)" if row.is_baseline else ""
     return f"#{row.experiment_id} {row.experiment} · {row.setting}{baseline} · {result}"
 
@@ -60,7 +62,8 @@ def titled(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
 
 # ------------------------------------------------------------------------------------------ summary
 
-memory_lines = " · ".join(f"{run['params'] * bits / 8 / 1e6:.2f} MB at {bits}-bit" for bits in studio.BIT_WIDTHS)
+memory_lines = " · ".join(f"{studio.weight_bytes(run['params'], bits) / 1e6:.2f} MB at {bits}-bit"
+                          for bits in studio.BIT_WIDTHS)
 cells = st.columns(4)
 cells[0].metric("Test accuracy", f"{run['accuracy']:.1%}" if run["accuracy"] is not None else "–", border=True)
 cells[1].metric("Parameters (Eq. 2-3)", studio.format_count(run["params"]), help=memory_lines, border=True)
@@ -200,7 +203,7 @@ else:
         for cell, (name, bits, acc) in zip(cells, rows):
             cell.metric(f"Accuracy, {name} weights", f"{acc:.1%}",
                         delta=None if bits == 32 else f"{(acc - fp32) * 100:+.1f} pts", border=True,
-                        help=f"{run['params'] * bits / 8 / 1e6:.2f} MB of weights at {bits}-bit")  # fmt: skip
+                        help=f"{studio.weight_bytes(run['params'], bits) / 1e6:.2f} MB of weights at {bits}-bit")  # fmt: skip
         st.caption("Measured on the test set with the weights of every convolution and linear layer quantised "
                    "per output channel, symmetric, round to nearest (biases, BatchNorm and neurons in fp32); "
                    "the same spike encoding as the fp32 accuracy. Results' memory budget at 8 or 4 bits uses "

@@ -105,7 +105,7 @@ def accuracy_per_epoch(frame: pd.DataFrame, epochs: pd.DataFrame) -> go.Figure:
 def speedup_text(row) -> str:
     if row.is_baseline:
         return "baseline"
-    return f"{row.speedup:.1f}× speed-up" if row.speedup == row.speedup else ""
+    return f"{row.speedup:.1f}× speed-up" if not math.isnan(row.speedup) else ""
 
 
 def search_time(frame: pd.DataFrame) -> go.Figure:
@@ -138,7 +138,7 @@ def score_vs_accuracy(frame: pd.DataFrame) -> tuple[go.Figure, str]:
     if len(data) < 3:
         return fig, "A rank correlation needs at least three finished settings."
     rho = data["best_score"].corr(data["accuracy"], method="spearman")
-    if rho != rho:
+    if math.isnan(rho):
         return fig, "No rank correlation: every score or every accuracy is the same."
     return fig, (
         f"Spearman rank correlation over {len(data)} settings: **ρ = {rho:+.2f}** "
@@ -169,7 +169,7 @@ for (eid, frame), column in side_by_side():
 
 def per_million(bits: int | None) -> float:
     """What one parameter weighs in the budget's unit: millions of parameters, or MB at ``bits``."""
-    return (bits / 8 if bits else 1) / 1e6
+    return (studio.weight_bytes(1, bits) if bits else 1) / 1e6
 
 
 def slider_range(values: pd.Series) -> tuple[float, float, float, int]:
