@@ -12,6 +12,7 @@ pages = st.navigation(
         st.Page("views/launch.py", title="Launch", icon=":material/rocket_launch:", default=True),
         st.Page("views/jobs.py", title="Jobs", icon=":material/monitoring:"),
         st.Page("views/results.py", title="Results", icon=":material/insights:"),
+        st.Page("views/study.py", title="Study", icon=":material/science:"),
         st.Page("views/model.py", title="Model", icon=":material/hub:"),
     ]
 )

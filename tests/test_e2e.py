@@ -3,7 +3,7 @@
 The dashboard runs as ``streamlit run app.py`` in a subprocess on a free port, against an empty database
 in a temporary folder; headless Chromium drives it like a user; the dashboard starts its own detached
 worker, which trains for real on the bundled sample. Expected values come from ``engine.api`` on the
-same database. Full-page screenshots of the four pages land in ``test-output/screenshots/``.
+same database. Full-page screenshots of the pages land in ``test-output/screenshots/``.
 
 Without a browser (or without Playwright) the test is skipped, except under ``CI``, where that fails.
 """
@@ -216,7 +216,7 @@ def slider_value(slider) -> float:
 
 
 def test_launch_watch_choose_download(browser, dashboard, tmp_path):
-    """Launch -> Jobs -> Results -> Model, as a user clicks through them, checked against ``engine.api``."""
+    """Launch -> Jobs -> Results -> Model -> Study, as a user clicks through them, checked against ``engine.api``."""
     from playwright.sync_api import expect
 
     expect.set_options(timeout=UI_TIMEOUT_MS)
@@ -228,6 +228,7 @@ def test_launch_watch_choose_download(browser, dashboard, tmp_path):
         runs = watch_jobs(page, dashboard["store"], experiment_id)
         chosen = move_budget(page, dashboard["store"], experiment_id, runs)
         download_model(page, dashboard["store"], chosen, tmp_path / "downloads")
+        visit_study(page, dashboard["store"])
     except BaseException:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         try:
@@ -395,3 +396,19 @@ def download_model(page, store, chosen, folder: Path) -> None:
     assert (meta["epochs"], meta["seed"], meta["profile"]["name"]) == (config["epochs"], config["seed"], config["profile"])
     assert not loaded.model.training
     screenshot(page, "model")
+
+
+def visit_study(page, store) -> None:
+    """Study: opened from the navigation. This test's database holds no study (it launches none: a study
+    trains several cells per kernel set), so the page shows its empty state with the launch form open and valid."""
+    from playwright.sync_api import expect
+
+    from engine import api
+
+    nav(page, "Study")
+    expect(page.get_by_role("heading", name="Study", exact=True)).to_be_visible()
+    assert not (api.list_experiments(store=store)["kind"] == "study").any()
+    expect(page.get_by_text("No studies yet: launch one above.")).to_be_visible()
+    expect(page.get_by_role("combobox", name="Dataset")).to_have_value("Bundled CIFAR-10 sample")
+    expect(page.get_by_role("button", name=re.compile(r"Launch study$"))).to_be_enabled()
+    screenshot(page, "study")

@@ -1,0 +1,222 @@
+"""The Study page (and the Results page's choices), run in this process by Streamlit's AppTest against real
+stores; the finished study is run by a real worker."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path
+
+import pytest
+from streamlit.runtime.media_file_manager import MediaFileManager
+from streamlit.testing.v1 import AppTest
+
+from engine import api
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+PAGE = "views/study.py"
+SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
+CHART_TITLES = [
+    "Training-free score vs trained accuracy", "Top-1 accuracy by kernel set (error bars: 95% over seeds)",
+    "Accuracy at equal conv-edge count", "Accuracy at equal parameter count",
+]  # fmt: skip
+
+
+def app(page: str = PAGE) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60).run()  # app.py first: st.navigation then knows the pages
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    """Everything written as Markdown, captions, alerts and bar labels, unescaped, in one string."""
+    parts = [e.value for kind in ("markdown", "caption", "error", "warning", "info", "success") for e in at.get(kind)]
+    parts += [p.text for p in at.get("progress")]
+    return "\n".join(parts).replace("\\", "")
+
+
+@pytest.fixture
+def own_db(studio, tmp_path, monkeypatch):
+    """An empty database of this test's own (the data root stays the studio's), and no detached worker:
+    ``ensure_worker`` records its calls instead."""
+    monkeypatch.setenv("SPIKERNEL_DB", str(tmp_path / "own.db"))
+    started = []
+    monkeypatch.setattr(api, "ensure_worker", lambda **kw: started.append(kw) or 4242)
+    return {"store": api.get_store(), "worker_starts": started}
+
+
+@pytest.fixture(scope="module")
+def finished_study(studio):
+    """A tiny study run to the end by a real worker on ``folder:mini`` (about 10 s), in its own database."""
+    from engine.worker import serve
+
+    store = api.get_store(studio["root"] / "study.db")
+    config = api.StudyConfig(dataset=studio["mini"], kernel_sets=("1x1_3x3", "3x3_5x5"), cells=6, trained=4, top=2,
+                             seeds=2, epochs=1, device="cpu", name="finished study")  # fmt: skip
+    ids = api.submit_study(config, store=store)
+    serve(store, devices=["cpu"], idle_exit=0.2, stop=threading.Event())
+    assert set(api.runs_frame([ids["experiment_id"]], store=store)["status"]) == {"done"}
+    return {**ids, "store": store}
+
+
+@pytest.fixture
+def downloads(monkeypatch):
+    """What each download button would hand the browser, by file name (deferred data is called)."""
+    files: dict[str, bytes | str] = {}
+    add, add_deferred = MediaFileManager.add, MediaFileManager.add_deferred
+    deferred = []
+
+    def record(self, data, mimetype, coordinates, file_name=None, **kw):
+        files[file_name] = data
+        return add(self, data, mimetype, coordinates, file_name, **kw)
+
+    def record_deferred(self, data_callable, mimetype, coordinates, file_name=None, **kw):
+        deferred.append(file_name)
+        files[file_name] = data_callable()
+        return add_deferred(self, data_callable, mimetype, coordinates, file_name, **kw)
+
+    monkeypatch.setattr(MediaFileManager, "add", record)
+    monkeypatch.setattr(MediaFileManager, "add_deferred", record_deferred)
+    return {"files": files, "deferred": deferred}
+
+
+def set_form(at: AppTest, **values) -> AppTest:
+    for key, value in values.items():
+        at.number_input(key=f"study_{key}").set_value(value)
+    return at.run()
+
+
+def test_empty_state_opens_the_launch_form(own_db):
+    at = app()
+    assert [t.value for t in at.title] == ["Study"]
+    assert "No studies yet" in texts(at)
+    (expander,) = at.expander
+    assert expander.label == "Launch a study" and expander.proto.expanded
+    assert not at.button(key="study_launch").disabled  # the defaults are a valid study
+    assert not at.get("plotly_chart")
+
+
+def test_launch_explains_each_problem_and_writes_nothing(own_db):
+    at = app()
+    set_form(at, cells=3, trained=4)
+    assert "score at least as many cells (3) as are trained (4)" in texts(at)
+    assert at.button(key="study_launch").disabled
+
+    set_form(at, cells=10, seeds=0)
+    assert "score at least as many cells" not in texts(at)
+    assert "seeds must be at least 1" in texts(at)
+    assert at.button(key="study_launch").disabled
+
+    set_form(at, seeds=2)
+    at.text_input(key="study_custom_sets").input("4x4,6x6").run()
+    assert "kernel size 4 is not allowed" in texts(at)
+    assert at.button(key="study_launch").disabled
+
+    at.text_input(key="study_custom_sets").input("").run()
+    at.multiselect(key="study_sets").set_value([]).run()
+    assert "pick at least one kernel set" in texts(at)
+    assert at.button(key="study_launch").disabled
+
+    at.multiselect(key="study_sets").set_value(["1x1_3x3"]).run()
+    at.checkbox(key="study_exhaustive").check().run()
+    set_form(at, cells=8000, trained=4)
+    assert "only 7,012 distinct cells exist" in texts(at)
+    assert at.button(key="study_launch").disabled
+    assert not at.exception
+    assert api.list_experiments(store=own_db["store"]).empty
+    assert not own_db["worker_starts"]
+
+
+def test_launch_queues_a_study_and_shows_it(own_db, studio):
+    at = app()
+    at.selectbox(key="study_dataset").select("folder").run()
+    at.text_input(key="study_folder").input("mini").run()
+    assert "on disk" in texts(at)
+    at.multiselect(key="study_sets").set_value(["1x1_3x3", "3x3_5x5"])
+    at.text_input(key="study_custom_sets").input("5,9")
+    set_form(at, cells=6, trained=4, top=2, seeds=2, epochs=1)
+    at.selectbox(key="study_device").select("cpu")
+    at.text_input(key="study_name").input("from the study test").run()
+    assert "3 kernel set(s), each: 6 cells scored, 4 of them trained, 6 trainings of 1 epoch(s) (the top 2" in texts(at)
+    assert "Roughly" in texts(at)  # Launch's estimate, for the study's trainings
+    assert not at.button(key="study_launch").disabled
+
+    at.button(key="study_launch").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Study #1 queued: 3 kernel set(s)." in texts(at)
+    assert own_db["worker_starts"], "launching starts the worker"
+    assert at.button(key="study_launch").disabled, "the same study cannot be queued twice by a second click"
+
+    store = own_db["store"]
+    (study,) = api.list_experiments(store=store).itertuples()
+    assert (study.kind, study.name) == ("study", "from the study test")
+    config = api.get_experiment(study.id, store=store)["config"]
+    assert tuple(config["kernel_sets"]) == ("1x1_3x3", "3x3_5x5", "5x5_9x9")
+    assert (config["cells"], config["trained"], config["top"], config["seeds"], config["epochs"]) == (6, 4, 2, 2, 1)
+    assert (config["dataset"], config["device"]) == ("folder:mini", "cpu")
+    assert at.selectbox(key="study_pick").value == study.id
+    shown = texts(at)
+    assert "Scoring: 0/6 cells · waiting for the worker" in shown
+    assert "Refreshing every 2 s" in shown and "Nothing trained yet" in shown
+    assert not at.get("plotly_chart")
+    assert api.cancel(int(study.id), store=store) == 3  # nobody runs them
+
+
+def test_the_finished_study_shows_its_report_charts_and_downloads(finished_study, downloads, monkeypatch):
+    monkeypatch.setenv("SPIKERNEL_DB", str(finished_study["store"].path))
+    monkeypatch.setattr(api, "ensure_worker", lambda **kw: None)
+    eid, store = finished_study["experiment_id"], finished_study["store"]
+    at = app()
+    assert at.selectbox(key="study_pick").value == eid
+    assert not at.expander[0].proto.expanded  # a study exists: the form stays folded
+    report = api.study_report(eid, store=store)
+
+    (table,) = [d.value for d in at.dataframe]  # per kernel set (no search-regret table: not exhaustive)
+    assert list(table["kernel_set"]) == ["1x1_3x3", "3x3_5x5"]
+    assert list(table["scored"]) == [6, 6] and list(table["trained"]) == [4, 4]
+    for row, k in zip(table.itertuples(), report.kernel_sets):
+        assert row.top1.startswith(f"{k.top1.mean:.1%}") and "(n=2)" in row.top1
+        if k.correlation.spearman.estimate != k.correlation.spearman.estimate:  # NaN: shown as a dash, with why
+            assert row.spearman == "—"
+            assert "—: not defined" in texts(at)
+        else:
+            assert row.spearman.startswith(f"{k.correlation.spearman.estimate:+.2f}")
+    shown = texts(at)
+    assert "Done: the score's top cell reached" in shown
+    assert "laptop profile (reduced scale)" in shown and "**Scale**" in shown
+
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert [c["layout"]["title"]["text"] for c in charts] == CHART_TITLES
+    assert all("laptop profile (reduced scale)" in c["layout"]["title"]["subtitle"]["text"] for c in charts)
+    points = sum(len(t["x"]) for t in charts[0]["data"])
+    assert points == len(report.cells) == 8
+    assert {t["marker"]["symbol"] for t in charts[0]["data"]} <= {"star", "circle", "square"}
+    assert any("genotype" in t["hovertemplate"] for t in charts[0]["data"])
+
+    experiment = api.get_experiment(eid, store=store)
+    for fmt in api.EXPORT_FORMATS:
+        name = api.export_name(experiment, fmt)
+        assert SAFE_NAME.fullmatch(name) and name.endswith(f".{fmt}")
+        assert name in downloads["deferred"], "exports are built when asked, not on every run"
+        assert downloads["files"][name] == api.export_study(eid, fmt, store=store)
+    rows = downloads["files"][api.export_name(experiment, "csv")].splitlines()
+    assert len(rows) == 1 + 2 * (4 + 2)  # a header, then per kernel set 4 cells and the top 2's second seeds
+
+
+def test_results_lists_experiments_but_not_studies(own_db, studio):
+    store = own_db["store"]
+    plain = store.add_experiment("plain", {"dataset": "sample"}, profile="laptop", reduced=True,
+                                 runs=[{"setting": "1x1_3x3_3x", "kernel_set": "1x1_3x3", "iterations": 3}])  # fmt: skip
+    study = api.submit_study(api.StudyConfig(kernel_sets=("1x1_3x3",), cells=4, trained=3, top=1, epochs=1),
+                             store=store)  # fmt: skip
+    at = app("views/results.py")
+    assert at.selectbox(key="results_experiment").options == [f"#{plain['experiment_id']} · plain · 0 finished"]
+    assert study["experiment_id"] not in (at.selectbox(key="results_experiment").value,)
+
+    at = app()
+    assert at.selectbox(key="study_pick").value == study["experiment_id"]
+    assert len(at.selectbox(key="study_pick").options) == 1
+    api.cancel(study["experiment_id"], store=store)
+    api.cancel(plain["experiment_id"], store=store)
