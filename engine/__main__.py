@@ -17,6 +17,7 @@ from .profiles import PROFILES, get_profile
 from .files import check_output_file, check_output_folder
 from .memory import BIT_WIDTHS
 from .space import MAX_EPOCHS, MAX_ITERATIONS, MAX_SEED, TABLE_I, Genotype, KernelSet, parse_kernel_sets
+from .study import StudyConfig
 
 EXIT_USAGE = 2
 
@@ -429,6 +430,94 @@ def cmd_submit(args: argparse.Namespace) -> None:
         print("no worker is running: start one with `python -m engine worker`")
 
 
+def cmd_study(args: argparse.Namespace) -> None:
+    """Submit a study and run it here (unless a worker already serves the database), then report it."""
+    from . import api
+    from .worker import WorkerBusy, serve
+
+    config = api.StudyConfig(
+        dataset=args.dataset, kernel_sets=tuple(ks.name for ks in parse_kernel_sets(args.kernel_sets)),
+        cells=args.cells, exhaustive=args.exhaustive, trained=args.trained, top=args.top, seeds=args.seeds,
+        profile=args.profile, epochs=args.epochs, seed=args.seed, device=args.device, precision=args.precision,
+        name=args.name,
+    )  # fmt: skip
+    errors = api.validate_study(config)  # before the database is opened (or made)
+    if errors:
+        raise api.ConfigError(errors)
+    store = api.get_store(args.db)
+    ids = api.submit_study(config, store=store)
+    study_id = ids["experiment_id"]
+    print(f"study {study_id}: {len(ids['job_ids'])} job(s) queued, one per kernel set")
+    if args.detach:
+        print(f"the worker runs it; `python -m engine study-report {study_id}` shows what it found so far")
+        return
+    with StopOnInterrupt() as stop:
+        try:
+            serve(store, devices=[args.device] if args.device != "auto" else None, idle_exit=0.5, stop=stop.event)
+        except WorkerBusy:
+            print(f"a worker already serves {store.path}: it runs the study; "
+                  f"`python -m engine study-report {study_id}` shows what it found so far")  # fmt: skip
+            return
+    print(study_text(api.study_report(study_id, store=store)))
+
+
+def cmd_study_report(args: argparse.Namespace) -> None:
+    from . import api
+    from .files import write_atomic
+
+    store = api.get_store(args.db, create=False, readonly=True)
+    if args.format == "table":
+        text = study_text(api.study_report(args.study, store=store)) + "\n"
+    else:
+        text = api.export_study(args.study, args.format, store=store)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        check_output_file(args.out)
+        write_atomic(args.out, text)
+        print(f"wrote {args.out}")
+
+
+def study_text(report) -> str:
+    """A study's report as plain-text tables: one row per kernel set, then the cross-tabulations."""
+
+    def num(value: float, fmt: str = ".2f") -> str:
+        return "-" if value is None or math.isnan(value) else format(value, fmt)
+
+    def ci(interval) -> str:
+        if math.isnan(interval.estimate):
+            return "-"
+        return f"{interval.estimate:+.2f} [{num(interval.low, '+.2f')}, {num(interval.high, '+.2f')}]"
+
+    rows = []
+    for k in report.kernel_sets:
+        r = k.regret
+        rows.append([k.kernel_set, str(k.scored), str(k.trained), ci(k.correlation.spearman), ci(k.correlation.kendall),
+                     ci(k.within_edges), f"{num(k.top1.mean, '.1%')} ({k.top1.n})",
+                     num(r.best_accuracy, ".1%") if r else "-", num(r.regret, "+.1%") if r else "-",
+                     num(r.gain, "+.1%") if r else "-"])  # fmt: skip
+    parts = ["score against trained accuracy (95% bootstrap intervals; '-': fewer than 3 cells or no variation)",
+             table(rows, ["kernel set", "scored", "trained", "Spearman", "Kendall", "within equal conv edges",
+                          "top-1 acc (seeds)", "best", "regret", "gain vs random"])]  # fmt: skip
+    if report.overall is not None:
+        parts.append(f"all kernel sets together: Spearman {ci(report.overall.spearman)}, "
+                     f"Kendall {ci(report.overall.kendall)}")  # fmt: skip
+    searches = [(k.kernel_set, s) for k in report.kernel_sets for s in k.search_regret]
+    if searches:
+        parts += ["\nrandom searches replayed over the exhaustive scores",
+                  table([[name, f"{s.iterations}", f"{s.found_top1:.0%}", num(s.score_gap, ".3f"), f"{s.percentile:.2%}"]
+                         for name, s in searches],
+                        ["kernel set", "iterations", "found top-1", "score gap", "pick's percentile"])]  # fmt: skip
+    for title, rows_, key in (("accuracy at equal conv-edge count", report.by_edges, "conv_edges"),
+                              ("accuracy at equal parameter count", report.by_params, "params_bin")):  # fmt: skip
+        if rows_:
+            body = [[r["kernel_set"], str(r[key]), str(r["n"]), num(r["mean"], ".1%"),
+                     f"[{num(r['low'], '.1%')}, {num(r['high'], '.1%')}]"] for r in rows_]  # fmt: skip
+            parts += [f"\n{title} (mean over cells, 95% t interval)",
+                      table(body, ["kernel set", key.replace("_", " "), "cells", "accuracy", "interval"])]
+    return "\n".join(parts)
+
+
 def cmd_jobs(args: argparse.Namespace) -> None:
     from . import api
 
@@ -637,6 +726,33 @@ def build_parser() -> Parser:
     m.add_argument("--name", default="")
     m.add_argument("--start-worker", action="store_true", help="start a background worker unless one runs")
     m.set_defaults(func=cmd_submit)
+
+    y = sub.add_parser("study", help="does the score pick good cells, do larger kernels help? score N cells per "
+                       "kernel set, train a stratified subset, report rank correlations and regret")
+    defaults = StudyConfig()
+    y.add_argument("--dataset", default=defaults.dataset, help="sample, cifar10, cifar100, tinyimagenet or folder:<path>")
+    y.add_argument("--kernel-sets", default=",".join(defaults.kernel_sets), help="comma-separated, or 'all' (Table I)")
+    y.add_argument("--cells", type=whole(1, MAX_ITERATIONS), default=defaults.cells, help="cells scored per kernel set")
+    y.add_argument("--exhaustive", action="store_true",
+                   help="score the first --cells of every distinct cell (7,012) in a seeded order, and replay the "
+                   "paper's 1000- and 5000-iteration random searches over those scores")
+    y.add_argument("--trained", type=whole(1), default=defaults.trained, help="cells trained per kernel set")
+    y.add_argument("--top", type=whole(1), default=defaults.top, help="the score's top cells, trained with every seed")
+    y.add_argument("--seeds", type=whole(1), default=defaults.seeds, help="training seeds of each top cell")
+    y.add_argument("--epochs", type=whole(1, MAX_EPOCHS), default=None, help="default: the profile's")
+    y.add_argument("--profile", default=defaults.profile, choices=list(PROFILES))
+    y.add_argument("--precision", choices=["fp32", "bf16"], default=defaults.precision)
+    y.add_argument("--seed", type=whole(0, MAX_SEED), default=defaults.seed)
+    y.add_argument("--device", default=defaults.device)
+    y.add_argument("--name", default="")
+    y.add_argument("--detach", action="store_true", help="only queue it for the worker")
+    y.set_defaults(func=cmd_study)
+
+    r = sub.add_parser("study-report", help="a study's statistics as tables, or its cells (CSV) or report (JSON)")
+    r.add_argument("study", type=whole(1))
+    r.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    r.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    r.set_defaults(func=cmd_study_report)
 
     j = sub.add_parser("jobs", help="every job with its status and progress")
     j.add_argument("--experiment", type=whole(1))

@@ -25,15 +25,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import datasets
+from . import datasets, study
 from .datasets import DatasetError, check_dataset, dataset_shape
 from .energy import EnergyModel
 from .memory import footprint, layer_counts, weight_bytes
 from .profiles import PROFILES, get_profile
 from .select import Budget, Selection, budget_in_bytes, pareto_front, parse_energy_budget, select_model  # noqa: F401
 from .space import (MAX_EPOCHS, MAX_ITERATIONS, MAX_SEED, Genotype, KernelSet, Op, Setting, SpaceError,
-                    extreme_genotypes)  # fmt: skip
-from .store import Store, StoreError, default_db_path
+                    distinct_cells, extreme_genotypes)  # fmt: skip
+from .store import TRAINED_CELL_COLUMNS, Store, StoreError, default_db_path
+from .study import StudyConfig
 from .worker import start_worker, worker_state
 
 LOG_TAIL_BYTES = 64 * 1024
@@ -70,14 +71,7 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ExperimentConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError({k: "unknown field" for k in unknown})
-        kernel_sets = d.get("kernel_sets", cls.kernel_sets)
-        if isinstance(kernel_sets, list):  # JSON has no tuples
-            kernel_sets = tuple(kernel_sets)
-        return cls(**{**d, "kernel_sets": kernel_sets})
+        return _from_dict(cls, d)
 
     def with_profile_defaults(self) -> ExperimentConfig:
         """Unset epochs filled in from the profile (call on a valid config)."""
@@ -91,6 +85,18 @@ class ExperimentConfig:
             if baseline not in names:
                 names.insert(0, baseline)
         return [Setting.parse(n) for n in dict.fromkeys(names)]
+
+
+def _from_dict(cls, d: dict):
+    """An experiment's or a study's config from a dict (JSON, a form): unknown fields are errors."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError({k: "unknown field" for k in unknown})
+    kernel_sets = d.get("kernel_sets", cls.kernel_sets)
+    if isinstance(kernel_sets, list):  # JSON has no tuples
+        kernel_sets = tuple(kernel_sets)
+    return cls(**{**d, "kernel_sets": kernel_sets})
 
 
 def _is_int(value) -> bool:
@@ -211,6 +217,81 @@ def submit_experiment(config: ExperimentConfig | dict, *, store: Store | None = 
     ]
     payload = {**asdict(config), "name": name, "baseline": baseline, "kernel_sets": list(config.kernel_sets)}
     return _store(store).add_experiment(name, payload, profile=profile.name, reduced=profile.reduced, runs=runs)
+
+
+def validate_study(config: StudyConfig, *, check_data: bool = True) -> dict[str, str]:
+    """Every problem of a study, by field; empty when it can be submitted. The fields it shares with an
+    experiment are checked by ``validate`` (its ``iterations`` are the study's ``cells``)."""
+    shared = ExperimentConfig(dataset=config.dataset, kernel_sets=config.kernel_sets, iterations=config.cells,
+                              profile=config.profile, epochs=config.epochs, seed=config.seed, device=config.device,
+                              precision=config.precision)  # fmt: skip
+    errors = {("cells" if k == "iterations" else k): v for k, v in validate(shared, check_data=check_data).items()}
+    for name, message in study.check_counts(config.cells, config.trained, config.top, config.seeds).items():
+        errors.setdefault(name, message)
+    if not isinstance(config.exhaustive, bool):
+        errors["exhaustive"] = "exhaustive is true or false"
+    elif config.exhaustive and "cells" not in errors and config.cells > len(distinct_cells()):
+        errors["cells"] = f"only {len(distinct_cells()):,} distinct cells exist; an exhaustive study scores at most that"
+    if "seed" not in errors and "seeds" not in errors and config.seed + config.seeds - 1 > MAX_SEED:
+        errors["seeds"] = f"the training seeds run from the seed up; keep seed + seeds - 1 within {MAX_SEED:,}"
+    return errors
+
+
+def submit_study(config: StudyConfig | dict, *, store: Store | None = None) -> dict:
+    """Validate, then record the study with one queued job per kernel set, all or nothing (``engine.study``).
+
+    Returns ``{"experiment_id", "run_ids", "job_ids"}``; raises ``ConfigError`` and writes nothing when
+    anything is invalid.
+    """
+    if isinstance(config, dict):
+        config = _from_dict(StudyConfig, config)
+    errors = validate_study(config)
+    if errors:
+        raise ConfigError(errors)
+    if config.epochs is None:
+        config = replace(config, epochs=get_profile(config.profile).epochs)
+    profile = get_profile(config.profile)
+    settings = [Setting(KernelSet.parse(k), config.cells) for k in dict.fromkeys(config.kernel_sets)]
+    kernel_sets = ", ".join(s.kernel_set.name for s in settings)
+    name = config.name.strip() or f"study of {kernel_sets} on {config.dataset}"
+    runs = [{"setting": s.name, "kernel_set": s.kernel_set.name, "iterations": s.iterations} for s in settings]
+    payload = {
+        **asdict(config), "name": name, "kernel_sets": [s.kernel_set.name for s in settings],
+        "study": {"trained": config.trained, "top": config.top, "seeds": config.seeds},
+    }  # fmt: skip
+    return _store(store).add_experiment(name, payload, profile=profile.name, reduced=profile.reduced, runs=runs,
+                                        kind="study")  # fmt: skip
+
+
+def study_report(experiment_id: int, *, resamples: int = 2000, store: Store | None = None) -> study.StudyReport:
+    """The statistics of a study from what it has trained so far (``engine.study.report``)."""
+    s = _store(store)
+    experiment = s.experiment(experiment_id)
+    if experiment["kind"] != "study":
+        raise StoreError(f"experiment {experiment_id} is not a study")
+    runs = s.runs([experiment_id])
+    candidates = {r["id"]: s.candidates(r["id"]) for r in runs}
+    config = experiment["config"]
+    return study.report(runs, s.trained_cells(r["id"] for r in runs), candidates,
+                        exhaustive=config.get("exhaustive", False), seed=config["seed"], resamples=resamples)  # fmt: skip
+
+
+def export_study(experiment_id: int, fmt: str = "csv", *, store: Store | None = None) -> str:
+    """A study's trained cells as CSV (one row per cell and seed), or its config and full report as JSON."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    s = _store(store)
+    experiment = s.experiment(experiment_id)
+    if fmt == "csv":
+        rows = s.trained_cells(r["id"] for r in s.runs([experiment_id]))
+        columns = ["kernel_set", *TRAINED_CELL_COLUMNS]
+        return pd.DataFrame(rows, columns=columns).to_csv(index=False)
+    payload = {
+        "study": {k: experiment[k] for k in ("id", "name", "config", "profile", "dataset", "created")},
+        "reduced_profile": bool(experiment["reduced"]),
+        "report": study_report(experiment_id, store=s).to_dict(),
+    }
+    return json.dumps(payload, indent=1)
 
 
 def baseline_name(config: ExperimentConfig) -> str | None:

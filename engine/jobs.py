@@ -22,8 +22,9 @@ from .data import ImageData, load_dataset
 from .deploy import measure
 from .memory import footprint
 from .profiles import get_profile
-from .search import Candidate, random_search
+from .search import Candidate, SearchResult, random_search
 from .space import Genotype, Setting
+from .study import plan, trainings
 from .train import EpochRecord, TrainConfig, eval_seed, train
 
 FLUSH_S = 1.0  # scored candidates are recorded at least this often (a kill loses at most this much work)
@@ -47,6 +48,9 @@ class RunSpec:
     done: list[dict] = field(default_factory=list)  # candidates recorded so far
     search_seconds: float = 0.0
     best: dict | None = None  # the best candidate, once the search is done
+    exhaustive: bool = False  # score every distinct cell (in the seed's order) instead of sampling
+    study: dict | None = None  # a study's run: ``trained``, ``top`` and ``seeds`` (engine.study.plan)
+    trained: list[dict] = field(default_factory=list)  # a study's (cell, seed) trainings recorded so far
 
 
 class Sink(Protocol):
@@ -57,6 +61,8 @@ class Sink(Protocol):
     def search_done(self, best: dict, params: int, params_torch: int, seconds: float) -> None: ...
 
     def epoch(self, record: dict) -> None: ...
+
+    def trained_cell(self, row: dict) -> None: ...
 
     def progress(self, stage: str, done: int, total: int, note: str, eta_seconds: float | None) -> None: ...
 
@@ -99,15 +105,18 @@ def execute(spec: RunSpec, sink: Sink) -> dict | None:
     profile = get_profile(spec.profile)
     data = dataset(spec.dataset)
     folder = Path(spec.folder)
-    best = spec.best
+    best, scored = spec.best, spec.done
     if spec.stage == "search":
-        best = _search(spec, setting, profile, data, sink)
-        if best is None:
+        result = _search(spec, setting, profile, data, sink)
+        if result is None:
             return None
+        best, scored = result.best.to_dict(), [c.to_dict() for c in result.candidates]
+    if spec.study is not None:
+        return _study(spec, setting, profile, data, scored, folder, sink)
     return _train(spec, setting, profile, data, Genotype.from_str(best["genotype"]), best["score"], folder, sink)
 
 
-def _search(spec: RunSpec, setting: Setting, profile, data: ImageData, sink: Sink) -> dict | None:
+def _search(spec: RunSpec, setting: Setting, profile, data: ImageData, sink: Sink) -> SearchResult | None:
     done = [Candidate.from_dict(c) for c in spec.done]
     pending: list[dict] = []
     started, last_flush = time.perf_counter(), time.monotonic()
@@ -145,14 +154,14 @@ def _search(spec: RunSpec, setting: Setting, profile, data: ImageData, sink: Sin
         on_candidate=record,
         should_stop=sink.should_stop,
         done=done,
+        exhaustive=spec.exhaustive,
     )
     flush()
     if result.stopped:
         return None
-    best = result.best.to_dict()
     fp = footprint(result.best.genotype, setting.kernel_set, profile, data.info)
-    sink.search_done(best, fp.params, fp.params_torch, seconds())
-    return best
+    sink.search_done(result.best.to_dict(), fp.params, fp.params_torch, seconds())
+    return result
 
 
 def _train(spec: RunSpec, setting: Setting, profile, data: ImageData, genotype: Genotype, score: float,
@@ -218,3 +227,47 @@ def _train(spec: RunSpec, setting: Setting, profile, data: ImageData, genotype: 
         "checkpoint_sha256": sha256_file(checkpoint),
         **measured,
     }
+
+
+def _study(spec: RunSpec, setting: Setting, profile, data: ImageData, scored: list[dict], folder: Path,
+           sink: Sink) -> dict | None:  # fmt: skip
+    """Train a study's planned cells, one (cell, seed) at a time, each recorded as soon as it is trained.
+
+    The plan depends only on the scored candidates, so a resumed job trains the same cells; a training cut
+    short resumes from its own state file. Returns the run's results: the score's top cell, its seeds averaged.
+    """
+    cells = plan(scored, trained=spec.study["trained"], top=spec.study["top"], seeds=spec.study["seeds"],
+                 seed=spec.seed)  # fmt: skip
+    todo = trainings(cells)
+    results = {(r["genotype"], r["seed"]): r for r in spec.trained}
+    folder.mkdir(parents=True, exist_ok=True)
+    eta = _Eta(sum((c.genotype, s) in results for c, s in todo))
+    for n, (cell, seed) in enumerate(todo):
+        if (cell.genotype, seed) in results:
+            continue
+        what = f"cell {n + 1}/{len(todo)} ({cell.role}, score {cell.score:.2f}, seed {seed})"
+
+        def progress(epoch: int, batch: int, batches: int, loss: float, accuracy: float, _n=n, _what=what) -> None:
+            note = f"{_what}: epoch {epoch}/{spec.epochs}, batch {batch}/{batches}, loss {loss:.3f}"
+            sink.progress("train", _n, len(todo), note, eta(_n, len(todo)))
+
+        sink.progress("train", n, len(todo), what, eta(n, len(todo)))
+        config = TrainConfig(epochs=spec.epochs, batch_size=profile.batch_size, seed=seed, device=spec.device,
+                             precision=spec.precision)  # fmt: skip
+        state = folder / f"study-{cell.candidate}-{seed}.pt"
+        trained = train(Genotype.from_str(cell.genotype), setting.kernel_set, profile, data, config,
+                        state_path=state, progress=progress, should_stop=sink.should_stop)  # fmt: skip
+        if trained.stopped:
+            return None
+        last = trained.epochs[-1]
+        row = {
+            "genotype": cell.genotype, "seed": seed, "role": cell.role, "candidate": cell.candidate,
+            "score": cell.score, "conv_edges": cell.conv_edges, "params": cell.params,
+            "accuracy": trained.accuracy, "train_accuracy": last.train_accuracy, "firing_rate": last.firing_rate,
+            "seconds": sum(e.seconds for e in trained.epochs),
+        }  # fmt: skip
+        sink.trained_cell(row)
+        results[(cell.genotype, seed)] = row
+        state.unlink(missing_ok=True)
+    top = cells[0]
+    return {"accuracy": sum(results[(top.genotype, s)]["accuracy"] for s in top.seeds) / len(top.seeds)}

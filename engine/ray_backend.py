@@ -66,7 +66,7 @@ EXCHANGE_S = 0.5  # a task sends progress and asks whether to stop at most this 
 SHUTDOWN_WAIT_S = 30.0  # on stop, tasks get this long to return before they are killed
 RESOURCES_S = 5.0  # the cluster's size is looked up again this often (nodes come and go)
 MARKER = ".ray-driver"  # in a run folder: the token of the driver whose task may work there
-SINK_CALLS = ("candidates", "search_done", "epoch", "progress")
+SINK_CALLS = ("candidates", "search_done", "epoch", "trained_cell", "progress")
 
 
 class RayMissing(ValueError):
@@ -145,6 +145,9 @@ class HubSink:
     def epoch(self, record):
         self._post("epoch", record)
 
+    def trained_cell(self, row):
+        self._post("trained_cell", row)
+
     def progress(self, stage, done, total, note, eta_seconds):
         self._post("progress", stage, done, total, note, eta_seconds, durable=False)
 
@@ -172,7 +175,8 @@ def _run_task(spec: RunSpec, key: str, hub, token: str) -> dict:
     try:
         result = execute(replace(spec, folder=str(work)), sink)
         sink.flush()  # every call reaches the hub before the result is ready
-        checkpoint = None if result is None else (work / CHECKPOINT_NAME).read_bytes()
+        saved = result is not None and "checkpoint_sha256" in result  # a study's run keeps no model
+        checkpoint = (work / CHECKPOINT_NAME).read_bytes() if saved else None
         return {"result": result, "checkpoint": checkpoint, "node": ray.util.get_node_ip_address(), "shared": shared}
     except BaseException:
         try:
@@ -318,7 +322,7 @@ class RayDriver:
             cause.add_note(str(e))  # the task's own traceback, for the job's log
             raise cause from None
         result = out["result"]
-        if result is not None:
+        if out["checkpoint"] is not None:
             data = out["checkpoint"]
             if hashlib.sha256(data).hexdigest() != result["checkpoint_sha256"]:
                 raise RuntimeError("the model file changed on its way from the task to the driver")
@@ -326,6 +330,7 @@ class RayDriver:
             write_atomic(path, data)
             if sha256_file(path) != result["checkpoint_sha256"]:
                 raise RuntimeError(f"the model file written to {path} does not match the task's")
+        if result is not None:
             job.sink.logger.info("ran on %s (%s)", out["node"], "shared folder" if out["shared"] else "own folder")
         return job.spec.folder, result
 

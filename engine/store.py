@@ -31,7 +31,7 @@ DB_ENV = "SPIKERNEL_DB"
 BUSY_TIMEOUT_S = 30.0
 # SQLite's application_id of this project's databases ("SpKr"): another application's file is refused.
 APPLICATION_ID = 0x53704B72
-TABLES = frozenset({"experiments", "runs", "candidates", "epochs", "jobs", "events"})
+TABLES = frozenset({"experiments", "runs", "candidates", "epochs", "jobs", "events"})  # every version has them
 
 
 class StoreError(RuntimeError):
@@ -163,14 +163,37 @@ ALTER TABLE runs ADD COLUMN ann_macs REAL;
 ALTER TABLE runs ADD COLUMN deploy TEXT;
 """
 
+# A study (engine.study) is an experiment of its own kind whose runs also train a stratified subset of their
+# scored cells: one row per (cell, seed) trained, with why it was chosen and what it reached.
+_V4 = """
+ALTER TABLE experiments ADD COLUMN kind TEXT NOT NULL DEFAULT 'experiment' CHECK (kind IN ('experiment', 'study'));
+CREATE TABLE trained_cells (
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    genotype TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('top', 'random', 'spread')),
+    candidate INTEGER NOT NULL,
+    score REAL NOT NULL,
+    conv_edges INTEGER NOT NULL,
+    params INTEGER NOT NULL,
+    accuracy REAL NOT NULL,
+    train_accuracy REAL NOT NULL,
+    firing_rate REAL,
+    seconds REAL NOT NULL,
+    PRIMARY KEY (run_id, genotype, seed)
+) WITHOUT ROWID;
+"""
+
 # Each entry upgrades the schema by one version; a database remembers its version in user_version.
 # Append, never edit: a newer release opens an older database by running the entries it lacks.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 CANDIDATE_COLUMNS = (
     "index", "genotype", "score", "params", "params_torch", "conv_edges", "silent_layers", "firing_rate", "seconds",
 )  # fmt: skip
+TRAINED_CELL_COLUMNS = ("genotype", "seed", "role", "candidate", "score", "conv_edges", "params", "accuracy",
+                        "train_accuracy", "firing_rate", "seconds")  # fmt: skip
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_accuracy", "firing_rate", "seconds", "lr")
 
 
@@ -370,8 +393,9 @@ class Store:
 
     # --- experiments
 
-    def add_experiment(self, name: str, config: dict, *, profile: str, reduced: bool, runs: list[dict]) -> dict:
-        """The experiment, its runs and one queued job per run, in one transaction."""
+    def add_experiment(self, name: str, config: dict, *, profile: str, reduced: bool, runs: list[dict],
+                       kind: str = "experiment") -> dict:  # fmt: skip
+        """The experiment (or study), its runs and one queued job per run, in one transaction."""
         now = time.time()
         with self.write() as db:
             experiment_id = db["experiments"].insert(
@@ -383,6 +407,7 @@ class Store:
                     "reduced": int(reduced),
                     "baseline": config.get("baseline"),
                     "created": now,
+                    "kind": kind,
                 }
             ).last_pk
             folder = _claim(self.root / "experiments", str(experiment_id), "", Path.mkdir)
@@ -406,10 +431,11 @@ class Store:
         return {**row, "config": json.loads(row["config"])}
 
     def experiments(self) -> list[dict]:
-        """Every experiment, newest first, with its status summarised from its jobs."""
-        return self.query(
+        """Every experiment, newest first, with its status summarised from its jobs, and its kind
+        (``experiment`` or ``study``; a read-only database of a release before studies has experiments only)."""
+        rows = self.query(
             """
-            SELECT e.id, e.name, e.dataset, e.profile, e.reduced, e.baseline, e.created,
+            SELECT e.*,
                    count(j.id) AS runs,
                    sum(j.status = 'done') AS done,
                    sum(j.status = 'running') AS running,
@@ -420,6 +446,10 @@ class Store:
             GROUP BY e.id ORDER BY e.id DESC
             """
         )
+        for row in rows:
+            row.pop("config"), row.pop("folder", None)  # the list shows neither
+            row.setdefault("kind", "experiment")
+        return rows
 
     def delete_experiment(self, experiment_id: int) -> None:
         with self.write() as db:
@@ -520,6 +550,22 @@ class Store:
                 "train_seconds = (SELECT sum(seconds) FROM epochs WHERE run_id = ?) WHERE id = ?",
                 [run_id, run_id, run_id],
             )
+
+    def add_trained_cell(self, lease: Lease, row: dict) -> None:
+        """One (cell, seed) of a study trained; the same again replaces it (a resumed study repeats it exactly)."""
+        with self.write() as db:
+            job_id, run_id = self._own(lease)
+            db["trained_cells"].insert({"run_id": run_id, **{c: row[c] for c in TRAINED_CELL_COLUMNS}}, replace=True)
+
+    def trained_cells(self, run_ids: Iterable[int]) -> list[dict]:
+        """A study's trained cells with their run's kernel set, in the order they were planned."""
+        ids = list(run_ids)
+        marks = ",".join("?" * len(ids))
+        return self.query(
+            f"SELECT t.*, r.kernel_set FROM trained_cells t JOIN runs r ON r.id = t.run_id "
+            f"WHERE t.run_id IN ({marks}) ORDER BY t.run_id, t.candidate, t.seed",
+            ids,
+        )
 
     def finish_run(self, lease: Lease, result: dict) -> None:
         """The trained model is saved: the run is done and so is its job."""

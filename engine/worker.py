@@ -147,6 +147,7 @@ def run_spec(store: Store, lease: Lease, device: str) -> RunSpec:
     best = None
     if run["stage"] != "search":
         best = {"genotype": run["best_genotype"], "score": run["best_score"]}
+    study = config.get("study")  # a study's run needs its scored cells again to plan what it trains
     return RunSpec(
         setting=run["setting"],
         dataset=config["dataset"],
@@ -157,9 +158,12 @@ def run_spec(store: Store, lease: Lease, device: str) -> RunSpec:
         device=device if config["device"] == "auto" else config["device"],
         folder=str(store.run_folder(run["experiment_id"], run["setting"])),
         stage=run["stage"],
-        done=store.candidates(lease.run_id) if run["stage"] == "search" else [],
+        done=store.candidates(lease.run_id) if run["stage"] == "search" or study else [],
         search_seconds=run["search_seconds"],
         best=best,
+        exhaustive=config.get("exhaustive", False),
+        study=study,
+        trained=store.trained_cells([lease.run_id]) if study else [],
     )
 
 
@@ -184,6 +188,11 @@ class StoreSink:
     def epoch(self, record):
         self.store.add_epoch(self.lease, record)
         self.logger.info("epoch %d: loss %.4f, test accuracy %s", record["epoch"], record["train_loss"], record["test_accuracy"])
+
+    def trained_cell(self, row):
+        self.store.add_trained_cell(self.lease, row)
+        self.logger.info("trained %s (%s, seed %d): test accuracy %.4f", row["genotype"], row["role"], row["seed"],
+                         row["accuracy"])  # fmt: skip
 
     def progress(self, stage, done, total, note, eta_seconds):
         self.state = {"stage": stage, "done": done, "total": total, "note": note, "eta_seconds": eta_seconds}
@@ -233,6 +242,10 @@ def conclude(store: Store, lease: Lease, sink: StoreSink, attempt: Callable[[], 
             return "queued"
         from .jobs import CHECKPOINT_NAME
 
+        if "checkpoint_sha256" not in result:  # a study's run keeps no model
+            store.finish_run(lease, result)
+            logger.info("done: the top cell's accuracy %s", result["accuracy"])
+            return "done"
         checkpoint = Path(folder) / CHECKPOINT_NAME
         store.finish_run(lease, {**result, "checkpoint": str(checkpoint.relative_to(store.root))})
         logger.info("done: accuracy %s, model %s", result["accuracy"], checkpoint)

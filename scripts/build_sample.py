@@ -6,6 +6,9 @@ into ``data/sample/cifar10-sample.zip`` and records what it took in ``data/sampl
 (source sha256, counts, every member name), so the sample can be rebuilt bit for bit.
 
     python scripts/build_sample.py /path/to/cifar10-jpg.zip
+
+With ``--folder DIR`` the same rule writes an ImageFolder tree there instead (a ``folder:`` dataset of any
+size, e.g. the class-balanced subset of ``docs/study.md``), with its MANIFEST.json beside the images.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ def main() -> None:
     parser.add_argument("source", type=Path, help="CIFAR-10 ImageFolder zip")
     parser.add_argument("--train", type=int, default=500, help="training images per class")
     parser.add_argument("--test", type=int, default=100, help="test images per class")
+    parser.add_argument("--folder", type=Path, help="write an ImageFolder tree here instead of the bundled zip")
     args = parser.parse_args()
 
     per_split = {"train": args.train, "test": args.test}
@@ -49,6 +53,14 @@ def main() -> None:
                 raise SystemExit(f"{split}/{_cls} has only {len(names)} images")
             taken += names[: per_split[split]]
 
+        if args.folder is not None:
+            for name in taken:
+                path = args.folder / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(src.read(name))
+            write_manifest(args, args.folder, per_split, by_class, taken, archive=None)
+            print(f"wrote {len(taken)} images under {args.folder}")
+            return
         OUT_DIR.mkdir(parents=True, exist_ok=True)
         target = OUT_DIR / "cifar10-sample.zip"
         tmp = target.with_suffix(".zip.tmp")
@@ -59,18 +71,22 @@ def main() -> None:
                 dst.writestr(info, src.read(name))
         tmp.replace(target)
 
-    classes = sorted({c for _s, c in by_class})
+    write_manifest(args, OUT_DIR, per_split, by_class, taken, archive=target)
+    print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB, {len(taken)} images)")
+
+
+def write_manifest(args, out: Path, per_split: dict, by_class: dict, taken: list[str], archive: Path | None) -> None:
+    """What was taken, from which file, by which rule: enough to rebuild it bit for bit."""
     manifest = {
         "source": args.source.name,
         "source_sha256": sha256(args.source),
         "rule": "first N images per class, file names sorted",
-        "classes": classes,
+        "classes": sorted({c for _s, c in by_class}),
         "per_class": per_split,
-        "archive_sha256": sha256(target),
+        **({"archive_sha256": sha256(archive)} if archive else {}),
         "members": taken,
     }
-    (OUT_DIR / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB, {len(taken)} images)")
+    (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
 
 if __name__ == "__main__":
