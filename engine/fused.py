@@ -36,15 +36,19 @@ _seen: set = set()
 
 
 def _forward(x: torch.Tensor, v: torch.Tensor, tau: float, v_th: float, keep_charged: bool):
-    """``lif_step`` over ``x [T, n]`` from ``v [n]``: ``(spikes, charged membranes or None, final v)``."""
+    """``lif_step`` over ``x [T, n]`` from ``v [n]``, which ends as the final membrane (written in place, as
+    ``lif_sequence`` does: a neuron stepped through time keeps one buffer instead of a new one per step).
+    Returns ``(spikes, charged membranes or None)``."""
     spikes, charged = [], []
+    state = v
     for t in range(x.shape[0]):
-        h = v + (x[t] - v) / tau
+        h = state + (x[t] - state) / tau
         fired = h >= v_th
         spikes.append(fired.to(x.dtype).unsqueeze(0))
         charged.append(h.unsqueeze(0))
-        v = torch.where(fired, 0.0, h)
-    return torch.cat(spikes), torch.cat(charged) if keep_charged else None, v
+        state = torch.where(fired, 0.0, h)
+    v.copy_(state)
+    return torch.cat(spikes), torch.cat(charged) if keep_charged else None
 
 
 def _backward(grad: torch.Tensor, charged: torch.Tensor, tau: float, v_th: float, alpha: float):
@@ -107,15 +111,16 @@ def _run(fn, *args):
 
 
 def lif_forward(x: torch.Tensor, v: torch.Tensor, tau: float, v_th: float, keep_charged: bool):
-    """``(spikes, charged or None, v)`` shaped and laid out like ``x`` (and ``v``), or None to run eager code."""
+    """``(spikes, charged or None)`` shaped and laid out like ``x``, with ``v`` advanced in place; or None to
+    run eager code (``v`` untouched)."""
     fx, fv = flat(x, 1), flat(v, 0)
     if not wanted(x) or fx is None or fv is None:
         return None
     out = _run(_forward, fx, fv, tau, v_th, keep_charged)
     if out is None:
         return None
-    spikes, charged, v_end = out
-    return unflat(spikes, x), None if charged is None else unflat(charged, x), unflat(v_end, v)
+    spikes, charged = out
+    return unflat(spikes, x), None if charged is None else unflat(charged, x)
 
 
 def lif_backward(grad: torch.Tensor, charged: torch.Tensor, tau: float, v_th: float, alpha: float):

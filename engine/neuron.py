@@ -78,25 +78,26 @@ class LIFSequence(torch.autograd.Function):
         dh_t = grad_t * surrogate'(h_t - v_th) + dv_t * (1 - s_t)   (the reset is detached)
         dx_t = dh_t / tau,   dv_{t-1} = dh_t * (1 - 1/tau)
 
-    One saved tensor instead of autograd's graph of T x 6 small ops. Returns ``(spikes, codes, v)``.
-    Large layers run both directions as fused kernels (``fused.py``; they return no codes), with this
-    eager code as their reference and fallback.
+    One saved tensor instead of autograd's graph of T x 6 small ops. Returns ``(spikes, codes, v)``, ``v``
+    being the neuron's own state, advanced in place. Large layers run both directions as fused kernels
+    (``fused.py``; they return no codes), with this eager code as their reference and fallback.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, v: torch.Tensor, tau: float, v_th: float, alpha: float):  # type: ignore[override]
         ctx.constants = (tau, v_th, alpha)
         training = ctx.needs_input_grad[0]
+        ctx.mark_dirty(v)
+        ctx.mark_non_differentiable(v)
         out = fused.lif_forward(x, v, tau, v_th, keep_charged=training)
         if out is not None:  # no codes: the backward recomputes them, ``LIF`` derives them when asked
-            spikes, charged, v = out
+            spikes, charged = out
             ctx.save_for_backward(charged, None)
-            ctx.mark_non_differentiable(v)
             return spikes, None, v
         charged = torch.empty_like(x) if training else None
-        codes, v = lif_sequence(x, v.clone(), tau, v_th, charged)
+        codes, v = lif_sequence(x, v, tau, v_th, charged)
         ctx.save_for_backward(charged, codes)
-        ctx.mark_non_differentiable(codes, v)
+        ctx.mark_non_differentiable(codes)
         return codes.to(x.dtype), codes, v
 
     @staticmethod
@@ -132,17 +133,25 @@ class LIF(nn.Module):
         self.carry = False
         self.v: torch.Tensor | None = None  # kept between calls only while ``carry`` is set
         self.keep_codes = False
-        self.codes: torch.Tensor | None = None  # the last call's spikes as booleans, while ``keep_codes`` is set
+        # The last call's spikes as booleans while ``keep_codes`` is set, in a buffer the next call reuses
+        # (a search reads them at once; stepping through time, one buffer serves every step).
+        self.codes: torch.Tensor | None = None
+        self._codes_buffer: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = self.v if self.carry and self.v is not None else torch.zeros_like(x[0])
         out, codes, v = LIFSequence.apply(x, v, self.tau, self.v_th, self.alpha)
         self.v = v if self.carry else None
+        self.codes = None
         if self.keep_codes:
-            self.codes = codes if codes is not None else out.detach() != 0
-        else:
-            self.codes = None
+            self.codes = codes if codes is not None else torch.ne(out.detach(), 0, out=self._buffer_like(out))
         return out
+
+    def _buffer_like(self, out: torch.Tensor) -> torch.Tensor:
+        buffer = self._codes_buffer
+        if buffer is None or buffer.shape != out.shape or buffer.stride() != out.stride():
+            buffer = self._codes_buffer = torch.empty_like(out, dtype=torch.bool)
+        return buffer
 
     def extra_repr(self) -> str:
         return f"tau={self.tau:.4g}, v_th={self.v_th}, alpha={self.alpha}, fanout={self.fanout}"

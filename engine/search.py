@@ -146,10 +146,11 @@ class Scorer:
                     spikes += count * layer.fanout
                     neurons += out.numel() * layer.fanout
 
+                hooks = []
                 for layer in layers:
                     layer.carry = not cfg.reset_between_batches
                     layer.keep_codes = True  # the kernel reads spikes as bool codes (int8 matmul)
-                    layer.register_forward_hook(record)
+                    hooks.append(layer.register_forward_hook(record))
                 for b, x in enumerate(batches):
                     acc = KernelAccumulator(cfg.count_silent)  # the hook adds to this batch's
                     with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
@@ -161,6 +162,8 @@ class Scorer:
                         else:
                             net(encoded)
                     scores.append(acc.score())
+                for hook in hooks:  # the hook refers to the layers (``fired``): without this, the network
+                    hook.remove()  # would wait for Python's cycle collector, its buffers held meanwhile
             silent = max(silent, sum(not f for f in fired.values()))
         return float(np.mean(scores)), silent, spikes / max(neurons, 1)
 
