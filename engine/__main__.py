@@ -621,6 +621,9 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="sample", help="sample, cifar10, cifar100, tinyimagenet or folder:<path>")
     p.add_argument("--kernel-sets", default="all", help="comma-separated, e.g. 1x1_3x3,3x3_5x5 (default: Table I)")
     p.add_argument("--iterations", type=whole(1, MAX_ITERATIONS), default=1000)
+    p.add_argument("--exhaustive", action="store_true",
+                   help="score the first --iterations of every distinct cell (7,012) in a seeded order, each once, "
+                   "instead of sampling (beyond the paper)")
     p.add_argument("--baseline", default="1x1_3x3_5000x", help="setting for the search speed-up ('' for none)")
     p.add_argument("--epochs", type=whole(1, MAX_EPOCHS), default=None, help="default: the profile's (10 laptop, 300 paper)")
     p.add_argument("--profile", default="laptop", choices=list(PROFILES))
@@ -638,6 +641,7 @@ def experiment_config(args: argparse.Namespace):
         dataset=args.dataset,
         kernel_sets=tuple(ks.name for ks in parse_kernel_sets(args.kernel_sets)),
         iterations=args.iterations,
+        exhaustive=args.exhaustive,
         baseline=args.baseline or None,
         profile=args.profile,
         epochs=args.epochs,

@@ -59,6 +59,7 @@ class ExperimentConfig:
     dataset: str = "sample"
     kernel_sets: tuple[str, ...] = ("1x1_3x3", "3x3_5x5")
     iterations: int = 1000
+    exhaustive: bool = False  # score the first ``iterations`` distinct cells in a seeded order instead of sampling
     baseline: str | None = None
     profile: str = "laptop"
     epochs: int | None = None  # None: the profile's (Profile.epochs: 300 for the paper, 10 for the laptop)
@@ -130,6 +131,14 @@ def validate(config: ExperimentConfig, *, check_data: bool = True) -> dict[str, 
             Setting.parse(config.baseline)
         except SpaceError as e:
             errors["baseline"] = str(e)
+    if not isinstance(config.exhaustive, bool):
+        errors["exhaustive"] = "exhaustive is true or false"
+    elif config.exhaustive:
+        distinct = len(distinct_cells())
+        if "iterations" not in errors and config.iterations > distinct:
+            errors["iterations"] = f"only {distinct:,} distinct cells exist; an exhaustive search scores at most that"
+        if config.baseline and "baseline" not in errors and Setting.parse(config.baseline).iterations > distinct:
+            errors["baseline"] = f"an exhaustive baseline scores at most the {distinct:,} distinct cells"
     if config.epochs is not None and (not _is_int(config.epochs) or not 1 <= config.epochs <= MAX_EPOCHS):
         errors["epochs"] = f"epochs must be a whole number from 1 to {MAX_EPOCHS:,}"
     if not _is_int(config.seed) or not 0 <= config.seed <= MAX_SEED:
@@ -303,7 +312,7 @@ def list_experiments(*, store: Store | None = None) -> pd.DataFrame:
     """One row per experiment, newest first, with counts of its jobs by status and an overall status."""
     frame = pd.DataFrame(_store(store).experiments())
     if frame.empty:
-        return pd.DataFrame(columns=["id", "name", "dataset", "profile", "status", "runs", "done", "created"])
+        return pd.DataFrame(columns=["id", "name", "kind", "dataset", "profile", "status", "runs", "done", "created"])
     frame["status"] = frame.apply(_experiment_status, axis=1)
     frame["created"] = pd.to_datetime(frame["created"], unit="s")
     return frame

@@ -56,7 +56,9 @@ def _experiment_id(store: Store, config: api.ExperimentConfig) -> int:
         raise api.ConfigError(errors)
     wanted = {**asdict(config.with_profile_defaults()), "kernel_sets": list(config.kernel_sets)}
     keys = [k for k in wanted if k not in ("name", "baseline", "budget", "bits")]  # a budget is re-applied freely
-    if any(recorded["config"].get(k) != wanted[k] for k in keys) or recorded["baseline"] != api.baseline_name(config):
+    defaults = asdict(api.ExperimentConfig())  # what a folder recorded before a field existed
+    if (any(recorded["config"].get(k, defaults[k]) != wanted[k] for k in keys)
+            or recorded["baseline"] != api.baseline_name(config)):  # fmt: skip
         raise ValueError(f"{store.root} holds an exploration with other arguments; use another --out folder")
     return recorded["id"]
 

@@ -428,7 +428,7 @@ class Store:
         row = self._one("SELECT * FROM experiments WHERE id = ?", [experiment_id])
         if row is None:
             raise StoreError(f"there is no experiment {experiment_id}")
-        return {**row, "config": json.loads(row["config"])}
+        return {"kind": "experiment", **row, "config": json.loads(row["config"])}  # no kind: before studies
 
     def experiments(self) -> list[dict]:
         """Every experiment, newest first, with its status summarised from its jobs, and its kind

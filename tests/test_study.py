@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -163,3 +164,18 @@ def test_the_command_line_runs_a_study_and_reports_it(tmp_path, studio):
     from engine.space import exhaustive_order
 
     assert [c["genotype"] for c in exhaustive] == [g.to_str() for g in exhaustive_order(0)[:5]]
+
+
+def test_an_exhaustive_experiment_scores_distinct_cells_in_the_seeded_order(tmp_path, studio):
+    from engine.space import exhaustive_order
+
+    store = Store(tmp_path / "s.db")
+    config = api.ExperimentConfig(dataset=studio["mini"], kernel_sets=("3x3_5x5",), iterations=4, exhaustive=True,
+                                  epochs=1, seed=3, device="cpu")  # fmt: skip
+    with pytest.raises(api.ConfigError, match="7,012 distinct cells"):
+        api.submit_experiment(replace(config, iterations=7013), store=store)
+    ids = api.submit_experiment(config, store=store)
+    finish(store.path)
+    scored = [c["genotype"] for c in store.candidates(ids["run_ids"][0])]
+    assert scored == [g.to_str() for g in exhaustive_order(3)[:4]]
+    assert api.runs_frame(store=store)["status"].tolist() == ["done"]

@@ -104,6 +104,11 @@ with what:
         key="iterations", help="How many random cells the training-free score ranks for each kernel set.",
     )  # fmt: skip
     slots["iterations"] = st.empty()
+    exhaustive = st.toggle(
+        "Exhaustive: each distinct cell once", key="exhaustive",
+        help=f"Score the first N of all {len(api.distinct_cells()):,} distinct cells, in an order shuffled by the seed, "
+        "instead of N random draws (which can repeat a cell). Beyond the paper.",
+    )  # fmt: skip
     use_baseline = st.toggle("Measure search speed-up against a baseline", value=True, key="baseline_on")
     baseline = None
     if use_baseline:
@@ -148,7 +153,8 @@ with how:
         bits = right.selectbox("Bit width", studio.BIT_WIDTHS, key="bits", help="Bits per parameter for a budget in bytes.")
 
 config = api.ExperimentConfig(
-    dataset=dataset, kernel_sets=kernel_sets, iterations=int(iterations), baseline=baseline or None,
+    dataset=dataset, kernel_sets=kernel_sets, iterations=int(iterations), exhaustive=exhaustive,
+    baseline=baseline or None,
     profile=profile, epochs=int(epochs), seed=int(seed), device=device, budget=budget, bits=bits, name=name,
 )  # fmt: skip
 # The dataset was checked above (cached); validate the rest without probing the network again.

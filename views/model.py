@@ -15,6 +15,9 @@ from engine import api
 st.title("Model")
 
 runs = api.runs_frame(store=studio.store())
+experiments = api.list_experiments(store=studio.store())
+studies = experiments.loc[experiments["kind"] == "study", "id"]
+runs = runs[~runs["experiment_id"].isin(studies)]  # a study keeps no model: the Study page shows it
 searched = runs[runs["best_genotype"].notna()].sort_values(["experiment_id", "run_id"], ascending=[False, True])
 if searched.empty:
     st.info("No model has been searched yet: launch an experiment, then follow it on Jobs.", icon=":material/hub:")

@@ -17,8 +17,7 @@ OVER_BUDGET_GREY = "#c4c4c4"
 st.title("Results")
 
 experiments = api.list_experiments(store=studio.store())
-if "kind" in experiments:  # a study has no model to choose: the Study page shows it
-    experiments = experiments[experiments["kind"] != "study"]
+experiments = experiments[experiments["kind"] != "study"]  # a study has no model to choose: the Study page shows it
 if experiments.empty:
     st.info("No experiments yet: launch one and its results appear here.", icon=":material/science:")
     st.page_link("views/launch.py", label="Launch an experiment", icon=":material/rocket_launch:")

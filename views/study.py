@@ -669,7 +669,7 @@ st.caption("Does the training-free score pick good cells, and do larger kernels 
 
 store = studio.store()
 experiments = api.list_experiments(store=store)
-studies = experiments[experiments["kind"] == "study"] if "kind" in experiments else experiments.iloc[0:0]
+studies = experiments[experiments["kind"] == "study"]
 launch_section(store, first=studies.empty)
 if studies.empty:
     st.info("No studies yet: launch one above.", icon=":material/science:")
