@@ -80,3 +80,19 @@ def sidebar() -> None:
 
     with st.sidebar:
         worker_state()
+
+
+STATUS_BADGES = {  # a job's or an experiment's status -> (colour, icon)
+    api.JobStatus.QUEUED: ("gray", ":material/schedule:"),
+    api.JobStatus.RUNNING: ("blue", ":material/progress_activity:"),
+    api.JobStatus.DONE: ("green", ":material/check_circle:"),
+    api.JobStatus.FAILED: ("red", ":material/error:"),
+    api.JobStatus.CANCELLED: ("orange", ":material/block:"),
+    "empty": ("gray", ":material/remove:"),  # an experiment without runs
+}
+
+
+def status_badge(status: str) -> str:
+    """``:blue-badge[icon running]``, the same on every page."""
+    color, icon = STATUS_BADGES.get(status, ("gray", ":material/help:"))
+    return f":{color}-badge[{icon} {status}]"

@@ -25,7 +25,7 @@ import pandas as pd
 from . import api
 from .devices import resolve_device
 from .files import check_output_folder, write_atomic
-from .store import Store, this_host
+from .store import STOPPED, JobStatus, Store, this_host
 from .worker import STALE_S, hold_lock, run_job
 
 DB_NAME = "spikernel.db"
@@ -84,8 +84,8 @@ def explore(
     with hold_lock(store):
         store.requeue_orphans(this_host(), alive=worker)  # an earlier run of this folder that was killed
         experiment_id = _experiment_id(store, config)
-        store.retry(j["id"] for j in store.jobs(experiment_id) if j["status"] in ("failed", "cancelled"))
-        for job in store.jobs(experiment_id, statuses=["done"]):
+        store.retry(j["id"] for j in store.jobs(experiment_id) if j["status"] in STOPPED)
+        for job in store.jobs(experiment_id, statuses=[JobStatus.DONE]):
             rep.finished(store.run(job["run_id"]))
         while not stop.is_set() and (lease := store.claim(worker, device, stale_after=STALE_S)) is not None:
             setting = store.run(lease.run_id)["setting"]
@@ -98,10 +98,10 @@ def explore(
                 rep.advance(done, total, note)
 
             status = run_job(store, lease, device, stop, on_progress=progress)
-            if status == "failed":
+            if status == JobStatus.FAILED:
                 job = store.job(lease.job_id)
                 raise ExplorationFailed(f"{setting} failed: {job['error']} (log: {store.log_path(lease.job_id)})")
-            if status == "done":
+            if status == JobStatus.DONE:
                 rep.finished(store.run(lease.run_id))
     if stop.is_set() and store.active_jobs():
         return None

@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import sqlite_utils
@@ -36,6 +37,20 @@ TABLES = frozenset({"experiments", "runs", "candidates", "epochs", "jobs", "even
 
 class StoreError(RuntimeError):
     """The database cannot be used as asked (newer schema, unknown id, a forbidden change)."""
+
+
+class JobStatus(StrEnum):
+    """Where a job stands; the one spelling of each state for the store, the worker, the API and the pages."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)  # still to run or running: what a worker is started for
+STOPPED = (JobStatus.FAILED, JobStatus.CANCELLED)  # ended before done: what can be retried
 
 
 def default_db_path() -> Path:
@@ -437,14 +452,15 @@ class Store:
             """
             SELECT e.*,
                    count(j.id) AS runs,
-                   sum(j.status = 'done') AS done,
-                   sum(j.status = 'running') AS running,
-                   sum(j.status = 'queued') AS queued,
-                   sum(j.status = 'failed') AS failed,
-                   sum(j.status = 'cancelled') AS cancelled
+                   sum(j.status = :done) AS done,
+                   sum(j.status = :running) AS running,
+                   sum(j.status = :queued) AS queued,
+                   sum(j.status = :failed) AS failed,
+                   sum(j.status = :cancelled) AS cancelled
             FROM experiments e LEFT JOIN runs r ON r.experiment_id = e.id LEFT JOIN jobs j ON j.run_id = r.id
             GROUP BY e.id ORDER BY e.id DESC
-            """
+            """,
+            {status.value: status.value for status in JobStatus},
         )
         for row in rows:
             row.pop("config"), row.pop("folder", None)  # the list shows neither
@@ -456,8 +472,8 @@ class Store:
             self.experiment(experiment_id)
             busy = db.execute(
                 "SELECT count(*) FROM jobs j JOIN runs r ON r.id = j.run_id "
-                "WHERE r.experiment_id = ? AND j.status = 'running'",
-                [experiment_id],
+                "WHERE r.experiment_id = ? AND j.status = ?",
+                [experiment_id, JobStatus.RUNNING],
             ).fetchone()[0]
             if busy:
                 raise StoreError(f"experiment {experiment_id} has {busy} running job(s); cancel it first")
@@ -573,7 +589,7 @@ class Store:
         with self.write() as db:
             job_id, run_id = self._own(lease)
             db["runs"].update(run_id, {**result, "stage": "done", "finished": now})
-            db["jobs"].update(job_id, {"status": "done", "finished": now, "note": "done", "eta_seconds": 0})
+            db["jobs"].update(job_id, {"status": JobStatus.DONE, "finished": now, "note": "done", "eta_seconds": 0})
             run = self.run(run_id)
             accuracy = "n/a" if result.get("accuracy") is None else f"{result['accuracy']:.1%}"
             self.log(f"{run['setting']}: done, accuracy {accuracy}", experiment_id=run["experiment_id"], run_id=run_id)
@@ -622,21 +638,21 @@ class Store:
             # Two index walks on jobs_by_status, each stopping at its first match: one OR sorted every
             # queued job (40-100 ms per claim with 100,000 queued, 2-core CPU).
             row = db.execute(
-                "SELECT * FROM (SELECT id, status, worker FROM jobs WHERE status = 'queued' "
+                "SELECT * FROM (SELECT id, status, worker FROM jobs WHERE status = ? "
                 "AND cancel_requested = 0 ORDER BY id LIMIT 1) UNION ALL SELECT * FROM (SELECT id, status, "
-                "worker FROM jobs WHERE status = 'running' AND heartbeat < ? ORDER BY id LIMIT 1) ORDER BY id LIMIT 1",
-                [now - stale_after],
+                "worker FROM jobs WHERE status = ? AND heartbeat < ? ORDER BY id LIMIT 1) ORDER BY id LIMIT 1",
+                [JobStatus.QUEUED, JobStatus.RUNNING, now - stale_after],
             ).fetchone()
             if row is None:
                 return None
             job_id, status, previous = row
             db.execute(
-                "UPDATE jobs SET status = 'running', worker = ?, device = ?, heartbeat = ?, "
+                "UPDATE jobs SET status = ?, worker = ?, device = ?, heartbeat = ?, "
                 "started = coalesce(started, ?), attempts = attempts + 1, error = NULL, finished = NULL WHERE id = ?",
-                [worker, device, now, now, job_id],
+                [JobStatus.RUNNING, worker, device, now, now, job_id],
             )
             job = self.job(job_id)
-            taken = f"resumed from {previous}, whose heartbeat stopped" if status == "running" else "started"
+            taken = f"resumed from {previous}, whose heartbeat stopped" if status == JobStatus.RUNNING else "started"
             self.log(
                 f"{job['setting']}: {taken} on {worker} ({device})",
                 experiment_id=job["experiment_id"],
@@ -649,11 +665,11 @@ class Store:
         with self.write() as db:
             orphans = self.query(
                 "SELECT j.id, j.worker, r.experiment_id, r.id AS run_id, r.setting FROM jobs j "
-                "JOIN runs r ON r.id = j.run_id WHERE j.status = 'running' AND j.worker LIKE ? AND j.worker != ?",
-                [f"{host}:%", alive],
+                "JOIN runs r ON r.id = j.run_id WHERE j.status = ? AND j.worker LIKE ? AND j.worker != ?",
+                [JobStatus.RUNNING, f"{host}:%", alive],
             )
             for o in orphans:
-                db.execute("UPDATE jobs SET status = 'queued' WHERE id = ?", [o["id"]])
+                db.execute("UPDATE jobs SET status = ? WHERE id = ?", [JobStatus.QUEUED, o["id"]])
                 self.log(
                     f"{o['setting']}: worker {o['worker']} stopped mid-job; queued to resume",
                     level="warning",
@@ -666,7 +682,7 @@ class Store:
         """Inside a write: the job must still be running under this lease (not deleted, ended or re-claimed
         by another worker after a missed heartbeat). Returns (job id, run id)."""
         row = self.db.execute("SELECT status, attempts FROM jobs WHERE id = ?", [lease.job_id]).fetchone()
-        if row is None or row[0] != "running" or row[1] != lease.attempt:
+        if row is None or row[0] != JobStatus.RUNNING or row[1] != lease.attempt:
             raise JobLost(lease.job_id, "deleted" if row is None else row[0] if row[1] == lease.attempt else "re-claimed")
         return lease.job_id, lease.run_id
 
@@ -684,7 +700,7 @@ class Store:
     def end_job(self, lease: Lease, status: str, error: str | None = None) -> None:
         """A running job stops as failed or cancelled; what it recorded stays. Any other status is a
         ``ValueError`` and changes nothing."""
-        if status not in ("failed", "cancelled"):
+        if status not in STOPPED:
             raise ValueError(f"a job ends as failed or cancelled, not {status!r}")
         with self.write() as db:
             job_id, run_id = self._own(lease)
@@ -694,14 +710,14 @@ class Store:
             )
             job = self.job(job_id)
             message = f"{job['setting']}: {status}" + (f": {error}" if error else "")
-            self.log(message, level="error" if status == "failed" else "info",
+            self.log(message, level="error" if status == JobStatus.FAILED else "info",
                      experiment_id=job["experiment_id"], run_id=job["run_id"])  # fmt: skip
 
     def release(self, lease: Lease) -> None:
         """The worker is shutting down: the job goes back to the queue and resumes later."""
         with self.write() as db:
             job_id, run_id = self._own(lease)
-            db.execute("UPDATE jobs SET status = 'queued' WHERE id = ?", [job_id])
+            db.execute("UPDATE jobs SET status = ? WHERE id = ?", [JobStatus.QUEUED, job_id])
             job = self.job(job_id)
             self.log(f"{job['setting']}: worker stopping; queued to resume",
                      experiment_id=job["experiment_id"], run_id=run_id)  # fmt: skip
@@ -712,10 +728,11 @@ class Store:
         with self.write() as db:
             for job_id in job_ids:
                 job = self.job(job_id)
-                if job["status"] == "queued":
-                    db.execute("UPDATE jobs SET status = 'cancelled', finished = ? WHERE id = ?", [time.time(), job_id])
+                if job["status"] == JobStatus.QUEUED:
+                    db.execute("UPDATE jobs SET status = ?, finished = ? WHERE id = ?",
+                               [JobStatus.CANCELLED, time.time(), job_id])  # fmt: skip
                     self.log(f"{job['setting']}: cancelled", experiment_id=job["experiment_id"], run_id=job["run_id"])
-                elif job["status"] == "running":
+                elif job["status"] == JobStatus.RUNNING:
                     db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", [job_id])
                     self.log(f"{job['setting']}: cancel requested", experiment_id=job["experiment_id"], run_id=job["run_id"])
                 else:
@@ -729,18 +746,18 @@ class Store:
         with self.write() as db:
             for job_id in job_ids:
                 job = self.job(job_id)
-                if job["status"] not in ("failed", "cancelled"):
+                if job["status"] not in STOPPED:
                     continue
                 db.execute(
-                    "UPDATE jobs SET status = 'queued', cancel_requested = 0, error = NULL, finished = NULL WHERE id = ?",
-                    [job_id],
+                    "UPDATE jobs SET status = ?, cancel_requested = 0, error = NULL, finished = NULL WHERE id = ?",
+                    [JobStatus.QUEUED, job_id],
                 )
                 self.log(f"{job['setting']}: queued again", experiment_id=job["experiment_id"], run_id=job["run_id"])
                 count += 1
         return count
 
     def active_jobs(self) -> int:
-        return self.db.execute("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')").fetchone()[0]
+        return self.db.execute("SELECT count(*) FROM jobs WHERE status IN (?, ?)", ACTIVE).fetchone()[0]
 
     # --- events
 

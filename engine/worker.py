@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .store import JobLost, Lease, Store, this_host
+from .store import JobLost, JobStatus, Lease, Store, this_host
 
 if TYPE_CHECKING:
     from .jobs import RunSpec
@@ -234,32 +234,32 @@ def conclude(store: Store, lease: Lease, sink: StoreSink, attempt: Callable[[], 
             if sink.lost.is_set():
                 raise JobLost(lease.job_id, "taken away")
             if sink.cancel.is_set():
-                store.end_job(lease, "cancelled")
+                store.end_job(lease, JobStatus.CANCELLED)
                 logger.info("cancelled")
-                return "cancelled"
+                return JobStatus.CANCELLED
             store.release(lease)
             logger.info("worker stopping; queued to resume")
-            return "queued"
+            return JobStatus.QUEUED
         from .jobs import CHECKPOINT_NAME
 
         if "checkpoint_sha256" not in result:  # a study's run keeps no model
             store.finish_run(lease, result)
             logger.info("done: the top cell's accuracy %s", result["accuracy"])
-            return "done"
+            return JobStatus.DONE
         checkpoint = Path(folder) / CHECKPOINT_NAME
         store.finish_run(lease, {**result, "checkpoint": str(checkpoint.relative_to(store.root))})
         logger.info("done: accuracy %s, model %s", result["accuracy"], checkpoint)
-        return "done"
+        return JobStatus.DONE
     except JobLost as e:
         logger.warning("%s; stopped without writing", e)
         return "lost"
     except Exception as e:  # any failure ends this job, never the worker
         logger.error("failed:\n%s", traceback.format_exc())
         try:
-            store.end_job(lease, "failed", error_text(e))
+            store.end_job(lease, JobStatus.FAILED, error_text(e))
         except JobLost:
             pass
-        return "failed"
+        return JobStatus.FAILED
 
 
 def run_job(store: Store, lease: Lease, device: str, shutdown: threading.Event | None = None, *,

@@ -14,19 +14,7 @@ from engine import api
 
 REFRESH_S = 2.0
 SHOWN_EXPERIMENTS = 10  # the newest; older ones on request (each refresh redraws every card shown)
-BADGES = {  # status -> (colour, icon)
-    "queued": ("gray", ":material/schedule:"),
-    "running": ("blue", ":material/progress_activity:"),
-    "done": ("green", ":material/check_circle:"),
-    "failed": ("red", ":material/error:"),
-    "cancelled": ("orange", ":material/block:"),
-    "empty": ("gray", ":material/remove:"),
-}
-
-
-def badge(status: str) -> str:
-    color, icon = BADGES.get(status, ("gray", ":material/help:"))
-    return f":{color}-badge[{icon} {status}]"
+badge = studio.status_badge
 
 
 def clock(timestamp: float) -> str:
@@ -70,15 +58,15 @@ def progress(job: dict) -> tuple[float, str]:
 def details(job: dict) -> str:
     """One line under the bar: ETA while running, where it ran, when it ended."""
     parts = []
-    if job["status"] == "running":
+    if job["status"] == api.JobStatus.RUNNING:
         parts.append("cancelling…" if job["cancel_requested"] else f"ETA {studio.format_seconds(job['eta_seconds'])}")
-    elif job["status"] == "queued":
+    elif job["status"] == api.JobStatus.QUEUED:
         parts.append("waiting for the worker")
     if job["device"]:
         parts.append(f"on {job['device']}")
     if (job["attempts"] or 0) > 1:
         parts.append(f"attempt {job['attempts']}")
-    if job["status"] in ("done", "failed", "cancelled") and job["finished"]:
+    if job["status"] not in api.ACTIVE and job["finished"]:
         parts.append(f"ended {clock(job['finished'])}")
     return " · ".join(parts)
 
@@ -89,14 +77,14 @@ def job_row(job: dict) -> None:
     fill, label = progress(job)
     bar.progress(fill, text=studio.escape_markdown(label))
     bar.caption(details(job))
-    if job["status"] in ("queued", "running"):
+    if job["status"] in api.ACTIVE:
         if buttons.button("Cancel", key=f"cancel_job_{job['id']}", icon=":material/stop_circle:",
                           disabled=bool(job["cancel_requested"])):  # fmt: skip
             act(api.cancel, None, [job["id"]], done="Cancelled {count} job(s).")
-    elif job["status"] in ("failed", "cancelled"):
+    elif job["status"] in api.STOPPED:
         if buttons.button("Retry", key=f"retry_job_{job['id']}", icon=":material/replay:"):
             act(api.retry, None, [job["id"]], done="Queued {count} job(s) again; each resumes where it stopped.")
-    if job["status"] == "failed":
+    if job["status"] == api.JobStatus.FAILED:
         bar.error(studio.escape_markdown(job["error"] or "failed without a message"), icon=":material/error:")
     if job["attempts"]:
         with bar.expander("Log", icon=":material/article:"):

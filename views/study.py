@@ -37,13 +37,6 @@ DATASET_STATES = {
 DEFAULTS = api.StudyConfig()
 ROLE_SYMBOLS = {"top": "star", "random": "circle", "spread": "square"}
 ROLE_NAMES = {"top": "score's top cells", "random": "drawn at random", "spread": "spread over the scores"}
-BADGES = {
-    "queued": ("gray", ":material/schedule:"),
-    "running": ("blue", ":material/progress_activity:"),
-    "done": ("green", ":material/check_circle:"),
-    "failed": ("red", ":material/error:"),
-    "cancelled": ("orange", ":material/block:"),
-}
 DASH = "—"  # a statistic that is not defined (too few cells, or constant values)
 
 
@@ -80,9 +73,7 @@ def problem_text(message: str) -> str:
     return f":red[:material/error: {studio.escape_markdown(message)}]"
 
 
-def badge(status: str) -> str:
-    color, icon = BADGES.get(status, ("gray", ":material/help:"))
-    return f":{color}-badge[{icon} {status}]"
+badge = studio.status_badge
 
 
 def custom_kernel_sets(text: str) -> list[str]:
@@ -344,7 +335,7 @@ def config_text(experiment: dict) -> str:
 
 def run_progress(job: dict) -> tuple[float, str]:
     """A kernel set's bar: cells scored, then trainings done, then its top-1 accuracy."""
-    if job["status"] == "done":
+    if job["status"] == api.JobStatus.DONE:
         accuracy = "n/a" if nan(job["accuracy"]) else f"{job['accuracy']:.1%}"
         return 1.0, f"Done: the score's top cell reached {accuracy} (mean over its seeds)"
     if job["stage"] == "train":
@@ -353,7 +344,7 @@ def run_progress(job: dict) -> tuple[float, str]:
         return fill, f"Training: {done}/{total} trainings done · {job['note'] or 'starting'}"
     scored, total = int(job["candidates_done"] or 0), int(job["iterations"] or 0)
     fill = min(scored / total, 1.0) if total else 0.0
-    waiting = " · waiting for the worker" if job["status"] == "queued" else ""
+    waiting = " · waiting for the worker" if job["status"] == api.JobStatus.QUEUED else ""
     return fill, f"Scoring: {scored:,}/{total:,} cells{waiting}"
 
 
@@ -371,7 +362,7 @@ def status_section(experiment_id: int, key: tuple, active: bool, store) -> None:
             name.markdown(f"**{job['kernel_set']}**  \n{badge(job['status'])}")
             fill, label = run_progress(job)
             bar.progress(fill, text=studio.escape_markdown(label))
-            if job["status"] == "failed":
+            if job["status"] == api.JobStatus.FAILED:
                 bar.error(studio.escape_markdown(job["error"] or "failed without a message"),
                           icon=":material/error:")  # fmt: skip
         if active:
@@ -617,7 +608,7 @@ def report_section(experiment: dict, key: tuple, store) -> None:
     except ValueError:  # engine.study.report refuses a kernel set with no trained cell yet (stats.summarise)
         report = None
     if report is None or not report.cells:
-        trained_any = any(stage == "train" and done or status == "done" for _, status, stage, done in key)
+        trained_any = any(stage == "train" and done or status == api.JobStatus.DONE for _, status, stage, done in key)
         st.info(
             "Cells are being trained, but not yet in every kernel set: the report appears once each kernel set "
             "has trained its first cell." if trained_any else
@@ -680,5 +671,5 @@ experiment = api.get_experiment(experiment_id, store=store)
 st.caption(config_text(experiment))
 jobs = api.jobs_frame(experiment_id, store=store)
 key = progress_key(jobs)
-status_section(experiment_id, key, bool(len(jobs) and jobs["status"].isin(["queued", "running"]).any()), store)
+status_section(experiment_id, key, bool(len(jobs) and jobs["status"].isin(api.ACTIVE).any()), store)
 report_section(experiment, key, store)
