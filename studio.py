@@ -96,3 +96,45 @@ def status_badge(status: str) -> str:
     """``:blue-badge[icon running]``, the same on every page."""
     color, icon = STATUS_BADGES.get(status, ("gray", ":material/help:"))
     return f":{color}-badge[{icon} {status}]"
+
+
+# ----------------------------------------------------------------------------- launching (Launch, Study)
+
+DATASETS = {  # the dataset choices, in the order they are offered
+    "sample": "Bundled CIFAR-10 sample",
+    "cifar10": "CIFAR-10",
+    "cifar100": "CIFAR-100",
+    "tinyimagenet": "TinyImageNet",
+    "folder": "A folder of images",
+}
+DATASET_STATES = {
+    "bundled": ":green[:material/check_circle: bundled with the app: ready]",
+    "on disk": ":green[:material/check_circle: on disk]",
+    "will download": ":blue[:material/download: not on disk yet: it will download when the first job starts]",
+}
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def dataset_status(spec: str, roots: tuple[str, ...]) -> tuple[bool, str]:
+    """Cached: CIFAR's status may probe the network (seconds). ``roots`` keys the cache to the data roots."""
+    return api.dataset_status(spec)
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def devices() -> list[str]:
+    """The CPU and each GPU (asking torch takes a second or more, once)."""
+    return api.devices()
+
+
+def device_label(device: str) -> str:
+    return {"auto": "auto (the GPU when there is one)", "cpu": "CPU"}.get(device, device)
+
+
+def custom_kernel_sets(text: str) -> list[str]:
+    """One kernel set per ';' or line: '5x5_9x9; 3,11' is two sets."""
+    return [part.strip() for part in re.split(r"[;\n]+", text) if part.strip()]
+
+
+def problem_text(message: str) -> str:
+    """A field's problem, under the field."""
+    return f":red[:material/error: {escape_markdown(message)}]"

@@ -4,7 +4,6 @@ Every field is checked as it changes (``api.validate``), each problem is shown u
 Launch button stays disabled until there is none. No ``st.form``: it would hold the checks back.
 """
 
-import re
 
 import pandas as pd
 import streamlit as st
@@ -12,45 +11,14 @@ import streamlit as st
 import studio
 from engine import api
 
-DATASETS = {
-    "sample": "Bundled CIFAR-10 sample",
-    "cifar10": "CIFAR-10",
-    "cifar100": "CIFAR-100",
-    "tinyimagenet": "TinyImageNet",
-    "folder": "A folder of images",
-}
-DATASET_STATES = {
-    "bundled": ":green[:material/check_circle: bundled with the app: ready]",
-    "on disk": ":green[:material/check_circle: on disk]",
-    "will download": ":blue[:material/download: not on disk yet: it will download when the first job starts]",
-}
 DEFAULT_SETS = ("1x1_3x3", "3x3_5x5")
 DEFAULT_BASELINE = "1x1_3x3_5000x"
-
-
-@st.cache_data(ttl=30, show_spinner=False)
-def dataset_status(spec: str, roots: tuple[str, ...]) -> tuple[bool, str]:
-    """Cached: CIFAR's status may probe the network (seconds). ``roots`` keys the cache to the data roots."""
-    return api.dataset_status(spec)
 
 
 @st.cache_data(ttl=300, show_spinner="Sizing the networks…")
 def network_sizes(profile: str, dataset: str, kernel_sets: tuple[str, ...], roots: tuple[str, ...]) -> pd.DataFrame:
     """Cached: a folder dataset is opened to learn its image size and classes."""
     return api.network_sizes(profile, dataset, kernel_sets)
-
-
-def problem_text(message: str) -> str:
-    return f":red[:material/error: {studio.escape_markdown(message)}]"
-
-
-def custom_kernel_sets(text: str) -> list[str]:
-    """One kernel set per ';' or line: '5x5_9x9; 3,11' is two sets."""
-    return [part.strip() for part in re.split(r"[;\n]+", text) if part.strip()]
-
-
-def device_label(device: str) -> str:
-    return {"auto": "auto (the GPU when there is one)", "cpu": "CPU"}.get(device, device)
 
 
 st.title("Launch an exploration")
@@ -65,7 +33,7 @@ what, how = st.columns(2, gap="large")
 
 with what:
     st.subheader("What to explore")
-    choice = st.selectbox("Dataset", list(DATASETS), format_func=DATASETS.get, key="dataset")
+    choice = st.selectbox("Dataset", list(studio.DATASETS), format_func=studio.DATASETS.get, key="dataset")
     if choice == "folder":
         folder = st.text_input(
             "Folder",
@@ -78,7 +46,7 @@ with what:
         dataset = f"folder:{folder.strip()}"
     else:
         dataset = choice
-    dataset_ok, dataset_state = dataset_status(dataset, roots)
+    dataset_ok, dataset_state = studio.dataset_status(dataset, roots)
     slots["dataset"] = st.empty()
 
     st.markdown("**Kernel sets**")
@@ -96,7 +64,7 @@ with what:
         help="Two distinct odd kernel sizes from 1 to 11 per set, written 5x5_9x9, 5x5,9x9 or 5,9. "
         "Separate several sets with ';'.",
     )
-    kernel_sets = tuple(dict.fromkeys([*chosen, *custom_kernel_sets(custom)]))
+    kernel_sets = tuple(dict.fromkeys([*chosen, *studio.custom_kernel_sets(custom)]))
     slots["kernel_sets"] = st.empty()
 
     iterations = st.number_input(
@@ -137,7 +105,7 @@ with how:
     slots["epochs"] = left.empty()
     seed = right.number_input("Seed", min_value=0, value=0, key="seed", help="Same seed, same cells and weights.")
     slots["seed"] = right.empty()
-    device = st.selectbox("Device", api.devices(), format_func=device_label, key="device").split(" ")[0]
+    device = st.selectbox("Device", studio.devices(), format_func=studio.device_label, key="device").split(" ")[0]
     slots["device"] = st.empty()
     default_name = f"{', '.join(kernel_sets) or '…'} on {dataset}"
     name = st.text_input("Experiment name (optional)", key="name", placeholder=default_name)
@@ -163,11 +131,11 @@ if not dataset_ok:
     errors["dataset"] = dataset_state
 
 if dataset_ok:
-    slots["dataset"].markdown(DATASET_STATES.get(dataset_state, dataset_state))
+    slots["dataset"].markdown(studio.DATASET_STATES.get(dataset_state, dataset_state))
 unplaced = {field: message for field, message in errors.items() if field not in slots}
 for field, message in errors.items():
     if field in slots:
-        slots[field].markdown(problem_text(message))
+        slots[field].markdown(studio.problem_text(message))
 
 st.divider()
 st.subheader("Before you launch")
@@ -204,7 +172,7 @@ else:
         )  # fmt: skip
 
 for field, message in unplaced.items():
-    st.markdown(problem_text(f"{field}: {message}"))
+    st.markdown(studio.problem_text(f"{field}: {message}"))
 if errors:
     st.caption(f"Fix the {len(errors)} field(s) marked above to launch.")
 launched = st.session_state.get("launched")

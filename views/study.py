@@ -9,7 +9,6 @@ live and shows the report of what has been trained so far.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import replace
 from functools import partial
 
@@ -22,18 +21,6 @@ from engine import api
 from engine.study import StudyReport
 
 REFRESH_S = 2.0
-DATASETS = {  # as the Launch page offers them
-    "sample": "Bundled CIFAR-10 sample",
-    "cifar10": "CIFAR-10",
-    "cifar100": "CIFAR-100",
-    "tinyimagenet": "TinyImageNet",
-    "folder": "A folder of images",
-}
-DATASET_STATES = {
-    "bundled": ":green[:material/check_circle: bundled with the app: ready]",
-    "on disk": ":green[:material/check_circle: on disk]",
-    "will download": ":blue[:material/download: not on disk yet: it will download when the first job starts]",
-}
 DEFAULTS = api.StudyConfig()
 ROLE_SYMBOLS = {"top": "star", "random": "circle", "spread": "square"}
 ROLE_NAMES = {"top": "score's top cells", "random": "drawn at random", "spread": "spread over the scores"}
@@ -41,17 +28,6 @@ DASH = "—"  # a statistic that is not defined (too few cells, or constant valu
 
 
 # -------------------------------------------------------------------------------------- loaders
-
-
-@st.cache_data(ttl=30, show_spinner=False)
-def dataset_status(spec: str, roots: tuple[str, ...]) -> tuple[bool, str]:
-    """Cached: CIFAR's status may probe the network (seconds). ``roots`` keys the cache to the data roots."""
-    return api.dataset_status(spec)
-
-
-@st.cache_data(ttl=300, show_spinner=False)
-def devices() -> list[str]:
-    return api.devices()
 
 
 @st.cache_resource(show_spinner=False)
@@ -69,20 +45,7 @@ def study_report(experiment_id: int, progress_key: tuple, database: str, created
 # ------------------------------------------------------------------------------------ formatting
 
 
-def problem_text(message: str) -> str:
-    return f":red[:material/error: {studio.escape_markdown(message)}]"
-
-
 badge = studio.status_badge
-
-
-def custom_kernel_sets(text: str) -> list[str]:
-    """One kernel set per ';' or line: '5x5_9x9; 3,11' is two sets."""
-    return [part.strip() for part in re.split(r"[;\n]+", text) if part.strip()]
-
-
-def device_label(device: str) -> str:
-    return {"auto": "auto (the GPU when there is one)", "cpu": "CPU"}.get(device, device)
 
 
 def nan(value) -> bool:
@@ -156,7 +119,8 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
     slots = {}
     what, how = st.columns(2, gap="large")
     with what:
-        choice = st.selectbox("Dataset", list(DATASETS), format_func=DATASETS.get, key="study_dataset")
+        choice = st.selectbox("Dataset", list(studio.DATASETS), format_func=studio.DATASETS.get,
+                              key="study_dataset")  # fmt: skip
         if choice == "folder":
             folder = st.text_input(
                 "Folder", key="study_folder", placeholder="pets  or  /absolute/path/to/pets",
@@ -167,7 +131,7 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
             dataset = f"folder:{folder.strip()}"
         else:
             dataset = choice
-        dataset_ok, dataset_state = dataset_status(dataset, roots)
+        dataset_ok, dataset_state = studio.dataset_status(dataset, roots)
         slots["dataset"] = st.empty()
         chosen = st.multiselect(
             "Kernel sets (Table I)", studio.TABLE_I_NAMES, default=list(DEFAULTS.kernel_sets),
@@ -178,7 +142,7 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
             help="Two distinct odd kernel sizes from 1 to 11 per set, written 5x5_9x9, 5x5,9x9 or 5,9. "
             "Separate several sets with ';'.",
         )  # fmt: skip
-        kernel_sets = tuple(dict.fromkeys([*chosen, *custom_kernel_sets(custom)]))
+        kernel_sets = tuple(dict.fromkeys([*chosen, *studio.custom_kernel_sets(custom)]))
         slots["kernel_sets"] = st.empty()
         left, right = st.columns(2)
         cells = left.number_input(
@@ -232,7 +196,8 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
         seed = right.number_input("Seed", min_value=0, value=0, key="study_seed",
                                   help="Same seed, same cells, same subset and weights.")  # fmt: skip
         slots["seed"] = right.empty()
-        device = st.selectbox("Device", devices(), format_func=device_label, key="study_device").split(" ")[0]
+        device = st.selectbox("Device", studio.devices(), format_func=studio.device_label,
+                              key="study_device").split(" ")[0]  # fmt: skip
         slots["device"] = st.empty()
         name = st.text_input("Study name (optional)", key="study_name",
                              placeholder=f"study of {', '.join(kernel_sets) or '…'} on {dataset}")  # fmt: skip
@@ -248,12 +213,12 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
     if not dataset_ok:
         errors["dataset"] = dataset_state
     else:
-        slots["dataset"].markdown(DATASET_STATES.get(dataset_state, dataset_state))
+        slots["dataset"].markdown(studio.DATASET_STATES.get(dataset_state, dataset_state))
     for field, message in errors.items():
         if field in slots:
-            slots[field].markdown(problem_text(message))
+            slots[field].markdown(studio.problem_text(message))
         else:
-            st.markdown(problem_text(f"{field}: {message}"))
+            st.markdown(studio.problem_text(f"{field}: {message}"))
 
     if errors:
         st.caption(f"Fix the {len(errors)} field(s) marked above to launch.")
