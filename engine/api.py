@@ -33,7 +33,7 @@ from .profiles import PROFILES, get_profile
 from .select import Budget, Selection, budget_in_bytes, pareto_front, parse_energy_budget, select_model  # noqa: F401
 from .space import (MAX_EPOCHS, MAX_ITERATIONS, MAX_SEED, Genotype, KernelSet, Op, Setting, SpaceError,
                     distinct_cells, extreme_genotypes)  # fmt: skip
-from .store import ACTIVE, STOPPED, TRAINED_CELL_COLUMNS, JobStatus, Store, StoreError, default_db_path
+from .store import ACTIVE, STOPPED, TRAINED_CELL_COLUMNS, JobStatus, Store, StoreError, default_db_path  # noqa: F401
 from .study import StudyConfig
 from .worker import start_worker, worker_state
 

@@ -16,7 +16,7 @@ The protocol, per job:
   local worker's ``StoreSink`` (same writes, same lease fencing), heartbeats each job every
   ``HEARTBEAT_S`` and tells the hub to stop a job when the store asks for a cancel.
 * The task flushes its last calls before it returns, so once its result is ready the driver has every
-  row; the driver then records the end with ``worker.conclude``, as the local worker does: done,
+  row; the driver then records the end with ``lifecycle.conclude``, as the local worker does: done,
   cancelled, queued again, or failed with ``Type: message``.
 
 Files: the run's folder is on the driver's machine. A task checks whether it can see that folder (a
@@ -46,19 +46,8 @@ from .data import DATA_ROOT_ENV, DATA_ROOTS_ENV
 from .files import write_atomic
 from .jobs import CHECKPOINT_NAME, RunSpec, execute, sha256_file
 from .store import JobLost, Lease, Store, this_host
-from .worker import (
-    HEARTBEAT_S,
-    POLL_S,
-    PROJECT_ROOT,
-    STALE_S,
-    StoreSink,
-    close_logger,
-    conclude,
-    hold_lock,
-    job_logger,
-    log_attempt,
-    run_spec,
-)
+from .lifecycle import HEARTBEAT_S, StoreSink, close_logger, conclude, job_logger, log_attempt, run_spec
+from .worker import POLL_S, PROJECT_ROOT, STALE_S, hold_lock
 
 RAY_MISSING = "Ray is not installed: pip install -r requirements-ray.txt"
 PUMP_S = 0.25  # the driver applies what tasks reported this often
