@@ -138,3 +138,45 @@ def custom_kernel_sets(text: str) -> list[str]:
 def problem_text(message: str) -> str:
     """A field's problem, under the field."""
     return f":red[:material/error: {escape_markdown(message)}]"
+
+
+def launch_button(label: str, *, icon: str, key: str, state: str, config, errors: dict, submit, what: str,
+                  message, on_launched=None) -> None:  # fmt: skip
+    """A form's launch button: disabled while a field is wrong or this very config was just launched (a second
+    click would queue a duplicate). It submits, starts a worker unless one runs and reruns the page, leaving
+    ``{config, message, warning}`` in ``st.session_state[state]`` for ``launched_notice``; every failure is a
+    message, never a traceback."""
+    launched = st.session_state.get(state)
+    again = launched is not None and launched["config"] == config
+    if again:
+        st.caption(f"This {what} was just launched; change a field to launch another.")
+    if not st.button(label, type="primary", icon=icon, disabled=bool(errors) or again, key=key):
+        return
+    try:
+        ids = submit(config, store=store())
+    except api.ConfigError as e:
+        for field, problem in e.errors.items():
+            st.error(f"{field}: {escape_markdown(problem)}")
+        return
+    except Exception as e:  # a database or disk problem
+        st.error(f"Could not launch: {escape_markdown(e)}")
+        return
+    warning = None
+    try:
+        api.ensure_worker(store=store())
+    except Exception as e:
+        warning = f"The {what} is queued but the worker did not start: {e}. Run `python -m engine worker`."
+    st.session_state[state] = {"config": config, "message": message(ids), "warning": warning}
+    if on_launched is not None:
+        on_launched(ids)
+    st.rerun()  # the sidebar shows the worker that just started
+
+
+def launched_notice(state: str) -> bool:
+    """What the last launch did (``launch_button``), if anything; returns whether there was one."""
+    launched = st.session_state.get(state)
+    if launched:
+        st.success(launched["message"], icon=":material/check_circle:")
+        if launched["warning"]:
+            st.warning(escape_markdown(launched["warning"]))
+    return bool(launched)

@@ -54,3 +54,15 @@ def finished(studio):
     serve(store, devices=["cpu"], idle_exit=0.2, stop=threading.Event())
     assert set(api.runs_frame([ids["experiment_id"]], store=store)["status"]) == {"done"}
     return ids
+
+
+@pytest.fixture
+def own_db(studio, tmp_path, monkeypatch):
+    """An empty database of this test's own (the data root stays the studio's), and no detached worker:
+    ``ensure_worker`` records its calls instead."""
+    from engine import api
+
+    monkeypatch.setenv("SPIKERNEL_DB", str(tmp_path / "own.db"))
+    started = []
+    monkeypatch.setattr(api, "ensure_worker", lambda **kw: started.append(kw) or 4242)
+    return {"store": api.get_store(), "worker_starts": started}

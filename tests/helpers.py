@@ -27,3 +27,24 @@ def write_subset(sample, folder: Path, classes: int, train_per_class: int, test_
 def cli(*args, env: dict | None = None, **kw):
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=env, text=True, capture_output=True, **kw)
+
+
+APP = str(ROOT / "app.py")
+
+
+def app(page: str | None = None):
+    """The dashboard in Streamlit's AppTest, on ``page`` (app.py runs first: st.navigation then knows the pages)."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at) -> str:
+    """Everything written as Markdown, captions, alerts and bar labels, unescaped, in one string."""
+    parts = [e.value for kind in ("markdown", "caption", "error", "warning", "info", "success") for e in at.get(kind)]
+    parts += [p.text for p in at.get("progress")]
+    return "\n".join(parts).replace("\\", "")

@@ -4,40 +4,13 @@ from __future__ import annotations
 
 import shutil
 import threading
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine import api
 from engine.worker import serve
-
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
-
-
-def app(page: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60).run()  # app.py first: st.navigation then knows the pages
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(at: AppTest) -> str:
-    """Everything written as Markdown, captions, alerts and bar labels, unescaped, in one string."""
-    parts = [e.value for kind in ("markdown", "caption", "error", "warning", "info", "success") for e in at.get(kind)]
-    parts += [p.text for p in at.get("progress")]
-    return "\n".join(parts).replace("\\", "")
-
-
-@pytest.fixture
-def own_db(studio, tmp_path, monkeypatch):
-    """An empty database of this test's own (the data root stays the studio's), and no detached worker:
-    ``ensure_worker`` records its calls instead."""
-    monkeypatch.setenv("SPIKERNEL_DB", str(tmp_path / "own.db"))
-    started = []
-    monkeypatch.setattr(api, "ensure_worker", lambda **kw: started.append(kw) or 4242)
-    return {"store": api.get_store(), "worker_starts": started}
+from helpers import APP, app, texts
 
 
 def test_launch_explains_each_problem_and_disables_launch(own_db):

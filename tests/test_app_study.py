@@ -6,45 +6,20 @@ from __future__ import annotations
 import json
 import re
 import threading
-from pathlib import Path
 
 import pytest
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from engine import api
+from helpers import app, texts
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "views/study.py"
 SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 CHART_TITLES = [
     "Training-free score vs trained accuracy", "Top-1 accuracy by kernel set (error bars: 95% over seeds)",
     "Accuracy at equal conv-edge count", "Accuracy at equal parameter count",
 ]  # fmt: skip
-
-
-def app(page: str = PAGE) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60).run()  # app.py first: st.navigation then knows the pages
-    at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(at: AppTest) -> str:
-    """Everything written as Markdown, captions, alerts and bar labels, unescaped, in one string."""
-    parts = [e.value for kind in ("markdown", "caption", "error", "warning", "info", "success") for e in at.get(kind)]
-    parts += [p.text for p in at.get("progress")]
-    return "\n".join(parts).replace("\\", "")
-
-
-@pytest.fixture
-def own_db(studio, tmp_path, monkeypatch):
-    """An empty database of this test's own (the data root stays the studio's), and no detached worker:
-    ``ensure_worker`` records its calls instead."""
-    monkeypatch.setenv("SPIKERNEL_DB", str(tmp_path / "own.db"))
-    started = []
-    monkeypatch.setattr(api, "ensure_worker", lambda **kw: started.append(kw) or 4242)
-    return {"store": api.get_store(), "worker_starts": started}
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +64,7 @@ def set_form(at: AppTest, **values) -> AppTest:
 
 
 def test_empty_state_opens_the_launch_form(own_db):
-    at = app()
+    at = app(PAGE)
     assert [t.value for t in at.title] == ["Study"]
     assert "No studies yet" in texts(at)
     (expander,) = at.expander
@@ -99,7 +74,7 @@ def test_empty_state_opens_the_launch_form(own_db):
 
 
 def test_launch_explains_each_problem_and_writes_nothing(own_db):
-    at = app()
+    at = app(PAGE)
     set_form(at, cells=3, trained=4)
     assert "score at least as many cells (3) as are trained (4)" in texts(at)
     assert at.button(key="study_launch").disabled
@@ -130,7 +105,7 @@ def test_launch_explains_each_problem_and_writes_nothing(own_db):
 
 
 def test_launch_queues_a_study_and_shows_it(own_db, studio):
-    at = app()
+    at = app(PAGE)
     at.selectbox(key="study_dataset").select("folder").run()
     at.text_input(key="study_folder").input("mini").run()
     assert "on disk" in texts(at)
@@ -168,7 +143,7 @@ def test_the_finished_study_shows_its_report_charts_and_downloads(finished_study
     monkeypatch.setenv("SPIKERNEL_DB", str(finished_study["store"].path))
     monkeypatch.setattr(api, "ensure_worker", lambda **kw: None)
     eid, store = finished_study["experiment_id"], finished_study["store"]
-    at = app()
+    at = app(PAGE)
     assert at.selectbox(key="study_pick").value == eid
     assert not at.expander[0].proto.expanded  # a study exists: the form stays folded
     report = api.study_report(eid, store=store)
@@ -215,7 +190,7 @@ def test_results_lists_experiments_but_not_studies(own_db, studio):
     assert at.selectbox(key="results_experiment").options == [f"#{plain['experiment_id']} · plain · 0 finished"]
     assert study["experiment_id"] not in (at.selectbox(key="results_experiment").value,)
 
-    at = app()
+    at = app(PAGE)
     assert at.selectbox(key="study_pick").value == study["experiment_id"]
     assert len(at.selectbox(key="study_pick").options) == 1
     api.cancel(study["experiment_id"], store=store)

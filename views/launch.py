@@ -175,33 +175,10 @@ for field, message in unplaced.items():
     st.markdown(studio.problem_text(f"{field}: {message}"))
 if errors:
     st.caption(f"Fix the {len(errors)} field(s) marked above to launch.")
-launched = st.session_state.get("launched")
-again = launched is not None and launched["config"] == config  # a second click would queue a duplicate
-if again:
-    st.caption("This exploration was just launched; change a field to launch another.")
-if st.button("Launch", type="primary", icon=":material/rocket_launch:", disabled=bool(errors) or again, key="launch"):
-    try:
-        ids = api.submit_experiment(config, store=studio.store())
-    except api.ConfigError as e:
-        for field, message in e.errors.items():
-            st.error(f"{field}: {studio.escape_markdown(message)}")
-    except Exception as e:  # a database or disk problem: a message, never a traceback
-        st.error(f"Could not launch: {studio.escape_markdown(e)}")
-    else:
-        warning = None
-        try:
-            api.ensure_worker(store=studio.store())
-        except Exception as e:
-            warning = f"The jobs are queued but the worker did not start: {e}. Run `python -m engine worker`."
-        st.session_state["launched"] = {
-            "config": config,
-            "message": f"Experiment #{ids['experiment_id']} queued: {len(ids['job_ids'])} run(s).",
-            "warning": warning,
-        }
-        st.rerun()  # the sidebar shows the worker that just started
-
-if launched:
-    st.success(launched["message"], icon=":material/check_circle:")
-    if launched["warning"]:
-        st.warning(studio.escape_markdown(launched["warning"]))
+studio.launch_button(
+    "Launch", icon=":material/rocket_launch:", key="launch", state="launched", config=config, errors=errors,
+    submit=api.submit_experiment, what="exploration",
+    message=lambda ids: f"Experiment #{ids['experiment_id']} queued: {len(ids['job_ids'])} run(s).",
+)
+if studio.launched_notice("launched"):
     st.page_link("views/jobs.py", label="Follow its progress on the Jobs page", icon=":material/monitoring:")

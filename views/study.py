@@ -232,31 +232,12 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
             + (f" Roughly {studio.format_seconds(seconds)} in all (from this database's pace when it has one)."
                if seconds is not None else "")
         )  # fmt: skip
-    launched = st.session_state.get("study_launched")
-    again = launched is not None and launched["config"] == config  # a second click would queue a duplicate
-    if again:
-        st.caption("This study was just launched; change a field to launch another.")
-    if st.button("Launch study", type="primary", icon=":material/science:", disabled=bool(errors) or again,
-                 key="study_launch"):  # fmt: skip
-        try:
-            ids = api.submit_study(config, store=store)
-        except api.ConfigError as e:
-            for field, message in e.errors.items():
-                st.error(f"{field}: {studio.escape_markdown(message)}")
-        except Exception as e:  # a database or disk problem: a message, never a traceback
-            st.error(f"Could not launch: {studio.escape_markdown(e)}")
-        else:
-            warning = None
-            try:
-                api.ensure_worker(store=store)
-            except Exception as e:
-                warning = f"The study is queued but the worker did not start: {e}. Run `python -m engine worker`."
-            st.session_state["study_launched"] = {
-                "config": config, "warning": warning,
-                "message": f"Study #{ids['experiment_id']} queued: {len(ids['job_ids'])} kernel set(s).",
-            }  # fmt: skip
-            st.session_state["study_pick"] = ids["experiment_id"]  # the new study is shown below
-            st.rerun()
+    studio.launch_button(
+        "Launch study", icon=":material/science:", key="study_launch", state="study_launched", config=config,
+        errors=errors, submit=api.submit_study, what="study",
+        message=lambda ids: f"Study #{ids['experiment_id']} queued: {len(ids['job_ids'])} kernel set(s).",
+        on_launched=lambda ids: st.session_state.update(study_pick=ids["experiment_id"]),  # shown below
+    )
 
 
 def launch_section(store, first: bool) -> None:
@@ -266,11 +247,7 @@ def launch_section(store, first: bool) -> None:
             "top cells (several seeds), cells drawn at random, and cells spread over the score range."
         )
         launch_form(store, tuple(str(p) for p in api.data_roots()))
-    launched = st.session_state.get("study_launched")
-    if launched:
-        st.success(launched["message"], icon=":material/check_circle:")
-        if launched["warning"]:
-            st.warning(studio.escape_markdown(launched["warning"]))
+    studio.launched_notice("study_launched")
 
 
 # ----------------------------------------------------------------------------------- pick, status
