@@ -120,6 +120,21 @@ class LIFSequence(torch.autograd.Function):
         return dh.div_(tau), None, None, None, None
 
 
+class CodesBuffer:
+    """One boolean buffer, grown as needed, that spike codes are written into shaped and laid out like the
+    spikes: stepping through time, no step allocates codes, and layers that each read their codes before
+    the next layer fires can share one (a paper-profile search holds one instead of one per layer)."""
+
+    def __init__(self) -> None:
+        self.storage: torch.Tensor | None = None
+
+    def like(self, out: torch.Tensor) -> torch.Tensor:
+        n = out.numel()
+        if self.storage is None or self.storage.numel() < n or self.storage.device != out.device:
+            self.storage = torch.empty(n, dtype=torch.bool, device=out.device)
+        return self.storage[:n].as_strided(out.shape, out.stride())  # spikes are dense: any layout fits in n
+
+
 class LIF(nn.Module):
     """LIF over a sequence ``[T, B, ...]``; state is reset at the start of every call.
 
@@ -133,10 +148,10 @@ class LIF(nn.Module):
         self.carry = False
         self.v: torch.Tensor | None = None  # kept between calls only while ``carry`` is set
         self.keep_codes = False
-        # The last call's spikes as booleans while ``keep_codes`` is set, in a buffer the next call reuses
-        # (a search reads them at once; stepping through time, one buffer serves every step).
+        # The last call's spikes as booleans while ``keep_codes`` is set, written into ``codes_buffer``: the
+        # next call overwrites them (a search reads them at once, and shares one buffer among its layers).
         self.codes: torch.Tensor | None = None
-        self._codes_buffer: torch.Tensor | None = None
+        self.codes_buffer = CodesBuffer()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = self.v if self.carry and self.v is not None else torch.zeros_like(x[0])
@@ -144,14 +159,8 @@ class LIF(nn.Module):
         self.v = v if self.carry else None
         self.codes = None
         if self.keep_codes:
-            self.codes = codes if codes is not None else torch.ne(out.detach(), 0, out=self._buffer_like(out))
+            self.codes = codes if codes is not None else torch.ne(out.detach(), 0, out=self.codes_buffer.like(out))
         return out
-
-    def _buffer_like(self, out: torch.Tensor) -> torch.Tensor:
-        buffer = self._codes_buffer
-        if buffer is None or buffer.shape != out.shape or buffer.stride() != out.stride():
-            buffer = self._codes_buffer = torch.empty_like(out, dtype=torch.bool)
-        return buffer
 
     def extra_repr(self) -> str:
         return f"tau={self.tau:.4g}, v_th={self.v_th}, alpha={self.alpha}, fanout={self.fanout}"

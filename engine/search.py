@@ -21,6 +21,7 @@ from .devices import keep_freed_memory
 from .encoding import encode
 from .memory import footprint
 from .network import build_network, spike_layers, stepping
+from .neuron import CodesBuffer
 from .profiles import Profile, ScoreConfig
 from .score import KernelAccumulator
 from .seeds import derive_seed, seeded
@@ -146,10 +147,11 @@ class Scorer:
                     spikes += count * layer.fanout
                     neurons += out.numel() * layer.fanout
 
-                hooks = []
+                hooks, codes = [], CodesBuffer()  # each layer's codes are read before the next layer fires
                 for layer in layers:
                     layer.carry = not cfg.reset_between_batches
                     layer.keep_codes = True  # the kernel reads spikes as bool codes (int8 matmul)
+                    layer.codes_buffer = codes
                     hooks.append(layer.register_forward_hook(record))
                 for b, x in enumerate(batches):
                     acc = KernelAccumulator(cfg.count_silent)  # the hook adds to this batch's

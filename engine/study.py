@@ -104,7 +104,8 @@ def plan(candidates: Sequence[dict], *, trained: int, top: int, seeds: int, seed
     rng = np.random.default_rng(seed)
     drawn = sorted(rng.choice(len(rest), size=n_random, replace=False).tolist()) if n_random else []
     chosen += [(rest[i], "random") for i in drawn]
-    rest = [c for i, c in enumerate(rest) if i not in set(drawn)]
+    taken = set(drawn)
+    rest = [c for i, c in enumerate(rest) if i not in taken]
     n_spread = wanted - n_random
     picked_edges: dict[int, int] = defaultdict(int)
     for b in range(n_spread):
