@@ -4,6 +4,7 @@ stores; the finished study is run by a real worker."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 
@@ -12,7 +13,7 @@ from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from engine import api
-from helpers import app, texts
+from helpers import APP, app, texts
 
 PAGE = "views/study.py"
 SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
@@ -153,7 +154,7 @@ def test_the_finished_study_shows_its_report_charts_and_downloads(finished_study
     assert list(table["scored"]) == [6, 6] and list(table["trained"]) == [4, 4]
     for row, k in zip(table.itertuples(), report.kernel_sets):
         assert row.top1.startswith(f"{k.top1.mean:.1%}") and "(n=2)" in row.top1
-        if k.correlation.spearman.estimate != k.correlation.spearman.estimate:  # NaN: shown as a dash, with why
+        if math.isnan(k.correlation.spearman.estimate):  # shown as a dash, with why
             assert row.spearman == "—"
             assert "—: not defined" in texts(at)
         else:
@@ -193,5 +194,15 @@ def test_results_lists_experiments_but_not_studies(own_db, studio):
     at = app(PAGE)
     assert at.selectbox(key="study_pick").value == study["experiment_id"]
     assert len(at.selectbox(key="study_pick").options) == 1
+
+    newer = api.submit_study(api.StudyConfig(kernel_sets=("3x3_5x5",), cells=4, trained=3, top=1, epochs=1),
+                             store=store)  # fmt: skip
+    assert app(PAGE).selectbox(key="study_pick").value == newer["experiment_id"]  # the newest by default
+    linked = AppTest.from_file(APP, default_timeout=60)
+    linked.query_params["study"] = str(study["experiment_id"])  # a link to the older one: /study?study=N
+    linked.run()
+    linked.switch_page(PAGE).run()
+    assert linked.selectbox(key="study_pick").value == study["experiment_id"]
+    api.cancel(newer["experiment_id"], store=store)
     api.cancel(study["experiment_id"], store=store)
     api.cancel(plain["experiment_id"], store=store)

@@ -254,9 +254,12 @@ def launch_section(store, first: bool) -> None:
 
 
 def pick_study(studies: pd.DataFrame) -> int:
-    """The study shown: newest first; the one just launched once it exists."""
+    """The study shown: one a link names (``?study=N``), else the newest; the one just launched once it exists."""
     ids = [int(i) for i in studies["id"]]
     labels = {int(r.id): f"#{r.id} · {r.name}" for r in studies.itertuples()}  # its state is shown live below
+    linked = st.query_params.get("study")
+    if "study_pick" not in st.session_state and linked is not None and linked.isdigit() and int(linked) in ids:
+        st.session_state["study_pick"] = int(linked)
     if st.session_state.get("study_pick") not in ids:
         st.session_state.pop("study_pick", None)
     return st.selectbox("Study", ids, format_func=labels.get, key="study_pick")
