@@ -499,8 +499,8 @@ def verdict(report: StudyReport, experiment: dict) -> str:
             text += (f"; among cells with the same number of conv edges it orders them backwards "
                      f"(ρ = {within.estimate:+.2f})")  # fmt: skip
         elif rho.low > 0:
-            text += (f"; but not among cells with the same number of conv edges (ρ = {within.estimate:+.2f}): "
-                     "counting conv edges may be all it does")  # fmt: skip
+            text += (f"; among cells with the same number of conv edges the evidence is too thin (ρ = "
+                     f"{within.estimate:+.2f}, its interval includes 0): counting conv edges may be all it does")  # fmt: skip
         lines.append(f"**{k.kernel_set}**: {text}.")
     ranked = [k for k in report.kernel_sets if not nan(k.top1.mean)]
     if len(ranked) >= 2 and len({k.top1.mean for k in ranked}) == 1:
