@@ -1,4 +1,5 @@
-"""One job: search a setting, train its best cell, save the model. Resumable at every step.
+"""One job: search a setting, train its best cell, save the model; or, for a study, search and then train
+a planned subset of the scored cells (``engine.study.plan``), recording each. Resumable at every step.
 
 ``execute`` knows nothing of the database: it reads what was already done from a ``RunSpec`` and
 reports through a ``Sink``. The local worker's sink writes to the store directly; the Ray backend's
