@@ -98,7 +98,8 @@ def test_results_shows_the_table_the_charts_and_the_exports(finished, downloads)
     for fmt in api.EXPORT_FORMATS:
         name = api.export_name(experiment, fmt)
         assert name == f"spikernel-exp{eid}-finished_fixture.{fmt}" and SAFE_NAME.fullmatch(name)
-        assert downloads[name].decode() == api.export_experiment(eid, fmt)
+        data = downloads[name]
+        assert (data.decode() if isinstance(data, bytes) else data) == api.export_experiment(eid, fmt)
 
 
 def test_the_budget_slider_reapplies_alg_1(finished):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pandas as pd
 import plotly.express as px
@@ -375,7 +376,7 @@ for (eid, frame), column in side_by_side():
         buttons = st.container(horizontal=True)
         for fmt, mime in (("csv", "text/csv"), ("json", "application/json")):
             buttons.download_button(
-                f"Download {fmt.upper()}", api.export_experiment(eid, fmt, store=studio.store()),
+                f"Download {fmt.upper()}", partial(api.export_experiment, eid, fmt, store=studio.store()),  # when asked
                 file_name=api.export_name(experiment, fmt), mime=mime, on_click="ignore", icon=":material/download:",
                 key=f"export_{fmt}_{eid}",
             )  # fmt: skip
