@@ -35,9 +35,9 @@ STATE_NAME = "train-state.pt"
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything one run needs, as plain values (it travels to Ray tasks)."""
+    """Everything one run needs, as plain values and frozen dataclasses of them (it travels to Ray tasks)."""
 
-    setting: str
+    setting: Setting  # from the run's kernel set and iterations, as recorded
     dataset: str
     profile: str
     epochs: int
@@ -102,7 +102,7 @@ def dataset(spec: str) -> ImageData:
 
 def execute(spec: RunSpec, sink: Sink) -> dict | None:
     """Run (or resume) one job. Returns the run's results once the model is saved, or None if stopped."""
-    setting = Setting.parse(spec.setting)
+    setting = spec.setting
     profile = get_profile(spec.profile)
     data = dataset(spec.dataset)
     folder = Path(spec.folder)
