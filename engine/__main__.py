@@ -499,6 +499,11 @@ def study_text(report) -> str:
     parts = ["score against trained accuracy (95% bootstrap intervals; '-': fewer than 3 cells or no variation)",
              table(rows, ["kernel set", "scored", "trained", "Spearman", "Kendall", "within equal conv edges",
                           "top-1 acc (seeds)", "best", "regret", "gain vs random"])]  # fmt: skip
+    unsampled = sorted({c["kernel_set"] for c in report.cells} - {c["kernel_set"] for c in report.cells
+                                                                  if c["role"] == "random"})  # fmt: skip
+    if unsampled:
+        parts.append(f"(no cell was drawn at random for {', '.join(unsampled)}: train at least top + 3 cells; "
+                     "its gain is over the mean of all its trained cells)")  # fmt: skip
     if report.overall is not None:
         parts.append(f"all kernel sets together: Spearman {ci(report.overall.spearman)}, "
                      f"Kendall {ci(report.overall.kendall)}")  # fmt: skip
