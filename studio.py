@@ -44,6 +44,25 @@ def profile_label(profile: str, reduced: bool) -> str:
     return f"{profile} profile (reduced scale)" if reduced else f"{profile} profile (paper scale)"
 
 
+def titled(fig, title: str, subtitle: str, x: str, y: str, legend: str):
+    """A chart's title with what it shows under it (which experiment, which profile), and its axes."""
+    fig.update_layout(title={"text": title, "subtitle": {"text": subtitle}}, xaxis_title=x, yaxis_title=y,
+                      legend_title_text=legend, margin={"t": 80})  # fmt: skip
+    return fig
+
+
+def profile_select(key: str, epochs_key: str, default: str = "laptop") -> str:
+    """The profile picker of a launch form, its description under it; choosing one resets the form's epochs
+    (``epochs_key``) to that profile's."""
+    profile = st.selectbox(
+        "Profile", list(api.PROFILES), index=list(api.PROFILES).index(default), key=key,
+        format_func=lambda name: profile_label(name, api.PROFILES[name].reduced),
+        on_change=lambda: st.session_state.update({epochs_key: api.PROFILES[st.session_state[key]].epochs}),
+    )  # fmt: skip
+    st.caption(api.PROFILES[profile].description)
+    return profile
+
+
 def format_seconds(seconds: float | None) -> str:
     if seconds is None or math.isnan(seconds):
         return "–"
@@ -124,6 +143,20 @@ def dataset_status(spec: str, roots: tuple[str, ...]) -> tuple[bool, str]:
 def devices() -> list[str]:
     """The CPU and each GPU (asking torch takes a second or more, once)."""
     return api.devices()
+
+
+def dataset_select(key: str, folder_key: str, roots: tuple[str, ...]) -> str:
+    """The dataset picker of a launch form: a named dataset, or a folder under the data roots. Returns its spec."""
+    choice = st.selectbox("Dataset", list(DATASETS), format_func=DATASETS.get, key=key)
+    if choice != "folder":
+        return choice
+    folder = st.text_input(
+        "Folder", key=folder_key, placeholder="pets  or  /absolute/path/to/pets",
+        help="An image tree with train/<class>/ and test/<class>/ (or val/). A relative path is read from the "
+        f"data root ({roots[0]}).",
+    )  # fmt: skip
+    st.caption("Allowed under: " + ", ".join(f"`{r}`" for r in roots))
+    return f"folder:{folder.strip()}"
 
 
 def device_label(device: str) -> str:

@@ -33,19 +33,7 @@ what, how = st.columns(2, gap="large")
 
 with what:
     st.subheader("What to explore")
-    choice = st.selectbox("Dataset", list(studio.DATASETS), format_func=studio.DATASETS.get, key="dataset")
-    if choice == "folder":
-        folder = st.text_input(
-            "Folder",
-            key="folder",
-            placeholder="pets  or  /absolute/path/to/pets",
-            help="An image tree with train/<class>/ and test/<class>/ (or val/). A relative path is read from "
-            f"the data root ({roots[0]}).",
-        )
-        st.caption("Allowed under: " + ", ".join(f"`{r}`" for r in roots))
-        dataset = f"folder:{folder.strip()}"
-    else:
-        dataset = choice
+    dataset = studio.dataset_select("dataset", "folder", roots)
     dataset_ok, dataset_state = studio.dataset_status(dataset, roots)
     slots["dataset"] = st.empty()
 
@@ -89,12 +77,7 @@ with what:
 
 with how:
     st.subheader("How")
-    profile = st.selectbox(
-        "Profile", list(api.PROFILES), index=list(api.PROFILES).index("laptop"), key="profile",
-        format_func=lambda name: studio.profile_label(name, api.PROFILES[name].reduced),
-        on_change=lambda: st.session_state.update(epochs=api.PROFILES[st.session_state.profile].epochs),
-    )  # fmt: skip
-    st.caption(api.PROFILES[profile].description)
+    profile = studio.profile_select("profile", "epochs")
     slots["profile"] = st.empty()
     left, right = st.columns(2)
     epochs = left.number_input(

@@ -72,11 +72,7 @@ def colors(frame: pd.DataFrame) -> dict[str, str]:
 def titled(fig: go.Figure, title: str, frame: pd.DataFrame, x: str, y: str) -> go.Figure:
     """Title, axis titles with units, and the profile under the title (reduced profiles say so)."""
     profile = studio.profile_label(frame["profile"].iloc[0], bool(frame["reduced"].iloc[0]))
-    fig.update_layout(
-        title={"text": title, "subtitle": {"text": f"Experiment #{frame['experiment_id'].iloc[0]} · {profile}"}},
-        xaxis_title=x, yaxis_title=y, legend_title_text="Setting", margin={"t": 80},
-    )  # fmt: skip
-    return fig
+    return studio.titled(fig, title, f"Experiment #{frame['experiment_id'].iloc[0]} · {profile}", x, y, "Setting")
 
 
 def dash_baselines(fig: go.Figure) -> go.Figure:

@@ -91,11 +91,7 @@ def progress_key(jobs: pd.DataFrame) -> tuple:
 def titled(fig: go.Figure, title: str, experiment: dict, x: str, y: str) -> go.Figure:
     """Title, axis titles and the profile under the title (reduced profiles say so), as Results does."""
     profile = studio.profile_label(experiment["profile"], bool(experiment["reduced"]))
-    fig.update_layout(
-        title={"text": title, "subtitle": {"text": f"Study #{experiment['id']} · {profile}"}},
-        xaxis_title=x, yaxis_title=y, legend_title_text="Kernel set", margin={"t": 80},
-    )  # fmt: skip
-    return fig
+    return studio.titled(fig, title, f"Study #{experiment['id']} · {profile}", x, y, "Kernel set")
 
 
 # ------------------------------------------------------------------------------------- launch
@@ -119,18 +115,7 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
     slots = {}
     what, how = st.columns(2, gap="large")
     with what:
-        choice = st.selectbox("Dataset", list(studio.DATASETS), format_func=studio.DATASETS.get,
-                              key="study_dataset")  # fmt: skip
-        if choice == "folder":
-            folder = st.text_input(
-                "Folder", key="study_folder", placeholder="pets  or  /absolute/path/to/pets",
-                help="An image tree with train/<class>/ and test/<class>/ (or val/). A relative path is read "
-                f"from the data root ({roots[0]}).",
-            )  # fmt: skip
-            st.caption("Allowed under: " + ", ".join(f"`{r}`" for r in roots))
-            dataset = f"folder:{folder.strip()}"
-        else:
-            dataset = choice
+        dataset = studio.dataset_select("study_dataset", "study_folder", roots)
         dataset_ok, dataset_state = studio.dataset_status(dataset, roots)
         slots["dataset"] = st.empty()
         chosen = st.multiselect(
@@ -169,12 +154,7 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
             )
         slots["exhaustive"] = st.empty()
     with how:
-        profile = st.selectbox(
-            "Profile", list(api.PROFILES), index=list(api.PROFILES).index(DEFAULTS.profile), key="study_profile",
-            format_func=lambda name: studio.profile_label(name, api.PROFILES[name].reduced),
-            on_change=lambda: st.session_state.update(study_epochs=api.PROFILES[st.session_state.study_profile].epochs),
-        )  # fmt: skip
-        st.caption(api.PROFILES[profile].description)
+        profile = studio.profile_select("study_profile", "study_epochs", DEFAULTS.profile)
         slots["profile"] = st.empty()
         left, right = st.columns(2)
         top = left.number_input(
