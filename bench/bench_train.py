@@ -4,9 +4,10 @@
     python bench/bench_train.py --device cuda --paper --bf16  # GPU: paper profile, and bf16 against fp32
 
 Engine: every layer sees all T timesteps at once (time folded into the batch), LIF loops over T inside.
-snntorch: the usual way, the whole network stepped T times with ``snntorch.Leaky`` neurons holding their
-membrane between steps (beta 0.25 fed 0.75 x, zero reset, ATan surrogate: the same dynamics).
-Both are timed side by side in one run on the same weights and batches: forward, backward, SGD step.
+snntorch: the usual way, the whole network stepped T times with torch.nn's layers (``nn.BatchNorm2d``,
+``nn.AvgPool2d``) and ``snntorch.Leaky`` neurons holding their membrane between steps (beta 0.25 fed 0.75 x,
+zero reset, ATan surrogate: the same dynamics). A second stepped network runs the engine's own layers one
+timestep per call (the comparison of earlier rounds), to show what they alone give a stepped network. All are timed side by side in one run on the same weights and batches: forward, backward, SGD step.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import nn
 from engine.data import dataset_shape
 from engine import fused
 from engine.devices import keep_freed_memory
+from engine.layers import SeqAvgPool2d, SeqBatchNorm2d
 from engine.network import SpikingNet, build_network
 from engine.profiles import get_profile
 from engine.space import Genotype, KernelSet
@@ -46,6 +48,20 @@ class SteppedLeaky(nn.Module):
             self.mem = self.leaky.init_leaky()
         spk, self.mem = self.leaky(0.75 * x, self.mem)
         return spk
+
+
+def plain_step(layer: type[nn.Module]) -> type[nn.Module]:
+    """``layer`` as torch.nn ships it, on one timestep ``[1, B, ...]`` per call, as a stepped network runs it."""
+
+    class Step(layer):
+        def forward(self, x: torch.Tensor, **_) -> torch.Tensor:
+            return layer.forward(self, x.flatten(0, 1)).unflatten(0, x.shape[:2])
+
+    return Step
+
+
+# The engine's layers that do more than torch.nn's per call (per-timestep statistics, fused backwards).
+PLAIN = {SeqBatchNorm2d: plain_step(nn.BatchNorm2d), SeqAvgPool2d: plain_step(nn.AvgPool2d)}
 
 
 def step_through_time(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -113,12 +129,17 @@ def main() -> None:
         x = torch.rand(profile.timesteps, args.batch, 3, 32, 32, device=device).bernoulli()
         y = torch.randint(0, 10, (args.batch,), device=device)
         ours = build_network(genotype, ks, profile, shape, device=device)
-        # snntorch neurons cannot be built on the meta device that build_network uses.
-        stepped = SpikingNet(genotype, ks, dataclasses.replace(profile, timesteps=1), shape, neuron=SteppedLeaky)
-        stepped = stepped.to(device, memory_format=torch.channels_last)
-        stepped.load_state_dict(ours.state_dict(), strict=False)  # snntorch keeps its constants as buffers
-        trainers = {"engine": trainer(ours, x, y, lambda n, v: n(v)),
-                    "snntorch.Leaky stepped": trainer(stepped, x, y, step_through_time)}
+        trainers = {"engine": trainer(ours, x, y, lambda n, v: n(v))}
+        for label, plain in (("snntorch.Leaky + torch.nn layers stepped", True),
+                             ("snntorch.Leaky + engine layers stepped", False)):
+            # snntorch neurons cannot be built on the meta device that build_network uses.
+            stepped = SpikingNet(genotype, ks, dataclasses.replace(profile, timesteps=1), shape, neuron=SteppedLeaky)
+            for m in stepped.modules():
+                if plain and type(m) in PLAIN:
+                    m.__class__ = PLAIN[type(m)]
+            stepped = stepped.to(device, memory_format=torch.channels_last)
+            stepped.load_state_dict(ours.state_dict(), strict=False)  # snntorch keeps its constants as buffers
+            trainers[label] = trainer(stepped, x, y, step_through_time)
         if args.bf16:
             bf16_net = build_network(genotype, ks, profile, shape, device=device)
             bf16_net.load_state_dict(ours.state_dict())
@@ -132,7 +153,7 @@ def main() -> None:
         engine = speed.pop("engine")
         for label, theirs in speed.items():
             print(f"| {profile.name} | {ks} | {engine:.0f} | {label} | {theirs:.0f} | {engine / theirs:.2f}x |")
-    print(f"\nfused LIF kernels: {fused.MODE} mode, {fused.compile_seconds:.1f} s compiling (included in the warm-up)")
+    print(f"\nfused kernels: {fused.MODE} mode, {fused.compile_seconds:.1f} s compiling (included in the warm-up)")
 
 
 if __name__ == "__main__":

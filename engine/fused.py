@@ -1,15 +1,17 @@
-"""The LIF recurrence as fused loops, compiled by Inductor: one pass forward, one backward.
+"""The LIF recurrence, and batch norm's backward, as fused loops compiled by Inductor.
 
 Eager PyTorch runs each step of ``lif_step`` as separate passes over the whole layer (subtract, divide,
 add, compare, reset: five per timestep forward, about ten passes backward), and at training sizes those
 passes are memory-bound. Written as the same arithmetic over a flat ``[T, n]`` view and compiled with
 ``torch.compile`` (C++/OpenMP loops on CPUs, Triton kernels on GPUs), each direction reads its inputs
-once and writes its outputs once; the backward recomputes which neurons fired from the saved membrane
-instead of storing them.
+once and writes its outputs once; the backward recomputes the membranes from the layer's input, which
+the forward then need not write out.
 
 Kernels are compiled once per process (the first size exactly, later sizes by one graph with the size
 symbolic) and reused by every later batch, epoch and candidate; Inductor's on-disk cache makes later
-processes load them in a second or two. The loops write float spikes only
+processes load them in a second or two. Batch norm's backward (per-timestep statistics, channels-last)
+takes one pass for its two sums over every timestep at once and one for the input gradient, where ATen
+runs a kernel per timestep into a temporary that is then copied out. The loops write float spikes only
 (boolean outputs vectorise poorly there); the score takes its boolean codes from them in one comparison.
 The eager code in ``neuron.py`` stays the reference and the fallback: ``SPIKERNEL_KERNELS=eager``
 selects it everywhere, layers under ``MIN_ELEMENTS`` values use it (compiling would cost more than it
@@ -35,31 +37,54 @@ _compiled: dict = {}
 _seen: set = set()
 
 
-def _forward(x: torch.Tensor, v: torch.Tensor, tau: float, v_th: float, keep_charged: bool):
+def _charge(x: torch.Tensor, state: torch.Tensor, tau: float):
+    return state + (x - state) / tau
+
+
+def _forward(x: torch.Tensor, v: torch.Tensor, tau: float, v_th: float):
     """``lif_step`` over ``x [T, n]`` from ``v [n]``, which ends as the final membrane (written in place, as
     ``lif_sequence`` does: a neuron stepped through time keeps one buffer instead of a new one per step).
-    Returns ``(spikes, charged membranes or None)``."""
-    spikes, charged = [], []
+    Returns the spikes."""
+    spikes = []
     state = v
     for t in range(x.shape[0]):
-        h = state + (x[t] - state) / tau
+        h = _charge(x[t], state, tau)
         fired = h >= v_th
         spikes.append(fired.to(x.dtype).unsqueeze(0))
-        charged.append(h.unsqueeze(0))
         state = torch.where(fired, 0.0, h)
     v.copy_(state)
-    return torch.cat(spikes), torch.cat(charged) if keep_charged else None
+    return torch.cat(spikes)
 
 
-def _backward(grad: torch.Tensor, charged: torch.Tensor, tau: float, v_th: float, alpha: float):
-    """``LIFSequence``'s reverse recurrence (see there) over ``[T, n]``."""
-    own = grad * ((alpha / 2) / (1 + (math.pi / 2 * alpha * (charged - v_th)) ** 2))
+def _backward(grad: torch.Tensor, x: torch.Tensor, v: torch.Tensor, tau: float, v_th: float, alpha: float):
+    """``LIFSequence``'s reverse recurrence (see there) over ``[T, n]`` from the input and the initial membrane
+    ``v``: the charged membranes are recomputed as the forward computed them (the same rounding, so the same
+    spikes) instead of being written out and read back."""
+    charged, state = [], v
+    for t in range(x.shape[0]):
+        h = _charge(x[t], state, tau)
+        charged.append(h)
+        state = torch.where(h >= v_th, 0.0, h)
+    own = [g * ((alpha / 2) / (1 + (math.pi / 2 * alpha * (h - v_th)) ** 2)) for g, h in zip(grad, charged)]
     dh = own[-1]
     out = [dh.unsqueeze(0)]
-    for t in range(charged.shape[0] - 2, -1, -1):
+    for t in range(x.shape[0] - 2, -1, -1):
         dh = own[t] + torch.where(charged[t] >= v_th, 0.0, dh * (1 - 1 / tau))
         out.append(dh.unsqueeze(0))
     return torch.cat(out[::-1]) / tau
+
+
+def _batch_norm_backward(grad, x, mean, invstd, weight):
+    """Train-mode batch norm's ``(dx, dweight, dbias)`` over ``[T, B, C, H, W]`` with ``[T, C]`` statistics per
+    timestep and channel, the weight and bias gradients summed over timesteps (one batch norm per
+    timestep, one set of weights): one pass for the two sums, one for the input gradient."""
+    n = x[0].numel() // x.shape[2]
+    per_channel = (slice(None), None, slice(None), None, None)  # [T, C] broadcast over [T, B, C, H, W]
+    xhat = (x - mean[per_channel]) * invstd[per_channel]
+    sum_grad = grad.sum((1, 3, 4))
+    sum_grad_xhat = (grad * xhat).sum((1, 3, 4))
+    dx = (grad - (sum_grad / n)[per_channel] - xhat * (sum_grad_xhat / n)[per_channel]) * (invstd * weight)[per_channel]
+    return dx, sum_grad_xhat.sum(0), sum_grad.sum(0)
 
 
 def flat(x: torch.Tensor, leading: int) -> torch.Tensor | None:
@@ -102,7 +127,7 @@ def _run(fn, *args):
             out = _compiled[fn](*args)
     except Exception as error:  # no C++ compiler, no Triton, an unsupported device: stay correct, go eager
         _failure = f"{type(error).__name__}: {error}".splitlines()[0]
-        warnings.warn(f"fused LIF kernels unavailable, using eager ones ({_failure})", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"fused kernels unavailable, using eager ones ({_failure})", RuntimeWarning, stacklevel=3)
         return None
     if key not in _seen:
         _seen.add(key)
@@ -110,27 +135,39 @@ def _run(fn, *args):
     return out
 
 
-def lif_forward(x: torch.Tensor, v: torch.Tensor, tau: float, v_th: float, keep_charged: bool):
-    """``(spikes, charged or None)`` shaped and laid out like ``x``, with ``v`` advanced in place; or None to
-    run eager code (``v`` untouched)."""
+def lif_forward(x: torch.Tensor, v: torch.Tensor, tau: float, v_th: float):
+    """Spikes shaped and laid out like ``x``, with ``v`` advanced in place; or None to run eager code (``v``
+    untouched)."""
     fx, fv = flat(x, 1), flat(v, 0)
     if not wanted(x) or fx is None or fv is None:
         return None
-    out = _run(_forward, fx, fv, tau, v_th, keep_charged)
-    if out is None:
-        return None
-    spikes, charged = out
-    return unflat(spikes, x), None if charged is None else unflat(charged, x)
+    spikes = _run(_forward, fx, fv, tau, v_th)
+    return None if spikes is None else unflat(spikes, x)
 
 
-def lif_backward(grad: torch.Tensor, charged: torch.Tensor, tau: float, v_th: float, alpha: float):
-    """The input gradient laid out like ``charged``, or None to run eager code."""
-    if not wanted(charged):
+def lif_backward(grad: torch.Tensor, x: torch.Tensor, v: torch.Tensor, tau: float, v_th: float, alpha: float):
+    """The input gradient laid out like ``x``, from the membrane ``v`` the sequence started at; or None to run
+    eager code."""
+    if not wanted(x):
         return None
-    if grad.stride() != charged.stride():
-        grad = torch.empty_like(charged).copy_(grad)
-    fg, fh = flat(grad, 1), flat(charged, 1)
-    if fg is None or fh is None:
+    if grad.stride() != x.stride():
+        grad = torch.empty_like(x).copy_(grad)
+    fg, fx, fv = flat(grad, 1), flat(x, 1), flat(v, 0)
+    if fg is None or fx is None or fv is None:
         return None
-    dx = _run(_backward, fg, fh, tau, v_th, alpha)
-    return None if dx is None else unflat(dx, charged)
+    dx = _run(_backward, fg, fx, fv, tau, v_th, alpha)
+    return None if dx is None else unflat(dx, x)
+
+
+def _fusable(x: torch.Tensor, weight: torch.Tensor | None) -> bool:
+    """Batch norm's fused kernels take channels-last ``[T, B, C, H, W]`` (the network's layout) with weights."""
+    return weight is not None and wanted(x) and x[0].is_contiguous(memory_format=torch.channels_last)
+
+
+def batch_norm_backward(grad, x, weight, mean, invstd):
+    """``PerTimestepBatchNorm``'s ``(dx, dweight, dbias)``, or None to run eager code."""
+    if not _fusable(x, weight):
+        return None
+    if grad.stride() != x.stride():
+        grad = torch.empty_like(x).copy_(grad)
+    return _run(_batch_norm_backward, grad, x, mean, invstd, weight)

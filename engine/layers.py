@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fused
+
 
 def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     """``[T, B, C, H, W]`` with C innermost in memory, so ``flatten(0, 1)`` is a channels-last view."""
@@ -28,9 +30,10 @@ class SeqConv2d(nn.Conv2d):
 class PerTimestepBatchNorm(torch.autograd.Function):
     """Train-mode batch norm with each timestep's own statistics, written into one output tensor.
 
-    The same ATen kernels ``nn.BatchNorm2d`` runs per timestep (so the same numbers, and the running
+    Forward: the same ATen kernels ``nn.BatchNorm2d`` runs per timestep (so the same numbers, and the running
     statistics updated once per timestep, in order), without T separate outputs and the stack that copies
-    them together.
+    them together. Backward: for large layers one fused kernel over all timesteps (``fused.py``; gradients
+    equal to float rounding, tested), else ATen's per timestep.
     """
 
     @staticmethod
@@ -52,6 +55,9 @@ class PerTimestepBatchNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         x, weight, mean, invstd = ctx.saved_tensors
+        out = fused.batch_norm_backward(grad, x, weight, mean, invstd)  # large layers: one fused kernel
+        if out is not None:
+            return *out, None, None, None, None, None
         if grad.stride() != x.stride():  # the kernel wants both in one layout
             grad = torch.empty_like(x).copy_(grad)
         dx = torch.empty_like(x)
@@ -79,9 +85,30 @@ class SeqBatchNorm2d(nn.BatchNorm2d):
         return super().forward(x.flatten(0, 1)).unflatten(0, x.shape[:2])
 
 
+class TiledAvgPool2d(torch.autograd.Function):
+    """Average pooling over non-overlapping k x k tiles, whose input gradient is the output gradient divided
+    by k*k and repeated over each tile: one nearest-neighbour upsampling, which writes it once, where ATen's
+    backward zero-fills it and then adds into it (the same numbers, tested)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, k: int) -> torch.Tensor:  # type: ignore[override]
+        ctx.k = k
+        return F.avg_pool2d(x, k)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        grad = grad.contiguous(memory_format=torch.channels_last) / ctx.k**2  # the input's layout
+        return F.interpolate(grad, scale_factor=ctx.k, mode="nearest"), None
+
+
 class SeqAvgPool2d(nn.AvgPool2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+        flat = x.flatten(0, 1)
+        tiled = (isinstance(self.kernel_size, int) and self.stride == self.kernel_size and not self.padding and not self.ceil_mode
+                 and flat.shape[-1] % self.kernel_size == 0 and flat.shape[-2] % self.kernel_size == 0
+                 and flat.is_contiguous(memory_format=torch.channels_last) and torch.is_grad_enabled())  # fmt: skip
+        y = TiledAvgPool2d.apply(flat, self.kernel_size) if tiled else super().forward(flat)
+        return y.unflatten(0, x.shape[:2])
 
 
 class SeqDropout(nn.Dropout):

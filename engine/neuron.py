@@ -80,7 +80,8 @@ class LIFSequence(torch.autograd.Function):
 
     One saved tensor instead of autograd's graph of T x 6 small ops. Returns ``(spikes, codes, v)``, ``v``
     being the neuron's own state, advanced in place. Large layers run both directions as fused kernels
-    (``fused.py``; they return no codes), with this eager code as their reference and fallback.
+    (``fused.py``; they return no codes, and save the input and the starting membrane instead of the charged
+    membranes), with this eager code as their reference and fallback.
     """
 
     @staticmethod
@@ -89,11 +90,13 @@ class LIFSequence(torch.autograd.Function):
         training = ctx.needs_input_grad[0]
         ctx.mark_dirty(v)
         ctx.mark_non_differentiable(v)
-        out = fused.lif_forward(x, v, tau, v_th, keep_charged=training)
-        if out is not None:  # no codes: the backward recomputes them, ``LIF`` derives them when asked
-            spikes, charged = out
-            ctx.save_for_backward(charged, None)
+        start = v.clone() if training else None  # ``v`` advances in place
+        spikes = fused.lif_forward(x, v, tau, v_th)
+        if spikes is not None:  # no codes: ``LIF`` derives them when asked; the backward recomputes membranes
+            ctx.fused = True
+            ctx.save_for_backward(x, start)
             return spikes, None, v
+        ctx.fused = False
         charged = torch.empty_like(x) if training else None
         codes, v = lif_sequence(x, v, tau, v_th, charged)
         ctx.save_for_backward(charged, codes)
@@ -102,13 +105,16 @@ class LIFSequence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_spikes: torch.Tensor, _grad_codes, _grad_v):  # type: ignore[override]
-        charged, codes = ctx.saved_tensors
         tau, v_th, alpha = ctx.constants
-        dx = fused.lif_backward(grad_spikes, charged, tau, v_th, alpha)
-        if dx is not None:
-            return dx, None, None, None, None
-        if codes is None:
-            codes = charged >= v_th
+        if ctx.fused:
+            x, start = ctx.saved_tensors
+            dx = fused.lif_backward(grad_spikes, x, start, tau, v_th, alpha)
+            if dx is not None:
+                return dx, None, None, None, None
+            charged = torch.empty_like(x)  # the compiler failed since the forward: recompute eagerly
+            codes, _ = lif_sequence(x, start.clone(), tau, v_th, charged)
+        else:
+            charged, codes = ctx.saved_tensors
         # The spike's own term for all steps at once: grad * (alpha/2) / (1 + (pi/2 * alpha * (h - v_th))^2).
         dh = charged.sub(v_th).mul_(math.pi / 2 * alpha).square_().add_(1)
         torch.div(grad_spikes, dh, out=dh).mul_(alpha / 2)

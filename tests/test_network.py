@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from conftest import CIFAR10, CIFAR100, TINY
-from engine.layers import SeqBatchNorm2d, to_channels_last
+from engine import fused
+from engine.layers import SeqAvgPool2d, SeqBatchNorm2d, to_channels_last
 from engine.memory import footprint, layer_counts
 from engine.network import SpikingNet, build_network, trainable_parameters
 from engine.profiles import PROFILES, get_profile
@@ -85,8 +86,27 @@ def test_static_input_equals_the_same_frame_every_timestep():
         torch.testing.assert_close(net(x), net(x.expand(LAPTOP.timesteps, -1, -1, -1, -1)))
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_batch_norm_uses_per_timestep_statistics_in_training(layout):
+@pytest.mark.parametrize("k", [2, 4])
+def test_tiled_pooling_has_atens_gradient_in_the_inputs_layout(k):
+    x = to_channels_last(torch.randn(3, 4, 5, 8, 8)).requires_grad_()
+    ref = x.detach().clone().requires_grad_()
+    out = SeqAvgPool2d(k)(x)
+    assert "TiledAvgPool2d" in type(out.grad_fn.next_functions[0][0]).__name__
+    expected = torch.nn.AvgPool2d(k)(ref.flatten(0, 1)).unflatten(0, ref.shape[:2])
+    g = torch.randn_like(expected).contiguous()  # a gradient in another layout than the input's
+    out.backward(g)
+    expected.backward(g)
+    assert torch.equal(out, expected) and torch.equal(x.grad, ref.grad)
+    assert x.grad.stride() == x.stride()
+
+
+@pytest.mark.parametrize(("layout", "kernels"), [("contiguous", "auto"), ("channels_last", "eager"),
+                                               ("channels_last", "fused")])
+def test_batch_norm_uses_per_timestep_statistics_in_training(layout, kernels, monkeypatch):
+    """Forward, running statistics and gradients against float64 ``nn.BatchNorm2d`` stepped, with ATen's
+    kernels per timestep (eager) and the fused backward."""
+    monkeypatch.setattr(fused, "MODE", kernels)
+    monkeypatch.setattr(fused, "_compiled", {})  # to see which kernels ran
     bn, ref = SeqBatchNorm2d(4), torch.nn.BatchNorm2d(4)
     with torch.no_grad():
         bn.weight.copy_(torch.tensor([1.0, 2.0, 0.5, -1.0]))
@@ -108,3 +128,6 @@ def test_batch_norm_uses_per_timestep_statistics_in_training(layout):
     expected.backward(g)
     torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(bn.weight.grad.double(), ref.weight.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bn.bias.grad.double(), ref.bias.grad, rtol=1e-4, atol=1e-5)
+    assert x.grad.stride() == x.stride()
+    assert fused._failure is None and (fused._batch_norm_backward in fused._compiled) == (kernels == "fused")

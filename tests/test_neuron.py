@@ -143,6 +143,25 @@ def test_a_failing_compiler_falls_back_to_the_eager_kernels(monkeypatch):
     assert torch.equal(out, eager_out) and torch.equal(grad, eager_grad)
 
 
+def test_a_compiler_failing_between_forward_and_backward_still_gives_the_eager_gradient(monkeypatch):
+    """The fused forward saves the input, not the membranes; the eager backward then recomputes them."""
+    monkeypatch.setattr(fused, "MODE", "fused")
+    monkeypatch.setattr(fused, "_failure", None)
+    x = away_from_threshold((5, 6, 10), seed=7)
+    weights = torch.randn(5, 6, 10, generator=torch.Generator().manual_seed(8))
+    fused_x = x.clone().requires_grad_()
+    out = LIF()(fused_x)
+
+    def broken(*_args):
+        raise RuntimeError("compiler gone")
+
+    monkeypatch.setitem(fused._compiled, fused._backward, broken)
+    with pytest.warns(RuntimeWarning, match="compiler gone"):
+        (out * weights).sum().backward()
+    eager_out, eager_grad = lif_with_grad(x, weights, "eager", monkeypatch)
+    assert torch.equal(out, eager_out) and torch.equal(fused_x.grad, eager_grad)
+
+
 def test_fused_kernels_serve_many_sizes_in_one_process(monkeypatch):
     """A worker meets many layer and batch sizes; Dynamo's default limit of 8 graphs must not turn the
     fused kernels off."""
