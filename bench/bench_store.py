@@ -307,7 +307,8 @@ def main() -> None:
     one, two = experiments[len(experiments) // 2], experiments[len(experiments) // 3]
     run_id = store.runs([one])[0]["id"]
     conn = store.db.conn
-    config = api.ExperimentConfig(dataset="sample", kernel_sets=("1x1_3x3", "3x3_5x5"), iterations=1000, epochs=10)
+    config = api.ExperimentConfig(dataset="sample", kernel_sets=("1x1_3x3", "3x3_5x5"), iterations=1000, epochs=10,
+                                  baseline=None)
     n = args.repeat
     R, S = READ_TARGET_MS, SUBMIT_TARGET_MS
     calls = [

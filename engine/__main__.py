@@ -622,21 +622,28 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
-    """What an exploration is made of: the same for ``explore`` (here, now) and ``submit`` (the worker)."""
-    p.add_argument("--dataset", default="sample", help="sample, cifar10, cifar100, tinyimagenet or folder:<path>")
-    p.add_argument("--kernel-sets", default="all", help="comma-separated, e.g. 1x1_3x3,3x3_5x5 (default: Table I)")
-    p.add_argument("--iterations", type=whole(1, MAX_ITERATIONS), default=1000)
+    """What an exploration is made of: the same for ``explore`` (here, now) and ``submit`` (the worker), with
+    ``api.ExperimentConfig``'s defaults."""
+    from .api import ExperimentConfig
+
+    defaults = ExperimentConfig()
+    p.add_argument("--dataset", default=defaults.dataset, help="sample, cifar10, cifar100, tinyimagenet or folder:<path>")
+    p.add_argument("--kernel-sets", default=",".join(defaults.kernel_sets),
+                   help="comma-separated, e.g. 1x1_3x3,3x3_5x5, or 'all' for Table I (default: %(default)s)")
+    p.add_argument("--iterations", type=whole(1, MAX_ITERATIONS), default=defaults.iterations)
     p.add_argument("--exhaustive", action="store_true",
                    help="score the first --iterations of every distinct cell (7,012) in a seeded order, each once, "
                    "instead of sampling (beyond the paper)")
-    p.add_argument("--baseline", default="1x1_3x3_5000x", help="setting for the search speed-up ('' for none)")
-    p.add_argument("--epochs", type=whole(1, MAX_EPOCHS), default=None, help="default: the profile's (10 laptop, 300 paper)")
-    p.add_argument("--profile", default="laptop", choices=list(PROFILES))
-    p.add_argument("--budget", help="memory budget for Alg. 1: parameters ('10M') or bytes ('40MB')")
-    p.add_argument("--bits", type=int, choices=BIT_WIDTHS, help="bit width for a budget in bytes")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    p.add_argument("--seed", type=whole(0, MAX_SEED), default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--baseline", default=defaults.baseline or "",
+                   help="setting for the search speed-up, '' for none (default: %(default)s)")
+    p.add_argument("--epochs", type=whole(1, MAX_EPOCHS), default=defaults.epochs,
+                   help="default: the profile's (10 laptop, 300 paper)")
+    p.add_argument("--profile", default=defaults.profile, choices=list(PROFILES))
+    p.add_argument("--budget", default=defaults.budget, help="memory budget for Alg. 1: parameters ('10M') or bytes ('40MB')")
+    p.add_argument("--bits", type=int, choices=BIT_WIDTHS, default=defaults.bits, help="bit width for a budget in bytes")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=defaults.precision)
+    p.add_argument("--seed", type=whole(0, MAX_SEED), default=defaults.seed)
+    p.add_argument("--device", default=defaults.device)
 
 
 def experiment_config(args: argparse.Namespace):

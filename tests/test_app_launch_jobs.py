@@ -110,7 +110,7 @@ def test_a_failed_job_shows_its_error_and_can_be_retried_cancelled_and_deleted(o
         for name in ("cat", "dog"):
             (folder / split / name).mkdir(parents=True)
     config = api.ExperimentConfig(dataset=f"folder:{folder.name}", kernel_sets=("1x1_3x3",), iterations=2,
-                                  epochs=1, device="cpu", name="doomed")  # fmt: skip
+                                  epochs=1, device="cpu", baseline=None, name="doomed")  # fmt: skip
     ids = api.submit_experiment(config, store=store)
     shutil.rmtree(folder)  # the dataset disappears before the worker gets to it: a real failure
     serve(store, devices=["cpu"], idle_exit=0.2, stop=threading.Event())
@@ -141,7 +141,7 @@ def test_a_failed_job_shows_its_error_and_can_be_retried_cancelled_and_deleted(o
 def test_a_running_job_shows_live_progress_and_can_be_cancelled(own_db, studio):
     store = own_db["store"]
     config = api.ExperimentConfig(dataset=studio["dataset"], kernel_sets=("3x3_5x5",), iterations=10, epochs=1,
-                                  device="cpu", name="in flight")  # fmt: skip
+                                  device="cpu", baseline=None, name="in flight")  # fmt: skip
     ids = api.submit_experiment(config, store=store)
     lease = store.claim("test:1", "cpu", stale_after=60)  # as a worker would, without running anything
     store.heartbeat(lease, {"stage": "search", "done": 4, "total": 10, "note": "best score 1.23", "eta_seconds": 75})

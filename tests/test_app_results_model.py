@@ -143,7 +143,7 @@ def test_empty_database_and_experiment_without_results(studio, tmp_path, monkeyp
     assert "No model has been searched yet" in texts(app("views/model.py"))
 
     api.submit_experiment(api.ExperimentConfig(dataset=studio["dataset"], kernel_sets=("1x1_3x3",), iterations=2,
-                                               epochs=1, device="cpu"))  # fmt: skip
+                                               epochs=1, device="cpu", baseline=None))  # fmt: skip
     at = app("views/results.py")
     assert "has no finished runs yet" in texts(at)
     assert any("Jobs" in link.proto.label for link in at.page_link)

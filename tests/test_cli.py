@@ -146,7 +146,7 @@ def test_jobs_lists_a_failed_job_without_nan(tmp_path, studio):
 
     store = Store(tmp_path / "s.db")
     api.submit_experiment(api.ExperimentConfig(dataset=studio["dataset"], kernel_sets=("1x1_3x3",), iterations=3,
-                                               epochs=1, device="cpu"), store=store)  # fmt: skip
+                                               epochs=1, device="cpu", baseline=None), store=store)  # fmt: skip
     store.end_job(store.claim("host:1", "cpu", stale_after=60), "failed", "RuntimeError: boom")
     store.close()
     run = cli("--db", str(store.path), "jobs")

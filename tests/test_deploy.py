@@ -271,7 +271,7 @@ def test_unfinished_runs_and_unknown_formats_are_refused(studio):
     from engine.store import StoreError
 
     ids = api.submit_experiment(api.ExperimentConfig(dataset=studio["mini"], kernel_sets=("1x1_3x3",),
-                                                     iterations=2, epochs=1, name="never run"))  # fmt: skip
+                                                     iterations=2, epochs=1, baseline=None, name="never run"))  # fmt: skip
     run_id = ids["run_ids"][0]
     with pytest.raises(StoreError, match="no trained model yet"):
         api.deploy_file(run_id, "nir")

@@ -37,7 +37,8 @@ def cluster(sample, tmp_path_factory):
 
 
 def submit(store: Store, dataset: str, **kw) -> dict:
-    config = api.ExperimentConfig(dataset=dataset, kernel_sets=("1x1_3x3",), epochs=1, device="cpu", **kw)
+    config = api.ExperimentConfig(dataset=dataset, kernel_sets=("1x1_3x3",), epochs=1, device="cpu",
+                                  **{"baseline": None, **kw})
     return api.submit_experiment(config, store=store)
 
 

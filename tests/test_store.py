@@ -15,7 +15,8 @@ from engine.store import APPLICATION_ID, SCHEMA_VERSION, JobLost, Store, StoreEr
 
 
 def config(studio, **changes) -> api.ExperimentConfig:
-    base = dict(dataset=studio["dataset"], kernel_sets=("1x1_3x3", "3x3_5x5"), iterations=4, epochs=1, device="cpu")
+    base = dict(dataset=studio["dataset"], kernel_sets=("1x1_3x3", "3x3_5x5"), iterations=4, epochs=1, device="cpu",
+                baseline=None)
     return api.ExperimentConfig(**{**base, **changes})
 
 
@@ -311,7 +312,7 @@ def test_time_estimate_uses_the_pace_of_finished_runs_on_the_same_kind_of_device
     per_candidate = runs.search_seconds.sum() / runs.candidates_done.sum()
     per_epoch = runs.train_seconds.sum() / runs.epochs_done.sum()
     planned = api.ExperimentConfig(dataset=studio["dataset"], kernel_sets=("3x3_5x5",), iterations=50, epochs=4,
-                                   device="cpu")  # fmt: skip
+                                   device="cpu", baseline=None)  # fmt: skip
     assert api.estimate_seconds(planned, store=store) == pytest.approx(50 * per_candidate + 4 * per_epoch)
 
     store.db.execute("UPDATE jobs SET device = 'cuda:0'")  # the same history, measured on a GPU

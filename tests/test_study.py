@@ -171,7 +171,7 @@ def test_an_exhaustive_experiment_scores_distinct_cells_in_the_seeded_order(tmp_
 
     store = Store(tmp_path / "s.db")
     config = api.ExperimentConfig(dataset=studio["mini"], kernel_sets=("3x3_5x5",), iterations=4, exhaustive=True,
-                                  epochs=1, seed=3, device="cpu")  # fmt: skip
+                                  epochs=1, seed=3, device="cpu", baseline=None)  # fmt: skip
     with pytest.raises(api.ConfigError, match="7,012 distinct cells"):
         api.submit_experiment(replace(config, iterations=7013), store=store)
     ids = api.submit_experiment(config, store=store)

@@ -57,7 +57,8 @@ def finish(db) -> None:
 
 
 def submit(store, studio, **changes) -> dict:
-    base = dict(dataset=studio["dataset"], kernel_sets=("1x1_3x3",), iterations=3, epochs=1, device="cpu")
+    base = dict(dataset=studio["dataset"], kernel_sets=("1x1_3x3",), iterations=3, epochs=1, device="cpu",
+                baseline=None)
     return api.submit_experiment(api.ExperimentConfig(**{**base, **changes}), store=store)
 
 
@@ -148,7 +149,7 @@ from engine.store import Store
 store = Store(sys.argv[1])
 for i in range(3):
     api.submit_experiment(api.ExperimentConfig(dataset=sys.argv[2], kernel_sets=("1x1_3x3",), iterations=1,
-                                               epochs=1, seed=i, device="cpu"), store=store)
+                                               epochs=1, seed=i, device="cpu", baseline=None), store=store)
     time.sleep(0.3)
 """
 

@@ -11,8 +11,7 @@ import streamlit as st
 import studio
 from engine import api
 
-DEFAULT_SETS = ("1x1_3x3", "3x3_5x5")
-DEFAULT_BASELINE = "1x1_3x3_5000x"
+DEFAULTS = api.ExperimentConfig()  # the product's defaults, the command line's too
 
 
 @st.cache_data(ttl=300, show_spinner="Sizing the networks…")
@@ -43,7 +42,7 @@ with what:
     chosen = [
         name
         for i, name in enumerate(studio.TABLE_I_NAMES)
-        if grid[i % 3].checkbox(name, value=name in DEFAULT_SETS, key=f"ks_{name}")
+        if grid[i % 3].checkbox(name, value=name in DEFAULTS.kernel_sets, key=f"ks_{name}")
     ]
     custom = st.text_input(
         "Custom kernel sets",
@@ -56,20 +55,22 @@ with what:
     slots["kernel_sets"] = st.empty()
 
     iterations = st.number_input(
-        "Search iterations per kernel set", min_value=1, max_value=api.MAX_ITERATIONS, value=1000, step=100,
-        key="iterations", help="How many random cells the training-free score ranks for each kernel set.",
+        "Search iterations per kernel set", min_value=1, max_value=api.MAX_ITERATIONS, value=DEFAULTS.iterations,
+        step=100, key="iterations", help="How many random cells the training-free score ranks for each kernel set.",
     )  # fmt: skip
     slots["iterations"] = st.empty()
     exhaustive = st.toggle(
-        "Exhaustive: each distinct cell once", key="exhaustive",
+        "Exhaustive: each distinct cell once", value=DEFAULTS.exhaustive, key="exhaustive",
         help=f"Score the first N of all {len(api.distinct_cells()):,} distinct cells, in an order shuffled by the seed, "
         "instead of N random draws (which can repeat a cell). Beyond the paper.",
     )  # fmt: skip
-    use_baseline = st.toggle("Measure search speed-up against a baseline", value=True, key="baseline_on")
+    use_baseline = st.toggle(
+        "Measure search speed-up against a baseline", value=DEFAULTS.baseline is not None, key="baseline_on"
+    )
     baseline = None
     if use_baseline:
         baseline = st.text_input(
-            "Baseline setting", value=DEFAULT_BASELINE, key="baseline",
+            "Baseline setting", value=DEFAULTS.baseline or "", key="baseline",
             help="A kernel set and its iterations, like 1x1_3x3_5000x (the paper's). It runs too; every "
             "other set's search time is compared with it.",
         ).strip()  # fmt: skip
@@ -77,7 +78,7 @@ with what:
 
 with how:
     st.subheader("How")
-    profile = studio.profile_select("profile", "epochs")
+    profile = studio.profile_select("profile", "epochs", DEFAULTS.profile)
     slots["profile"] = st.empty()
     left, right = st.columns(2)
     epochs = left.number_input(
@@ -86,7 +87,7 @@ with how:
         f"{api.PROFILES[profile].epochs}; the paper trains for 300).",
     )  # fmt: skip
     slots["epochs"] = left.empty()
-    seed = right.number_input("Seed", min_value=0, value=0, key="seed", help="Same seed, same cells and weights.")
+    seed = right.number_input("Seed", min_value=0, value=DEFAULTS.seed, key="seed", help="Same seed, same cells and weights.")
     slots["seed"] = right.empty()
     device = st.selectbox("Device", studio.devices(), format_func=studio.device_label, key="device").split(" ")[0]
     slots["device"] = st.empty()
