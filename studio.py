@@ -1,54 +1,29 @@
 """What every dashboard page shares: the store, the sidebar, colours per kernel set, formatting.
 
-Pages talk to the engine only through ``engine.api``; this module holds presentation, nothing else.
+Pages talk to the engine only through ``engine.api``; this module holds presentation, nothing else. The charts
+themselves are in ``views.charts``, which needs no Streamlit.
 """
 
 from __future__ import annotations
 
-import math
 import re
 
-import plotly.express as px
 import streamlit as st
 
 from engine import api, memory
-from engine.space import TABLE_I, KernelSet, Setting, SpaceError
+from engine.space import TABLE_I
+# Defined with the charts (they need no Streamlit); the pages' text uses them too.
+from views.charts import format_seconds, kernel_set_color, profile_label
 
-# One colour per kernel set on every page: Table I's six sets first, custom sets after them.
-_PALETTE = px.colors.qualitative.D3
-_TABLE_I_NAMES = [ks.name for ks in TABLE_I]
-TABLE_I_NAMES = tuple(_TABLE_I_NAMES)  # the paper's six kernel sets, in its order
+TABLE_I_NAMES = tuple(ks.name for ks in TABLE_I)  # the paper's six kernel sets, in its order
 BIT_WIDTHS = memory.BIT_WIDTHS  # the weight bit widths a memory budget is given at
 format_count = memory.format_count  # 19886452 -> '19.89 M', as the command line shows counts
 weight_bytes = memory.weight_bytes  # bytes of a parameter count at a bit width: params x bits / 8
 
 
-def kernel_set_color(name: str) -> str:
-    """The colour of a kernel set (``3x3_5x5``) or of a setting (``3x3_5x5_1000x``) on every chart."""
-    try:
-        kernel_set = Setting.parse(name).kernel_set.name
-    except SpaceError:
-        kernel_set = KernelSet.parse(name).name
-    if kernel_set in _TABLE_I_NAMES:
-        return _PALETTE[_TABLE_I_NAMES.index(kernel_set)]
-    return _PALETTE[len(_TABLE_I_NAMES) + sum(map(ord, kernel_set)) % (len(_PALETTE) - len(_TABLE_I_NAMES))]
-
-
 def store():
     """The experiment database (``$SPIKERNEL_DB`` or the data root's ``spikernel.db``), opened once."""
     return api.get_store()
-
-
-def profile_label(profile: str, reduced: bool) -> str:
-    """Every chart of a reduced profile says so."""
-    return f"{profile} profile (reduced scale)" if reduced else f"{profile} profile (paper scale)"
-
-
-def titled(fig, title: str, subtitle: str, x: str, y: str, legend: str):
-    """A chart's title with what it shows under it (which experiment, which profile), and its axes."""
-    fig.update_layout(title={"text": title, "subtitle": {"text": subtitle}}, xaxis_title=x, yaxis_title=y,
-                      legend_title_text=legend, margin={"t": 80})  # fmt: skip
-    return fig
 
 
 def profile_select(key: str, epochs_key: str, default: str = "laptop") -> str:
@@ -61,17 +36,6 @@ def profile_select(key: str, epochs_key: str, default: str = "laptop") -> str:
     )  # fmt: skip
     st.caption(api.PROFILES[profile].description)
     return profile
-
-
-def format_seconds(seconds: float | None) -> str:
-    if seconds is None or math.isnan(seconds):
-        return "–"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def escape_markdown(text: str) -> str:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 
 import pandas as pd
-import plotly.express as px
-import plotly.graph_objects as go
 import streamlit as st
 
 import studio
 from engine import api
+from views.charts import (
+    accuracy_by_split, cell_figure, edge_name, firing_rate_per_epoch, firing_rate_per_layer, operations_per_layer,
+    parameters_per_layer,
+)  # fmt: skip
 
 st.title("Model")
 
@@ -51,17 +53,7 @@ run_id = st.selectbox("Run", options, index=options.index(default_run()), format
 st.query_params["run"] = str(run_id)  # the address names the model shown: it can be bookmarked or shared
 details = api.model_details(run_id, store=studio.store())
 run, experiment = details["run"], details["experiment"]
-color = studio.kernel_set_color(run["kernel_set"])
 profile = studio.profile_label(experiment["profile"], bool(experiment["reduced"]))
-
-
-def titled(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
-    fig.update_layout(
-        title={"text": title, "subtitle": {"text": f"{run['setting']} · experiment #{experiment['id']} · {profile}"}},
-        xaxis_title=x, yaxis_title=y, margin={"t": 80},
-    )  # fmt: skip
-    return fig
-
 
 # ------------------------------------------------------------------------------------------ summary
 
@@ -77,52 +69,9 @@ st.caption(f"Memory: {memory_lines}. {profile}, dataset {studio.escape_markdown(
 
 # ------------------------------------------------------------------------------------------- cell
 
-NODE_X = {0: 0.0, 1: 1.0, 2: 2.0, 3: 3.0}
-# How far each edge bends: neighbours are joined straight, longer edges arc above or below so that
-# no two edges overlap (0->2 and 0->3 above, 1->3 below).
-BEND = {(0, 2): 0.9, (1, 3): -0.9, (0, 3): 1.7}
-NODE_RADIUS = 0.2
-OP_COLORS = {"skip": "#7f7f7f", "avg pool 3x3": "#8c564b"}
-
-
-def edge_name(op: str, kernel: int | None) -> str:
-    return f"{op} {kernel}x{kernel}" if kernel else op
-
-
-def cell_figure(edges) -> go.Figure:
-    fig = go.Figure()
-    for a, b, op, kernel in edges:
-        (x0, x1), bend = (NODE_X[a], NODE_X[b]), BEND.get((a, b), 0.0)
-        cx, cy = (x0 + x1) / 2, 2 * bend  # quadratic Bézier control point: the curve peaks at ``bend``
-        edge_color = color if kernel else OP_COLORS.get(op, "#444")
-        fig.add_shape(type="path", path=f"M {x0},0 Q {cx},{cy} {x1},0", line={"color": edge_color, "width": 2.5})
-        # The arrowhead: along the curve's last tangent (control point -> end), stopping at the node's rim.
-        dx, dy = x1 - cx, -cy
-        norm = (dx * dx + dy * dy) ** 0.5
-        tip = (x1 - NODE_RADIUS * dx / norm, -NODE_RADIUS * dy / norm)
-        fig.add_annotation(x=tip[0], y=tip[1], ax=tip[0] - 0.12 * dx / norm, ay=tip[1] - 0.12 * dy / norm,
-                           axref="x", ayref="y", text="", showarrow=True, arrowhead=2, arrowsize=1.3,
-                           arrowwidth=2.5, arrowcolor=edge_color)  # fmt: skip
-        fig.add_annotation(x=cx, y=bend, text=edge_name(op, kernel), showarrow=False, bgcolor="white",
-                           bordercolor=edge_color, borderpad=3, font={"color": edge_color, "size": 13})  # fmt: skip
-    for node, x in NODE_X.items():
-        fig.add_shape(type="circle", x0=x - NODE_RADIUS, x1=x + NODE_RADIUS, y0=-NODE_RADIUS, y1=NODE_RADIUS,
-                      fillcolor="#f4f4f4", line={"color": "#333", "width": 2})  # fmt: skip
-        fig.add_annotation(x=x, y=0, text=f"<b>{node}</b>", showarrow=False, font={"size": 16})
-    for node, text in ((0, "input"), (3, "output")):
-        fig.add_annotation(x=NODE_X[node], y=-NODE_RADIUS - 0.2, text=text, showarrow=False, font={"color": "#555"})
-    fig.update_xaxes(visible=False, range=[-0.5, 3.5])
-    fig.update_yaxes(visible=False, range=[-1.3, 2.0], scaleanchor="x")
-    fig.update_layout(
-        height=380, margin={"l": 10, "r": 10, "t": 60, "b": 10}, showlegend=False,
-        title={"text": "The searched cell", "subtitle": {"text": f"{run['kernel_set']} · {profile}"}},
-    )  # fmt: skip
-    return fig
-
-
 st.header("Cell")
 graph, about = st.columns([3, 2])
-graph.plotly_chart(cell_figure(details["edges"]), key="cell", config={"staticPlot": True})
+graph.plotly_chart(cell_figure(details["edges"], run, experiment), key="cell", config={"staticPlot": True})
 with about:
     st.markdown("\n".join(f"- **{a} → {b}**: {edge_name(op, k)}" for a, b, op, k in details["edges"]))
     st.caption(
@@ -151,16 +100,7 @@ table.dataframe(
 table.caption(
     f"Total {layers['params'].sum():,} parameters (Eq. 2-3) + {layers['batchnorm'].sum():,} BatchNorm affine."
 )
-# The cell's convolutions carry the kernel set's colour; the fixed layers around them are grey.
-cell_part, fixed_part = f"cell ({run['kernel_set']})", "fixed layers"
-weighted = layers[layers["params"] > 0]  # BatchNorm-only layers have no Eq. 2-3 parameters
-fig = px.bar(
-    weighted.assign(part=[cell_part if n.startswith("cell") else fixed_part for n in weighted["layer"]]),
-    x="params", y="layer", color="part", orientation="h", hover_data=["shape"],
-    color_discrete_map={cell_part: color, fixed_part: "#9e9e9e"}, labels={"params": "parameters", "part": ""},
-)  # fmt: skip
-fig.update_yaxes(categoryorder="array", categoryarray=list(weighted["layer"]), autorange="reversed")
-chart.plotly_chart(titled(fig, "Parameters per layer", "Parameters (Eq. 2-3)", "Layer"), key="layers_chart")
+chart.plotly_chart(parameters_per_layer(layers, run, experiment), key="layers_chart")
 
 # ---------------------------------------------------------------------------------------- training
 
@@ -170,19 +110,8 @@ if epochs.empty:
     st.info("No epoch has finished yet.")
 else:
     accuracy, firing = st.columns(2)
-    history = epochs.melt(id_vars="epoch", value_vars=["test_accuracy", "train_accuracy"], var_name="split",
-                          value_name="accuracy").dropna()  # fmt: skip
-    history["accuracy"] *= 100
-    history["split"] = history["split"].map({"train_accuracy": "train", "test_accuracy": "test"})
-    fig = px.line(history, x="epoch", y="accuracy", line_dash="split", markers=True, color_discrete_sequence=[color])
-    fig.update_xaxes(dtick=1)
-    accuracy.plotly_chart(titled(fig, "Accuracy per epoch", "Epoch", "Accuracy (%)"), key="accuracy_chart")
-    fig = px.line(epochs.dropna(subset=["firing_rate"]), x="epoch", y="firing_rate", markers=True,
-                  color_discrete_sequence=[color])  # fmt: skip
-    fig.update_xaxes(dtick=1)
-    fig.update_yaxes(rangemode="tozero")  # a rate is never negative
-    firing.plotly_chart(titled(fig, "Firing rate per epoch (test set)", "Epoch", "Spikes per neuron per timestep"),
-                        key="firing_chart")  # fmt: skip
+    accuracy.plotly_chart(accuracy_by_split(epochs, run, experiment), key="accuracy_chart")
+    firing.plotly_chart(firing_rate_per_epoch(epochs, run, experiment), key="firing_chart")
 
 # ---------------------------------------------------------------------------------------- deploy
 
@@ -226,23 +155,9 @@ else:
                    "costs one accumulate per spike and target; the ANN runs every layer's multiply-accumulates once. "
                    "Pooling, sums, BatchNorm and membrane updates are not counted.")  # fmt: skip
     rates, ops = st.columns(2)
-    firing = pd.DataFrame(deployed["firing"])
-    fig = px.bar(firing, x="firing_rate", y="layer", orientation="h", color_discrete_sequence=[color])
-    fig.update_yaxes(categoryorder="array", categoryarray=list(firing["layer"]), autorange="reversed")
-    fig.update_xaxes(rangemode="tozero")
-    rates.plotly_chart(titled(fig, "Firing rate per LIF layer (test set)", "Spikes per neuron per timestep", "LIF layer"),
+    rates.plotly_chart(firing_rate_per_layer(pd.DataFrame(deployed["firing"]), run, experiment),
                        key="layer_firing_chart")  # fmt: skip
-    layer_ops = pd.DataFrame(deployed["layers"])
-    # One bar per weight layer: the SNN's operations (accumulates, or MACs where fed by analog values) and the
-    # same layer's MACs as an ANN.
-    bars = layer_ops.assign(snn=layer_ops["acs"] + layer_ops["macs"]).melt(
-        id_vars=["layer", "input"], value_vars=["snn", "ann_macs"], var_name="network", value_name="operations")
-    bars["network"] = bars["network"].map({"snn": "SNN (spike-driven ACs; MACs where analog)", "ann_macs": "ANN (MACs)"})
-    fig = px.bar(bars, x="operations", y="layer", color="network", barmode="group", orientation="h",
-                 hover_data=["input"], color_discrete_sequence=[color, "#9e9e9e"], log_x=True)
-    fig.update_yaxes(categoryorder="array", categoryarray=list(layer_ops["layer"]), autorange="reversed")
-    ops.plotly_chart(titled(fig, "Operations per image, per layer", "Operations per image (log scale)", "Layer"),
-                     key="layer_ops_chart")  # fmt: skip
+    ops.plotly_chart(operations_per_layer(pd.DataFrame(deployed["layers"]), run, experiment), key="layer_ops_chart")
 
 # ------------------------------------------------------------------------------------------ file
 

@@ -8,22 +8,19 @@ live and shows the report of what has been trained so far.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from functools import partial
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 import studio
 from engine import api
 from engine.study import StudyReport
+from views.charts import grouped_chart, nan, study_score_chart, top1_chart
 
 REFRESH_S = 2.0
 DEFAULTS = api.StudyConfig()
-ROLE_SYMBOLS = {"top": "star", "random": "circle", "spread": "square"}
-ROLE_NAMES = {"top": "score's top cells", "random": "drawn at random", "spread": "spread over the scores"}
 DASH = "—"  # a statistic that is not defined (too few cells, or constant values)
 
 
@@ -46,10 +43,6 @@ def study_report(experiment_id: int, progress_key: tuple, database: str, created
 
 
 badge = studio.status_badge
-
-
-def nan(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def interval_text(interval) -> str:
@@ -86,12 +79,6 @@ def progress_key(jobs: pd.DataFrame) -> tuple:
         (int(j.id), j.status, j.run_stage, 0 if nan(j.done) or j.stage != "train" else int(j.done))
         for j in jobs.itertuples()
     )  # fmt: skip
-
-
-def titled(fig: go.Figure, title: str, experiment: dict, x: str, y: str) -> go.Figure:
-    """Title, axis titles and the profile under the title (reduced profiles say so), as Results does."""
-    profile = studio.profile_label(experiment["profile"], bool(experiment["reduced"]))
-    return studio.titled(fig, title, f"Study #{experiment['id']} · {profile}", x, y, "Kernel set")
 
 
 # ------------------------------------------------------------------------------------- launch
@@ -372,72 +359,6 @@ def kernel_set_table(report: StudyReport) -> None:
                    f"{report.overall.n} trained cells.")  # fmt: skip
 
 
-def score_chart(report: StudyReport, experiment: dict) -> go.Figure:
-    fig = go.Figure()
-    for kernel_set in dict.fromkeys(c["kernel_set"] for c in report.cells):
-        for role, symbol in ROLE_SYMBOLS.items():
-            mine = [c for c in report.cells if c["kernel_set"] == kernel_set and c["role"] == role]
-            if not mine:
-                continue
-            fig.add_trace(go.Scatter(
-                x=[c["score"] for c in mine], y=[c["accuracy"] * 100 for c in mine], mode="markers",
-                name=f"{kernel_set} · {role}", legendgroup=kernel_set,
-                marker={"color": studio.kernel_set_color(kernel_set), "symbol": symbol,
-                        "size": 13 if role == "top" else 10, "line": {"width": 1, "color": "white"}},
-                customdata=[[c["genotype"], c["conv_edges"], studio.format_count(c["params"]), c["seeds"],
-                             ROLE_NAMES[role]] for c in mine],
-                hovertemplate=(f"<b>{kernel_set}</b> · %{{customdata[4]}}<br>genotype %{{customdata[0]}}"
-                               "<br>%{customdata[1]} conv edges · %{customdata[2]} parameters"
-                               "<br>score %{x:.2f} · accuracy %{y:.1f} % (%{customdata[3]} seed(s))<extra></extra>"),
-            ))  # fmt: skip
-    return titled(fig, "Training-free score vs trained accuracy", experiment, "Training-free score",
-                  "Test accuracy (%, mean over seeds)")  # fmt: skip
-
-
-def top1_chart(report: StudyReport, experiment: dict) -> go.Figure:
-    """The score's top cell per kernel set: mean over seeds with its 95% interval, and each seed."""
-    fig = go.Figure()
-    for k in report.kernel_sets:
-        if nan(k.top1.mean):
-            continue
-        color = studio.kernel_set_color(k.kernel_set)
-        error = None if nan(k.top1.low) else {"type": "data", "array": [(k.top1.high - k.top1.mean) * 100],
-                                              "arrayminus": [(k.top1.mean - k.top1.low) * 100]}  # fmt: skip
-        fig.add_trace(go.Bar(x=[k.kernel_set], y=[k.top1.mean * 100], name=k.kernel_set, marker_color=color,
-                             error_y=error, hovertemplate=f"<b>{k.kernel_set}</b><br>top-1 %{{y:.1f}} % over "
-                             f"{k.top1.n} seed(s)<extra></extra>"))  # fmt: skip
-        seeds = next((c["accuracies"] for c in report.cells if c["kernel_set"] == k.kernel_set), [])
-        fig.add_trace(go.Scatter(x=[k.kernel_set] * len(seeds), y=[a * 100 for a in seeds], mode="markers",
-                                 marker={"color": "#222", "size": 7, "symbol": "line-ew-open"}, showlegend=False,
-                                 hovertemplate="seed: %{y:.1f} %<extra></extra>"))  # fmt: skip
-    fig.update_layout(showlegend=False)
-    return titled(fig, "Top-1 accuracy by kernel set (error bars: 95% over seeds)", experiment, "Kernel set",
-                  "Test accuracy (%)")  # fmt: skip
-
-
-def grouped_chart(rows: list[dict], x: str, title: str, x_title: str, experiment: dict, order=None) -> go.Figure:
-    """Accuracy by kernel set within groups (conv-edge count, parameter bin): the mean over the group's trained
-    cells with its 95% interval (clipped to 0-100 %; none for a single cell), kernel sets side by side."""
-    fig = go.Figure()
-    for kernel_set in dict.fromkeys(r["kernel_set"] for r in rows):
-        mine = [r for r in rows if r["kernel_set"] == kernel_set]
-        means = [r["mean"] * 100 for r in mine]
-        highs = [m if nan(r["high"]) else min(r["high"] * 100, 100.0) for r, m in zip(mine, means)]
-        lows = [m if nan(r["low"]) else max(r["low"] * 100, 0.0) for r, m in zip(mine, means)]
-        fig.add_trace(go.Scatter(
-            x=[str(r[x]) for r in mine], y=means, name=kernel_set, mode="markers",
-            marker={"color": studio.kernel_set_color(kernel_set), "size": 11},
-            error_y={"type": "data", "array": [h - m for h, m in zip(highs, means)],
-                     "arrayminus": [m - lo for lo, m in zip(lows, means)], "thickness": 1.5, "width": 4},
-            customdata=[r["n"] for r in mine],
-            hovertemplate=f"<b>{kernel_set}</b><br>{x_title}: %{{x}}<br>mean %{{y:.1f}} % over %{{customdata}} "
-                          "cell(s)<extra></extra>",
-        ))  # fmt: skip
-    fig.update_layout(scattermode="group", scattergap=0.5)
-    fig.update_xaxes(type="category", categoryorder="array", categoryarray=order or sorted({str(r[x]) for r in rows}))
-    return titled(fig, title, experiment, x_title, "Test accuracy (%, mean over cells)")
-
-
 def search_regret_table(report: StudyReport) -> None:
     rows = [{"kernel_set": k.kernel_set, "iterations": s.iterations, "searches": s.searches, "found": s.found_top1 * 100,
              "gap": s.score_gap, "percentile": s.percentile * 100}
@@ -547,7 +468,7 @@ def report_section(experiment: dict, key: tuple, store) -> None:
 
     st.header("Does the score pick good cells?")
     left, right = st.columns(2)
-    left.plotly_chart(score_chart(report, experiment), key="study_score_chart")
+    left.plotly_chart(study_score_chart(report, experiment), key="study_score_chart")
     left.caption("Each point is a trained cell: ★ the score's top cells, ● drawn at random, ■ spread over the scores.")
     right.plotly_chart(top1_chart(report, experiment), key="study_top1_chart")
     right.caption("Bars: the highest-scored cell's accuracy averaged over its seeds; dashes: each seed.")
