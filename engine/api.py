@@ -231,12 +231,12 @@ def submit_experiment(config: ExperimentConfig | dict, *, store: Store | None = 
     return _store(store).add_experiment(name, payload, profile=profile.name, reduced=profile.reduced, runs=runs)
 
 
-def study_searches(config: StudyConfig, epochs: int | None = None) -> ExperimentConfig:
-    """The experiment a study's searches amount to (no baseline; ``epochs`` of training per kernel set, by
-    default the study's): what the fields they share are checked as, and what a time estimate is asked for."""
+def study_searches(config: StudyConfig) -> ExperimentConfig:
+    """The experiment a study's searches amount to (no baseline, one training per kernel set): what the
+    fields they share are checked as, and what a time estimate starts from."""
     return ExperimentConfig(dataset=config.dataset, kernel_sets=config.kernel_sets, iterations=config.cells,
-                            baseline=None, profile=config.profile, epochs=config.epochs if epochs is None else epochs,
-                            seed=config.seed, device=config.device, precision=config.precision)  # fmt: skip
+                            baseline=None, profile=config.profile, epochs=config.epochs, seed=config.seed,
+                            device=config.device, precision=config.precision)  # fmt: skip
 
 
 def validate_study(config: StudyConfig, *, check_data: bool = True) -> dict[str, str]:

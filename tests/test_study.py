@@ -179,3 +179,13 @@ def test_an_exhaustive_experiment_scores_distinct_cells_in_the_seeded_order(tmp_
     scored = [c["genotype"] for c in store.candidates(ids["run_ids"][0])]
     assert scored == [g.to_str() for g in exhaustive_order(3)[:4]]
     assert api.runs_frame(store=store)["status"].tolist() == ["done"]
+
+
+def test_a_studys_searches_are_one_experiment_without_a_baseline():
+    """What a study's fields are checked as and its time estimated from: its kernel sets' searches only, though
+    an experiment's own default measures against the paper's baseline."""
+    config = api.StudyConfig(kernel_sets=("1x1_3x3", "5x5_7x7"), cells=40, epochs=3, seed=2)
+    searches = api.study_searches(config)
+    assert api.ExperimentConfig().baseline == "1x1_3x3_5000x" and searches.baseline is None
+    assert [s.name for s in searches.settings()] == ["1x1_3x3_40x", "5x5_7x7_40x"]
+    assert (searches.epochs, searches.seed, searches.profile) == (3, 2, config.profile)

@@ -88,10 +88,8 @@ def estimate_seconds(config: api.StudyConfig, trainings: int, store) -> float | 
     """Launch's estimate for the same searches, with each kernel set's training ``trainings`` times as long
     (an experiment trains one cell per kernel set; the estimate is linear in epochs)."""
     try:
-        return api.estimate_seconds(api.ExperimentConfig(
-            dataset=config.dataset, kernel_sets=config.kernel_sets, iterations=config.cells, profile=config.profile,
-            epochs=config.epochs * trainings, seed=config.seed, device=config.device,
-        ), store=store)  # fmt: skip
+        searches = api.study_searches(config).with_profile_defaults()
+        return api.estimate_seconds(replace(searches, epochs=searches.epochs * trainings), store=store)
     except Exception:  # an estimate is a nicety: never a reason for the form to fail
         return None
 
