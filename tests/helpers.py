@@ -24,9 +24,11 @@ def write_subset(sample, folder: Path, classes: int, train_per_class: int, test_
     return f"folder:{folder}"
 
 
-def cli(*args, env: dict | None = None, **kw):
+def cli(*args, env: dict | None = None, timeout: float = 600, **kw):
+    """``python -m engine ARGS`` in a fresh process from the checkout; its completed process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=env, text=True, capture_output=True, **kw)
+    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=env, text=True, capture_output=True,
+                          timeout=timeout, **kw)  # fmt: skip
 
 
 APP = str(ROOT / "app.py")

@@ -1,20 +1,9 @@
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def cli(*args, timeout=600):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "engine", *args], cwd=ROOT, env=env, text=True, capture_output=True, timeout=timeout
-    )
+from helpers import ROOT, cli
 
 
 def test_search_prints_a_summary_and_writes_every_candidate(tmp_path):
