@@ -32,7 +32,7 @@ from .energy import EnergyModel
 from .memory import footprint, layer_counts, weight_bytes
 from .profiles import PROFILES, get_profile
 from .select import Budget, Selection, budget_in_bytes, pareto_front, parse_energy_budget, select_model  # noqa: F401
-from .space import (MAX_EPOCHS, MAX_ITERATIONS, MAX_SEED, Genotype, KernelSet, Op, Setting, SpaceError,
+from .space import (MAX_EPOCHS, MAX_ITERATIONS, MAX_SEED, MAX_SLOTS, Genotype, KernelSet, Op, Setting, SpaceError,
                     distinct_cells, extreme_genotypes)  # fmt: skip
 from .store import ACTIVE, STOPPED, TRAINED_CELL_COLUMNS, JobStatus, Store, StoreError, default_db_path  # noqa: F401
 from .study import StudyConfig
@@ -69,6 +69,7 @@ class ExperimentConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
+    slots: int = 1  # candidates scored at once, each in a process of its own (for GPUs; the same results)
     budget: str | None = None
     bits: int | None = None
     name: str = ""
@@ -146,6 +147,8 @@ def validate(config: ExperimentConfig, *, check_data: bool = True) -> dict[str, 
         errors["epochs"] = f"epochs must be a whole number from 1 to {MAX_EPOCHS:,}"
     if not _is_int(config.seed) or not 0 <= config.seed <= MAX_SEED:
         errors["seed"] = f"the seed must be a whole number from 0 to {MAX_SEED:,}"
+    if not _is_int(config.slots) or not 1 <= config.slots <= MAX_SLOTS:
+        errors["slots"] = f"candidates in flight must be a whole number from 1 to {MAX_SLOTS}"
     if not isinstance(config.profile, str) or config.profile not in PROFILES:
         errors["profile"] = f"unknown profile {str(config.profile)[:40]!r}; choose one of {', '.join(PROFILES)}"
     if not isinstance(config.precision, str) or config.precision not in ("fp32", "bf16"):

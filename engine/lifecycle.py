@@ -68,6 +68,7 @@ def run_spec(store: Store, lease: Lease, device: str) -> RunSpec:
         search_seconds=run["search_seconds"],
         best=best,
         exhaustive=config.get("exhaustive", False),
+        slots=config.get("slots", 1),
         study=study,
         trained=store.trained_cells([lease.run_id]) if study else [],
     )

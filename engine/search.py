@@ -107,12 +107,15 @@ class Scorer:
         if self.device.type == "cpu":
             keep_freed_memory()
         self.config = config or profile.score
-        if self.config.batch_size > len(data.train):
-            raise ValueError(
-                f"score batch of {self.config.batch_size} is larger than the training split ({len(data.train)} images)"
-            )
+        self.check(self.config, data)
         self.images, _labels = data.train.tensors()
         self._shared = [self._batches(derive_seed(seed, 1, d)) for d in range(self.config.draws)]
+
+    @staticmethod
+    def check(config: ScoreConfig, data: ImageData) -> None:
+        if config.batch_size > len(data.train):
+            raise ValueError(f"score batch of {config.batch_size} is larger than the training split "
+                             f"({len(data.train)} images)")  # fmt: skip
 
     def _batches(self, seed: int) -> list[torch.Tensor]:
         """Augmented training batches in [0, 1], drawn without replacement within a draw."""
@@ -207,6 +210,7 @@ def random_search(
     dedupe: bool = False,
     exhaustive: bool = False,
     max_params: int | None = None,
+    slots: int = 1,
     progress: Progress | None = None,
     on_candidate: Callable[[Candidate], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -221,6 +225,8 @@ def random_search(
             ``max_params`` the cells over budget are passed over and the total is capped by how many
             remain; ``result.iterations`` is that total.
         max_params: discard cells over this Eq. 2-3 parameter count before building them (beyond the paper).
+        slots: score this many candidates at once, each in a process of its own (``slots.py``; for GPUs),
+            with the same results as one at a time.
         progress: called after each candidate with (done, total, best so far).
         on_candidate: called with each newly scored candidate (to record it as it comes).
         should_stop: polled between candidates; when it returns True the search ends with ``stopped``.
@@ -229,6 +235,9 @@ def random_search(
     """
     if iterations < 1:
         raise ValueError(f"iterations must be at least 1, got {iterations}")
+    if slots < 1:
+        raise ValueError(f"slots must be at least 1, got {slots}")
+    Scorer.check(config or profile.score, data)
     if max_params is not None:
         smallest = footprint(extreme_genotypes()[0], kernel_set, profile, data.info).params
         if max_params < smallest:
@@ -247,7 +256,38 @@ def random_search(
             iterations = min(iterations, within)
     started = time.perf_counter()
     result = SearchResult(kernel_set, iterations, seed, candidates=list(done))
-    scorer = Scorer(kernel_set, profile, data, seed=seed, device=device, config=config)
+    proposals = _proposals(kernel_set, profile, data, iterations, seed, dedupe, exhaustive, max_params, len(done))
+
+    def add(index: int, genotype: Genotype, fp, score: float, silent: int, rate: float, seconds: float) -> None:
+        result.candidates.append(Candidate(index=index, genotype=genotype, score=score, params=fp.params,
+                                           params_torch=fp.params_torch, conv_edges=genotype.conv_edges,
+                                           silent_layers=silent, firing_rate=rate, seconds=seconds))  # fmt: skip
+        if on_candidate is not None:
+            on_candidate(result.candidates[-1])
+        if progress is not None:
+            progress(len(result.candidates), iterations, result.best)
+
+    if slots > 1:
+        result.stopped = _score_in_flight(slots, proposals, add, len(done), should_stop,
+                                          dict(kernel_set=kernel_set, profile=profile, data=data, seed=seed,
+                                               device=device, config=config))  # fmt: skip
+    else:
+        scorer = Scorer(kernel_set, profile, data, seed=seed, device=device, config=config)
+        for index, genotype, fp in proposals:
+            if should_stop is not None and should_stop():
+                result.stopped = True
+                break
+            t0 = time.perf_counter()
+            score, silent, rate = scorer.score(genotype, index)
+            add(index, genotype, fp, score, silent, rate, time.perf_counter() - t0)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _proposals(kernel_set, profile, data, iterations, seed, dedupe, exhaustive, max_params, start):
+    """``(index, genotype, footprint)`` of each candidate from ``start`` on: the seed's whole stream is
+    replayed (passing over repeats and cells over budget as the search does), so a resumed search scores
+    the same cells."""
     seen: set[Genotype] = set()
     repeats = 0
     proposals = iter(ExhaustiveSampler(seed) if exhaustive else RandomSampler(seed))
@@ -255,7 +295,7 @@ def random_search(
     while index < iterations:
         genotype = next(proposals, None)
         if genotype is None:  # the exhaustive order ran out
-            break
+            return
         if dedupe:
             key = genotype.canonical()
             if key in seen:
@@ -267,31 +307,35 @@ def random_search(
         fp = footprint(genotype, kernel_set, profile, data.info)
         if max_params is not None and fp.params > max_params:
             continue
-        if index < len(done):  # replayed to keep the stream aligned; already scored
-            index += 1
-            continue
-        if should_stop is not None and should_stop():
-            result.stopped = True
-            break
-        t0 = time.perf_counter()
-        score, silent, rate = scorer.score(genotype, index)
-        result.candidates.append(
-            Candidate(
-                index=index,
-                genotype=genotype,
-                score=score,
-                params=fp.params,
-                params_torch=fp.params_torch,
-                conv_edges=genotype.conv_edges,
-                silent_layers=silent,
-                firing_rate=rate,
-                seconds=time.perf_counter() - t0,
-            )
-        )
+        if index >= start:
+            yield index, genotype, fp
         index += 1
-        if on_candidate is not None:
-            on_candidate(result.candidates[-1])
-        if progress is not None:
-            progress(len(result.candidates), iterations, result.best)
-    result.seconds = time.perf_counter() - started
-    return result
+
+
+def _score_in_flight(slots: int, proposals, add, start: int, should_stop, scorer_args: dict) -> bool:
+    """Candidates scored by ``slots`` processes (``slots.py``), two in flight per slot, handed to ``add`` in
+    index order. Returns whether ``should_stop`` ended it (candidates in flight are then dropped)."""
+    from .slots import ScoringSlots
+
+    waiting: dict[int, tuple] = {}  # submitted, not handed on yet: index -> (genotype, footprint)
+    finished: dict[int, tuple] = {}  # scored out of order, waiting for an earlier index
+    expected, exhausted = start, False
+    with ScoringSlots(slots, **scorer_args) as pool:
+        while True:
+            if should_stop is not None and should_stop():
+                return True
+            while not exhausted and pool.in_flight < 2 * slots:
+                proposal = next(proposals, None)
+                if proposal is None:
+                    exhausted = True
+                    break
+                index, genotype, fp = proposal
+                waiting[index] = (genotype, fp)
+                pool.submit(index, genotype)
+            if not waiting:
+                return False
+            index, *scored = pool.next_result()
+            finished[index] = scored
+            while expected in finished:
+                add(expected, *waiting.pop(expected), *finished.pop(expected))
+                expected += 1

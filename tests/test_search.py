@@ -164,3 +164,38 @@ def test_exhaustive_search_under_a_budget_ends_when_the_cells_within_it_run_out(
     assert seen == [(1, 3), (2, 3), (3, 3)]
     first = search(sample, iterations=2, seed=0, exhaustive=True, max_params=budget)
     assert [c.genotype for c in first.candidates] == cheap[:2]
+
+
+def scored(result):
+    return [(c.index, c.genotype, c.score, c.silent_layers, c.firing_rate, c.params) for c in result.candidates]
+
+
+def test_candidates_in_flight_give_one_at_a_times_results_in_order(sample):
+    """Slots score candidates in processes of their own and in any order; what the search hands on (and a
+    job records as done) is the same candidates, scores and order as one at a time, fresh draws included."""
+    fresh = dataclasses.replace(TINY_SCORE, shared=False)
+    one = search(sample, iterations=7, seed=2, config=fresh)
+    seen = []
+    three = search(sample, iterations=7, seed=2, config=fresh, slots=3, on_candidate=lambda c: seen.append(c.index))
+    assert scored(three) == scored(one) and seen == list(range(7))
+
+
+def test_candidates_in_flight_stop_at_a_prefix_and_resume_to_the_same_result(sample):
+    fresh = dataclasses.replace(TINY_SCORE, shared=False)
+    full = search(sample, iterations=6, seed=5, config=fresh)
+    reported = []
+    partial = search(sample, iterations=6, seed=5, config=fresh, slots=2, on_candidate=reported.append,
+                     should_stop=lambda: len(reported) >= 3)  # fmt: skip
+    assert partial.stopped and [c.index for c in partial.candidates] == list(range(len(partial.candidates)))
+    assert 3 <= len(partial.candidates) < 6  # what was in flight at the stop is dropped, not reported
+    resumed = search(sample, iterations=6, seed=5, config=fresh, slots=2, done=partial.candidates)
+    assert scored(resumed) == scored(full)
+
+
+def test_a_failing_slot_raises_its_error_in_the_search(sample):
+    from engine.slots import SlotError
+
+    with pytest.raises(SlotError, match="a scoring slot failed:(.|\n)*Traceback"):
+        search(sample, iterations=3, slots=2, device="meta")  # no slot can score on the meta device
+    with pytest.raises(ValueError, match="slots must be at least 1"):
+        search(sample, slots=0)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -62,13 +63,31 @@ def submit(store, studio, **changes) -> dict:
     return api.submit_experiment(api.ExperimentConfig(**{**base, **changes}), store=store)
 
 
-def test_kill_9_mid_search_resumes_to_the_same_candidates(tmp_path, studio):
+def children(pid: int) -> set[int]:
+    return {int(p) for task in Path(f"/proc/{pid}/task").iterdir() for p in (task / "children").read_text().split()}
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_kill_9_mid_search_resumes_to_the_same_candidates(tmp_path, studio, slots):
+    """With candidates in flight too: what was reported done is a prefix, the slots of a killed worker exit
+    by themselves, and the resumed job ends with one-at-a-time's candidates."""
     store = Store(tmp_path / "s.db")
-    ids = submit(store, studio, iterations=40)
+    ids = submit(store, studio, iterations=40, slots=slots)
     run_id = ids["run_ids"][0]
     worker = start_worker(store.path)
     wait_for(lambda: store.run(run_id)["candidates_done"] >= 8, "8 recorded candidates", worker)
+    scoring = children(worker.pid)  # the slots (and multiprocessing's resource tracker)
+    if slots > 1:
+        assert len(scoring) >= slots
     kill9(worker)
+    wait_for(lambda: not any(alive(pid) for pid in scoring), "the orphaned slots to exit")
     reported = store.candidates(run_id)
     assert store.run(run_id)["stage"] == "search" and 8 <= len(reported) < 40
     assert store.job(ids["job_ids"][0])["status"] == "running"  # as the dead worker left it
