@@ -17,13 +17,14 @@ from .memory import check_bits, weight_bytes
 
 _SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
 _BYTES = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-_NUMBER_UNIT = re.compile(r"\s*([-+]?[0-9]*\.?[0-9]+(?:e[-+]?\d+)?)\s*([a-z]*)\s*")
+_MICROJOULES = {"": 1.0, "uj": 1.0, "µj": 1.0, "nj": 1e-3, "mj": 1e3}
+_NUMBER_UNIT = re.compile(r"\s*([-+]?[0-9]*\.?[0-9]+(?:e[-+]?\d+)?)\s*([a-zµ]*)\s*")
 
 
-def _number_unit(text: str) -> tuple[float, str] | None:
-    """``"40MB"`` -> ``(40.0, "mb")``; None when ``text`` is not a number and a known unit."""
+def _number_unit(text: str, units=_SUFFIX.keys() | _BYTES.keys()) -> tuple[float, str] | None:
+    """``"40MB"`` -> ``(40.0, "mb")``; None when ``text`` is not a number and one of ``units``."""
     m = _NUMBER_UNIT.fullmatch(str(text).lower())
-    if not m or (m.group(2) not in _SUFFIX and m.group(2) not in _BYTES):
+    if not m or m.group(2) not in units:
         return None
     return float(m.group(1)), m.group(2)
 
@@ -97,10 +98,10 @@ def parse_energy_budget(value: str | float | None) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         limit = float(value)
     else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[-+]?\d+)?)\s*(uj|µj|nj|mj)?\s*", str(value).lower())
-        if not m:
+        parsed = _number_unit(value, _MICROJOULES.keys())
+        if parsed is None:
             raise ValueError(f"{value!r} is not an energy budget: write microjoules per inference like '2.5uJ'")
-        limit = float(m.group(1)) * {"nj": 1e-3, "mj": 1e3}.get(m.group(2) or "uj", 1.0)
+        limit = parsed[0] * _MICROJOULES[parsed[1]]
     if not (limit > 0 and math.isfinite(limit)):
         raise ValueError(f"an energy budget must be positive and finite, got {value!r}")
     return limit
