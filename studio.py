@@ -123,6 +123,21 @@ def dataset_select(key: str, folder_key: str, roots: tuple[str, ...]) -> str:
     return f"folder:{folder.strip()}"
 
 
+def device_select(key: str, slots_key: str, problems: dict, default_slots: int = 1) -> tuple[str, int]:
+    """The device picker of a launch form, and how many candidates it scores at once. Returns both; the places
+    under them for their problems go into ``problems`` (``device``, ``slots``)."""
+    left, right = st.columns(2)
+    device = left.selectbox("Device", devices(), format_func=device_label, key=key).split(" ")[0]
+    problems["device"] = left.empty()
+    in_flight = right.number_input(
+        "Candidates in flight", min_value=1, max_value=api.MAX_SLOTS, value=default_slots, key=slots_key,
+        help="Candidates scored at once, each in a process of its own: for a GPU, where one small candidate "
+        "leaves most of it idle. The same results as one at a time; on a CPU keep 1.",
+    )  # fmt: skip
+    problems["slots"] = right.empty()
+    return device, int(in_flight)
+
+
 def device_label(device: str) -> str:
     return {"auto": "auto (the GPU when there is one)", "cpu": "CPU"}.get(device, device)
 

@@ -440,7 +440,7 @@ def cmd_study(args: argparse.Namespace) -> None:
         dataset=args.dataset, kernel_sets=tuple(ks.name for ks in parse_kernel_sets(args.kernel_sets)),
         cells=args.cells, exhaustive=args.exhaustive, trained=args.trained, top=args.top, seeds=args.seeds,
         profile=args.profile, epochs=args.epochs, seed=args.seed, device=args.device, precision=args.precision,
-        name=args.name,
+        slots=args.slots, name=args.name,
     )  # fmt: skip
     errors = api.validate_study(config)  # before the database is opened (or made)
     if errors:
@@ -768,6 +768,7 @@ def build_parser() -> Parser:
     y.add_argument("--precision", choices=["fp32", "bf16"], default=defaults.precision)
     y.add_argument("--seed", type=whole(0, MAX_SEED), default=defaults.seed)
     y.add_argument("--device", default=defaults.device)
+    y.add_argument("--slots", type=whole(1, MAX_SLOTS), default=defaults.slots, help=SLOTS_HELP)
     y.add_argument("--name", default="")
     y.add_argument("--detach", action="store_true", help="only queue it for the worker")
     y.set_defaults(func=cmd_study)

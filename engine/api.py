@@ -239,7 +239,7 @@ def study_searches(config: StudyConfig) -> ExperimentConfig:
     fields they share are checked as, and what a time estimate starts from."""
     return ExperimentConfig(dataset=config.dataset, kernel_sets=config.kernel_sets, iterations=config.cells,
                             baseline=None, profile=config.profile, epochs=config.epochs, seed=config.seed,
-                            device=config.device, precision=config.precision)  # fmt: skip
+                            device=config.device, precision=config.precision, slots=config.slots)  # fmt: skip
 
 
 def validate_study(config: StudyConfig, *, check_data: bool = True) -> dict[str, str]:

@@ -89,15 +89,7 @@ with how:
     slots["epochs"] = left.empty()
     seed = right.number_input("Seed", min_value=0, value=DEFAULTS.seed, key="seed", help="Same seed, same cells and weights.")
     slots["seed"] = right.empty()
-    left, right = st.columns(2)
-    device = left.selectbox("Device", studio.devices(), format_func=studio.device_label, key="device").split(" ")[0]
-    slots["device"] = left.empty()
-    in_flight = right.number_input(
-        "Candidates in flight", min_value=1, max_value=api.MAX_SLOTS, value=DEFAULTS.slots, key="in_flight",
-        help="Candidates scored at once, each in a process of its own: for a GPU, where one small candidate "
-        "leaves most of it idle. The same results as one at a time; on a CPU keep 1.",
-    )  # fmt: skip
-    slots["slots"] = right.empty()
+    device, in_flight = studio.device_select("device", "in_flight", slots, DEFAULTS.slots)
     default_name = f"{', '.join(kernel_sets) or '…'} on {dataset}"
     name = st.text_input("Experiment name (optional)", key="name", placeholder=default_name)
     slots["name"] = st.empty()
@@ -114,7 +106,7 @@ with how:
 config = api.ExperimentConfig(
     dataset=dataset, kernel_sets=kernel_sets, iterations=int(iterations), exhaustive=exhaustive,
     baseline=baseline or None,
-    profile=profile, epochs=int(epochs), seed=int(seed), device=device, slots=int(in_flight), budget=budget,
+    profile=profile, epochs=int(epochs), seed=int(seed), device=device, slots=in_flight, budget=budget,
     bits=bits, name=name,
 )  # fmt: skip
 # The dataset was checked above (cached); validate the rest without probing the network again.

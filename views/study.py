@@ -161,16 +161,15 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
         seed = right.number_input("Seed", min_value=0, value=0, key="study_seed",
                                   help="Same seed, same cells, same subset and weights.")  # fmt: skip
         slots["seed"] = right.empty()
-        device = st.selectbox("Device", studio.devices(), format_func=studio.device_label,
-                              key="study_device").split(" ")[0]  # fmt: skip
-        slots["device"] = st.empty()
+        device, in_flight = studio.device_select("study_device", "study_in_flight", slots, DEFAULTS.slots)
         name = st.text_input("Study name (optional)", key="study_name",
                              placeholder=f"study of {', '.join(kernel_sets) or '…'} on {dataset}")  # fmt: skip
         slots["name"] = st.empty()
 
     config = api.StudyConfig(
         dataset=dataset, kernel_sets=kernel_sets, cells=int(cells), exhaustive=exhaustive, trained=int(trained),
-        top=int(top), seeds=int(seeds), profile=profile, epochs=int(epochs), seed=int(seed), device=device, name=name,
+        top=int(top), seeds=int(seeds), profile=profile, epochs=int(epochs), seed=int(seed), device=device,
+        slots=in_flight, name=name,
     )  # fmt: skip
     # The dataset was checked above (cached: CIFAR's check may probe the network); the rest on every change.
     errors = api.validate_study(replace(config, dataset="sample"))
