@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test quick bench clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,10 @@ run: setup
 
 test: setup
 	$(PY) -m pytest tests -q
+
+# The suite without its slow tests (real processes, the browser, Ray, long trainings): about 2 minutes.
+quick: setup
+	$(PY) -m pytest tests -q -m "not slow"
 
 bench: setup
 	$(PY) bench/bench_search.py --quick

@@ -6,6 +6,7 @@ import pytest
 from helpers import ROOT, cli
 
 
+@pytest.mark.slow
 def test_search_prints_a_summary_and_writes_every_candidate(tmp_path):
     out = tmp_path / "out.json"
     run = cli("search", "--dataset", "sample", "--kernel-set", "3x3_5x5", "--iterations", "3", "--profile", "laptop",
@@ -95,6 +96,7 @@ def test_the_kernel_set_spellings_of_the_readme_read_as_one_set_each():
     assert parse_kernel_sets("1x1_3x3,3x3,5x5 5x5_7x7") == [KernelSet(1, 3), KernelSet(3, 5), KernelSet(5, 7)]
 
 
+@pytest.mark.slow
 def test_output_paths_are_checked_before_any_work(tmp_path):
     blocker = tmp_path / "file.txt"
     blocker.write_text("a file")

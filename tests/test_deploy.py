@@ -193,6 +193,7 @@ def test_synaptic_ops_of_a_network_whose_spikes_are_known(sample):
     assert snn == pytest.approx(T * per_step / 1e6) and ann_uj == pytest.approx(2 * ann / 1e6)
 
 
+@pytest.mark.slow
 def test_export_model_command(sample, tmp_path):
     loaded = make_model(tmp_path / "m.safetensors", sample.info, *EVERY_OP)
     del loaded

@@ -50,6 +50,7 @@ class StopAfter(Reporter):
             self.stop.set()
 
 
+@pytest.mark.slow
 def test_stopped_exploration_resumes_to_the_uninterrupted_result(tiny, tmp_path):
     straight = explore(config(tiny), tmp_path / "straight")
     assert list(straight["setting"]) == ["1x1_3x3_5x", "1x1_3x3_3x", "3x3_5x5_3x"]
@@ -60,6 +61,7 @@ def test_stopped_exploration_resumes_to_the_uninterrupted_result(tiny, tmp_path)
     assert resumed[RESULT_COLUMNS].equals(straight[RESULT_COLUMNS])
 
 
+@pytest.mark.slow
 def test_results_table_speedups_checkpoints_and_selection(tiny, tmp_path):
     out = tmp_path / "demo"
     runs = explore(config(tiny), out).set_index("setting")
@@ -88,6 +90,7 @@ def test_results_table_speedups_checkpoints_and_selection(tiny, tmp_path):
     assert Stages.started == [] and list(again["accuracy"]) == list(runs["accuracy"])
 
 
+@pytest.mark.slow
 def test_cli_explore_then_select(tiny, tmp_path):
     out = tmp_path / "cli"
     run = cli("explore", "--dataset", tiny, "--kernel-sets", "1x1_3x3,3x3_5x5", "--iterations", "2", "--baseline",
@@ -105,6 +108,7 @@ def test_cli_explore_then_select(tiny, tmp_path):
     assert clash.returncode == 2 and "other arguments" in clash.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tiny, tmp_path):
     out = tmp_path / "interrupted"
     args = ["explore", "--dataset", tiny, "--kernel-sets", "1x1_3x3", "--iterations", "40", "--baseline", "",

@@ -15,6 +15,8 @@ from engine.jobs import sha256_file
 from engine.store import Store
 from engine.worker import WorkerBusy
 
+pytestmark = pytest.mark.slow  # a local Ray cluster
+
 
 @pytest.fixture(scope="module")
 def cluster(sample, tmp_path_factory):

@@ -170,6 +170,7 @@ def scored(result):
     return [(c.index, c.genotype, c.score, c.silent_layers, c.firing_rate, c.params) for c in result.candidates]
 
 
+@pytest.mark.slow
 def test_candidates_in_flight_give_one_at_a_times_results_in_order(sample):
     """Slots score candidates in processes of their own and in any order; what the search hands on (and a
     job records as done) is the same candidates, scores and order as one at a time, fresh draws included."""
@@ -180,6 +181,7 @@ def test_candidates_in_flight_give_one_at_a_times_results_in_order(sample):
     assert scored(three) == scored(one) and seen == list(range(7))
 
 
+@pytest.mark.slow
 def test_candidates_in_flight_stop_at_a_prefix_and_resume_to_the_same_result(sample):
     fresh = dataclasses.replace(TINY_SCORE, shared=False)
     full = search(sample, iterations=6, seed=5, config=fresh)

@@ -113,6 +113,7 @@ def test_the_command_line_refuses_a_bad_study_before_making_a_database(tmp_path,
 STUDY = dict(kernel_sets=("1x1_3x3",), cells=6, trained=4, top=2, seeds=2, epochs=2, device="cpu")
 
 
+@pytest.mark.slow
 def test_kill_9_mid_study_resumes_to_the_same_result(tmp_path, studio):
     store = Store(tmp_path / "s.db")
     killed = api.submit_study(api.StudyConfig(dataset=studio["mini"], **STUDY), store=store)
@@ -143,6 +144,7 @@ def test_kill_9_mid_study_resumes_to_the_same_result(tmp_path, studio):
     assert not list(folder.glob("study-*.pt"))  # the state files of finished trainings are gone
 
 
+@pytest.mark.slow
 def test_the_command_line_runs_a_study_and_reports_it(tmp_path, studio):
     db = tmp_path / "s.db"
     done = cli("--db", str(db), "study", "--dataset", studio["mini"], "--kernel-sets", "1x1_3x3,3x3_5x5",
@@ -166,6 +168,7 @@ def test_the_command_line_runs_a_study_and_reports_it(tmp_path, studio):
     assert [c["genotype"] for c in exhaustive] == [g.to_str() for g in exhaustive_order(0)[:5]]
 
 
+@pytest.mark.slow
 def test_an_exhaustive_experiment_scores_distinct_cells_in_the_seeded_order(tmp_path, studio):
     from engine.space import exhaustive_order
 

@@ -52,6 +52,7 @@ def test_same_seed_same_numbers_on_cpu(tiny):
     assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_to_the_uninterrupted_result(tiny, tmp_path):
     args = ["train", "--genotype", str(GENOTYPE), "--kernel-set", "1x1_3x3", "--dataset", tiny,
             "--epochs", "3", "--batch-size", "32", "--seed", "2", "--device", "cpu"]  # fmt: skip
@@ -79,6 +80,7 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tiny, tmp_path):
     assert not state.exists()
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_and_evaluate(tiny, tmp_path):
     out = tmp_path / "m.safetensors"
     run = cli("train", "--genotype", str(GENOTYPE), "--kernel-set", "3x3_5x5", "--dataset", tiny, "--epochs", "1",
@@ -95,6 +97,7 @@ def test_checkpoint_round_trip_and_evaluate(tiny, tmp_path):
     assert f"test accuracy {meta['accuracy']:.2%} (recorded {meta['accuracy']:.2%})" in evaluated.stdout
 
 
+@pytest.mark.slow
 def test_bad_model_files_are_refused_clearly(tiny, tmp_path):
     out = tmp_path / "m.safetensors"
     assert cli("train", "--genotype", str(GENOTYPE), "--kernel-set", "1x1_3x3", "--dataset", tiny, "--epochs", "1",

@@ -23,6 +23,8 @@ from engine.store import Store
 from engine.worker import serve, worker_state
 from helpers import ROOT
 
+pytestmark = pytest.mark.slow  # real worker processes, killed and restarted
+
 WAIT_S = 240
 
 
