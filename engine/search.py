@@ -113,6 +113,7 @@ class Scorer:
 
     @staticmethod
     def check(config: ScoreConfig, data: ImageData) -> None:
+        """Raises ValueError when ``data`` cannot give ``config``'s batches."""
         if config.batch_size > len(data.train):
             raise ValueError(f"score batch of {config.batch_size} is larger than the training split "
                              f"({len(data.train)} images)")  # fmt: skip

@@ -36,7 +36,7 @@ class SlotError(RuntimeError):
 
 def _slot(args: dict, threads: int, parent: int, tasks, results) -> None:
     """One slot: a Scorer, then candidates until told to stop or orphaned."""
-    from .search import Scorer  # in the child: the parent's module is not shared
+    from .search import Scorer  # not at the top: search.py imports this module
 
     torch.set_num_threads(threads)
     try:
