@@ -67,24 +67,38 @@ def _backward(grad: torch.Tensor, x: torch.Tensor, v: torch.Tensor, tau: float, 
         state = torch.where(h >= v_th, 0.0, h)
     own = [g * ((alpha / 2) / (1 + (math.pi / 2 * alpha * (h - v_th)) ** 2)) for g, h in zip(grad, charged)]
     dh = own[-1]
-    out = [dh.unsqueeze(0)]
+    # Each step's dx = dh / tau is taken before the steps are joined: scaling the joined tensor would make
+    # Inductor write it out and pass over it once more.
+    out = [(dh / tau).unsqueeze(0)]
     for t in range(x.shape[0] - 2, -1, -1):
         dh = own[t] + torch.where(charged[t] >= v_th, 0.0, dh * (1 - 1 / tau))
-        out.append(dh.unsqueeze(0))
-    return torch.cat(out[::-1]) / tau
+        out.append((dh / tau).unsqueeze(0))
+    return torch.cat(out[::-1])
 
 
 def _batch_norm_backward(grad, x, mean, invstd, weight):
-    """Train-mode batch norm's ``(dx, dweight, dbias)`` over ``[T, B, C, H, W]`` with ``[T, C]`` statistics per
-    timestep and channel, the weight and bias gradients summed over timesteps (one batch norm per
-    timestep, one set of weights): one pass for the two sums, one for the input gradient."""
-    n = x[0].numel() // x.shape[2]
-    per_channel = (slice(None), None, slice(None), None, None)  # [T, C] broadcast over [T, B, C, H, W]
-    xhat = (x - mean[per_channel]) * invstd[per_channel]
-    sum_grad = grad.sum((1, 3, 4))
-    sum_grad_xhat = (grad * xhat).sum((1, 3, 4))
-    dx = (grad - (sum_grad / n)[per_channel] - xhat * (sum_grad_xhat / n)[per_channel]) * (invstd * weight)[per_channel]
-    return dx, sum_grad_xhat.sum(0), sum_grad.sum(0)
+    """Train-mode batch norm's ``(dx, dweight, dbias)`` over channels-last ``[T, B, C, H, W]`` with ``[T, C]``
+    statistics per timestep and channel, the weight and bias gradients summed over timesteps (one batch norm
+    per timestep, one set of weights): one pass for the two sums, one for the input gradient.
+
+    Written over the ``[T*B*H*W, C]`` rows of memory, each row finding its timestep's statistics, so the
+    input gradient's loop splits over all rows, not over the T timesteps (5 of them share 2 threads badly).
+    """
+    steps, batch, channels, height, width = x.shape
+    n = batch * height * width
+
+    def rows(t):  # a view: channels-last memory is these rows
+        return t.permute(0, 1, 3, 4, 2).reshape(steps * n, channels)
+
+    def per_row(stat):  # [T, C] -> each row's timestep's values
+        return stat[:, None, :].expand(steps, n, channels).reshape(steps * n, channels)
+
+    x_rows, grad_rows = rows(x), rows(grad)
+    xhat = (x_rows - per_row(mean)) * per_row(invstd)
+    sum_grad = grad_rows.view(steps, n, channels).sum(1)
+    sum_grad_xhat = (grad_rows * xhat).view(steps, n, channels).sum(1)
+    dx = (grad_rows - per_row(sum_grad / n) - xhat * per_row(sum_grad_xhat / n)) * per_row(invstd * weight)
+    return dx.view(steps, batch, height, width, channels).permute(0, 1, 4, 2, 3), sum_grad_xhat.sum(0), sum_grad.sum(0)
 
 
 def flat(x: torch.Tensor, leading: int) -> torch.Tensor | None:
