@@ -123,18 +123,18 @@ def dataset_select(key: str, folder_key: str, roots: tuple[str, ...]) -> str:
     return f"folder:{folder.strip()}"
 
 
-def device_select(key: str, slots_key: str, problems: dict, default_slots: int = 1) -> tuple[str, int]:
+def device_select(key: str, in_flight_key: str, problems: dict, default_in_flight: int = 1) -> tuple[str, int]:
     """The device picker of a launch form, and how many candidates it scores at once. Returns both; the places
-    under them for their problems go into ``problems`` (``device``, ``slots``)."""
+    under them for their problems go into ``problems`` (``device``, ``in_flight``)."""
     left, right = st.columns(2)
     device = left.selectbox("Device", devices(), format_func=device_label, key=key).split(" ")[0]
     problems["device"] = left.empty()
     in_flight = right.number_input(
-        "Candidates in flight", min_value=1, max_value=api.MAX_SLOTS, value=default_slots, key=slots_key,
+        "Candidates in flight", min_value=1, max_value=api.MAX_IN_FLIGHT, value=default_in_flight, key=in_flight_key,
         help="Candidates scored at once, each in a process of its own: for a GPU, where one small candidate "
         "leaves most of it idle. The same results as one at a time; on a CPU keep 1.",
     )  # fmt: skip
-    problems["slots"] = right.empty()
+    problems["in_flight"] = right.empty()
     return device, int(in_flight)
 
 

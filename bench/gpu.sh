@@ -21,6 +21,6 @@ timeout 120 $PY bench/bench_train.py --device cuda --paper --bf16 --rounds 3 > "
 # 4. bf16 against fp32 on real CIFAR-10: images/s and test accuracy after 2 epochs (embedded profile)
 [ -f "$ZIP" ] && timeout 150 $PY bench/real_cifar10.py "$ZIP" --profile embedded --device cuda \
     --train-per-class 5000 --epochs 2 --kernel-sets 3x3_5x5 --precisions fp32,bf16 > "$OUT/gpu-cifar10.md"
-# 5. Candidates in flight: laptop and embedded candidates/s with 1, 4 and 8 scoring slots, same results
-timeout 240 $PY bench/bench_slots.py --device cuda --candidates 150 --slots 1,4,8 > "$OUT/gpu-slots.md"
+# 5. Candidates in flight: laptop and embedded candidates/s with 1, 4 and 8 in flight, same results
+timeout 240 $PY bench/bench_in_flight.py --device cuda --candidates 150 --in-flight 1,4,8 > "$OUT/gpu-in-flight.md"
 tail -n 5 "$OUT"/gpu-*.md

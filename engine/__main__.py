@@ -16,7 +16,7 @@ from pathlib import Path
 from .profiles import PROFILES, get_profile
 from .files import check_output_file, check_output_folder
 from .memory import BIT_WIDTHS
-from .space import MAX_EPOCHS, MAX_ITERATIONS, MAX_SEED, MAX_SLOTS, TABLE_I, Genotype, KernelSet, parse_kernel_sets
+from .space import MAX_EPOCHS, MAX_ITERATIONS, MAX_SEED, MAX_IN_FLIGHT, TABLE_I, Genotype, KernelSet, parse_kernel_sets
 from .study import StudyConfig
 
 EXIT_USAGE = 2
@@ -141,7 +141,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         dedupe=args.dedupe,
         exhaustive=args.exhaustive,
         max_params=args.max_params,
-        slots=args.slots,
+        in_flight=args.in_flight,
         progress=progress,
     )
     bar.close()
@@ -440,7 +440,7 @@ def cmd_study(args: argparse.Namespace) -> None:
         dataset=args.dataset, kernel_sets=tuple(ks.name for ks in parse_kernel_sets(args.kernel_sets)),
         cells=args.cells, exhaustive=args.exhaustive, trained=args.trained, top=args.top, seeds=args.seeds,
         profile=args.profile, epochs=args.epochs, seed=args.seed, device=args.device, precision=args.precision,
-        slots=args.slots, name=args.name,
+        in_flight=args.in_flight, name=args.name,
     )  # fmt: skip
     errors = api.validate_study(config)  # before the database is opened (or made)
     if errors:
@@ -622,7 +622,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------------ parser
 
 
-SLOTS_HELP = ("candidates scored at once, each in a process of its own: for GPUs, where one small candidate "
+IN_FLIGHT_HELP = ("candidates scored at once, each in a process of its own: for GPUs, where one small candidate "
               "leaves most of the card idle; the same results as one at a time (default: %(default)s)")
 
 
@@ -649,7 +649,7 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"], default=defaults.precision)
     p.add_argument("--seed", type=whole(0, MAX_SEED), default=defaults.seed)
     p.add_argument("--device", default=defaults.device)
-    p.add_argument("--slots", type=whole(1, MAX_SLOTS), default=defaults.slots, help=SLOTS_HELP)
+    p.add_argument("--in-flight", type=whole(1, MAX_IN_FLIGHT), default=defaults.in_flight, help=IN_FLIGHT_HELP)
 
 
 def experiment_config(args: argparse.Namespace):
@@ -666,7 +666,7 @@ def experiment_config(args: argparse.Namespace):
         seed=args.seed,
         device=args.device,
         precision=args.precision,
-        slots=args.slots,
+        in_flight=args.in_flight,
         budget=args.budget,
         bits=args.bits,
         name=getattr(args, "name", ""),
@@ -699,7 +699,7 @@ def build_parser() -> Parser:
     s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: convolutions under bfloat16 autocast, faster and not exact (BENCHMARKS.md)")
     s.add_argument("--count-silent", choices=["yes", "no"], help="whether layers that never fired add to the kernel")
-    s.add_argument("--slots", type=whole(1, MAX_SLOTS), default=1, help=SLOTS_HELP)
+    s.add_argument("--in-flight", type=whole(1, MAX_IN_FLIGHT), default=1, help=IN_FLIGHT_HELP)
     s.add_argument("--top", type=whole(1), default=10, help="rows in the summary table")
     s.add_argument("--json", type=Path, help="write every candidate to this JSON file")
     s.set_defaults(func=cmd_search)
@@ -768,7 +768,7 @@ def build_parser() -> Parser:
     y.add_argument("--precision", choices=["fp32", "bf16"], default=defaults.precision)
     y.add_argument("--seed", type=whole(0, MAX_SEED), default=defaults.seed)
     y.add_argument("--device", default=defaults.device)
-    y.add_argument("--slots", type=whole(1, MAX_SLOTS), default=defaults.slots, help=SLOTS_HELP)
+    y.add_argument("--in-flight", type=whole(1, MAX_IN_FLIGHT), default=defaults.in_flight, help=IN_FLIGHT_HELP)
     y.add_argument("--name", default="")
     y.add_argument("--detach", action="store_true", help="only queue it for the worker")
     y.set_defaults(func=cmd_study)

@@ -32,7 +32,7 @@ from .energy import EnergyModel
 from .memory import footprint, layer_counts, weight_bytes
 from .profiles import PROFILES, get_profile
 from .select import Budget, Selection, budget_in_bytes, pareto_front, parse_energy_budget, select_model  # noqa: F401
-from .space import (MAX_EPOCHS, MAX_ITERATIONS, MAX_SEED, MAX_SLOTS, Genotype, KernelSet, Op, Setting, SpaceError,
+from .space import (MAX_EPOCHS, MAX_ITERATIONS, MAX_SEED, MAX_IN_FLIGHT, Genotype, KernelSet, Op, Setting, SpaceError,
                     distinct_cells, extreme_genotypes)  # fmt: skip
 from .store import ACTIVE, STOPPED, TRAINED_CELL_COLUMNS, JobStatus, Store, StoreError, default_db_path  # noqa: F401
 from .study import StudyConfig
@@ -69,7 +69,7 @@ class ExperimentConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
-    slots: int = 1  # candidates scored at once, each in a process of its own (for GPUs; the same results)
+    in_flight: int = 1  # candidates scored at once, each in a process of its own (for GPUs; the same results)
     budget: str | None = None
     bits: int | None = None
     name: str = ""
@@ -147,8 +147,8 @@ def validate(config: ExperimentConfig, *, check_data: bool = True) -> dict[str, 
         errors["epochs"] = f"epochs must be a whole number from 1 to {MAX_EPOCHS:,}"
     if not _is_int(config.seed) or not 0 <= config.seed <= MAX_SEED:
         errors["seed"] = f"the seed must be a whole number from 0 to {MAX_SEED:,}"
-    if not _is_int(config.slots) or not 1 <= config.slots <= MAX_SLOTS:
-        errors["slots"] = f"candidates in flight must be a whole number from 1 to {MAX_SLOTS}"
+    if not _is_int(config.in_flight) or not 1 <= config.in_flight <= MAX_IN_FLIGHT:
+        errors["in_flight"] = f"candidates in flight must be a whole number from 1 to {MAX_IN_FLIGHT}"
     if not isinstance(config.profile, str) or config.profile not in PROFILES:
         errors["profile"] = f"unknown profile {str(config.profile)[:40]!r}; choose one of {', '.join(PROFILES)}"
     if not isinstance(config.precision, str) or config.precision not in ("fp32", "bf16"):
@@ -239,7 +239,7 @@ def study_searches(config: StudyConfig) -> ExperimentConfig:
     fields they share are checked as, and what a time estimate starts from."""
     return ExperimentConfig(dataset=config.dataset, kernel_sets=config.kernel_sets, iterations=config.cells,
                             baseline=None, profile=config.profile, epochs=config.epochs, seed=config.seed,
-                            device=config.device, precision=config.precision, slots=config.slots)  # fmt: skip
+                            device=config.device, precision=config.precision, in_flight=config.in_flight)  # fmt: skip
 
 
 def validate_study(config: StudyConfig, *, check_data: bool = True) -> dict[str, str]:

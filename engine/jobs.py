@@ -50,7 +50,7 @@ class RunSpec:
     search_seconds: float = 0.0
     best: dict | None = None  # the best candidate, once the search is done
     exhaustive: bool = False  # score every distinct cell (in the seed's order) instead of sampling
-    slots: int = 1  # candidates scored at once (``slots.py``)
+    in_flight: int = 1  # candidates scored at once (``inflight.py``)
     study: dict | None = None  # a study's run: ``trained``, ``top`` and ``seeds`` (engine.study.plan)
     trained: list[dict] = field(default_factory=list)  # a study's (cell, seed) trainings recorded so far
 
@@ -157,7 +157,7 @@ def _search(spec: RunSpec, setting: Setting, profile, data: ImageData, sink: Sin
         should_stop=sink.should_stop,
         done=done,
         exhaustive=spec.exhaustive,
-        slots=spec.slots,
+        in_flight=spec.in_flight,
     )
     flush()
     if result.stopped:

@@ -68,7 +68,7 @@ def run_spec(store: Store, lease: Lease, device: str) -> RunSpec:
         search_seconds=run["search_seconds"],
         best=best,
         exhaustive=config.get("exhaustive", False),
-        slots=config.get("slots", 1),
+        in_flight=config.get("in_flight", 1),
         study=study,
         trained=store.trained_cells([lease.run_id]) if study else [],
     )

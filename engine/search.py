@@ -211,7 +211,7 @@ def random_search(
     dedupe: bool = False,
     exhaustive: bool = False,
     max_params: int | None = None,
-    slots: int = 1,
+    in_flight: int = 1,
     progress: Progress | None = None,
     on_candidate: Callable[[Candidate], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -226,8 +226,8 @@ def random_search(
             ``max_params`` the cells over budget are passed over and the total is capped by how many
             remain; ``result.iterations`` is that total.
         max_params: discard cells over this Eq. 2-3 parameter count before building them (beyond the paper).
-        slots: score this many candidates at once, each in a process of its own (``slots.py``; for GPUs),
-            with the same results as one at a time.
+        in_flight: score this many candidates at once, each in a process of its own (``inflight.py``; for
+            GPUs), with the same results as one at a time.
         progress: called after each candidate with (done, total, best so far).
         on_candidate: called with each newly scored candidate (to record it as it comes).
         should_stop: polled between candidates; when it returns True the search ends with ``stopped``.
@@ -236,8 +236,8 @@ def random_search(
     """
     if iterations < 1:
         raise ValueError(f"iterations must be at least 1, got {iterations}")
-    if slots < 1:
-        raise ValueError(f"slots must be at least 1, got {slots}")
+    if in_flight < 1:
+        raise ValueError(f"candidates in flight must be at least 1, got {in_flight}")
     Scorer.check(config or profile.score, data)
     if max_params is not None:
         smallest = footprint(extreme_genotypes()[0], kernel_set, profile, data.info).params
@@ -268,8 +268,8 @@ def random_search(
         if progress is not None:
             progress(len(result.candidates), iterations, result.best)
 
-    if slots > 1:
-        result.stopped = _score_in_flight(slots, proposals, add, len(done), should_stop,
+    if in_flight > 1:
+        result.stopped = _score_in_flight(in_flight, proposals, add, len(done), should_stop,
                                           dict(kernel_set=kernel_set, profile=profile, data=data, seed=seed,
                                                device=device, config=config))  # fmt: skip
     else:
@@ -313,19 +313,19 @@ def _proposals(kernel_set, profile, data, iterations, seed, dedupe, exhaustive, 
         index += 1
 
 
-def _score_in_flight(slots: int, proposals, add, start: int, should_stop, scorer_args: dict) -> bool:
-    """Candidates scored by ``slots`` processes (``slots.py``), two in flight per slot, handed to ``add`` in
+def _score_in_flight(processes: int, proposals, add, start: int, should_stop, scorer_args: dict) -> bool:
+    """Candidates scored by ``processes`` processes (``inflight.py``), two queued per process, handed to ``add`` in
     index order. Returns whether ``should_stop`` ended it (candidates in flight are then dropped)."""
-    from .slots import ScoringSlots
+    from .inflight import ScoringProcesses
 
     waiting: dict[int, tuple] = {}  # submitted, not handed on yet: index -> (genotype, footprint)
     finished: dict[int, tuple] = {}  # scored out of order, waiting for an earlier index
     expected, exhausted = start, False
-    with ScoringSlots(slots, **scorer_args) as pool:
+    with ScoringProcesses(processes, **scorer_args) as pool:
         while True:
             if should_stop is not None and should_stop():
                 return True
-            while not exhausted and pool.in_flight < 2 * slots:
+            while not exhausted and pool.in_flight < 2 * processes:
                 proposal = next(proposals, None)
                 if proposal is None:
                     exhausted = True

@@ -36,7 +36,7 @@ NUM_NODES = 4
 MIN_KERNEL, MAX_KERNEL = 1, 11
 MAX_ITERATIONS = 1_000_000  # search iterations of one setting, wherever a setting comes from
 MAX_EPOCHS = 10_000  # training epochs of one run
-MAX_SLOTS = 32  # candidates scored at once, one process each: a bound on what one machine is asked to start
+MAX_IN_FLIGHT = 32  # candidates scored at once, one process each: a bound on what one machine is asked to start
 MAX_SEED = 2**63 - 1  # seeds are stored as SQLite integers
 
 

@@ -44,7 +44,7 @@ class StudyConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
-    slots: int = 1  # candidates scored at once (``slots.py``)
+    in_flight: int = 1  # candidates scored at once (``inflight.py``)
     name: str = ""
 
 

@@ -177,7 +177,7 @@ def test_candidates_in_flight_give_one_at_a_times_results_in_order(sample):
     fresh = dataclasses.replace(TINY_SCORE, shared=False)
     one = search(sample, iterations=7, seed=2, config=fresh)
     seen = []
-    three = search(sample, iterations=7, seed=2, config=fresh, slots=3, on_candidate=lambda c: seen.append(c.index))
+    three = search(sample, iterations=7, seed=2, config=fresh, in_flight=3, on_candidate=lambda c: seen.append(c.index))
     assert scored(three) == scored(one) and seen == list(range(7))
 
 
@@ -186,18 +186,18 @@ def test_candidates_in_flight_stop_at_a_prefix_and_resume_to_the_same_result(sam
     fresh = dataclasses.replace(TINY_SCORE, shared=False)
     full = search(sample, iterations=6, seed=5, config=fresh)
     reported = []
-    partial = search(sample, iterations=6, seed=5, config=fresh, slots=2, on_candidate=reported.append,
+    partial = search(sample, iterations=6, seed=5, config=fresh, in_flight=2, on_candidate=reported.append,
                      should_stop=lambda: len(reported) >= 3)  # fmt: skip
     assert partial.stopped and [c.index for c in partial.candidates] == list(range(len(partial.candidates)))
     assert 3 <= len(partial.candidates) < 6  # what was in flight at the stop is dropped, not reported
-    resumed = search(sample, iterations=6, seed=5, config=fresh, slots=2, done=partial.candidates)
+    resumed = search(sample, iterations=6, seed=5, config=fresh, in_flight=2, done=partial.candidates)
     assert scored(resumed) == scored(full)
 
 
-def test_a_failing_slot_raises_its_error_in_the_search(sample):
-    from engine.slots import SlotError
+def test_a_failing_scoring_process_raises_its_error_in_the_search(sample):
+    from engine.inflight import ScoringProcessError
 
-    with pytest.raises(SlotError, match="a scoring slot failed:(.|\n)*Traceback"):
-        search(sample, iterations=3, slots=2, device="meta")  # no slot can score on the meta device
-    with pytest.raises(ValueError, match="slots must be at least 1"):
-        search(sample, slots=0)
+    with pytest.raises(ScoringProcessError, match="a scoring process failed:(.|\n)*Traceback"):
+        search(sample, iterations=3, in_flight=2, device="meta")  # no process can score on the meta device
+    with pytest.raises(ValueError, match="candidates in flight must be at least 1"):
+        search(sample, in_flight=0)

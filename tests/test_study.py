@@ -192,5 +192,5 @@ def test_a_studys_searches_are_one_experiment_without_a_baseline():
     assert api.ExperimentConfig().baseline == "1x1_3x3_5000x" and searches.baseline is None
     assert [s.name for s in searches.settings()] == ["1x1_3x3_40x", "5x5_7x7_40x"]
     assert (searches.epochs, searches.seed, searches.profile) == (3, 2, config.profile)
-    assert api.validate_study(replace(config, slots=0), check_data=False) == {
-        "slots": "candidates in flight must be a whole number from 1 to 32"}
+    assert api.validate_study(replace(config, in_flight=0), check_data=False) == {
+        "in_flight": "candidates in flight must be a whole number from 1 to 32"}

@@ -76,20 +76,20 @@ def alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("slots", [1, 2])
-def test_kill_9_mid_search_resumes_to_the_same_candidates(tmp_path, studio, slots):
-    """With candidates in flight too: what was reported done is a prefix, the slots of a killed worker exit
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_kill_9_mid_search_resumes_to_the_same_candidates(tmp_path, studio, in_flight):
+    """With candidates in flight too: what was reported done is a prefix, the scoring processes of a killed worker exit
     by themselves, and the resumed job ends with one-at-a-time's candidates."""
     store = Store(tmp_path / "s.db")
-    ids = submit(store, studio, iterations=40, slots=slots)
+    ids = submit(store, studio, iterations=40, in_flight=in_flight)
     run_id = ids["run_ids"][0]
     worker = start_worker(store.path)
     wait_for(lambda: store.run(run_id)["candidates_done"] >= 8, "8 recorded candidates", worker)
-    scoring = children(worker.pid)  # the slots (and multiprocessing's resource tracker)
-    if slots > 1:
-        assert len(scoring) >= slots
+    scoring = children(worker.pid)  # the scoring processes (and multiprocessing's resource tracker)
+    if in_flight > 1:
+        assert len(scoring) >= in_flight
     kill9(worker)
-    wait_for(lambda: not any(alive(pid) for pid in scoring), "the orphaned slots to exit")
+    wait_for(lambda: not any(alive(pid) for pid in scoring), "the orphaned scoring processes to exit")
     reported = store.candidates(run_id)
     assert store.run(run_id)["stage"] == "search" and 8 <= len(reported) < 40
     assert store.job(ids["job_ids"][0])["status"] == "running"  # as the dead worker left it

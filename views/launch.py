@@ -89,7 +89,7 @@ with how:
     slots["epochs"] = left.empty()
     seed = right.number_input("Seed", min_value=0, value=DEFAULTS.seed, key="seed", help="Same seed, same cells and weights.")
     slots["seed"] = right.empty()
-    device, in_flight = studio.device_select("device", "in_flight", slots, DEFAULTS.slots)
+    device, in_flight = studio.device_select("device", "in_flight", slots, DEFAULTS.in_flight)
     default_name = f"{', '.join(kernel_sets) or '…'} on {dataset}"
     name = st.text_input("Experiment name (optional)", key="name", placeholder=default_name)
     slots["name"] = st.empty()
@@ -106,7 +106,7 @@ with how:
 config = api.ExperimentConfig(
     dataset=dataset, kernel_sets=kernel_sets, iterations=int(iterations), exhaustive=exhaustive,
     baseline=baseline or None,
-    profile=profile, epochs=int(epochs), seed=int(seed), device=device, slots=in_flight, budget=budget,
+    profile=profile, epochs=int(epochs), seed=int(seed), device=device, in_flight=in_flight, budget=budget,
     bits=bits, name=name,
 )  # fmt: skip
 # The dataset was checked above (cached); validate the rest without probing the network again.

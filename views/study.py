@@ -161,7 +161,7 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
         seed = right.number_input("Seed", min_value=0, value=0, key="study_seed",
                                   help="Same seed, same cells, same subset and weights.")  # fmt: skip
         slots["seed"] = right.empty()
-        device, in_flight = studio.device_select("study_device", "study_in_flight", slots, DEFAULTS.slots)
+        device, in_flight = studio.device_select("study_device", "study_in_flight", slots, DEFAULTS.in_flight)
         name = st.text_input("Study name (optional)", key="study_name",
                              placeholder=f"study of {', '.join(kernel_sets) or '…'} on {dataset}")  # fmt: skip
         slots["name"] = st.empty()
@@ -169,7 +169,7 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
     config = api.StudyConfig(
         dataset=dataset, kernel_sets=kernel_sets, cells=int(cells), exhaustive=exhaustive, trained=int(trained),
         top=int(top), seeds=int(seeds), profile=profile, epochs=int(epochs), seed=int(seed), device=device,
-        slots=in_flight, name=name,
+        in_flight=in_flight, name=name,
     )  # fmt: skip
     # The dataset was checked above (cached: CIFAR's check may probe the network); the rest on every change.
     errors = api.validate_study(replace(config, dataset="sample"))

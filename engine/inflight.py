@@ -1,16 +1,16 @@
-"""Several candidates in flight: one scoring process per slot.
+"""Several candidates in flight: scoring processes that each take the next candidate when free.
 
 A laptop- or embedded-profile candidate keeps a large GPU busy for a sliver of its time; the rest is
-Python building the network and launching small kernels. Slots overlap that work: each slot is a process
-of its own (its own interpreter, CUDA context and seeded random state, so nothing is shared that could
-make two candidates interfere) with a ``Scorer`` built once, and candidates go to whichever slot is free.
+Python building the network and launching small kernels. Several scoring processes overlap that work:
+each has its own interpreter, CUDA context and seeded random state (so nothing is shared that could make
+two candidates interfere) and a ``Scorer`` built once, and candidates go to whichever process is free.
 A candidate's score depends only on the seed, its cell and its index (``search.py``), so results are
 identical to scoring one at a time; ``random_search`` hands them on in candidate order, so what a search
 reports done is always a prefix of its stream and resumes as before.
 
-Each slot runs with the parent's number of CPU threads (a different count would change float rounding on
-a CPU, and with it scores at 1e-12); slots are for GPUs, where the CPU side is mostly waiting. A slot whose
-parent is gone exits by itself; a slot that fails raises its error, with its traceback, in the parent.
+Each process runs with the parent's number of CPU threads (a different count would change float rounding
+on a CPU, and with it scores at 1e-12): this is for GPUs, where the CPU side is mostly waiting. A process
+whose parent is gone exits by itself; one that fails raises its error, with its traceback, in the parent.
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ from .data import ImageData, ImageSplit
 from .profiles import Profile, ScoreConfig
 from .space import Genotype, KernelSet
 
-POLL_S = 1.0  # how often an idle slot checks that its parent lives
+POLL_S = 1.0  # how often an idle scoring process checks that its parent lives
 
 
-class SlotError(RuntimeError):
-    """A slot failed; the message carries its traceback."""
+class ScoringProcessError(RuntimeError):
+    """A scoring process failed; the message carries its traceback."""
 
 
-def _slot(args: dict, threads: int, parent: int, tasks, results) -> None:
-    """One slot: a Scorer, then candidates until told to stop or orphaned."""
+def _score_candidates(args: dict, threads: int, parent: int, tasks, results) -> None:
+    """One scoring process: a Scorer, then candidates until told to stop or orphaned."""
     from .search import Scorer  # not at the top: search.py imports this module
 
     torch.set_num_threads(threads)
@@ -58,17 +58,17 @@ def _slot(args: dict, threads: int, parent: int, tasks, results) -> None:
         results.put(("error", traceback.format_exc()))
 
 
-class ScoringSlots:
+class ScoringProcesses:
     """``n`` scoring processes for one kernel set; ``submit`` candidates, ``next_result`` as they finish.
 
-    Use as a context manager: leaving it stops the slots (at once: candidates in flight are dropped).
+    Use as a context manager: leaving it stops the processes (at once: candidates in flight are dropped).
     """
 
     def __init__(self, n: int, kernel_set: KernelSet, profile: Profile, data: ImageData, *, seed: int,
                  device: torch.device | str, config: ScoreConfig | None) -> None:  # fmt: skip
         if n < 2:
-            raise ValueError(f"slots must be at least 2 to run candidates in flight, got {n}")
-        # The slots need the training images only, as tensors (shared memory, not copied per slot).
+            raise ValueError(f"candidates in flight need 2 processes or more, got {n}")
+        # The processes need the training images only, as tensors (shared memory, not copied per process).
         images, labels = data.train.tensors()
         train = ImageSplit.from_tensors(images, labels)
         args = dict(kernel_set=kernel_set, profile=profile, data=ImageData(data.info, train, train), seed=seed,
@@ -76,8 +76,8 @@ class ScoringSlots:
         context = mp.get_context("spawn")  # CUDA cannot be forked
         self.tasks, self.results = context.Queue(), context.Queue()
         self.processes = [
-            context.Process(target=_slot, args=(args, torch.get_num_threads(), os.getpid(), self.tasks, self.results),
-                            daemon=True, name=f"spikernel-slot-{i}")  # fmt: skip
+            context.Process(target=_score_candidates, args=(args, torch.get_num_threads(), os.getpid(), self.tasks, self.results),
+                            daemon=True, name=f"spikernel-scoring-{i}")  # fmt: skip
             for i in range(n)
         ]
         for process in self.processes:
@@ -96,15 +96,15 @@ class ScoringSlots:
             except queue.Empty:
                 dead = [p.name for p in self.processes if not p.is_alive()]
                 if dead:
-                    raise SlotError(f"scoring slot(s) {', '.join(dead)} exited without a result") from None
+                    raise ScoringProcessError(f"scoring process(es) {', '.join(dead)} exited without a result") from None
                 continue
             if item[0] == "error":
-                raise SlotError(f"a scoring slot failed:\n{item[1]}")
+                raise ScoringProcessError(f"a scoring process failed:\n{item[1]}")
             self.in_flight -= 1
             return item
 
     def close(self) -> None:
-        """Stops every slot: idle ones are told to, busy ones (candidates in flight) are killed."""
+        """Stops every process: idle ones are told to, busy ones (candidates in flight) are killed."""
         for _ in self.processes:
             self.tasks.put(None)
         deadline = time.monotonic() + POLL_S
@@ -114,10 +114,10 @@ class ScoringSlots:
                 process.kill()
                 process.join()
         for q in (self.tasks, self.results):
-            q.cancel_join_thread()  # what is left in them was for slots that are gone
+            q.cancel_join_thread()  # what is left in them was for processes that are gone
             q.close()
 
-    def __enter__(self) -> ScoringSlots:
+    def __enter__(self) -> ScoringProcesses:
         return self
 
     def __exit__(self, *_exc) -> None:
