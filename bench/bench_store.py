@@ -49,6 +49,14 @@ CLAIM_TARGET_MS = 50.0  # not in the requirement: a claim is one write transacti
 OPS = "01234"
 
 
+def _shown(path: Path) -> str:
+    """A path as the report shows it: inside the checkout relative to it, elsewhere by its name alone."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return path.name
+
+
 def settings(n: int) -> list[tuple[str, int]]:
     """``n`` distinct (kernel set, iterations) pairs."""
     pairs = [KernelSet(a, b).name for a, b in itertools.combinations(range(1, 12, 2), 2)]
@@ -348,14 +356,14 @@ def main() -> None:
 
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()  # fmt: skip
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "engine/store.py", "engine/api.py"],
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "engine/store", "engine/api.py"],
                            capture_output=True, text=True).stdout.strip()  # fmt: skip
     result = {
         "command": ".venv/bin/python bench/bench_store.py " + shlex.join(sys.argv[1:]),
         "time": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": commit + (" (engine/store.py or api.py modified)" if dirty else ""),
+        "commit": commit + (" (engine/store or api.py modified)" if dirty else ""),
         "machine": machine_info,
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": {k: _shown(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "counts": counts,
         "size": size,
         "build": {k: round(v, 2) for k, v in build_times.items()},
