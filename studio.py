@@ -135,6 +135,9 @@ def device_select(key: str, in_flight_key: str, problems: dict, default_in_fligh
         "leaves most of it idle. The same results as one at a time; on a CPU keep 1.",
     )  # fmt: skip
     problems["in_flight"] = right.empty()
+    on_cpu = device == "cpu" or (device == "auto" and not any(d.startswith("cuda") for d in devices()))
+    if in_flight > 1 and on_cpu:  # allowed (the same results), but rarely what anyone wants
+        right.caption("On a CPU they share its cores: slower than one at a time.")
     return device, int(in_flight)
 
 

@@ -37,6 +37,11 @@ def test_launch_explains_each_problem_and_disables_launch(own_db):
     at.toggle(key="baseline_on").set_value(False).run()
     assert not at.button(key="launch").disabled
 
+    at.number_input(key="in_flight").set_value(2).run()  # allowed on a CPU, with a word on what it costs
+    assert "On a CPU they share its cores" in texts(at) and not at.button(key="launch").disabled
+    at.number_input(key="in_flight").set_value(1).run()
+    assert "On a CPU they share its cores" not in texts(at)
+
     at.selectbox(key="dataset").select("folder").run()
     at.text_input(key="folder").input("/etc").run()
     assert "outside the allowed data roots" in texts(at)
