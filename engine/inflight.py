@@ -41,12 +41,10 @@ def _score_candidates(args: dict, threads: int, parent: int, tasks, results) -> 
     torch.set_num_threads(threads)
     try:
         scorer = Scorer(**args)
-        while True:
+        while os.getppid() == parent:  # an orphan stops, though candidates may still be queued for it
             try:
                 task = tasks.get(timeout=POLL_S)
             except queue.Empty:
-                if os.getppid() != parent:
-                    return
                 continue
             if task is None:
                 return
