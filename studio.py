@@ -145,9 +145,16 @@ def device_label(device: str) -> str:
     return {"auto": "auto (the GPU when there is one)", "cpu": "CPU"}.get(device, device)
 
 
-def custom_kernel_sets(text: str) -> list[str]:
-    """One kernel set per ';' or line: '5x5_9x9; 3,11' is two sets."""
-    return [part.strip() for part in re.split(r"[;\n]+", text) if part.strip()]
+def with_custom_kernel_sets(chosen: list[str], key: str) -> tuple[str, ...]:
+    """``chosen`` and the sets typed into a launch form's "Custom kernel sets" field (one per ';' or line:
+    '5x5_9x9; 3,11' is two sets), in order, each once."""
+    text = st.text_input(
+        "Custom kernel sets", key=key, placeholder="5x5_9x9; 3,11",
+        help="Two distinct odd kernel sizes from 1 to 11 per set, written 5x5_9x9, 5x5,9x9 or 5,9. "
+        "Separate several sets with ';'.",
+    )  # fmt: skip
+    custom = [part.strip() for part in re.split(r"[;\n]+", text) if part.strip()]
+    return tuple(dict.fromkeys([*chosen, *custom]))
 
 
 def problem_text(message: str) -> str:

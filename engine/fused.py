@@ -120,6 +120,11 @@ def unflat(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return y.as_strided(like.shape, like.stride())
 
 
+def in_layout_of(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``grad`` with ``like``'s strides (a copy only when they differ): the kernels take both in one layout."""
+    return grad if grad.stride() == like.stride() else torch.empty_like(like).copy_(grad)
+
+
 def wanted(x: torch.Tensor) -> bool:
     if MODE == "eager" or _failure is not None:
         return False
@@ -164,9 +169,7 @@ def lif_backward(grad: torch.Tensor, x: torch.Tensor, v: torch.Tensor, tau: floa
     eager code."""
     if not wanted(x):
         return None
-    if grad.stride() != x.stride():
-        grad = torch.empty_like(x).copy_(grad)
-    fg, fx, fv = flat(grad, 1), flat(x, 1), flat(v, 0)
+    fg, fx, fv = flat(in_layout_of(grad, x), 1), flat(x, 1), flat(v, 0)
     if fg is None or fx is None or fv is None:
         return None
     dx = _run(_backward, fg, fx, fv, tau, v_th, alpha)
@@ -182,6 +185,4 @@ def batch_norm_backward(grad, x, weight, mean, invstd):
     """``PerTimestepBatchNorm``'s ``(dx, dweight, dbias)``, or None to run eager code."""
     if not _fusable(x, weight):
         return None
-    if grad.stride() != x.stride():
-        grad = torch.empty_like(x).copy_(grad)
-    return _run(_batch_norm_backward, grad, x, mean, invstd, weight)
+    return _run(_batch_norm_backward, in_layout_of(grad, x), x, mean, invstd, weight)

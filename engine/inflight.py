@@ -74,8 +74,8 @@ class ScoringProcesses:
         context = mp.get_context("spawn")  # CUDA cannot be forked
         self.tasks, self.results = context.Queue(), context.Queue()
         self.processes = [
-            context.Process(target=_score_candidates, args=(args, torch.get_num_threads(), os.getpid(), self.tasks, self.results),
-                            daemon=True, name=f"spikernel-scoring-{i}")  # fmt: skip
+            context.Process(target=_score_candidates, daemon=True, name=f"spikernel-scoring-{i}",
+                            args=(args, torch.get_num_threads(), os.getpid(), self.tasks, self.results))  # fmt: skip
             for i in range(n)
         ]
         for process in self.processes:

@@ -58,8 +58,7 @@ class PerTimestepBatchNorm(torch.autograd.Function):
         out = fused.batch_norm_backward(grad, x, weight, mean, invstd)  # large layers: one fused kernel
         if out is not None:
             return *out, None, None, None, None, None
-        if grad.stride() != x.stride():  # the kernel wants both in one layout
-            grad = torch.empty_like(x).copy_(grad)
+        grad = fused.in_layout_of(grad, x)
         dx = torch.empty_like(x)
         dw, db = torch.zeros_like(weight), torch.zeros_like(weight)
         for t in range(x.shape[0]):
@@ -104,10 +103,11 @@ class TiledAvgPool2d(torch.autograd.Function):
 class SeqAvgPool2d(nn.AvgPool2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.flatten(0, 1)
-        tiled = (isinstance(self.kernel_size, int) and self.stride == self.kernel_size and not self.padding and not self.ceil_mode
-                 and flat.shape[-1] % self.kernel_size == 0 and flat.shape[-2] % self.kernel_size == 0
+        k = self.kernel_size
+        tiled = (isinstance(k, int) and self.stride == k and not self.padding and not self.ceil_mode
+                 and flat.shape[-1] % k == 0 and flat.shape[-2] % k == 0
                  and flat.is_contiguous(memory_format=torch.channels_last) and torch.is_grad_enabled())  # fmt: skip
-        y = TiledAvgPool2d.apply(flat, self.kernel_size) if tiled else super().forward(flat)
+        y = TiledAvgPool2d.apply(flat, k) if tiled else super().forward(flat)
         return y.unflatten(0, x.shape[:2])
 
 

@@ -44,14 +44,7 @@ with what:
         for i, name in enumerate(studio.TABLE_I_NAMES)
         if grid[i % 3].checkbox(name, value=name in DEFAULTS.kernel_sets, key=f"ks_{name}")
     ]
-    custom = st.text_input(
-        "Custom kernel sets",
-        key="custom_sets",
-        placeholder="5x5_9x9; 3,11",
-        help="Two distinct odd kernel sizes from 1 to 11 per set, written 5x5_9x9, 5x5,9x9 or 5,9. "
-        "Separate several sets with ';'.",
-    )
-    kernel_sets = tuple(dict.fromkeys([*chosen, *studio.custom_kernel_sets(custom)]))
+    kernel_sets = studio.with_custom_kernel_sets(chosen, "custom_sets")
     slots["kernel_sets"] = st.empty()
 
     iterations = st.number_input(

@@ -107,12 +107,7 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
             "Kernel sets (Table I)", studio.TABLE_I_NAMES, default=list(DEFAULTS.kernel_sets),
             key="study_sets", help="Each set is the two convolution kernel sizes a cell may use.",
         )  # fmt: skip
-        custom = st.text_input(
-            "Custom kernel sets", key="study_custom_sets", placeholder="5x5_9x9; 3,11",
-            help="Two distinct odd kernel sizes from 1 to 11 per set, written 5x5_9x9, 5x5,9x9 or 5,9. "
-            "Separate several sets with ';'.",
-        )  # fmt: skip
-        kernel_sets = tuple(dict.fromkeys([*chosen, *studio.custom_kernel_sets(custom)]))
+        kernel_sets = studio.with_custom_kernel_sets(chosen, "study_custom_sets")
         slots["kernel_sets"] = st.empty()
         left, right = st.columns(2)
         cells = left.number_input(
@@ -158,7 +153,7 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
             key="study_epochs", help=f"Per trained cell (the {profile} profile's own is {api.PROFILES[profile].epochs}).",
         )  # fmt: skip
         slots["epochs"] = left.empty()
-        seed = right.number_input("Seed", min_value=0, value=0, key="study_seed",
+        seed = right.number_input("Seed", min_value=0, value=DEFAULTS.seed, key="study_seed",
                                   help="Same seed, same cells, same subset and weights.")  # fmt: skip
         slots["seed"] = right.empty()
         device, in_flight = studio.device_select("study_device", "study_in_flight", slots, DEFAULTS.in_flight)
