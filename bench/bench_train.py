@@ -34,13 +34,13 @@ from engine.space import Genotype, KernelSet
 class SteppedLeaky(nn.Module):
     """snntorch's Leaky for one timestep per call; membrane kept until ``reset``."""
 
-    def __init__(self, fanout: int = 1) -> None:
+    def __init__(self, v_th: float = 1.0, fanout: int = 1) -> None:
         import snntorch  # only the CPU comparison needs it
         from snntorch import surrogate
 
         super().__init__()
         self.fanout = fanout
-        self.leaky = snntorch.Leaky(beta=0.25, threshold=1.0, reset_mechanism="zero", spike_grad=surrogate.atan(2.0))
+        self.leaky = snntorch.Leaky(beta=0.25, threshold=v_th, reset_mechanism="zero", spike_grad=surrogate.atan(2.0))
         self.mem = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

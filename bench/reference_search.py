@@ -38,7 +38,7 @@ from engine.data import SAMPLE_ARCHIVE, DatasetInfo
 from engine.network import head_features, stem_stride
 from engine.profiles import Profile, ScoreConfig
 from engine.seeds import derive_seed
-from engine.space import EDGES, Genotype, KernelSet, Op
+from engine.space import EDGES, Genotype, KernelSet, OpKind
 
 # ------------------------------------------------------------------------------------------- neuron
 
@@ -111,13 +111,14 @@ class ConvOp(nn.Module):
         return self.bn(self.conv(self.lif(x)))
 
 
-def make_ref_op(op: Op, kernel_set: KernelSet, c: int) -> nn.Module:
-    if op == Op.ZERO:
+def make_ref_op(code: int, kernel_set: KernelSet, c: int) -> nn.Module:
+    op = kernel_set.op(code)
+    if op.kind is OpKind.ZERO:
         return Zeroize()
-    if op == Op.SKIP:
+    if op.kind is OpKind.SKIP:
         return SkipCon()
     if op.is_conv:
-        return ConvOp(c, kernel_set.kernel(op))
+        return ConvOp(c, op.kernel)
     return nn.AvgPool2d(3, stride=1, padding=1)  # the original's: zero padding counted (divides by 9)
 
 
@@ -127,7 +128,7 @@ class RefCell(nn.Module):
     def __init__(self, genotype: Genotype, kernel_set: KernelSet, c: int) -> None:
         super().__init__()
         self.edges = nn.ModuleDict(
-            {f"{s}{d}": make_ref_op(Op(o), kernel_set, c) for (s, d), o in zip(EDGES, genotype.ops)}
+            {f"{s}{d}": make_ref_op(o, kernel_set, c) for (s, d), o in zip(EDGES, genotype.ops)}
         )
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "KernelSet": "space",
+    "Space": "space",
+    "SPIKENAS": "space",
     "Setting": "space",
     "Genotype": "space",
     "TABLE_I": "space",

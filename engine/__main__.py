@@ -16,7 +16,7 @@ from pathlib import Path
 from .profiles import PROFILES, get_profile
 from .files import check_output_file, check_output_folder
 from .memory import BIT_WIDTHS
-from .space import MAX_EPOCHS, MAX_ITERATIONS, MAX_SEED, MAX_IN_FLIGHT, TABLE_I, Genotype, KernelSet, parse_kernel_sets
+from .space import MAX_EPOCHS, MAX_ITERATIONS, MAX_SEED, MAX_IN_FLIGHT, TABLE_I, Genotype, Space, parse_kernel_sets
 from .study import StudyConfig
 
 EXIT_USAGE = 2
@@ -94,13 +94,12 @@ def cmd_search(args: argparse.Namespace) -> None:
     from .files import write_json
     from .memory import format_count
     from .search import random_search
-    from .space import distinct_cells
 
-    kernel_set = KernelSet.parse(args.kernel_set)
+    kernel_set = Space.parse(args.kernel_set)
     profile = get_profile(args.profile)
     iterations = args.iterations
     if args.exhaustive:
-        cells = len(distinct_cells())
+        cells = len(kernel_set.distinct_cells())
         if args.dedupe:
             raise CliError("--exhaustive already scores each distinct cell once; leave out --dedupe")
         if iterations is not None and iterations > cells:
@@ -195,16 +194,15 @@ def cmd_search(args: argparse.Namespace) -> None:
 def cmd_profile(args: argparse.Namespace) -> None:
     from .datasets import dataset_shape
     from .memory import footprint, format_count, layer_counts
-    from .space import extreme_genotypes
 
     profile = get_profile(args.profile)
     if args.genotype is not None and args.kernel_set is None:
         raise CliError("--genotype needs --kernel-set")
-    genotype = Genotype.from_str(args.genotype).pruned() if args.genotype is not None else None
-    if genotype is not None and not any(genotype.ops):
+    sets = [Space.parse(args.kernel_set)] if args.kernel_set is not None else list(TABLE_I)
+    genotype = sets[0].genotype(args.genotype) if args.genotype is not None else None
+    if genotype is not None and sets[0].pruned and not any(genotype.ops):
         raise CliError(f"cell {args.genotype!r} has no path from input to output: pruning its dead edges leaves "
                        "nothing to build")  # fmt: skip
-    sets = [KernelSet.parse(args.kernel_set)] if args.kernel_set is not None else list(TABLE_I)
     info = dataset_shape(args.dataset)
     print(f"{profile.name} profile on {args.dataset} ({info.num_classes} classes, {info.image_size} px): {profile.description}")
     if genotype is not None:
@@ -218,13 +216,13 @@ def cmd_profile(args: argparse.Namespace) -> None:
         return
     rows = []
     for ks in sets:
-        small, large = (footprint(g, ks, profile, info) for g in extreme_genotypes())
+        small, large = (footprint(g, ks, profile, info) for g in ks.extremes())
         rows.append(
             [ks.name, format_count(small.params), format_count(large.params)]
             + [f"{large.bytes(b) / 1e6:.1f}" for b in BIT_WIDTHS]
         )
     print(table(rows, ["kernel set", "params (min)", "params (max)", *[f"max MB @{b}-bit" for b in BIT_WIDTHS]]))
-    print("\nmin: a cell without convolutions; max: all six edges convolve with the larger kernel.")
+    print("\nmin: a cell without convolutions; max: all six edges convolve with the largest kernel.")
 
 
 # ------------------------------------------------------------------------------- train / evaluate
@@ -260,8 +258,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .devices import resolve_device
     from .train import TrainConfig, train
 
-    genotype = Genotype.from_str(args.genotype)
-    kernel_set = KernelSet.parse(args.kernel_set)
+    kernel_set = Space.parse(args.kernel_set)
+    genotype = kernel_set.check(Genotype.from_str(args.genotype, kernel_set.genotype_rule))
     profile = get_profile(args.profile)
     config = TrainConfig(
         epochs=args.epochs or profile.epochs,
@@ -680,16 +678,19 @@ def build_parser() -> Parser:
 
     s = sub.add_parser("search", help="training-free random (or exhaustive) search over one kernel set")
     s.add_argument("--dataset", default="sample", help="sample, cifar10, cifar100, tinyimagenet or folder:<path>")
-    s.add_argument("--kernel-set", required=True, help="two odd kernel sizes, e.g. 3x3_5x5")
+    s.add_argument("--kernel-set", required=True,
+                   help="two or more odd kernel sizes (3x3_5x5, 1x1_3x3_5x5), or a benchmark's space (spikenas)")
     s.add_argument("--iterations", type=whole(1, MAX_ITERATIONS), default=None,
-                   help="candidates to score (default 1000; with --exhaustive, all 7,012 distinct cells)")
+                   help="candidates to score (default 1000; with --exhaustive, all distinct cells: 7,012 for two "
+                   "kernel sizes)")
     s.add_argument("--profile", default="laptop", choices=list(PROFILES))
     s.add_argument("--seed", type=whole(0, MAX_SEED), default=0)
     s.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N")
     s.add_argument("--dedupe", action="store_true", help="score each distinct cell once (beyond the paper)")
     s.add_argument("--exhaustive", action="store_true",
-                   help="score every distinct cell once (7,012 after pruning and merging relabelled cells) in an "
-                   "order shuffled by --seed, instead of sampling; --iterations N scores the first N of that order, "
+                   help="score every distinct cell once (7,012 for two kernel sizes after pruning and merging "
+                   "relabelled cells; 14,125 raw cells of spikenas) in an order shuffled by --seed, instead of "
+                   "sampling; --iterations N scores the first N of that order, "
                    "--max-params passes over the cells above it (beyond the paper)")
     s.add_argument("--max-params", type=whole(1), default=None, help="skip cells over this many parameters")
     s.add_argument("--score-batch", type=whole(1), help="images per scoring batch (default: the profile's)")

@@ -32,8 +32,8 @@ from .energy import EnergyModel
 from .memory import footprint, layer_counts, weight_bytes
 from .profiles import PROFILES, get_profile
 from .select import Budget, Selection, budget_in_bytes, pareto_front, parse_energy_budget, select_model  # noqa: F401
-from .space import (MAX_EPOCHS, MAX_ITERATIONS, MAX_SEED, MAX_IN_FLIGHT, Genotype, KernelSet, Op, Setting, SpaceError,
-                    distinct_cells, extreme_genotypes)  # fmt: skip
+from .space import (MAX_EPOCHS, MAX_ITERATIONS, MAX_SEED, MAX_IN_FLIGHT, TABLE_I, Genotype, KernelSet, Setting, Space,
+                    SpaceError)  # fmt: skip
 from .store import ACTIVE, STOPPED, TRAINED_CELL_COLUMNS, JobStatus, Store, StoreError, default_db_path  # noqa: F401
 from .study import StudyConfig
 from .worker import start_worker, worker_state
@@ -84,7 +84,7 @@ class ExperimentConfig:
 
     def settings(self) -> list[Setting]:
         """The runs in order: the baseline first (unless listed), then each kernel set. Raises SpaceError."""
-        names = [Setting(KernelSet.parse(k), self.iterations).name for k in self.kernel_sets]
+        names = [Setting(Space.parse(k), self.iterations).name for k in self.kernel_sets]
         if self.baseline:
             baseline = Setting.parse(self.baseline).name
             if baseline not in names:
@@ -124,7 +124,7 @@ def validate(config: ExperimentConfig, *, check_data: bool = True) -> dict[str, 
             try:
                 if not isinstance(text, str):
                     raise SpaceError(f"a kernel set is text like '3x3_5x5', got {type(text).__name__}")
-                KernelSet.parse(text)
+                Space.parse(text)
             except SpaceError as e:
                 errors["kernel_sets"] = str(e)
                 break
@@ -138,11 +138,14 @@ def validate(config: ExperimentConfig, *, check_data: bool = True) -> dict[str, 
     if not isinstance(config.exhaustive, bool):
         errors["exhaustive"] = "exhaustive is true or false"
     elif config.exhaustive:
-        distinct = len(distinct_cells())
-        if "iterations" not in errors and config.iterations > distinct:
+        distinct = distinct_cell_count(config.kernel_sets) if "kernel_sets" not in errors else None
+        if distinct is not None and "iterations" not in errors and config.iterations > distinct:
             errors["iterations"] = f"only {distinct:,} distinct cells exist; an exhaustive search scores at most that"
-        if config.baseline and "baseline" not in errors and Setting.parse(config.baseline).iterations > distinct:
-            errors["baseline"] = f"an exhaustive baseline scores at most the {distinct:,} distinct cells"
+        if config.baseline and "baseline" not in errors:
+            baseline = Setting.parse(config.baseline)
+            if baseline.iterations > len(baseline.kernel_set.distinct_cells()):
+                errors["baseline"] = (f"an exhaustive baseline scores at most the "
+                                      f"{len(baseline.kernel_set.distinct_cells()):,} distinct cells")  # fmt: skip
     if config.epochs is not None and (not _is_int(config.epochs) or not 1 <= config.epochs <= MAX_EPOCHS):
         errors["epochs"] = f"epochs must be a whole number from 1 to {MAX_EPOCHS:,}"
     if not _is_int(config.seed) or not 0 <= config.seed <= MAX_SEED:
@@ -251,8 +254,10 @@ def validate_study(config: StudyConfig, *, check_data: bool = True) -> dict[str,
         errors.setdefault(name, message)
     if not isinstance(config.exhaustive, bool):
         errors["exhaustive"] = "exhaustive is true or false"
-    elif config.exhaustive and "cells" not in errors and config.cells > len(distinct_cells()):
-        errors["cells"] = f"only {len(distinct_cells()):,} distinct cells exist; an exhaustive study scores at most that"
+    elif config.exhaustive and not {"cells", "kernel_sets"} & set(errors):
+        distinct = distinct_cell_count(config.kernel_sets)
+        if config.cells > distinct:
+            errors["cells"] = f"only {distinct:,} distinct cells exist; an exhaustive study scores at most that"
     if "seed" not in errors and "seeds" not in errors and config.seed + config.seeds - 1 > MAX_SEED:
         errors["seeds"] = f"the training seeds run from the seed up; keep seed + seeds - 1 within {MAX_SEED:,}"
     return errors
@@ -272,7 +277,7 @@ def submit_study(config: StudyConfig | dict, *, store: Store | None = None) -> d
     if config.epochs is None:
         config = replace(config, epochs=get_profile(config.profile).epochs)
     profile = get_profile(config.profile)
-    settings = [Setting(KernelSet.parse(k), config.cells) for k in dict.fromkeys(config.kernel_sets)]
+    settings = [Setting(Space.parse(k), config.cells) for k in dict.fromkeys(config.kernel_sets)]
     kernel_sets = ", ".join(s.kernel_set.name for s in settings)
     name = config.name.strip() or f"study of {kernel_sets} on {config.dataset}"
     runs = [{"setting": s.name, "kernel_set": s.kernel_set.name, "iterations": s.iterations} for s in settings]
@@ -606,13 +611,19 @@ def devices() -> list[str]:
     return ["auto", *available_devices()]
 
 
+def distinct_cell_count(kernel_sets=tuple(k.name for k in TABLE_I)) -> int:
+    """The fewest distinct cells among ``kernel_sets``' spaces (7,012 for two kernel sizes): the most an
+    exhaustive search of each of them can score. Raises SpaceError."""
+    return min(len(Space.parse(k).distinct_cells()) for k in kernel_sets)
+
+
 def network_sizes(profile: str, dataset: str, kernel_sets) -> pd.DataFrame:
     """Eq. 2-3 parameters of the smallest and largest cell of each kernel set, known before any search."""
     prof, shape = get_profile(profile), dataset_shape(dataset)
-    smallest, largest = extreme_genotypes()
     rows = []
     for text in kernel_sets:
-        ks = KernelSet.parse(text)
+        ks = Space.parse(text)
+        smallest, largest = ks.extremes()
         rows.append({"kernel_set": ks.name, "min_params": footprint(smallest, ks, prof, shape).params,
                      "max_params": footprint(largest, ks, prof, shape).params})  # fmt: skip
     return pd.DataFrame(rows, columns=["kernel_set", "min_params", "max_params"])
@@ -661,9 +672,9 @@ def model_details(run_id: int, *, store: Store | None = None) -> dict:
     if not run["best_genotype"]:
         raise StoreError(f"run {run_id} ({run['setting']}) has not finished its search yet")
     experiment = s.experiment(run["experiment_id"])
-    genotype, kernel_set = Genotype.from_str(run["best_genotype"]), KernelSet.parse(run["kernel_set"])
-    names = {Op.SKIP: "skip", Op.CONV_A: "conv", Op.CONV_B: "conv", Op.AVGPOOL: "avg pool 3x3"}
-    edges = [(a, b, names[op], kernel_set.kernel(op) if op.is_conv else None) for a, b, op in genotype.edges]
+    genotype, kernel_set = Genotype.from_str(run["best_genotype"]), Space.parse(run["kernel_set"])
+    ops = [(a, b, kernel_set.op(code)) for a, b, code in genotype.edges]
+    edges = [(a, b, "conv" if op.is_conv else op.label, op.kernel if op.is_conv else None) for a, b, op in ops]
     layers = layer_counts(genotype, kernel_set, get_profile(experiment["profile"]), dataset_shape(experiment["dataset"]))
     return {
         "run": run,

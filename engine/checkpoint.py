@@ -25,7 +25,7 @@ from .data import DatasetInfo
 from .files import atomic_path
 from .network import SpikingNet, build_network
 from .profiles import PROFILES, Macro, Profile, ScoreConfig
-from .space import Genotype, KernelSet
+from .space import Genotype, Space
 
 FORMAT = "spikernel-model/2"  # 2: the checksum covers the metadata too
 MAX_CLASSES = 100_000
@@ -41,7 +41,7 @@ class LoadedModel:
     model: SpikingNet
     meta: dict
     genotype: Genotype
-    kernel_set: KernelSet
+    kernel_set: Space
     profile: Profile
     data: DatasetInfo
 
@@ -89,7 +89,7 @@ def save_trained(
     model: SpikingNet,
     *,
     genotype: Genotype,
-    kernel_set: KernelSet,
+    kernel_set: Space,
     profile: Profile,
     info: DatasetInfo,
     accuracy: float | None,
@@ -197,8 +197,9 @@ def _describe(path: Path, meta: dict, tensors: dict[str, torch.Tensor]):
     missing = [k for k in required if k not in meta]
     _check(not missing, path, f"missing {', '.join(missing)}")
     try:
-        genotype = Genotype.from_str(meta["genotype"]) if isinstance(meta["genotype"], str) else None
-        kernel_set = KernelSet.parse(meta["kernel_set"]) if isinstance(meta["kernel_set"], str) else None
+        kernel_set = Space.parse(meta["kernel_set"]) if isinstance(meta["kernel_set"], str) else None
+        genotype = (kernel_set.check(Genotype.from_str(meta["genotype"]))
+                    if isinstance(meta["genotype"], str) and kernel_set is not None else None)  # fmt: skip
     except ValueError as exc:
         raise CheckpointError(f"{path} has invalid metadata: {exc}") from None
     _check(genotype is not None and kernel_set is not None, path, "genotype and kernel_set must be text")

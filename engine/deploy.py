@@ -54,8 +54,8 @@ from .energy import EnergyModel
 from .files import atomic_path
 from .layers import SeqAvgPool2d, SeqBatchNorm2d
 from .memory import stem_stride
-from .network import Cell, ConvBN, Identity, SpikingNet
-from .space import Op
+from .network import Cell, ConvBN, Identity, SpikingNet, fire_key
+from .space import OpKind
 
 NIR_FORMAT = "spikernel-nir/1"
 DT = 1e-3  # seconds per timestep in the exported graph (tau = 4/3 ms)
@@ -161,18 +161,22 @@ def _cell(g: _Builder, prefix: str, cell: Cell, inputs: list[str], shape) -> tup
     lifs: dict[str, str] = {}
     for s, d, op in cell.edges:
         module = cell.ops[f"{s}{d}"]
+        if s not in sums:
+            raise DeployError(f"{prefix}: edge {s}->{d} leaves node {s}, which nothing feeds (a raw cell): "
+                              "NIR has no constant source for it")  # fmt: skip
         if op.is_conv:
-            lif = f"{prefix}.lif{s}"
+            key = fire_key(s, op.threshold)
+            lif = f"{prefix}.lif{key}"
             if lif not in g.nodes:
-                g.lif(lif, cell.fire[str(s)], sums[s], shape)
-                lifs[f"{prefix}.fire.{s}"] = lif
+                g.lif(lif, cell.fire[key], sums[s], shape)
+                lifs[f"{prefix}.fire.{key}"] = lif
             out = [g.conv(f"{prefix}.e{s}{d}", module, [lif], shape)]
-        elif op == Op.SKIP and isinstance(module, Identity):
+        elif op.kind is OpKind.SKIP and isinstance(module, Identity):
             out = list(sums[s])
-        elif op == Op.AVGPOOL and isinstance(module, nn.AvgPool2d):
+        elif op.kind is OpKind.AVGPOOL and isinstance(module, nn.AvgPool2d):
             out = [g.avg_pool(f"{prefix}.e{s}{d}", module, sums[s], shape)]
         else:
-            raise DeployError(f"{prefix}: edge {s}->{d} ({op.name}) has no NIR mapping")
+            raise DeployError(f"{prefix}: edge {s}->{d} ({op.label}) has no NIR mapping")
         sums.setdefault(d, []).extend(out)
     return sums[3], lifs
 

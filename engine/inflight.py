@@ -25,7 +25,7 @@ import torch.multiprocessing as mp
 
 from .data import ImageData, ImageSplit
 from .profiles import Profile, ScoreConfig
-from .space import Genotype, KernelSet
+from .space import Genotype, Space
 
 POLL_S = 1.0  # how often an idle scoring process checks that its parent lives
 
@@ -62,7 +62,7 @@ class ScoringProcesses:
     Use as a context manager: leaving it stops the processes (at once: candidates in flight are dropped).
     """
 
-    def __init__(self, n: int, kernel_set: KernelSet, profile: Profile, data: ImageData, *, seed: int,
+    def __init__(self, n: int, kernel_set: Space, profile: Profile, data: ImageData, *, seed: int,
                  device: torch.device | str, config: ScoreConfig | None) -> None:  # fmt: skip
         if n < 2:
             raise ValueError(f"candidates in flight need 2 processes or more, got {n}")

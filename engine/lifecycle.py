@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .space import KernelSet, Setting
+from .space import Setting, Space
 from .store import JobLost, JobStatus, Lease, Store
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def run_spec(store: Store, lease: Lease, device: str) -> RunSpec:
         best = {"genotype": run["best_genotype"], "score": run["best_score"]}
     study = config.get("study")  # a study's run needs its scored cells again to plan what it trains
     return RunSpec(
-        setting=Setting(KernelSet.parse(run["kernel_set"]), run["iterations"]),
+        setting=Setting(Space.parse(run["kernel_set"]), run["iterations"]),
         dataset=config["dataset"],
         profile=config["profile"],
         epochs=config["epochs"],

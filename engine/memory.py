@@ -1,4 +1,4 @@
-"""Parameter counts and memory, computed from (genotype, kernel set, profile, dataset) without building.
+"""Parameter counts and memory, computed from (genotype, space, profile, dataset) without building.
 
 Eq. 2-3 of SpiKernel counts conv and linear weights (H*W*C*F) plus biases, summed over layers.
 PyTorch's count adds the BatchNorm affine parameters. Memory is the Eq. 2-3 count times the bit width
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .profiles import Macro, Profile
-from .space import Genotype, KernelSet
+from .space import Genotype, Space
 
 BIT_WIDTHS = (32, 16, 8, 4)  # the weight bit widths a memory is given at
 
@@ -71,13 +71,12 @@ def _conv_bn(name: str, c_in: int, c_out: int, k: int) -> LayerCount:
     return LayerCount(name, f"conv {k}x{k} {c_in}->{c_out} + BN", k * k * c_in * c_out, 0, 2 * c_out)
 
 
-def _cell(prefix: str, genotype: Genotype, kernel_set: KernelSet, c: int) -> list[LayerCount]:
-    return [
-        _conv_bn(f"{prefix}.e{s}{d}", c, c, kernel_set.kernel(op)) for s, d, op in genotype.edges if op.is_conv
-    ]
+def _cell(prefix: str, genotype: Genotype, space: Space, c: int) -> list[LayerCount]:
+    ops = [(s, d, space.op(code)) for s, d, code in genotype.edges]
+    return [_conv_bn(f"{prefix}.e{s}{d}", c, c, op.kernel) for s, d, op in ops if op.is_conv]
 
 
-def layer_counts(genotype: Genotype, kernel_set: KernelSet, profile: Profile, data: DataShape) -> list[LayerCount]:
+def layer_counts(genotype: Genotype, kernel_set: Space, profile: Profile, data: DataShape) -> list[LayerCount]:
     """Per-layer parameters in forward order (layers without parameters left out)."""
     m = profile.macro(data.macro)
     c, outputs = m.channels, data.num_classes * m.group
@@ -103,7 +102,7 @@ class Footprint:
         return int(weight_bytes(self.params, bits))
 
 
-def footprint(genotype: Genotype, kernel_set: KernelSet, profile: Profile, data: DataShape) -> Footprint:
+def footprint(genotype: Genotype, kernel_set: Space, profile: Profile, data: DataShape) -> Footprint:
     layers = layer_counts(genotype, kernel_set, profile, data)
     params = sum(layer.params for layer in layers)
     return Footprint(params, params + sum(layer.norm for layer in layers))

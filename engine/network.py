@@ -1,4 +1,4 @@
-"""The spiking macro network, built from (genotype, kernel set, profile, dataset).
+"""The spiking macro network, built from (genotype, space, profile, dataset).
 
     stem: Conv3x3 + BN                      (once for direct encoding, per timestep for rate encoding)
     cell 1 at width C
@@ -7,7 +7,9 @@
     head: BN -> LIF -> AvgPool2d(pool) -> Dropout -> Linear(->hidden) -> LIF -> Linear(->classes*group)
     readout: mean over each class's group of output neurons, then over time
 
-Both cells share the genotype, with their own weights. Zeroize edges build nothing and cost nothing.
+Both cells share the genotype, with their own weights. Zeroize edges build nothing and cost nothing. In a
+space of raw cells (SpikeNAS-Bench's) a node that nothing feeds holds zeros, as the benchmark's ``x * 0``
+does, and edges leaving it are built and counted all the same.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .layers import SeqAvgPool2d, SeqBatchNorm2d, SeqConv2d, SeqDropout, to_chan
 from .memory import DataShape, head_features, stem_stride
 from .neuron import LIF
 from .profiles import Profile
-from .space import Genotype, KernelSet, Op
+from .space import Genotype, OpKind, OpSpec, Space
 
 
 class ConvBN(nn.Sequential):
@@ -41,69 +43,77 @@ class Identity(nn.Module):
         return x
 
 
-def make_op(op: Op, kernel_set: KernelSet, channels: int, pool_counts_padding: bool = False) -> nn.Module:
+def make_op(op: OpSpec, channels: int, pool_counts_padding: bool = False) -> nn.Module:
     if op.is_conv:
-        return ConvBN(channels, channels, kernel_set.kernel(op))
-    if op == Op.SKIP:
+        return ConvBN(channels, channels, op.kernel)
+    if op.kind is OpKind.SKIP:
         return Identity()
-    if op == Op.AVGPOOL:
-        return SeqAvgPool2d(3, stride=1, padding=1, count_include_pad=pool_counts_padding)
-    raise ValueError(f"op {op.name} builds no module")
+    if op.kind is OpKind.AVGPOOL:
+        return SeqAvgPool2d(op.kernel, stride=1, padding=op.kernel // 2, count_include_pad=pool_counts_padding)
+    raise ValueError(f"op {op.label} builds no module")
+
+
+def fire_key(src: int, threshold: float) -> str:
+    """The name of the LIF in front of ``src``'s convolutions of this threshold (``"0"`` at threshold 1)."""
+    return str(src) if threshold == 1.0 else f"{src}_th{threshold:g}".replace(".", "p")
 
 
 class Cell(nn.Module):
     """SNASNet forward cell: ``x1 = e01(x0)``, ``x2 = e02(x0) + e12(x1)``, ``x3 = e03(x0) + e13(x1) + e23(x2)``."""
 
-    def __init__(self, genotype: Genotype, kernel_set: KernelSet, channels: int, neuron: type[nn.Module] = LIF,
+    def __init__(self, genotype: Genotype, space: Space, channels: int, neuron: type[nn.Module] = LIF,
                  pool_counts_padding: bool = False):  # fmt: skip
         super().__init__()
-        self.edges = [(s, d, op) for s, d, op in genotype.edges]
+        self.edges = [(s, d, space.op(code)) for s, d, code in genotype.edges]
         self.ops = nn.ModuleDict(
-            {f"{s}{d}": make_op(op, kernel_set, channels, pool_counts_padding) for s, d, op in self.edges}
+            {f"{s}{d}": make_op(op, channels, pool_counts_padding) for s, d, op in self.edges}
         )
-        fanout: dict[int, int] = {}
+        fanout: dict[str, tuple[float, int]] = {}
         self.last_read: dict[int, int] = {}  # the last node each node feeds: after it, the node can go
         for s, d, op in self.edges:
             if op.is_conv:
-                fanout[s] = fanout.get(s, 0) + 1
+                key = fire_key(s, op.threshold)
+                fanout[key] = (op.threshold, fanout.get(key, (0, 0))[1] + 1)
             self.last_read[s] = max(self.last_read.get(s, d), d)
-        # Every conv op starts with its own LIF; those fed by the same node fire identically, so each
-        # node fires once and its spikes feed all of its conv edges.
-        self.fire = nn.ModuleDict({str(s): neuron(fanout=n) for s, n in fanout.items()})
+        # Every conv op starts with its own LIF; those fed by the same node with the same threshold fire
+        # identically, so each (node, threshold) fires once and its spikes feed all of those conv edges.
+        self.fire = nn.ModuleDict({key: neuron(v_th=th, fanout=n) for key, (th, n) in fanout.items()})
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         nodes: list[torch.Tensor | None] = [x0]
-        spikes: dict[int, torch.Tensor] = {}
+        spikes: dict[str, torch.Tensor] = {}
         for dst in (1, 2, 3):
             total, owned = None, False  # owned: ``total`` is a fresh tensor this node may add into in place
             for s, d, op in self.edges:
                 if d != dst:
                     continue
-                x = nodes[s]
+                x = nodes[s] if nodes[s] is not None else x0.new_zeros(x0.shape)  # a raw cell's unfed node
                 if op.is_conv:
-                    if s not in spikes:
-                        spikes[s] = self.fire[str(s)](x)
-                    x = spikes[s]
+                    key = fire_key(s, op.threshold)
+                    if key not in spikes:
+                        spikes[key] = self.fire[key](x)
+                    x = spikes[key]
                 y = self.ops[f"{s}{d}"](x)
                 if total is None:
-                    total, owned = y, op != Op.SKIP
+                    total, owned = y, op.kind is not OpKind.SKIP
                 elif owned:
                     total.add_(y)  # no backward reads a conv's or pool's output, so this is safe
                 else:
                     total, owned = total + y, True
-            nodes.append(total)  # None for a node pruned away: no edge reads it
+            nodes.append(total)  # None for a node nothing feeds
             for s, last in self.last_read.items():
                 if last == dst:  # nothing reads node s any more: let its values and spikes go
                     nodes[s] = None
-                    spikes.pop(s, None)
-        return nodes[3]
+                    for key in [k for k in spikes if k.split("_")[0] == str(s)]:
+                        del spikes[key]
+        return nodes[3] if nodes[3] is not None else x0.new_zeros(x0.shape)
 
 
 class SpikingNet(nn.Module):
     def __init__(
         self,
         genotype: Genotype,
-        kernel_set: KernelSet,
+        kernel_set: Space,
         profile: Profile,
         data: DataShape,
         neuron: type[nn.Module] = LIF,
@@ -171,7 +181,7 @@ def init_weights(net: SpikingNet) -> None:
 
 def build_network(
     genotype: Genotype,
-    kernel_set: KernelSet,
+    kernel_set: Space,
     profile: Profile,
     data: DataShape,
     *,

@@ -1,4 +1,4 @@
-"""Training-free random search over one kernel set's cells.
+"""Training-free random search over one space's cells (a kernel set, or a benchmark's space).
 
 The paper's procedure scores exactly N sampled cells and keeps the best; the exhaustive mode scores the
 distinct cells instead, each once, in an order shuffled by the seed. Everything is seeded: the cell
@@ -25,7 +25,7 @@ from .neuron import CodesBuffer
 from .profiles import Profile, ScoreConfig
 from .score import KernelAccumulator
 from .seeds import derive_seed, seeded
-from .space import Genotype, KernelSet, distinct_cells, exhaustive_order, extreme_genotypes, random_cells
+from .space import Genotype, Space
 
 
 # ---------------------------------------------------------------------------------------- samplers
@@ -39,23 +39,24 @@ class Sampler(ABC):
 
 
 class RandomSampler(Sampler):
-    """SNASNet's random sampling: uniform ops per edge, pruned, resampled until node 0 feeds node 3."""
+    """SNASNet's random sampling: uniform ops per edge; in a pruned space, pruned and resampled until node 0
+    feeds node 3."""
 
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
+    def __init__(self, space: Space, seed: int) -> None:
+        self.space, self.seed = space, seed
 
     def __iter__(self) -> Iterator[Genotype]:
-        return random_cells(self.seed)
+        return self.space.random_cells(self.seed)
 
 
 class ExhaustiveSampler(Sampler):
     """Every distinct cell once, in the seed's ``exhaustive_order``, then stops (beyond the paper)."""
 
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
+    def __init__(self, space: Space, seed: int) -> None:
+        self.space, self.seed = space, seed
 
     def __iter__(self) -> Iterator[Genotype]:
-        yield from exhaustive_order(self.seed)
+        yield from self.space.exhaustive_order(self.seed)
 
 
 # -------------------------------------------------------------------------------------- candidates
@@ -94,7 +95,7 @@ class Scorer:
 
     def __init__(
         self,
-        kernel_set: KernelSet,
+        kernel_set: Space,
         profile: Profile,
         data: ImageData,
         *,
@@ -179,7 +180,7 @@ class Scorer:
 
 @dataclass
 class SearchResult:
-    kernel_set: KernelSet
+    kernel_set: Space
     iterations: int
     seed: int
     candidates: list[Candidate] = field(default_factory=list)
@@ -200,7 +201,7 @@ Progress = Callable[[int, int, Candidate | None], None]
 
 
 def random_search(
-    kernel_set: KernelSet,
+    kernel_set: Space,
     profile: Profile,
     data: ImageData,
     iterations: int,
@@ -240,14 +241,14 @@ def random_search(
         raise ValueError(f"candidates in flight must be at least 1, got {in_flight}")
     Scorer.check(config or profile.score, data)
     if max_params is not None:
-        smallest = footprint(extreme_genotypes()[0], kernel_set, profile, data.info).params
+        smallest = footprint(kernel_set.extremes()[0], kernel_set, profile, data.info).params
         if max_params < smallest:
             raise ValueError(
                 f"the parameter budget {max_params:,} is below the smallest {kernel_set.name} network "
                 f"of the {profile.name} profile ({smallest:,}); raise the budget"
             )
     if exhaustive:
-        cells = distinct_cells()
+        cells = kernel_set.distinct_cells()
         if iterations > len(cells):
             raise ValueError(
                 f"only {len(cells):,} distinct cells exist; an exhaustive search takes {len(cells):,} iterations or fewer"
@@ -261,7 +262,7 @@ def random_search(
 
     def add(index: int, genotype: Genotype, fp, score: float, silent: int, rate: float, seconds: float) -> None:
         result.candidates.append(Candidate(index=index, genotype=genotype, score=score, params=fp.params,
-                                           params_torch=fp.params_torch, conv_edges=genotype.conv_edges,
+                                           params_torch=fp.params_torch, conv_edges=kernel_set.conv_edges(genotype),
                                            silent_layers=silent, firing_rate=rate, seconds=seconds))  # fmt: skip
         if on_candidate is not None:
             on_candidate(result.candidates[-1])
@@ -291,14 +292,14 @@ def _proposals(kernel_set, profile, data, iterations, seed, dedupe, exhaustive, 
     the same cells."""
     seen: set[Genotype] = set()
     repeats = 0
-    proposals = iter(ExhaustiveSampler(seed) if exhaustive else RandomSampler(seed))
+    proposals = iter(ExhaustiveSampler(kernel_set, seed) if exhaustive else RandomSampler(kernel_set, seed))
     index = 0
     while index < iterations:
         genotype = next(proposals, None)
         if genotype is None:  # the exhaustive order ran out
             return
         if dedupe:
-            key = genotype.canonical()
+            key = kernel_set.canonical(genotype)
             if key in seen:
                 repeats += 1
                 if repeats > 100_000:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import stats
-from .space import KernelSet, random_cells
+from .space import Space
 
 ROLES = ("top", "random", "spread")  # why a cell was trained; see ``plan``
 SIMULATED_SEARCHES = 20  # random searches replayed over an exhaustive run's scores, per size
@@ -202,14 +202,14 @@ def _summary_row(keys: dict, values: Sequence[float]) -> dict:
 
 
 @functools.cache
-def replayed_cells(seed: int, size: int) -> tuple[str, ...]:
+def replayed_cells(space: Space, seed: int, size: int) -> tuple[str, ...]:
     """The canonical cells a random search of ``seed`` proposes first, ``size`` of them (kept: a report is
     recomputed as a study goes on, and canonical forms cost more than the lookups)."""
-    return tuple(g.canonical().to_str() for g in itertools.islice(random_cells(seed), size))
+    return tuple(space.canonical(g).to_str() for g in itertools.islice(space.random_cells(seed), size))
 
 
-def search_regret(scores: dict[str, float], sizes: Sequence[int] = SEARCH_SIZES, searches: int = SIMULATED_SEARCHES,
-                  ) -> list[SearchRegret]:  # fmt: skip
+def search_regret(space: Space, scores: dict[str, float], sizes: Sequence[int] = SEARCH_SIZES,
+                  searches: int = SIMULATED_SEARCHES) -> list[SearchRegret]:  # fmt: skip
     """Random searches replayed over every distinct cell's score (canonical genotype -> score): each seed's
     sampled cells, in the search's order, are looked up instead of scored."""
     if not scores:
@@ -220,7 +220,7 @@ def search_regret(scores: dict[str, float], sizes: Sequence[int] = SEARCH_SIZES,
     for size in sizes:
         found, gaps, percentiles = [], [], []
         for s in range(searches):
-            pick = max(scores.get(cell, -math.inf) for cell in replayed_cells(s, max(sizes))[:size])  # a prefix
+            pick = max(scores.get(cell, -math.inf) for cell in replayed_cells(space, s, max(sizes))[:size])  # a prefix
             found.append(pick == top)
             gaps.append(top - pick)
             percentiles.append(np.searchsorted(ranked, pick, side="left") / len(ranked))
@@ -242,7 +242,8 @@ def report(runs: Sequence[dict], trained_rows: Sequence[dict], candidates: dict[
     cells = _cell_rows(trained_rows)
     per_set = []
     for run in runs:
-        name = KernelSet.parse(run["kernel_set"]).name
+        space = Space.parse(run["kernel_set"])
+        name = space.name
         mine = [c for c in cells if c["kernel_set"] == name]
         scores = [c["score"] for c in mine]
         accuracy = [c["accuracy"] for c in mine]
@@ -258,7 +259,7 @@ def report(runs: Sequence[dict], trained_rows: Sequence[dict], candidates: dict[
             by_edges=stats.within_groups(scores, accuracy, edges, seed=seed, resamples=resamples),
             top1=stats.summarise(top_cell["accuracies"]) if top_cell else NO_SUMMARY,
             regret=_regret(mine),
-            search_regret=search_regret({c["genotype"]: c["score"] for c in scored}) if exhaustive else [],
+            search_regret=search_regret(space, {c["genotype"]: c["score"] for c in scored}) if exhaustive else [],
         ))  # fmt: skip
     overall = None
     if len(cells) >= stats.MIN_POINTS:

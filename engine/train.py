@@ -26,7 +26,7 @@ from .files import atomic_path
 from .network import SpikingNet, build_network, spike_layers
 from .profiles import Profile
 from .seeds import derive_seed, seeded
-from .space import Genotype, KernelSet
+from .space import Genotype, Space
 
 Precision = Literal["fp32", "bf16"]
 
@@ -103,7 +103,7 @@ class TrainStateMismatch(ValueError):
 STATE_FORMAT = "spikernel-train-state/2"
 
 
-def training_identity(genotype: Genotype, kernel_set: KernelSet, profile: Profile, data: ImageData,
+def training_identity(genotype: Genotype, kernel_set: Space, profile: Profile, data: ImageData,
                       config: TrainConfig) -> dict:  # fmt: skip
     """Everything that decides what a training computes, the device aside (a run may resume elsewhere).
 
@@ -248,7 +248,7 @@ def _save_state(path: Path, identity: dict, model, optimizer, scheduler, epoch: 
 
 def train(
     genotype: Genotype,
-    kernel_set: KernelSet,
+    kernel_set: Space,
     profile: Profile,
     data: ImageData,
     config: TrainConfig = TrainConfig(),

@@ -25,7 +25,7 @@ def test_launch_explains_each_problem_and_disables_launch(own_db):
     assert at.button(key="launch").disabled
 
     at.text_input(key="custom_sets").input("4x4,6x6").run()
-    assert "kernel size 4 is not allowed: a kernel set is two distinct odd kernel sizes" in texts(at)
+    assert "kernel size 4 is not allowed: a kernel set is two or more distinct odd kernel sizes" in texts(at)
     assert at.button(key="launch").disabled
 
     at.text_input(key="custom_sets").input("5x5,9x9; 3,11").run()

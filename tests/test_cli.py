@@ -146,7 +146,7 @@ def test_jobs_lists_a_failed_job_without_nan(tmp_path, studio):
 
 
 def test_exhaustive_search_scores_the_first_cells_of_the_seeded_order(tmp_path):
-    from engine.space import Genotype, exhaustive_order
+    from engine.space import Genotype, KernelSet
 
     out = tmp_path / "out.json"
     run = cli("search", "--exhaustive", "--kernel-set", "1x1_3x3", "--iterations", "3", "--seed", "4",
@@ -155,7 +155,7 @@ def test_exhaustive_search_scores_the_first_cells_of_the_seeded_order(tmp_path):
     assert "1x1_3x3_3x on sample" in run.stdout and "3/3" in run.stderr and "exhaustive search" in run.stderr
     result = json.loads(out.read_text())
     assert result["exhaustive"] is True and result["iterations"] == 3
-    assert [Genotype.from_str(c["genotype"]) for c in result["candidates"]] == exhaustive_order(4)[:3]
+    assert [Genotype.from_str(c["genotype"]) for c in result["candidates"]] == KernelSet(1, 3).exhaustive_order(4)[:3]
 
 
 @pytest.mark.parametrize(
@@ -172,8 +172,10 @@ def test_exhaustive_search_refuses_bad_combinations_in_one_line(args, message, t
 
 
 def test_exhaustive_search_help_gives_the_count_of_distinct_cells():
-    from engine.space import distinct_cells
+    from engine.space import SPIKENAS, KernelSet
 
     run = cli("search", "--help")
     assert run.returncode == 0 and "--exhaustive" in run.stdout
-    assert f"{len(distinct_cells()):,} distinct cells" in " ".join(run.stdout.split())
+    help_text = " ".join(run.stdout.split())
+    assert f"all distinct cells: {len(KernelSet(1, 3).distinct_cells()):,} for two kernel sizes" in help_text
+    assert f"{len(SPIKENAS.distinct_cells()):,} raw cells of spikenas" in help_text

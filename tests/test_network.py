@@ -7,7 +7,7 @@ from engine.layers import SeqAvgPool2d, SeqBatchNorm2d, to_channels_last
 from engine.memory import footprint, layer_counts
 from engine.network import SpikingNet, build_network, trainable_parameters
 from engine.profiles import PROFILES, get_profile
-from engine.space import TABLE_I, Genotype, KernelSet, extreme_genotypes
+from engine.space import SPIKENAS, TABLE_I, Genotype, KernelSet
 
 LAPTOP = get_profile("laptop")
 # Cells that between them use every op on every edge position.
@@ -37,7 +37,7 @@ def test_paper_profile_reproduces_snasnet_cifar100_size():
 @pytest.mark.parametrize("profile", list(PROFILES))
 @pytest.mark.parametrize("shape", [CIFAR10, CIFAR100, TINY], ids=["cifar10", "cifar100", "tiny"])
 def test_counted_parameters_equal_the_built_network(profile, shape):
-    for ks in [*TABLE_I, KernelSet(5, 9), KernelSet(1, 11)]:
+    for ks in [*TABLE_I, KernelSet(5, 9), KernelSet(1, 11), KernelSet(1, 3, 5)]:
         for text in CELLS:
             g = Genotype.from_str(text)
             fp = footprint(g, ks, PROFILES[profile], shape)
@@ -49,9 +49,8 @@ def test_counted_parameters_equal_the_built_network(profile, shape):
 
 @pytest.mark.parametrize("shape", [CIFAR10, CIFAR100, TINY], ids=["cifar10", "cifar100", "tiny"])
 def test_embedded_profile_stays_under_ten_million(shape):
-    largest = extreme_genotypes()[1]
     for ks in TABLE_I:
-        assert footprint(largest, ks, get_profile("embedded"), shape).params < 10_000_000
+        assert footprint(ks.extremes()[1], ks, get_profile("embedded"), shape).params < 10_000_000
 
 
 def test_zeroize_edges_build_nothing():
@@ -131,3 +130,49 @@ def test_batch_norm_uses_per_timestep_statistics_in_training(layout, kernels, mo
     torch.testing.assert_close(bn.bias.grad.double(), ref.bias.grad, rtol=1e-4, atol=1e-5)
     assert x.grad.stride() == x.stride()
     assert fused._failure is None and (fused._batch_norm_backward in fused._compiled) == (kernels == "fused")
+
+
+# Raw SpikeNAS-Bench cells: unfed nodes, dead ends, no 0->3 edge, every threshold.
+RAW_CELLS = ["0000 0000 0000 0000", "0200 0030 0000 0000", "0043 0020 0004 0000", "0234 0034 0002 0000",
+             "0444 0044 0004 0000", "0012 0000 0003 0000"]
+
+
+@pytest.mark.parametrize("profile", ["laptop", "benchmark"])
+def test_raw_cells_count_and_build_every_edge(profile):
+    for text in RAW_CELLS:
+        g = SPIKENAS.genotype(text)
+        assert g.ops == Genotype.from_str(text).ops  # never pruned
+        fp = footprint(g, SPIKENAS, PROFILES[profile], CIFAR10)
+        assert fp.params_torch == count_on_meta(g, SPIKENAS, PROFILES[profile], CIFAR10), text
+    # SpikeNAS-Bench's published counts: 17,179,620 plus 738,048 per convolution edge (ids 0 and 14067)
+    bench = get_profile("benchmark")
+    assert footprint(SPIKENAS.genotype("0000 0000 0000 0000"), SPIKENAS, bench, CIFAR10).params_torch == 17_179_620
+    assert footprint(SPIKENAS.genotype("0232 0022 0004 0000"), SPIKENAS, bench, CIFAR10).params_torch == 21_607_908
+
+
+def test_raw_cells_fire_once_per_node_and_threshold():
+    net = build_network(SPIKENAS.genotype("0234 0034 0002 0000"), SPIKENAS, LAPTOP, CIFAR10)
+    fire = {k: (m.v_th, m.fanout) for k, m in net.cell1.fire.items()}
+    assert fire == {"0_th0p5": (0.5, 1), "0": (1.0, 1), "0_th1p5": (1.5, 1), "1": (1.0, 1), "1_th1p5": (1.5, 1),
+                    "2_th0p5": (0.5, 1)}
+    # A node nothing feeds holds zeros: its neurons never fire, the cell still runs forward and backward.
+    net = build_network(SPIKENAS.genotype("0012 0000 0003 0000"), SPIKENAS, LAPTOP, CIFAR10)
+    x = torch.rand(LAPTOP.timesteps, 2, 3, 32, 32).bernoulli()
+    net(x).sum().backward()
+    zero = build_network(SPIKENAS.genotype("0000 0000 0000 0000"), SPIKENAS, LAPTOP, CIFAR10)
+    assert zero.cell1(torch.ones(5, 2, 16, 8, 8)).abs().sum() == 0
+
+
+def test_a_higher_threshold_fires_less():
+    torch.manual_seed(0)
+    x = torch.rand(LAPTOP.timesteps, 4, 3, 32, 32).bernoulli()
+    rates = {}
+    for code, th in ((2, 0.5), (3, 1.0), (4, 1.5)):
+        torch.manual_seed(1)
+        g = Genotype((code, 0, 0, 1, 0, 1))  # 0->1 conv of this threshold; 0->3 and 1->2->3 ... skip
+        net = build_network(g, SPIKENAS, LAPTOP, CIFAR10)
+        lif = net.cell1.fire["0" if th == 1.0 else f"0_th{th:g}".replace(".", "p")]
+        lif.keep_codes = True
+        net(x)
+        rates[th] = lif.codes.float().mean().item()
+    assert rates[0.5] > rates[1.0] > rates[1.5]

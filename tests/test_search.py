@@ -5,7 +5,9 @@ import pytest
 from engine.profiles import ScoreConfig, get_profile
 from engine.search import ExhaustiveSampler, RandomSampler, random_search
 from engine.memory import footprint
-from engine.space import KernelSet, distinct_cells, exhaustive_order, extreme_genotypes
+from engine.space import KernelSet
+
+SNASNET = KernelSet(1, 3)
 
 TINY_SCORE = ScoreConfig(batch_size=8, batches=1, draws=1, shared=True, reset_between_batches=True)
 LAPTOP = get_profile("laptop")
@@ -28,7 +30,7 @@ def test_candidates_record_what_the_score_rewarded(sample):
     assert len(result.candidates) == 5 and result.seconds > 0
     assert result.best.score == max(c.score for c in result.candidates)
     for c in result.candidates:
-        assert c.conv_edges == c.genotype.conv_edges
+        assert c.conv_edges == SNASNET.conv_edges(c.genotype)
         assert 0 <= c.firing_rate <= 1 and c.silent_layers >= 0 and c.seconds > 0
         assert c.params < c.params_torch
 
@@ -51,15 +53,15 @@ def test_progress_reports_each_candidate_with_the_best_so_far(sample):
 
 
 def test_dedupe_scores_each_distinct_cell_once(sample):
-    genotypes = [g.canonical() for g, _ in zip(RandomSampler(0), range(200))]
+    genotypes = [SNASNET.canonical(g) for g, _ in zip(RandomSampler(SNASNET, 0), range(200))]
     assert len(set(genotypes)) < len(genotypes)  # the plain stream repeats cells
     result = search(sample, iterations=6, dedupe=True, config=dataclasses.replace(TINY_SCORE, batch_size=4))
-    keys = [c.genotype.canonical() for c in result.candidates]
+    keys = [SNASNET.canonical(c.genotype) for c in result.candidates]
     assert len(set(keys)) == len(keys) == 6
 
 
 def test_parameter_budget_discards_cells_before_building(sample):
-    small, large = (footprint(g, KernelSet(1, 3), LAPTOP, sample.info).params for g in extreme_genotypes())
+    small, large = (footprint(g, KernelSet(1, 3), LAPTOP, sample.info).params for g in SNASNET.extremes())
     budget = (small + large) // 2
     result = search(sample, iterations=4, max_params=budget)
     assert all(c.params <= budget for c in result.candidates)
@@ -113,20 +115,20 @@ def test_stepping_through_time_gives_the_folded_scores(sample, reset):
 
 
 def test_exhaustive_sampler_yields_the_seeded_order_once_then_stops():
-    stream = list(ExhaustiveSampler(5))
-    assert stream == exhaustive_order(5) and len(stream) == len(distinct_cells())
-    it = iter(ExhaustiveSampler(5))
+    stream = list(ExhaustiveSampler(SNASNET, 5))
+    assert stream == SNASNET.exhaustive_order(5) and len(stream) == len(SNASNET.distinct_cells())
+    it = iter(ExhaustiveSampler(SNASNET, 5))
     for _ in stream:
         next(it)
     with pytest.raises(StopIteration):
         next(it)
-    assert list(ExhaustiveSampler(5)) == stream  # each iteration starts over: a resume replays it
+    assert list(ExhaustiveSampler(SNASNET, 5)) == stream  # each iteration starts over: a resume replays it
 
 
 def test_exhaustive_search_scores_the_seeded_order_and_resumes_to_the_same_result(sample):
     fresh = dataclasses.replace(TINY_SCORE, shared=False)
     full = search(sample, iterations=6, seed=2, config=fresh, exhaustive=True)
-    assert [c.genotype for c in full.candidates] == exhaustive_order(2)[:6]
+    assert [c.genotype for c in full.candidates] == SNASNET.exhaustive_order(2)[:6]
     assert [c.index for c in full.candidates] == list(range(6)) and full.iterations == 6
     calls = []
     partial = search(sample, iterations=6, seed=2, config=fresh, exhaustive=True,
@@ -148,15 +150,14 @@ def test_exhaustive_search_refuses_more_iterations_than_cells(sample):
 def test_exhaustive_search_under_a_budget_ends_when_the_cells_within_it_run_out(sample, monkeypatch):
     """Cells over ``max_params`` are passed over; when fewer than ``iterations`` fit, the total is how many do.
     (A space of 8 cells stands in for the 7,012, of which 174 fit the smallest budget: too many to score here.)"""
-    import engine.search
 
     ks = KernelSet(1, 3)
-    cheap = [c for c in distinct_cells() if c.conv_edges == 0][:3]
-    costly = [c for c in distinct_cells() if c.conv_edges == 6][:5]
+    cheap = [c for c in ks.distinct_cells() if ks.conv_edges(c) == 0][:3]
+    costly = [c for c in ks.distinct_cells() if ks.conv_edges(c) == 6][:5]
     order = [costly[0], cheap[0], costly[1], costly[2], cheap[1], costly[3], cheap[2], costly[4]]
-    monkeypatch.setattr(engine.search, "distinct_cells", lambda: tuple(order))
-    monkeypatch.setattr(engine.search, "exhaustive_order", lambda seed: list(order))
-    budget = footprint(extreme_genotypes()[0], ks, LAPTOP, sample.info).params
+    monkeypatch.setattr(KernelSet, "distinct_cells", lambda self: tuple(order))
+    monkeypatch.setattr(KernelSet, "exhaustive_order", lambda self, seed: list(order))
+    budget = footprint(ks.extremes()[0], ks, LAPTOP, sample.info).params
     seen = []
     result = search(sample, iterations=6, seed=0, exhaustive=True, max_params=budget,
                     progress=lambda done, total, _best: seen.append((done, total)))  # fmt: skip

@@ -1,19 +1,9 @@
 import numpy as np
 import pytest
 
-from engine.space import (
-    EDGES,
-    TABLE_I,
-    Genotype,
-    KernelSet,
-    Op,
-    Setting,
-    SpaceError,
-    distinct_cells,
-    exhaustive_order,
-    extreme_genotypes,
-    sample_genotype,
-)
+from engine.space import EDGES, SPIKENAS, TABLE_I, Genotype, KernelSet, OpKind, Setting, Space, SpaceError, parse_kernel_sets
+
+SNASNET = KernelSet(1, 3)  # SNASNet's own vocabulary: every two-size set has its cells
 
 
 def test_table_i_names():
@@ -28,15 +18,16 @@ def test_kernel_set_spellings(text):
 
 def test_custom_kernel_sets_up_to_eleven():
     assert KernelSet.parse("5x5,9x9").name == "5x5_9x9"
-    assert KernelSet.parse("1x1_11x11").kernel(Op.CONV_B) == 11
+    assert KernelSet.parse("1x1_11x11").kernel(3) == 11
 
 
 @pytest.mark.parametrize(
     "text",
-    ["2x2_3x3", "0x0_3x3", "-1x-1_3x3", "3x3_3x3", "axb_3x3", "1x1_3x3_5x5", "3x3", "13x13_3x3", "3x5_5x5", ""],
+    ["2x2_3x3", "0x0_3x3", "-1x-1_3x3", "3x3_3x3", "axb_3x3", "1x1_3x3_3x3", "3x3", "13x13_3x3", "3x5_5x5", "",
+     "1_3_5_7_9_11_13"],
 )
 def test_bad_kernel_sets_say_what_is_allowed(text):
-    with pytest.raises(SpaceError, match="odd|square|repeats|not a kernel set|not allowed"):
+    with pytest.raises(SpaceError, match="odd|square|repeats|not a kernel set|not allowed|2 to 6"):
         KernelSet.parse(text)
 
 
@@ -51,8 +42,8 @@ def test_setting_round_trip_and_errors():
 def test_genotype_text_round_trip():
     g = Genotype.from_str("0302 0030 0003 0000")
     assert g.to_str() == "0302 0030 0003 0000"
-    assert g.op(0, 1) == Op.CONV_B and g.op(0, 3) == Op.CONV_A and g.op(0, 2) == Op.ZERO
-    assert g.conv_edges == 4
+    assert g.op(0, 1) == 3 and g.op(0, 3) == 2 and g.op(0, 2) == 0
+    assert SNASNET.conv_edges(g) == 4 and SNASNET.op(3).kernel == 3 and SNASNET.op(2).kernel == 1
     assert Genotype.from_str("0302003000030000") == g
     assert len({g, Genotype.from_str("0302 0030 0003 0000")}) == 1
 
@@ -62,7 +53,7 @@ def test_genotype_text_round_trip():
 )
 def test_malformed_genotypes_are_rejected(text):
     with pytest.raises(SpaceError, match="genotype"):
-        Genotype.from_str(text)
+        SNASNET.genotype(text)
 
 
 def test_prune_removes_dead_ends_and_orphans():
@@ -71,44 +62,45 @@ def test_prune_removes_dead_ends_and_orphans():
     # Node 2 is fed by nobody but feeds node 3: it is an orphan.
     assert Genotype.from_str("0001 0000 0003 0000").pruned().to_str() == "0001 0000 0000 0000"
     # Without the 0->3 edge a cell is not valid.
-    assert not Genotype.from_str("0300 0030 0003 0000").is_valid
+    assert not SNASNET.is_valid(Genotype.from_str("0300 0030 0003 0000"))
 
 
 def test_canonical_merges_relabelled_parallel_nodes():
     a = Genotype.from_str("0232 0003 0001 0000")  # node 1 via conv-A, node 2 via conv-B, no 1->2 edge
     b = Genotype.from_str("0322 0001 0003 0000")  # the same cell with nodes 1 and 2 swapped
-    assert a != b and a.canonical() == b.canonical()
+    assert a != b and SNASNET.canonical(a) == SNASNET.canonical(b)
     # With a 1->2 edge the nodes are not interchangeable.
     c = Genotype.from_str("0232 0013 0001 0000")
     d = Genotype.from_str("0322 0011 0003 0000")
-    assert c.canonical() != d.canonical()
+    assert SNASNET.canonical(c) != SNASNET.canonical(d)
 
 
 def test_canonical_is_a_fixed_point_over_the_whole_space():
     all_ops = np.array(np.meshgrid(*[range(5)] * len(EDGES), indexing="ij")).reshape(len(EDGES), -1).T
     raw = [Genotype(tuple(int(o) for o in ops)) for ops in all_ops]
     assert len(raw) == 5**6
-    valid = [g.pruned() for g in raw if g.is_valid]
-    canon = {g.canonical() for g in valid}
-    assert all(c.canonical() == c and c.is_valid for c in canon)
+    valid = [g.pruned() for g in raw if SNASNET.is_valid(g)]
+    canon = {SNASNET.canonical(g) for g in valid}
+    assert all(SNASNET.canonical(c) == c and SNASNET.is_valid(c) for c in canon)
     assert len(canon) < len(set(valid)) < len(valid)
 
 
 def test_sampling_is_seeded_and_valid():
     rng_a, rng_b, rng_c = (np.random.default_rng(s) for s in (7, 7, 8))
-    a = [sample_genotype(rng_a) for _ in range(300)]
-    b = [sample_genotype(rng_b) for _ in range(300)]
-    c = [sample_genotype(rng_c) for _ in range(300)]
+    a = [SNASNET.sample(rng_a) for _ in range(300)]
+    b = [SNASNET.sample(rng_b) for _ in range(300)]
+    c = [SNASNET.sample(rng_c) for _ in range(300)]
     assert a == b and a != c
-    assert all(g.op(0, 3) != Op.ZERO and g.pruned() == g for g in a)
+    assert all(g.op(0, 3) != 0 and g.pruned() == g for g in a)
     # The direct edge is uniform over the four non-zero ops.
     counts = np.bincount([g.op(0, 3) for g in a], minlength=5)
     assert counts[0] == 0 and counts[1:].min() > 40
 
 
 def test_extreme_genotypes_bound_the_conv_count():
-    small, large = extreme_genotypes()
-    assert small.conv_edges == 0 and large.conv_edges == 6 and small.is_valid and large.is_valid
+    small, large = SNASNET.extremes()
+    assert SNASNET.conv_edges(small) == 0 and SNASNET.conv_edges(large) == 6
+    assert SNASNET.is_valid(small) and SNASNET.is_valid(large) and large.ops == (3,) * 6
 
 
 def test_one_setting_parser_with_one_iteration_cap():
@@ -128,26 +120,62 @@ def test_one_setting_parser_with_one_iteration_cap():
 
 def test_the_space_has_12500_valid_genotypes_and_7012_distinct_cells():
     all_ops = np.array(np.meshgrid(*[range(5)] * len(EDGES), indexing="ij")).reshape(len(EDGES), -1).T
-    valid = [g for g in (Genotype(tuple(int(o) for o in ops)) for ops in all_ops) if g.is_valid]
+    valid = [g for g in (Genotype(tuple(int(o) for o in ops)) for ops in all_ops) if SNASNET.is_valid(g)]
     assert len(valid) == 12_500
-    assert len({g.canonical() for g in valid}) == 7_012
-    cells = distinct_cells()
-    assert len(cells) == 7_012 and set(cells) == {g.canonical() for g in valid}
+    assert len({SNASNET.canonical(g) for g in valid}) == 7_012
+    cells = SNASNET.distinct_cells()
+    assert len(cells) == 7_012 and set(cells) == {SNASNET.canonical(g) for g in valid}
+    assert all(len(ks.distinct_cells()) == 7_012 for ks in TABLE_I)
 
 
 def test_distinct_cells_are_canonical_valid_unique_and_in_a_fixed_order():
-    cells = distinct_cells()
-    assert isinstance(cells, tuple) and distinct_cells() is cells  # computed once
+    cells = SNASNET.distinct_cells()
+    assert isinstance(cells, tuple) and SNASNET.distinct_cells() is cells  # computed once
     assert len(set(cells)) == len(cells)
-    assert all(c.is_valid and c.canonical() == c and c.pruned() == c for c in cells)
+    assert all(SNASNET.is_valid(c) and SNASNET.canonical(c) == c and c.pruned() == c for c in cells)
     assert [c.ops for c in cells] == sorted(c.ops for c in cells)
-    assert set(extreme_genotypes()) <= set(cells)
+    assert set(SNASNET.extremes()) <= set(cells)
 
 
 def test_exhaustive_order_is_a_seeded_permutation():
-    cells = distinct_cells()
-    a, b, c = exhaustive_order(7), exhaustive_order(7), exhaustive_order(8)
+    cells = SNASNET.distinct_cells()
+    a, b, c = SNASNET.exhaustive_order(7), SNASNET.exhaustive_order(7), SNASNET.exhaustive_order(8)
     assert sorted(a, key=lambda g: g.ops) == list(cells)  # every cell exactly once
     assert a == b and a != c and a != list(cells)
     assert a[:3] == [cells[i] for i in np.random.default_rng(7).permutation(len(cells))[:3]]
-    assert exhaustive_order(2**63 - 1) != exhaustive_order(0)  # the largest seed a search takes
+    assert SNASNET.exhaustive_order(2**63 - 1) != SNASNET.exhaustive_order(0)  # the largest seed a search takes
+
+
+def test_a_kernel_set_of_three_sizes_has_one_conv_op_per_size_then_the_pool():
+    ks = KernelSet.parse("5x5,1x1_3x3")
+    assert ks == KernelSet(1, 3, 5) and ks.name == "1x1_3x3_5x5" and Space.parse(ks.name) == ks
+    assert [op.label for op in ks.ops] == ["zero", "skip", "conv 1x1", "conv 3x3", "conv 5x5", "avg pool 3x3"]
+    assert Setting.parse("1x1_3x3_5x5_1000x").kernel_set == ks
+    assert parse_kernel_sets("1x1_3x3_5x5,3,5") == [ks, KernelSet(3, 5)]
+    g = ks.genotype("0405 0054 0003 0000")  # codes up to 5: the pool is 5 here
+    assert ks.conv_edges(g) == 3 and ks.op(5).kind is OpKind.AVGPOOL
+    with pytest.raises(SpaceError, match="op 6"):
+        ks.genotype("0605 0054 0003 0000")
+    assert SNASNET.genotype("0403 0030 0002 0000").ops == (4, 0, 3, 3, 0, 2)
+    with pytest.raises(SpaceError, match="op 5"):
+        SNASNET.genotype("0503 0030 0002 0000")
+    # 6^6 raw matrices; pruned and relabelled as for two sizes, every cell once
+    cells = ks.distinct_cells()
+    assert len(cells) == len(set(cells)) and all(ks.canonical(c) == c and ks.is_valid(c) for c in cells)
+    assert len(cells) > 7_012 and ks.extremes()[1].ops == (4,) * 6
+
+
+def test_spikenas_space_is_raw_cells_of_three_thresholds():
+    assert Space.parse(" SpikeNAS ") is SPIKENAS and Setting.parse("spikenas_5000x").kernel_set is SPIKENAS
+    assert [(op.kind, op.kernel, op.threshold) for op in SPIKENAS.ops[2:]] == [(OpKind.CONV, 3, t) for t in (0.5, 1.0, 1.5)]
+    # never pruned: a dead-end conv edge stays, and a cell without 0->3 is a cell
+    g = SPIKENAS.genotype("0200 0000 0000 0000")
+    assert g.ops == (2, 0, 0, 0, 0, 0) and SPIKENAS.is_valid(g) and SPIKENAS.conv_edges(g) == 1
+    rng = np.random.default_rng(0)
+    drawn = [SPIKENAS.sample(rng) for _ in range(2000)]
+    assert any(d.op(0, 3) == 0 for d in drawn) and any(d != d.pruned() for d in drawn)
+    # distinct cells: the 5^6 raw matrices, less the relabellings of nodes 1 and 2 when they are not joined
+    unjoined = 5**5  # e12 = 0
+    symmetric = 5**3  # and e01 = e02, e13 = e23
+    assert len(SPIKENAS.distinct_cells()) == 5**6 - (unjoined - symmetric) // 2
+    assert SPIKENAS.extremes() == (Genotype((0,) * 6), Genotype((4,) * 6))

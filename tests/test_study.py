@@ -10,7 +10,9 @@ from dataclasses import replace
 import pytest
 
 from engine import api
-from engine.space import distinct_cells
+from engine.space import KernelSet
+
+SNASNET = KernelSet(1, 3)
 from engine.store import Store
 from engine.study import plan, report, search_regret, trainings
 from helpers import cli
@@ -22,7 +24,7 @@ def candidates(n: int, seed: int = 0) -> list[dict]:
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    cells = [g.to_str() for g in distinct_cells()[:n]]
+    cells = [g.to_str() for g in SNASNET.distinct_cells()[:n]]
     cells[5] = cells[2]  # the random search can propose a cell twice: it is trained once
     return [{"index": i, "genotype": g, "score": float(rng.normal()), "conv_edges": int(rng.integers(1, 7)),
              "params": int(1e5 + rng.integers(0, 1e5))} for i, g in enumerate(cells)]  # fmt: skip
@@ -77,8 +79,8 @@ def test_the_report_on_a_score_that_says_nothing():
 
 
 def test_replayed_random_searches_find_more_with_more_iterations():
-    scores = {g.to_str(): float(i % 997) for i, g in enumerate(distinct_cells())}
-    small, large = search_regret(scores, sizes=(50, 2000), searches=6)
+    scores = {g.to_str(): float(i % 997) for i, g in enumerate(SNASNET.distinct_cells())}
+    small, large = search_regret(SNASNET, scores, sizes=(50, 2000), searches=6)
     assert small.iterations == 50 and large.iterations == 2000
     assert large.score_gap <= small.score_gap and large.percentile >= small.percentile  # the first 50 are within 2000
     assert 0 <= small.percentile <= 1 and 0 <= large.found_top1 <= 1
@@ -163,14 +165,12 @@ def test_the_command_line_runs_a_study_and_reports_it(tmp_path, studio):
     rows = cli("--db", str(db), "study-report", "1", "--format", "csv").stdout.splitlines()
     assert rows[0].startswith("kernel_set,genotype,seed,role") and len(rows) == 1 + 2 * 4  # 3 cells + a second seed
     exhaustive = Store(db).candidates(Store(db).runs([1])[0]["id"])
-    from engine.space import exhaustive_order
 
-    assert [c["genotype"] for c in exhaustive] == [g.to_str() for g in exhaustive_order(0)[:5]]
+    assert [c["genotype"] for c in exhaustive] == [g.to_str() for g in SNASNET.exhaustive_order(0)[:5]]
 
 
 @pytest.mark.slow
 def test_an_exhaustive_experiment_scores_distinct_cells_in_the_seeded_order(tmp_path, studio):
-    from engine.space import exhaustive_order
 
     store = Store(tmp_path / "s.db")
     config = api.ExperimentConfig(dataset=studio["mini"], kernel_sets=("3x3_5x5",), iterations=4, exhaustive=True,
@@ -180,7 +180,7 @@ def test_an_exhaustive_experiment_scores_distinct_cells_in_the_seeded_order(tmp_
     ids = api.submit_experiment(config, store=store)
     finish(store.path)
     scored = [c["genotype"] for c in store.candidates(ids["run_ids"][0])]
-    assert scored == [g.to_str() for g in exhaustive_order(3)[:4]]
+    assert scored == [g.to_str() for g in SNASNET.exhaustive_order(3)[:4]]
     assert api.runs_frame(store=store)["status"].tolist() == ["done"]
 
 

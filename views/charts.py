@@ -15,7 +15,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from engine import api, memory
-from engine.space import TABLE_I, KernelSet, Setting, SpaceError
+from engine.space import TABLE_I, Setting, Space, SpaceError
 
 if TYPE_CHECKING:
     from engine.study import StudyReport
@@ -33,7 +33,7 @@ def kernel_set_color(name: str) -> str:
     try:
         kernel_set = Setting.parse(name).kernel_set.name
     except SpaceError:
-        kernel_set = KernelSet.parse(name).name
+        kernel_set = Space.parse(name).name
     if kernel_set in _TABLE_I_NAMES:
         return _PALETTE[_TABLE_I_NAMES.index(kernel_set)]
     return _PALETTE[len(_TABLE_I_NAMES) + sum(map(ord, kernel_set)) % (len(_PALETTE) - len(_TABLE_I_NAMES))]

@@ -54,8 +54,8 @@ with what:
     slots["iterations"] = st.empty()
     exhaustive = st.toggle(
         "Exhaustive: each distinct cell once", value=DEFAULTS.exhaustive, key="exhaustive",
-        help=f"Score the first N of all {len(api.distinct_cells()):,} distinct cells, in an order shuffled by the seed, "
-        "instead of N random draws (which can repeat a cell). Beyond the paper.",
+        help=f"Score the first N of all {api.distinct_cell_count():,} distinct cells (of two kernel sizes), in an "
+        "order shuffled by the seed, instead of N random draws (which can repeat a cell). Beyond the paper.",
     )  # fmt: skip
     use_baseline = st.toggle(
         "Measure search speed-up against a baseline", value=DEFAULTS.baseline is not None, key="baseline_on"

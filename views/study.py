@@ -29,7 +29,7 @@ DASH = "—"  # a statistic that is not defined (too few cells, or constant valu
 
 @st.cache_resource(show_spinner=False)
 def distinct_cell_count() -> int:
-    return len(api.distinct_cells())
+    return api.distinct_cell_count()
 
 
 @st.cache_data(max_entries=16, show_spinner="Computing the study's statistics…")
