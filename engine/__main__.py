@@ -16,7 +16,7 @@ from pathlib import Path
 from .profiles import PROFILES, get_profile
 from .files import check_output_file, check_output_folder
 from .memory import BIT_WIDTHS
-from .space import MAX_EPOCHS, MAX_ITERATIONS, MAX_SEED, MAX_IN_FLIGHT, TABLE_I, Genotype, Space, parse_kernel_sets
+from .space import MAX_EPOCHS, MAX_ITERATIONS, MAX_SEED, MAX_IN_FLIGHT, SPIKENAS, TABLE_I, Genotype, Space, parse_kernel_sets
 from .study import StudyConfig
 
 EXIT_USAGE = 2
@@ -384,7 +384,8 @@ def print_results(runs, budget, out: Path, energy: str | None = None) -> None:
             print(f"\nAlg. 1: {selection.reason}")
         else:
             checkpoint = runs.set_index("run_id").loc[selection.chosen.run_id, "checkpoint"]
-            print(f"\nAlg. 1 picks {selection.chosen.setting}: {selection.reason} ({out / checkpoint})")
+            where = out / checkpoint if isinstance(checkpoint, str) else "accuracy from the benchmark, no model file"
+            print(f"\nAlg. 1 picks {selection.chosen.setting}: {selection.reason} ({where})")
 
 
 def cmd_explore(args: argparse.Namespace) -> None:
@@ -589,6 +590,107 @@ def cmd_export_model(args: argparse.Namespace) -> None:
     print(f"wrote {out} ({args.format}, {out.stat().st_size / 1e6:.2f} MB)")
     if args.format == "nir" and args.check:
         print(deploy.check_file(source, out, images=args.check))
+
+
+# ------------------------------------------------------------------------------------------ benchmark
+
+
+def cmd_benchmark_import(args: argparse.Namespace) -> None:
+    from . import benchmark
+    from .datasets import dataset_shape
+    from .memory import footprint
+
+    out = check_output_file(args.out or benchmark.records_file(args.dataset, benchmark.imported_folder()))
+    if not args.path.is_dir():
+        raise CliError(f"{args.path} is not a folder: give the folder holding {benchmark.FOLDERS[args.dataset]}/ "
+                       "(or data/) of the published records")  # fmt: skip
+    started = time.perf_counter()
+    def progress(n: int, total: int) -> None:
+        print(f"\rread {n:,}/{total:,}", end="\n" if n == total else "", file=sys.stderr)
+
+    records = benchmark.read_published(args.path, args.dataset, progress if sys.stderr.isatty() else None)
+    profile, shape = get_profile(benchmark.BENCHMARK_PROFILE), dataset_shape(args.dataset)
+    wrong = benchmark.check_params(records, lambda g: footprint(g, SPIKENAS, profile, shape).params_torch)
+    if wrong:
+        raise CliError(f"{len(wrong):,} of {len(records):,} published parameter counts differ from the engine's "
+                       f"({wrong[0]}); nothing was written")  # fmt: skip
+    benchmark.save(records, out)
+    print(f"{len(records):,} {args.dataset} networks read in {time.perf_counter() - started:.1f} s; every published "
+          f"parameter count equals the engine's; wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")  # fmt: skip
+
+
+def _scored_sources(args: argparse.Namespace) -> list[tuple[str, dict[str, tuple[float, float]]]]:
+    """(label, genotype -> (score, firing rate)) of each --scores file and --run of the database."""
+    import json
+
+    sources = []
+    for path in args.scores or []:
+        try:
+            payload = json.loads(Path(path).read_text())
+            cells = {c["genotype"]: (float(c["score"]), float(c["firing_rate"])) for c in payload["candidates"]}
+            label = payload["profile"]["name"] if isinstance(payload["profile"], dict) else str(payload["profile"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CliError(f"{path} is not a `search --json` file ({type(e).__name__}: {one_line(e)[:80]})") from None
+        if payload.get("kernel_set") != SPIKENAS.name:
+            raise CliError(f"{path} scored {payload.get('kernel_set')!r}, not the benchmark's space {SPIKENAS.name}")
+        sources.append((label, cells))
+    if args.run:
+        from . import api
+
+        store = api.get_store(args.db, create=False, readonly=True)
+        for run_id in args.run:
+            run = store.run(run_id)
+            if run["kernel_set"] != SPIKENAS.name:
+                raise CliError(f"run {run_id} searched {run['kernel_set']}, not the benchmark's space {SPIKENAS.name}")
+            profile = store.experiment(run["experiment_id"])["config"]["profile"]
+            cells = {c["genotype"]: (c["score"], c["firing_rate"]) for c in store.candidates(run_id)}
+            sources.append((profile, cells))
+    if not sources:
+        raise CliError("name what to report on: --scores FILE (from `search --kernel-set spikenas --json`) or --run ID")
+    return sources
+
+
+def cmd_benchmark_report(args: argparse.Namespace) -> None:
+    import itertools
+
+    import numpy as np
+
+    from . import benchmark
+    from .files import write_json
+    from .select import Budget
+
+    out = check_output_file(args.out) if args.out else None
+    records = benchmark.bundled(args.dataset)
+    budget = Budget.parse(args.budget).limit if args.budget else None
+    sections, payload = [], {"dataset": args.dataset, "citation": benchmark.CITATION, "sources": []}
+    populations = {"every network": False, "the networks SNASNet's sampler proposes": True}
+    for (label, scored), (population, proposable) in itertools.product(_scored_sources(args), populations.items()):
+        rows, proxies = benchmark.proxies_for(records, scored, label, proposable=proposable)
+        val, test = records.final_val[rows], records.test_acc[rows]
+        table_rows = benchmark.proxy_table(proxies, val, test, records.conv_edges[rows], searches=args.searches,
+                                           seed=args.seed)  # fmt: skip
+        text = [f"## {label}, {population}: {len(rows):,} networks ({len(scored):,} cells scored); best test "
+                f"accuracy {test.max():.2f} %, median {np.median(test):.2f} %", "",
+                benchmark.format_table(table_rows)]  # fmt: skip
+        picks = None
+        if budget is not None:
+            picks = benchmark.budget_pick(records, rows, proxies[f"score ({label})"], budget)
+            if picks["fits"]:
+                b, p = picks["best"], picks["proxy_pick"]
+                text += ["", f"Alg. 1 under {args.budget} parameters ({picks['fits']:,} networks fit): chosen on "
+                         f"validation, network {b['id']} ({b['params']:,} parameters) tests at {b['test']:.2f} %; the "
+                         f"score's pick, network {p['id']} ({p['params']:,}), at {p['test']:.2f} %"]  # fmt: skip
+            else:
+                text += ["", f"Alg. 1 under {args.budget} parameters: no network fits"]
+        sections.append("\n".join(text))
+        payload["sources"].append({"label": label, "population": population, "networks": len(rows),
+                                   "proxies": table_rows, "budget": picks})  # fmt: skip
+    print(f"{benchmark.SOURCE} ({args.dataset}): correlations with validation accuracy, regret in test accuracy "
+          f"points against the best network scored; {args.searches:,} random searches per size\n")  # fmt: skip
+    print("\n\n".join(sections))
+    if out is not None:
+        write_json(out, payload)
+        print(f"\nwrote {out}")
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -805,6 +907,26 @@ def build_parser() -> Parser:
                    help="NIR: read the file back (snntorch) and compare it with the engine on this many test "
                    "images (0: skip)")
     e.set_defaults(func=cmd_export_model)
+
+    b = sub.add_parser("benchmark", help="SpikeNAS-Bench's 15,625 trained networks: import them, measure proxies on them")
+    bsub = b.add_subparsers(dest="benchmark_command", required=True, parser_class=Parser)
+    bi = bsub.add_parser("import", help="read the published records (PATH/CIFAR10/<id>/train_process.txt or "
+                         "PATH/data/...), check every parameter count against the engine's, save them compactly")
+    bi.add_argument("path", type=Path, help="the folder holding the dataset's folder of records")
+    bi.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100", "tinyimagenet"])
+    bi.add_argument("--out", type=Path, help="file to write (default: <data root>/benchmarks/spikenas-<dataset>.npz)")
+    bi.set_defaults(func=cmd_benchmark_import)
+    br = bsub.add_parser("report", help="training-free proxies against the benchmark's true accuracies: rank "
+                         "correlations, precision at k, partial correlation, random-search regret")
+    br.add_argument("--scores", type=Path, action="append", help="a `search --kernel-set spikenas --json` file "
+                    "(repeatable)")
+    br.add_argument("--run", type=whole(1), action="append", help="a spikenas run of the database (repeatable)")
+    br.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100", "tinyimagenet"])
+    br.add_argument("--searches", type=whole(10, 100_000), default=1000, help="random searches replayed per size")
+    br.add_argument("--budget", help="also apply Alg. 1 under this parameter budget ('20M')")
+    br.add_argument("--seed", type=whole(0, MAX_SEED), default=0)
+    br.add_argument("--out", type=Path, help="the whole report as JSON")
+    br.set_defaults(func=cmd_benchmark_report)
 
     w = sub.add_parser("worker", help="run queued jobs (foreground); one job per GPU, else one on the CPU")
     w.add_argument("--idle-exit", type=number(0), help="exit after this many seconds without work")

@@ -252,6 +252,10 @@ def validate_study(config: StudyConfig, *, check_data: bool = True) -> dict[str,
     errors = {("cells" if k == "iterations" else k): v for k, v in shared.items()}
     for name, message in study.check_counts(config.cells, config.trained, config.top, config.seeds).items():
         errors.setdefault(name, message)
+    if "kernel_sets" not in errors and benchmark_records_of(config.kernel_sets, config.dataset):
+        errors["kernel_sets"] = (f"{', '.join(benchmark_records_of(config.kernel_sets, config.dataset))} on "
+                                 f"{config.dataset} has true accuracies already: explore it (exhaustive for every "
+                                 "cell) and compare the score with them by `benchmark report`, instead of training")  # fmt: skip
     if not isinstance(config.exhaustive, bool):
         errors["exhaustive"] = "exhaustive is true or false"
     elif config.exhaustive and not {"cells", "kernel_sets"} & set(errors):
@@ -408,7 +412,7 @@ def job_log(job_id: int, *, lines: int = 40, store: Store | None = None) -> str:
 
 RUN_COLUMNS = [
     "experiment_id", "experiment", "run_id", "job_id", "setting", "kernel_set", "iterations", "is_baseline",
-    "status", "stage", "accuracy", "params", "params_torch", "memory_mb", "search_seconds", "speedup",
+    "status", "stage", "accuracy", "val_accuracy", "params", "params_torch", "memory_mb", "search_seconds", "speedup",
     "best_score", "best_genotype", "candidates_done", "epochs_done", "train_seconds", "firing_rate",
     "accuracy_8bit", "accuracy_4bit", "synops", "macs", "ann_macs", "energy_uj", "ann_energy_uj",
     "checkpoint", "checkpoint_bytes", "checkpoint_sha256", "profile", "reduced", "dataset", "error",
@@ -609,6 +613,13 @@ def devices() -> list[str]:
     from .devices import available_devices  # torch: only it knows which GPUs this machine has
 
     return ["auto", *available_devices()]
+
+
+def benchmark_records_of(kernel_sets, dataset: str) -> list[str]:
+    """The spaces among ``kernel_sets`` whose accuracy on ``dataset`` a benchmark gives (searches look it up)."""
+    from . import benchmark
+
+    return [k for k in kernel_sets if benchmark.benchmark_records(Space.parse(k), dataset) is not None]
 
 
 def distinct_cell_count(kernel_sets=tuple(k.name for k in TABLE_I)) -> int:

@@ -169,9 +169,15 @@ CREATE TABLE trained_cells (
 ) WITHOUT ROWID;
 """
 
+# A run whose accuracy is looked up in a benchmark (SpikeNAS-Bench) instead of trained has a validation
+# accuracy beside its test accuracy: the one chosen on, the other reported.
+_V5 = """
+ALTER TABLE runs ADD COLUMN val_accuracy REAL;
+"""
+
 # Each entry upgrades the schema by one version; a database remembers its version in user_version.
 # Append, never edit: a newer release opens an older database by running the entries it lacks.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
