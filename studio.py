@@ -150,8 +150,8 @@ def with_custom_kernel_sets(chosen: list[str], key: str) -> tuple[str, ...]:
     '5x5_9x9; 3,11' is two sets), in order, each once."""
     text = st.text_input(
         "Custom kernel sets", key=key, placeholder="5x5_9x9; 3,11",
-        help="Two distinct odd kernel sizes from 1 to 11 per set, written 5x5_9x9, 5x5,9x9 or 5,9. "
-        "Separate several sets with ';'.",
+        help="Two or more distinct odd kernel sizes from 1 to 11 per set, written 5x5_9x9, 1x1_3x3_5x5, 5x5,9x9 or "
+        "5,9; or spikenas, SpikeNAS-Bench's space. Separate several sets with ';'.",
     )  # fmt: skip
     custom = [part.strip() for part in re.split(r"[;\n]+", text) if part.strip()]
     return tuple(dict.fromkeys([*chosen, *custom]))

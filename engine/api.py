@@ -622,6 +622,42 @@ def benchmark_records_of(kernel_sets, dataset: str) -> list[str]:
     return [k for k in kernel_sets if benchmark.benchmark_records(Space.parse(k), dataset) is not None]
 
 
+def benchmark_cells(run_id: int, *, store: Store | None = None) -> pd.DataFrame | None:
+    """Every cell a run of a benchmarked space scored, with the true accuracies of its networks (a cell and its
+    relabelled twin are two networks with one score), or None when the run's space has no benchmark."""
+    from . import benchmark
+
+    s = _store(store)
+    run = s.run(run_id)
+    dataset = s.experiment(run["experiment_id"])["dataset"]
+    records = benchmark.benchmark_records(Space.parse(run["kernel_set"]), dataset)
+    scored = {c["genotype"]: (c["score"], c["firing_rate"]) for c in s.candidates(run_id)}
+    if records is None or not scored:
+        return None
+    rows, proxies = benchmark.proxies_for(records, scored, "score")
+    return pd.DataFrame({
+        "id": records.ids[rows], "score": proxies["score (score)"], "firing_rate": proxies["SAR (score)"],
+        "conv_edges": records.conv_edges[rows], "params": records.params[rows],
+        "val_accuracy": records.final_val[rows], "test_accuracy": records.test_acc[rows],
+    })  # fmt: skip
+
+
+def benchmark_proxies(cells: pd.DataFrame, searches: int = 200) -> pd.DataFrame:
+    """The proxy table of ``benchmark_cells``: rank agreement with validation accuracy, precision at 10 and
+    100, the partial correlation given conv edges and the regret of 1,000-iteration random searches."""
+    from . import benchmark
+
+    proxies = {name: cells[column].to_numpy(float) for name, column in
+               (("training-free score", "score"), ("spike rate (SAR)", "firing_rate"), ("conv edges", "conv_edges"))}
+    rows = benchmark.proxy_table(proxies, cells["val_accuracy"], cells["test_accuracy"], cells["conv_edges"],
+                                 searches=searches, iterations=(1000,))  # fmt: skip
+    return pd.DataFrame([{
+        "proxy": r["proxy"], "spearman": r["spearman"], "kendall": r["kendall"], "p_at_10": r["p@10"],
+        "p_at_100": r["p@100"], "partial": r["partial_spearman"],
+        "regret_1000": r["searches"][0]["mean"] if r["searches"] else math.nan, "regret_all": r["exhaustive_regret"],
+    } for r in rows])  # fmt: skip
+
+
 def distinct_cell_count(kernel_sets=tuple(k.name for k in TABLE_I)) -> int:
     """The fewest distinct cells among ``kernel_sets``' spaces (7,012 for two kernel sizes): the most an
     exhaustive search of each of them can score. Raises SpaceError."""
@@ -666,7 +702,8 @@ def estimate_seconds(config: ExperimentConfig, *, store: Store | None = None) ->
     images = TRAIN_IMAGES.get(config.dataset.partition(":")[0], 10_000)
     per_epoch = past["per_epoch"] or per_image * images
     settings = config.settings()
-    return sum(s.iterations for s in settings) * per_candidate + len(settings) * config.epochs * per_epoch
+    trained = [s for s in settings if not benchmark_records_of([s.kernel_set.name], config.dataset)]  # others look up
+    return sum(s.iterations for s in settings) * per_candidate + len(trained) * config.epochs * per_epoch
 
 
 # ------------------------------------------------------------------------------------ model page

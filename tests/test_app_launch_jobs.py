@@ -205,3 +205,21 @@ def test_jobs_page_shows_a_dataset_spec_literally(own_db):
     captions = [c.value for c in at.caption]
     assert any("folder\\:\\[click me\\]\\(https\\:" in c for c in captions), captions
     assert not any("[click me](" in c for c in captions)
+
+
+def test_the_benchmark_preset_fills_the_form_for_spikenas_bench(own_db):
+    at = app()
+    assert "New here?" in texts(at)
+    at.button(key="benchmark_preset").click().run()
+    assert not at.exception
+    assert not any(at.checkbox(key=f"ks_{name}").value for name in ("1x1_3x3", "3x3_5x5"))
+    assert at.text_input(key="custom_sets").value == "spikenas"
+    assert (at.number_input(key="iterations").value, at.text_input(key="baseline").value) == (1000, "spikenas_5000x")
+    assert at.selectbox(key="profile").value == "laptop" and at.selectbox(key="dataset").value == "sample"
+    assert [m.value for m in at.metric[:2]] == ["2", "6,000"]  # runs, cells scored; nothing to train
+    assert not at.button(key="launch").disabled
+    at.button(key="launch").click().run()
+    store = own_db["store"]
+    config = api.get_experiment(int(api.list_experiments(store=store).iloc[0]["id"]), store=store)["config"]
+    assert (config["kernel_sets"], config["baseline"], config["iterations"]) == (["spikenas"], "spikenas_5000x", 1000)
+    api.cancel(int(api.list_experiments(store=store).iloc[0]["id"]), store=store)

@@ -262,3 +262,25 @@ def test_a_study_of_the_benchmarked_space_is_refused_with_the_way_to_measure_it(
     assert "benchmark report" in errors["kernel_sets"]
     assert not api.validate_study(api.StudyConfig(dataset="sample", kernel_sets=("1x1_3x3",), cells=20, trained=4,
                                                   top=1, seeds=1))  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_results_page_shows_the_score_against_true_accuracy(own_db):
+    import threading
+
+    from engine import api
+    from engine.worker import serve
+    from helpers import app, texts
+
+    config = api.ExperimentConfig(dataset="sample", kernel_sets=("spikenas",), iterations=12, baseline="spikenas_24x",
+                                  epochs=1, device="cpu", budget="30M", name="benchmark page")  # fmt: skip
+    ids = api.submit_experiment(config, store=own_db["store"])
+    serve(own_db["store"], devices=["cpu"], idle_exit=0.2, stop=threading.Event())
+    runs = api.runs_frame([ids["experiment_id"]], store=own_db["store"])
+    assert set(runs["status"]) == {"done"} and runs["val_accuracy"].notna().all()
+    at = app("views/results.py")
+    shown = texts(at)
+    assert "Nothing was trained here" in shown and "Ground truth" in " ".join(h.value for h in at.header)
+    proxies = [d.value for d in at.dataframe if "proxy" in d.value.columns]
+    assert len(proxies) == 2 and list(proxies[0]["proxy"]) == ["training-free score", "spike rate (SAR)", "conv edges"]
+    assert "Alg. 1 picks" in " ".join(s.value for s in at.success)

@@ -152,6 +152,21 @@ def score_vs_accuracy(frame: pd.DataFrame) -> go.Figure:
                   "Best training-free score of the search", "Test accuracy (%)", "Setting")  # fmt: skip
 
 
+def truth_chart(cells: pd.DataFrame, setting: str) -> go.Figure:
+    """Every scored cell of a benchmarked run: its training-free score against the validation accuracy its
+    network reached in the benchmark's 100-epoch training, coloured by conv edges."""
+    cells = cells.sort_values("conv_edges").assign(edges=lambda f: f["conv_edges"].astype(str))
+    fig = px.scatter(
+        cells, x="score", y="val_accuracy", color="edges",
+        hover_data={"id": True, "params": ":,", "test_accuracy": ":.2f", "score": ":.3f", "val_accuracy": ":.2f"},
+        render_mode="webgl", opacity=0.6,
+    )  # fmt: skip
+    fig.update_traces(marker_size=5)
+    return titled(fig, "Training-free score vs true accuracy",
+                  f"{setting}: {len(cells):,} networks, accuracies from SpikeNAS-Bench's records", "Training-free score",
+                  "Validation accuracy after training (%)", "Conv edges")  # fmt: skip
+
+
 def per_million(bits: int | None) -> float:
     """What one parameter weighs in the budget's unit: millions of parameters, or MB at ``bits``."""
     return (memory.weight_bytes(1, bits) if bits else 1) / 1e6

@@ -11,7 +11,7 @@ import streamlit as st
 import studio
 from engine import api
 from views.charts import (
-    accuracy_per_epoch, budget_chart, energy_chart, per_million, score_vs_accuracy, search_time, trained,
+    accuracy_per_epoch, budget_chart, energy_chart, per_million, score_vs_accuracy, search_time, trained, truth_chart,
 )  # fmt: skip
 
 st.title("Results")
@@ -86,7 +86,11 @@ for (eid, frame), column in side_by_side(runs):
         # One experiment: its two charts side by side; two experiments: each column stacks its own.
         training, search = st.columns(2) if len(runs) == 1 else (st.container(), st.container())
         mine = epochs[epochs["experiment_id"] == eid] if not epochs.empty else epochs
-        if mine.empty:
+        if mine.empty and frame["val_accuracy"].notna().any():
+            training.info("Nothing was trained here: each pick's accuracy is SpikeNAS-Bench's record of the same "
+                          "network, trained 100 epochs on CIFAR-10 (test accuracy reported, validation kept beside it).",
+                          icon=":material/fact_check:")  # fmt: skip
+        elif mine.empty:
             training.info("No epochs recorded yet.")
         else:
             training.plotly_chart(accuracy_per_epoch(frame, mine), key=f"epochs_{eid}")
@@ -229,6 +233,41 @@ for (eid, frame), column in side_by_side(runs):
             "Each point is a setting's best cell: the score it got before any training (the search keeps the "
             "highest) against the accuracy it reached once trained."
         )
+
+@st.cache_data(max_entries=8, show_spinner="Comparing the score with the benchmark's accuracies…")
+def ground_truth(run_id: int, database: str, candidates: int) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """Cached per run and per number of scored candidates (a running search adds some)."""
+    cells = api.benchmark_cells(run_id, store=studio.store())
+    return cells, (api.benchmark_proxies(cells) if cells is not None and len(cells) >= 5 else None)
+
+
+benchmarked = [(eid, r) for eid, frame in runs.items() for r in frame.itertuples()
+               if api.benchmark_records_of([r.kernel_set], r.dataset) and r.candidates_done]  # fmt: skip
+if benchmarked:
+    st.header("Ground truth: the score against 100-epoch accuracies")
+    st.caption("Every cell these searches scored, against the validation accuracy SpikeNAS-Bench measured for "
+               "the same network (Sun et al., 2025). A proxy worth using beats counting convolutions.")  # fmt: skip
+    for eid, run in benchmarked:
+        cells, table = ground_truth(int(run.run_id), str(studio.store().path), int(run.candidates_done))
+        if cells is None or table is None:
+            continue
+        chart, numbers = st.columns([3, 2])
+        chart.plotly_chart(truth_chart(cells, run.setting), key=f"truth_{eid}_{run.run_id}")
+        numbers.dataframe(table, hide_index=True, key=f"proxies_{eid}_{run.run_id}", column_config={
+            "proxy": "Proxy", "spearman": st.column_config.NumberColumn("Spearman", format="%+.3f"),
+            "kendall": st.column_config.NumberColumn("Kendall", format="%+.3f"),
+            "p_at_10": st.column_config.NumberColumn("p@10", format="%.2f"),
+            "p_at_100": st.column_config.NumberColumn("p@100", format="%.2f"),
+            "partial": st.column_config.NumberColumn("Given conv edges", format="%+.3f",
+                                                     help="partial Spearman: what the proxy says beyond the count"),
+            "regret_1000": st.column_config.NumberColumn("Regret 1000x", format="%.2f",
+                                                         help="points of test accuracy a 1,000-iteration random "
+                                                         "search loses against the best network here (mean of 200)"),
+            "regret_all": st.column_config.NumberColumn("Regret all", format="%.2f"),
+        })  # fmt: skip
+        numbers.caption(f"{len(cells):,} networks. Correlations with validation accuracy; regret in test accuracy "
+                        "points. `python -m engine benchmark report --run "
+                        f"{run.run_id}` gives intervals and both populations.")  # fmt: skip
 
 st.header("Export")
 for (eid, frame), column in side_by_side(runs):
