@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU figure BENCHMARKS.md asks for, in one short device lease (about 11 minutes on an H100/H200).
+# Every GPU figure BENCHMARKS.md asks for, in one short device lease (about 15 minutes on an H100/H200; step 6,
+# the benchmark's space at full width, takes what BENCH_S gives it).
 # Reports go to ${OUT:-bench/results}/gpu-*.md; run from the repository root with the environment installed:
 #   bash bench/gpu.sh                 # DATASETS=../shared/datasets by default (real CIFAR-10 for training)
 set -uo pipefail
@@ -23,4 +24,10 @@ timeout 120 $PY bench/bench_train.py --device cuda --paper --bf16 --rounds 3 > "
     --train-per-class 5000 --epochs 2 --kernel-sets 3x3_5x5 --precisions fp32,bf16 > "$OUT/gpu-cifar10.md"
 # 5. Candidates in flight: laptop and embedded candidates/s with 1, 4 and 8 in flight, same results
 timeout 240 $PY bench/bench_in_flight.py --device cuda --candidates 150 --in-flight 1,4,8 > "$OUT/gpu-in-flight.md"
+# 6. Ground truth at full width: SpikeNAS-Bench's space scored at the width of the networks it trained (the
+#    benchmark profile), every distinct cell in a seeded order for as long as BENCH_S allows (resumable: run it
+#    again to go on), then the score against their 100-epoch accuracies (docs/benchmark.md)
+timeout "${BENCH_S:-240}" $PY -m engine explore --dataset sample --kernel-sets spikenas --exhaustive --iterations 14125 \
+    --baseline '' --profile benchmark --device cuda --in-flight 4 --out "$OUT/gpu-bench-run" > /dev/null 2>&1
+$PY -m engine --db "$OUT/gpu-bench-run/spikernel.db" benchmark report --run 1 > "$OUT/gpu-benchmark.md"
 tail -n 5 "$OUT"/gpu-*.md

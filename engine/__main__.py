@@ -663,8 +663,12 @@ def cmd_benchmark_report(args: argparse.Namespace) -> None:
     records = benchmark.bundled(args.dataset)
     budget = Budget.parse(args.budget).limit if args.budget else None
     sections, payload = [], {"dataset": args.dataset, "citation": benchmark.CITATION, "sources": []}
+    sources = _scored_sources(args)
+    if args.common:  # the cells every source scored: widths compared on the same networks
+        shared = set.intersection(*(set(scored) for _, scored in sources))
+        sources = [(label, {g: v for g, v in scored.items() if g in shared}) for label, scored in sources]
     populations = {"every network": False, "the networks SNASNet's sampler proposes": True}
-    for (label, scored), (population, proposable) in itertools.product(_scored_sources(args), populations.items()):
+    for (label, scored), (population, proposable) in itertools.product(sources, populations.items()):
         rows, proxies = benchmark.proxies_for(records, scored, label, proposable=proposable)
         val, test = records.final_val[rows], records.test_acc[rows]
         table_rows = benchmark.proxy_table(proxies, val, test, records.conv_edges[rows], searches=args.searches,
@@ -922,6 +926,8 @@ def build_parser() -> Parser:
                     "(repeatable)")
     br.add_argument("--run", type=whole(1), action="append", help="a spikenas run of the database (repeatable)")
     br.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100", "tinyimagenet"])
+    br.add_argument("--common", action="store_true", help="only the cells every source scored (compare widths on "
+                    "the same networks)")
     br.add_argument("--searches", type=whole(10, 100_000), default=1000, help="random searches replayed per size")
     br.add_argument("--budget", help="also apply Alg. 1 under this parameter budget ('20M')")
     br.add_argument("--seed", type=whole(0, MAX_SEED), default=0)
