@@ -54,8 +54,9 @@ def make_op(op: OpSpec, channels: int, pool_counts_padding: bool = False) -> nn.
 
 
 def fire_key(src: int, threshold: float) -> str:
-    """The name of the LIF in front of ``src``'s convolutions of this threshold (``"0"`` at threshold 1)."""
-    return str(src) if threshold == 1.0 else f"{src}_th{threshold:g}".replace(".", "p")
+    """The name of the LIF in front of ``src``'s convolutions of this threshold: ``"0"`` at threshold 1,
+    ``"0at0p5"`` at 0.5 (no underscore or dot: NIR node names are built from it)."""
+    return str(src) if threshold == 1.0 else f"{src}at{threshold:g}".replace(".", "p")
 
 
 class Cell(nn.Module):
@@ -104,7 +105,7 @@ class Cell(nn.Module):
             for s, last in self.last_read.items():
                 if last == dst:  # nothing reads node s any more: let its values and spikes go
                     nodes[s] = None
-                    for key in [k for k in spikes if k.split("_")[0] == str(s)]:
+                    for key in [k for k in spikes if k.split("at")[0] == str(s)]:
                         del spikes[key]
         return nodes[3] if nodes[3] is not None else x0.new_zeros(x0.shape)
 

@@ -15,7 +15,7 @@ from engine.checkpoint import CheckpointError, LoadedModel, load_model, save_tra
 from engine.data import load_dataset
 from engine.network import build_network
 from engine.profiles import get_profile
-from engine.space import Genotype, KernelSet
+from engine.space import Genotype, KernelSet, Space
 from engine.train import DeviceImages, evaluate
 from helpers import cli
 
@@ -24,12 +24,16 @@ LAPTOP = get_profile("laptop")
 EVERY_OP = ("0234 0042 0001 0000", "3x3_5x5")
 # SNASNet's cell (two zeroize edges) on a custom kernel set.
 CUSTOM = ("0302 0030 0003 0000", "1x1_9x9")
+# A set of three sizes (op 5 is its pool), and SpikeNAS-Bench's space: LIFs of thresholds 0.5, 1.0 and 1.5.
+THREE_SIZES = ("0245 0053 0004 0000", "1x1_3x3_5x5")
+SPIKENAS_CELL = ("0234 0034 0002 0000", "spikenas")
 
 
 def make_model(path, info, genotype: str, kernel_set: str, *, seed: int = 0) -> LoadedModel:
     """A network with BatchNorm statistics away from the identity (so folding them is tested) and enough
     gain that every LIF layer fires, saved and loaded as a trained model."""
-    g, ks = Genotype.from_str(genotype), KernelSet.parse(kernel_set)
+    ks = Space.parse(kernel_set)
+    g = ks.check(Genotype.from_str(genotype))
     torch.manual_seed(seed)
     net = build_network(g, ks, LAPTOP, info)
     with torch.no_grad():
@@ -49,7 +53,8 @@ def test_images(sample):
     return images[:4].float() / 255
 
 
-@pytest.mark.parametrize("genotype, kernel_set", [EVERY_OP, CUSTOM], ids=["every-op", "custom-kernels"])
+@pytest.mark.parametrize("genotype, kernel_set", [EVERY_OP, CUSTOM, THREE_SIZES, SPIKENAS_CELL],
+                         ids=["every-op", "custom-kernels", "three-sizes", "spikenas"])
 def test_nir_read_back_into_snntorch_equals_the_engine(sample, test_images, tmp_path, genotype, kernel_set):
     loaded = make_model(tmp_path / "m.safetensors", sample.info, genotype, kernel_set)
     # float64: folding BatchNorm and reordering the node sums move membranes by ~1e-16, so every spike of

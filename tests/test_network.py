@@ -153,8 +153,8 @@ def test_raw_cells_count_and_build_every_edge(profile):
 def test_raw_cells_fire_once_per_node_and_threshold():
     net = build_network(SPIKENAS.genotype("0234 0034 0002 0000"), SPIKENAS, LAPTOP, CIFAR10)
     fire = {k: (m.v_th, m.fanout) for k, m in net.cell1.fire.items()}
-    assert fire == {"0_th0p5": (0.5, 1), "0": (1.0, 1), "0_th1p5": (1.5, 1), "1": (1.0, 1), "1_th1p5": (1.5, 1),
-                    "2_th0p5": (0.5, 1)}
+    assert fire == {"0at0p5": (0.5, 1), "0": (1.0, 1), "0at1p5": (1.5, 1), "1": (1.0, 1), "1at1p5": (1.5, 1),
+                    "2at0p5": (0.5, 1)}
     # A node nothing feeds holds zeros: its neurons never fire, the cell still runs forward and backward.
     net = build_network(SPIKENAS.genotype("0012 0000 0003 0000"), SPIKENAS, LAPTOP, CIFAR10)
     x = torch.rand(LAPTOP.timesteps, 2, 3, 32, 32).bernoulli()
@@ -171,7 +171,7 @@ def test_a_higher_threshold_fires_less():
         torch.manual_seed(1)
         g = Genotype((code, 0, 0, 1, 0, 1))  # 0->1 conv of this threshold; 0->3 and 1->2->3 ... skip
         net = build_network(g, SPIKENAS, LAPTOP, CIFAR10)
-        lif = net.cell1.fire["0" if th == 1.0 else f"0_th{th:g}".replace(".", "p")]
+        lif = net.cell1.fire["0" if th == 1.0 else f"0at{th:g}".replace(".", "p")]
         lif.keep_codes = True
         net(x)
         rates[th] = lif.codes.float().mean().item()
