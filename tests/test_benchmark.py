@@ -172,6 +172,15 @@ def test_report_ranks_proxies_against_true_accuracy(tmp_path):
     # (a twin reported with the other's accuracy as its score keeps it just short of 1)
     assert by_name["score (oracle)"]["spearman"] > 0.95 and by_name["conv edges"]["spearman"] < 0.9
     assert source["budget"]["best"]["params"] <= 20e6
+    # --common: widths compared on the networks every source scored
+    fewer = tmp_path / "fewer.json"
+    fewer.write_text(json.dumps({"kernel_set": "spikenas", "profile": {"name": "half"}, "candidates": cells[:150]}))
+    run = cli("benchmark", "report", "--scores", str(scores), "--scores", str(fewer), "--common", "--searches", "20",
+              "--out", str(out))  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    sources = json.loads(out.read_text())["sources"]
+    assert [s["label"] for s in sources] == ["oracle", "oracle", "half", "half"]
+    assert sources[0]["networks"] == sources[2]["networks"] < source["networks"]
     bad = tmp_path / "k.json"
     bad.write_text(json.dumps({"kernel_set": "1x1_3x3", "profile": "laptop", "candidates": []}))
     run = cli("benchmark", "report", "--scores", str(bad))
