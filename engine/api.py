@@ -665,11 +665,15 @@ def distinct_cell_count(kernel_sets=tuple(k.name for k in TABLE_I)) -> int:
 
 
 def network_sizes(profile: str, dataset: str, kernel_sets) -> pd.DataFrame:
-    """Eq. 2-3 parameters of the smallest and largest cell of each kernel set, known before any search."""
-    prof, shape = get_profile(profile), dataset_shape(dataset)
+    """Eq. 2-3 parameters of the smallest and largest cell of each kernel set, known before any search. A
+    benchmarked space's are those of the networks the benchmark trained, which its runs report."""
+    from .benchmark import BENCHMARK_PROFILE
+
+    shape = dataset_shape(dataset)
     rows = []
     for text in kernel_sets:
         ks = Space.parse(text)
+        prof = get_profile(BENCHMARK_PROFILE if benchmark_records_of([text], dataset) else profile)
         smallest, largest = ks.extremes()
         rows.append({"kernel_set": ks.name, "min_params": footprint(smallest, ks, prof, shape).params,
                      "max_params": footprint(largest, ks, prof, shape).params})  # fmt: skip
