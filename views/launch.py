@@ -156,6 +156,10 @@ else:
     except Exception as e:  # a folder that cannot be read: say so, keep the page
         st.warning(f"Cannot size the networks: {studio.escape_markdown(e)}")
     else:
+        looked_up = api.benchmark_records_of(kernel_sets, dataset)
+        if looked_up:
+            st.caption(f"{', '.join(looked_up)}: the networks SpikeNAS-Bench trained (width 128), whose accuracy "
+                       "each pick looks up; the search scores them at this profile's width.")  # fmt: skip
         st.dataframe(
             table.assign(max_mb=studio.weight_bytes(table["max_params"], 32) / 1e6), hide_index=True,
             column_config={

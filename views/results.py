@@ -251,7 +251,7 @@ if benchmarked:
         cells, table = ground_truth(int(run.run_id), str(studio.store().path), int(run.candidates_done))
         if cells is None or table is None:
             continue
-        chart, numbers = st.columns([3, 2])
+        chart, numbers = st.container(), st.container()
         chart.plotly_chart(truth_chart(cells, run.setting), key=f"truth_{eid}_{run.run_id}")
         numbers.dataframe(table, hide_index=True, key=f"proxies_{eid}_{run.run_id}", column_config={
             "proxy": "Proxy", "spearman": st.column_config.NumberColumn("Spearman", format="%+.3f"),
