@@ -487,6 +487,7 @@ class Model:
     accuracy: float
     params: int
     energy_uj: float | None = None
+    validation: float | None = None  # a benchmarked run's validation accuracy: what Alg. 1 chooses on
 
 
 def accuracy_column(bits: int | None) -> str:
@@ -500,8 +501,10 @@ def trained_models(runs: pd.DataFrame, bits: int | None = None) -> list[Model]:
     column = accuracy_column(bits)
     done = runs[(runs["stage"] == "done") & runs[column].notna()]
     energy = done["energy_uj"] if "energy_uj" in done else pd.Series(float("nan"), index=done.index)
-    return [Model(int(r.run_id), r.setting, float(getattr(r, column)), int(r.params), None if math.isnan(e) else float(e))
-            for r, e in zip(done.itertuples(), energy)]  # fmt: skip
+    validation = done["val_accuracy"] if "val_accuracy" in done and bits is None else energy * math.nan
+    return [Model(int(r.run_id), r.setting, float(getattr(r, column)), int(r.params), None if math.isnan(e) else float(e),
+                  None if math.isnan(v) else float(v))
+            for r, e, v in zip(done.itertuples(), energy.astype(float), validation.astype(float))]  # fmt: skip
 
 
 def select(experiment_ids, budget: Budget | str | float, bits: int | None = None, *,

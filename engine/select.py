@@ -139,8 +139,11 @@ def select_model(models: Iterable[Scored], budget: Budget | str | float, energy:
                 why = f"the most frugal model within the memory budget needs {least:.3g} µJ per inference"
             return Selection(None, f"nothing fits {budget} and {energy:g} µJ: {why}")
         fitting = frugal
-    chosen = max(fitting, key=lambda m: (m.accuracy, -m.params))
-    return Selection(chosen, f"most accurate of {len(fitting)} of {len(models)} models {within}")
+    # Benchmarked models carry a validation accuracy: chosen on it, their test accuracy only reported.
+    on_validation = all(getattr(m, "validation", None) is not None for m in fitting)
+    chosen = max(fitting, key=lambda m: (m.validation if on_validation else m.accuracy, -m.params))
+    accurate = "most accurate on validation" if on_validation else "most accurate"
+    return Selection(chosen, f"{accurate} of {len(fitting)} of {len(models)} models {within}")
 
 
 def pareto_front(points: Sequence[Scored]) -> list[Scored]:

@@ -77,3 +77,14 @@ def test_a_bit_width_with_a_parameter_budget_is_refused():
     with pytest.raises(ValueError, match="counts parameters"):
         Budget.parse("10M", 8)
     assert Budget.parse("10M").limit == 10e6 and Budget.parse("10MB", 8).bits == 8
+
+
+def test_benchmarked_models_are_chosen_on_validation_and_report_test_accuracy():
+    from engine.api import Model
+
+    a = Model(1, "spikenas_1000x", accuracy=0.88, params=20_000_000, validation=0.86)
+    b = Model(2, "spikenas_5000x", accuracy=0.87, params=20_000_000, validation=0.87)
+    chosen = select_model([a, b], "25M")
+    assert chosen.chosen == b and chosen.chosen.accuracy == 0.87 and "on validation" in chosen.reason
+    trained = Model(3, "1x1_3x3_1000x", accuracy=0.9, params=1_000_000)  # a trained model has none: test accuracy
+    assert select_model([a, b, trained], "25M").chosen == trained
