@@ -1,6 +1,7 @@
 """SpikeNAS-Bench as ground truth: the published layout, the id <-> cell mapping, the compact file, the lookups and
 the proxy statistics. Folders of the published layout are built here; the shipped CIFAR-10 file is the project's."""
 
+import itertools
 import json
 import math
 
@@ -65,11 +66,13 @@ def test_the_published_layout_is_read_exactly(tmp_path):
 
 
 @pytest.mark.parametrize("damage, message", [
-    (lambda t: t.replace("architecture id: 7", "architecture id: 8"), "line 1: architecture id 8 is not its folder's id 7"),
+    (lambda t: t.replace("architecture id: 7", "architecture id: 8"), "line 1: architecture id 8 is not its folder's"),
     (lambda t: t.replace("1.000, 21.000", "1.000, abc"), "line 5: expected numbers"),
+    (lambda t: t.replace("1.000, 21.000", "1.000, 121.000"), "line 5: expected accuracies between 0 and 100"),
     (lambda t: t.replace("1.000, 21.000", "2.000, 21.000"), "line 5: expected epoch 1, got 2"),
     (lambda t: t.replace("test accuracy", "test acc"), "line 7: expected 'test accuracy: ...'"),
     (lambda t: t.replace("0.100, 0.100, ", "0.100, ", 1), "line 8: expected 16 numbers, got 15"),
+    (lambda t: t.replace("0.100, 0.100, ", "0.100, 2.000, ", 1), "line 8: expected firing rates between 0 and 1"),
     (lambda t: t.replace("Elapsed time: 0.0hour", "Elapsed time: soon"), "line 9: expected a time"),
     (lambda t: "", "line 1: expected 'architecture id: ...'"),
 ])  # fmt: skip
@@ -91,6 +94,9 @@ def test_missing_files_and_foreign_folders_are_named(tmp_path):
     (tmp_path / "CIFAR10" / "15625").mkdir()
     with pytest.raises(BenchmarkError, match="CIFAR10/15625: not a benchmark id"):
         benchmark.read_published(tmp_path)
+    (tmp_path / "CIFAR10" / "15625").rename(tmp_path / "CIFAR10" / "03")  # a second spelling of id 3
+    with pytest.raises(BenchmarkError, match="CIFAR10/03: not a benchmark id"):
+        benchmark.read_published(tmp_path)
     with pytest.raises(BenchmarkError, match="no CIFAR100/ folder"):
         benchmark.read_published(tmp_path, "cifar100")
 
@@ -100,15 +106,29 @@ def test_the_compact_file_round_trips_exactly_and_refuses_damage(tmp_path):
     path = tmp_path / "r.npz"
     benchmark.save(records, path)
     again = benchmark.load(path)
-    for name in ("ids", "params", "epochs", "test_acc", "train_acc", "hours"):
-        assert np.array_equal(getattr(records, name), getattr(again, name)), name
-    assert np.allclose(records.val_acc, again.val_acc, equal_nan=True, rtol=0, atol=1e-6)
-    assert np.allclose(records.firing, again.firing, equal_nan=True, rtol=0, atol=1e-6)
-    path.write_bytes(path.read_bytes()[:100])
+    for name in ("ids", "params", "epochs", "test_acc", "train_acc", "hours", "val_acc", "firing"):
+        ours, theirs = getattr(records, name), getattr(again, name)
+        assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs, equal_nan=ours.dtype.kind == "f"), name
+    assert again.dataset == "cifar10" and len(again) == 3
+    good = path.read_bytes()
+    path.write_bytes(good[:100])
     with pytest.raises(BenchmarkError, match="not a benchmark file"):
         benchmark.load(path)
+    path.write_bytes(good[:500] + bytes(b ^ 0xFF for b in good[500:600]) + good[600:])
+    with pytest.raises(BenchmarkError, match="not a benchmark file"):
+        benchmark.load(path)
+    np.save(tmp_path / "one.npy", np.arange(3))
+    with pytest.raises(BenchmarkError, match="not an .npz archive"):
+        benchmark.load(tmp_path / "one.npy")
+    path.write_bytes(good)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
     np.savez(path, ids=np.arange(3))
     with pytest.raises(BenchmarkError, match="format 1"):
+        benchmark.load(path)
+    # every array present, one of them as floats: refused rather than read wrong
+    np.savez(path, **{**arrays, "test_acc": arrays["test_acc"] / 1000})
+    with pytest.raises(BenchmarkError, match="test_acc is stored as float64, not int32"):
         benchmark.load(path)
 
 
@@ -141,7 +161,8 @@ def test_import_checks_every_count_and_writes_nothing_on_a_mismatch(tmp_path):
     # The same layout for another dataset, with that dataset's macro network for the check
     published(tmp_path / "c100", [7, 9], folder="CIFAR100", dataset="cifar100")
     out100 = tmp_path / "c100.npz"
-    assert cli("benchmark", "import", str(tmp_path / "c100"), "--dataset", "cifar100", "--out", str(out100)).returncode == 0
+    run = cli("benchmark", "import", str(tmp_path / "c100"), "--dataset", "cifar100", "--out", str(out100))
+    assert run.returncode == 0, run.stderr
     assert benchmark.load(out100).dataset == "cifar100"
     # A count that differs: refused, one line, nothing written
     bad = tmp_path / "bad"
@@ -220,6 +241,22 @@ def test_precision_at_k_and_top_kendall_by_hand():
     assert benchmark.top_kendall(proxy, accuracy, fraction=0.8) == pytest.approx(1.0)  # the best four in order
 
 
+def test_precision_at_k_breaks_ties_at_random_in_expectation():
+    proxy = np.array([2, 1, 1, 1, 0.0])
+    accuracy = np.array([5, 4, 4, 3, 2.0])
+
+    def top(values, order, k):  # the k highest, ties broken by the position of each cell in ``order``
+        return set(sorted(range(len(values)), key=lambda i: (-values[i], order.index(i)))[:k])
+
+    orders = list(itertools.permutations(range(5)))
+    for k in (1, 2, 3, 4):
+        brute = np.mean([len(top(proxy, a, k) & top(accuracy, b, k)) / k for a in orders for b in orders])
+        assert benchmark.precision_at_k(proxy, accuracy, k) == pytest.approx(brute), k
+    assert benchmark.precision_at_k(proxy, accuracy, 2) == pytest.approx((1 + 1 / 3 * 1 / 2 * 2) / 2)
+    with pytest.raises(ValueError):
+        benchmark.precision_at_k(proxy, accuracy, 0)
+
+
 def test_partial_spearman_removes_what_the_control_explains():
     rng = np.random.default_rng(3)
     edges = rng.integers(0, 7, size=2000).astype(float)
@@ -229,6 +266,12 @@ def test_partial_spearman_removes_what_the_control_explains():
     assert abs(benchmark.partial_spearman(proxy, accuracy, edges)) < 0.1
     informed = proxy + (accuracy - edges)  # knows what the edges do not
     assert benchmark.partial_spearman(informed, accuracy, edges) > 0.5
+    # the textbook first-order partial correlation of the three rank vectors
+    r = np.corrcoef([stats.rankdata(v) for v in (informed, accuracy, edges)])
+    direct = (r[0, 1] - r[0, 2] * r[1, 2]) / math.sqrt((1 - r[0, 2] ** 2) * (1 - r[1, 2] ** 2))
+    assert benchmark.partial_spearman(informed, accuracy, edges) == pytest.approx(direct, abs=1e-12)
+    # a proxy that is the control rescaled (parameters, given conv edges) says nothing more: undefined, not noise
+    assert math.isnan(benchmark.partial_spearman(738_048 * edges + 17e6, accuracy, edges))
 
 
 def test_regret_of_a_perfect_and_a_useless_proxy():
@@ -241,6 +284,35 @@ def test_regret_of_a_perfect_and_a_useless_proxy():
     # a perfect proxy's pick among 3,000 draws misses the best only when the draws miss it
     assert perfect["mean"] < 0.1 * useless["mean"] and perfect["found_best"] > 0.5
     assert perfect["oracle_mean"] < 0.2
+
+
+def test_regret_counts_ties_as_random_picks():
+    test = np.array([10, 50, 70, 90.0])
+    expected = 90 - test.mean()  # a uniformly random cell
+    # one draw: the pick is the draw, whatever the proxy, and the oracle has the same draw
+    one = benchmark.random_search_regret(-test, test, test, 1, 20_000, seed=1)
+    assert one["mean"] == pytest.approx(expected, abs=1) and one["oracle_mean"] == one["mean"]
+    # a constant proxy keeps the first cell drawn, not the lowest index (that would lean to cell 0, regret 80)
+    flat = benchmark.random_search_regret(np.zeros(4), test, test, 10, 20_000, seed=2)
+    assert flat["mean"] == pytest.approx(expected, abs=1)
+    assert flat["oracle_found_best"] > 0.9 and flat["oracle_q95"] <= flat["q95"]
+    assert benchmark.exhaustive_regret(np.array([1, 1, 0, 0.0]), test) == pytest.approx(90 - 30)
+    assert benchmark.exhaustive_regret(np.zeros(4), test) == pytest.approx(expected)
+
+
+def test_proxy_table_and_its_text():
+    rng = np.random.default_rng(5)
+    edges = rng.integers(0, 7, size=300).astype(float)
+    val = edges + rng.normal(size=300)
+    test = val + rng.normal(scale=0.3, size=300)
+    rows = benchmark.proxy_table({"val": val, "edges": edges}, val, test, edges, searches=50, iterations=(100, 5000))
+    by_name = {r["proxy"]: r for r in rows}
+    assert by_name["val"]["spearman"] == pytest.approx(1) and by_name["val"]["p@10"] == 1
+    assert math.isnan(by_name["edges"]["partial_spearman"])
+    assert [s["iterations"] for s in by_name["val"]["searches"]] == [100]  # 5,000 draws of 300 cells say nothing more
+    text = benchmark.format_table(rows)
+    assert "| p@10 | p@100 |" in text and "| edges | 300 |" in text and " – | " in text
+    assert text.splitlines()[-1].startswith("Picking on validation accuracy itself") and "(100x)" in text
 
 
 # ---------------------------------------------------------------------------------------- benchmark mode
@@ -258,7 +330,8 @@ def test_an_exploration_of_the_benchmarked_space_looks_accuracy_up(tmp_path):
     run = runs.iloc[0]
     pick = SPIKENAS.genotype(run.best_genotype)
     record = benchmark.bundled("cifar10").row(ops_to_id(pick.ops))
-    assert run.accuracy == pytest.approx(record.test_acc / 100) and run.val_accuracy == pytest.approx(record.final_val / 100)
+    assert run.accuracy == pytest.approx(record.test_acc / 100)
+    assert run.val_accuracy == pytest.approx(record.final_val / 100)
     assert run.params_torch == record.params and not isinstance(run.checkpoint, str)
     assert run.epochs_done == 0  # nothing was trained
 
