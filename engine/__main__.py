@@ -605,6 +605,7 @@ def cmd_benchmark_import(args: argparse.Namespace) -> None:
         raise CliError(f"{args.path} is not a folder: give the folder holding {benchmark.FOLDERS[args.dataset]}/ "
                        "(or data/) of the published records")  # fmt: skip
     started = time.perf_counter()
+
     def progress(n: int, total: int) -> None:
         print(f"\rread {n:,}/{total:,}", end="\n" if n == total else "", file=sys.stderr)
 
@@ -643,8 +644,7 @@ def _scored_sources(args: argparse.Namespace) -> list[tuple[str, dict[str, tuple
             if run["kernel_set"] != SPIKENAS.name:
                 raise CliError(f"run {run_id} searched {run['kernel_set']}, not the benchmark's space {SPIKENAS.name}")
             profile = store.experiment(run["experiment_id"])["config"]["profile"]
-            cells = {c["genotype"]: (c["score"], c["firing_rate"]) for c in store.candidates(run_id)}
-            sources.append((profile, cells))
+            sources.append((profile, api.scored_cells(run_id, store=store)))
     if not sources:
         raise CliError("name what to report on: --scores FILE (from `search --kernel-set spikenas --json`) or --run ID")
     return sources
