@@ -74,7 +74,7 @@ def database(folder: Path, experiments: int, seed: int) -> Path:
 def open_results(db: Path) -> tuple[AppTest, float]:
     os.environ["SPIKERNEL_DB"] = str(db)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.switch_page("views/results.py")
+    at.switch_page("pages/results.py")
     t0 = time.perf_counter()
     at.run()
     elapsed = time.perf_counter() - t0

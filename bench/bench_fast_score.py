@@ -18,10 +18,10 @@ import time
 import torch
 from scipy.stats import spearmanr
 
-from engine.data import load_dataset
-from engine.profiles import get_profile
-from engine.search import RandomSampler, Scorer
-from engine.space import KernelSet
+from engine.data.images import load_dataset
+from engine.core.profiles import get_profile
+from engine.search.sampling import RandomSampler, Scorer
+from engine.core.space import KernelSet
 
 
 def sync(device: torch.device) -> None:

@@ -16,10 +16,10 @@ import time
 
 import torch
 
-from engine.data import load_dataset
-from engine.profiles import get_profile
-from engine.search import random_search
-from engine.space import KernelSet
+from engine.data.images import load_dataset
+from engine.core.profiles import get_profile
+from engine.search.sampling import random_search
+from engine.core.space import KernelSet
 
 
 def timed_search(profile, data, args, in_flight: int):

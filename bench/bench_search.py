@@ -43,13 +43,13 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-import engine.search as search  # noqa: E402
-from engine.data import load_dataset  # noqa: E402
-from engine.network import build_network  # noqa: E402
-from engine.neuron import LIF  # noqa: E402
-from engine.profiles import ScoreConfig, get_profile  # noqa: E402
-from engine.search import RandomSampler, Scorer  # noqa: E402
-from engine.space import Genotype, KernelSet  # noqa: E402
+import engine.search.sampling as search  # noqa: E402
+from engine.data.images import load_dataset  # noqa: E402
+from engine.nn.network import build_network  # noqa: E402
+from engine.nn.neuron import LIF  # noqa: E402
+from engine.core.profiles import ScoreConfig, get_profile  # noqa: E402
+from engine.search.sampling import RandomSampler, Scorer  # noqa: E402
+from engine.core.space import Genotype, KernelSet  # noqa: E402
 from reference_search import (  # noqa: E402
     ReferenceScorer,
     RefNet,

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 import sqlite3  # noqa: E402
 
 from engine import api  # noqa: E402
-from engine.space import KernelSet  # noqa: E402
+from engine.core.space import KernelSet  # noqa: E402
 from engine.store import CANDIDATE_COLUMNS, EPOCH_COLUMNS, Store  # noqa: E402
 
 READ_TARGET_MS = 100.0

@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.data import dataset_shape
-from engine import fused
-from engine.devices import keep_freed_memory
-from engine.layers import SeqAvgPool2d, SeqBatchNorm2d
-from engine.network import SpikingNet, build_network
-from engine.profiles import get_profile
-from engine.space import Genotype, KernelSet
+from engine.nn import fused
+from engine.nn.devices import keep_freed_memory
+from engine.nn.layers import SeqAvgPool2d, SeqBatchNorm2d
+from engine.nn.network import SpikingNet, build_network
+from engine.core.profiles import get_profile
+from engine.core.space import Genotype, KernelSet
 
 
 class SteppedLeaky(nn.Module):
@@ -117,7 +117,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    keep_freed_memory()  # as engine.train does; both networks run in this process
+    keep_freed_memory()  # as engine.train.training does; both networks run in this process
     genotype, shape = Genotype.from_str("0302 0030 0003 0000"), dataset_shape("cifar10")
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}")  # fmt: skip

@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import engine.score as score
-import engine.search as search
-from engine import layers, neuron
-from engine.data import load_dataset
-from engine.profiles import get_profile
-from engine.search import RandomSampler, Scorer
-from engine.space import Genotype, KernelSet
+import engine.search.hamming as score
+import engine.search.sampling as search
+from engine.nn import layers, neuron
+from engine.data.images import load_dataset
+from engine.core.profiles import get_profile
+from engine.search.sampling import RandomSampler, Scorer
+from engine.core.space import Genotype, KernelSet
 
 PARTS = {  # label: (module, attribute) wrapped
     "convolutions": [(layers.SeqConv2d, "forward")],

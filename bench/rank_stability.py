@@ -2,7 +2,7 @@
 
 For one profile and kernel set, ``run`` samples distinct cells and scores each one with ``draws=1`` under
 several seeds, so every seed is one (init, batch) draw and "the mean of k draws" is the mean of k per-seed
-scores. Scoring goes through ``engine.search.Scorer`` unchanged; three things are patched, in this
+scores. Scoring goes through ``engine.search.sampling.Scorer`` unchanged; three things are patched, in this
 script's process only, to see more per forward pass:
 
 * ``KernelAccumulator`` is wrapped so that one forward gives both ``count_silent`` variants (the other
@@ -56,13 +56,13 @@ from scipy.stats import spearmanr
 
 import zlib  # noqa: E402
 
-import engine.network as en  # noqa: E402
-import engine.search as es  # noqa: E402
-from engine.data import load_dataset  # noqa: E402
-from engine.profiles import get_profile  # noqa: E402
-from engine.score import KernelAccumulator  # noqa: E402
-from engine.seeds import derive_seed  # noqa: E402
-from engine.space import KernelSet  # noqa: E402
+import engine.nn.network as en  # noqa: E402
+import engine.search.sampling as es  # noqa: E402
+from engine.data.images import load_dataset  # noqa: E402
+from engine.core.profiles import get_profile  # noqa: E402
+from engine.search.hamming import KernelAccumulator  # noqa: E402
+from engine.core.seeds import derive_seed  # noqa: E402
+from engine.core.space import KernelSet  # noqa: E402
 
 MODES = ("shared", "fresh", "pinned", "aligned")
 MIN_GROUP = 4

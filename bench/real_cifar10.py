@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 
-from engine.data import load_dataset  # noqa: E402
-from engine.profiles import get_profile  # noqa: E402
-from engine.space import Genotype, KernelSet  # noqa: E402
-from engine.train import TrainConfig, train  # noqa: E402
+from engine.data.images import load_dataset  # noqa: E402
+from engine.core.profiles import get_profile  # noqa: E402
+from engine.core.space import Genotype, KernelSet  # noqa: E402
+from engine.train.training import TrainConfig, train  # noqa: E402
 
 
 def extract(source: Path, target: Path, train_per_class: int) -> None:

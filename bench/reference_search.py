@@ -34,11 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.data import SAMPLE_ARCHIVE, DatasetInfo
-from engine.network import head_features, stem_stride
-from engine.profiles import Profile, ScoreConfig
-from engine.seeds import derive_seed
-from engine.space import EDGES, Genotype, KernelSet, OpKind
+from engine.data.images import SAMPLE_ARCHIVE, DatasetInfo
+from engine.nn.network import head_features, stem_stride
+from engine.core.profiles import Profile, ScoreConfig
+from engine.core.seeds import derive_seed
+from engine.core.space import EDGES, Genotype, KernelSet, OpKind
 
 # ------------------------------------------------------------------------------------------- neuron
 
@@ -221,7 +221,7 @@ def spiking_modules(net: nn.Module) -> list[tuple[str, RefLIF]]:
 
 
 def engine_to_ref_name(name: str) -> str | None:
-    """Map an ``engine.network.SpikingNet`` state-dict key to this network's key (None: no counterpart).
+    """Map an ``engine.nn.network.SpikingNet`` state-dict key to this network's key (None: no counterpart).
 
     engine: ``stem.0`` conv, ``stem.1`` BN; ``cellN.ops.<sd>.0`` conv, ``.1`` BN; ``down.0`` BN,
     ``down.2.0`` conv, ``down.2.1`` BN; ``head.0`` BN, ``head.5`` Linear, ``head.7`` Linear.

@@ -12,7 +12,7 @@ CIFAR10, CIFAR100, TINY = (dataset_shape(name) for name in ("cifar10", "cifar100
 
 @pytest.fixture(scope="session")
 def sample():
-    from engine.data import load_dataset
+    from engine.data.images import load_dataset
 
     data = load_dataset("sample")
     data.train.tensors()
@@ -43,7 +43,7 @@ def finished(studio):
     import threading
 
     from engine import api
-    from engine.worker import serve
+    from engine.jobs.worker import serve
 
     config = api.ExperimentConfig(
         dataset=studio["dataset"], kernel_sets=("1x1_3x3", "3x3_5x5"), iterations=3, epochs=3,

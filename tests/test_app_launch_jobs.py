@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine import api
-from engine.worker import serve
+from engine.jobs.worker import serve
 from helpers import APP, app, texts
 
 
@@ -97,7 +97,7 @@ def test_launch_queues_the_experiment(own_db, studio):
 
 
 def test_jobs_page_shows_the_finished_experiment(finished):
-    at = app("views/jobs.py")
+    at = app("pages/jobs.py")
     shown = texts(at)
     assert "finished fixture" in shown and "Nothing queued or running." in shown
     ours = [p for p in at.get("progress") if p.text.replace("\\", "").startswith("Done: test accuracy")]
@@ -121,7 +121,7 @@ def test_a_failed_job_shows_its_error_and_can_be_retried_cancelled_and_deleted(o
     serve(store, devices=["cpu"], idle_exit=0.2, stop=threading.Event())
     assert list(api.jobs_frame(store=store)["status"]) == ["failed"]
 
-    at = app("views/jobs.py")
+    at = app("pages/jobs.py")
     shown = texts(at)
     assert "doomed" in shown and "failed" in shown
     assert "DatasetError" in shown and "does not exist" in shown
@@ -151,7 +151,7 @@ def test_a_running_job_shows_live_progress_and_can_be_cancelled(own_db, studio):
     lease = store.claim("test:1", "cpu", stale_after=60)  # as a worker would, without running anything
     store.heartbeat(lease, {"stage": "search", "done": 4, "total": 10, "note": "best score 1.23", "eta_seconds": 75})
 
-    at = app("views/jobs.py")
+    at = app("pages/jobs.py")
     shown = texts(at)
     assert "Search: 4/10 cells · best score 1.23" in shown and "ETA 1 min 15 s" in shown
     assert "refreshing every 2 s" in shown
@@ -165,7 +165,7 @@ def test_a_running_job_shows_live_progress_and_can_be_cancelled(own_db, studio):
 
 
 def test_jobs_page_empty_state(own_db):
-    at = app("views/jobs.py")
+    at = app("pages/jobs.py")
     assert "No jobs yet." in texts(at)
     assert [link.value for link in at.get("page_link")] == ["Launch an exploration"]
 
@@ -201,7 +201,7 @@ def test_jobs_page_shows_a_dataset_spec_literally(own_db):
     spec = "folder:[click me](https://example.invalid)"
     own_db["store"].add_experiment("injected", {"dataset": spec}, profile="laptop", reduced=True,
                                    runs=[{"setting": "1x1_3x3_3x", "kernel_set": "1x1_3x3", "iterations": 3}])  # fmt: skip
-    at = app("views/jobs.py")
+    at = app("pages/jobs.py")
     captions = [c.value for c in at.caption]
     assert any("folder\\:\\[click me\\]\\(https\\:" in c for c in captions), captions
     assert not any("[click me](" in c for c in captions)

@@ -55,7 +55,7 @@ def app(page: str, **session) -> AppTest:
 
 def results(experiment_id: int) -> AppTest:
     """The Results page showing ``experiment_id`` (the session's database may hold others)."""
-    at = app("views/results.py")
+    at = app("pages/results.py")
     at.selectbox(key="results_experiment").set_value(experiment_id).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -136,15 +136,15 @@ def test_the_budget_slider_reapplies_alg_1(finished):
 
 def test_empty_database_and_experiment_without_results(studio, tmp_path, monkeypatch):
     monkeypatch.setenv("SPIKERNEL_DB", str(tmp_path / "empty.db"))
-    at = app("views/results.py")
+    at = app("pages/results.py")
     assert "No experiments yet" in texts(at)
     assert [link.proto.page for link in at.page_link if "Launch" in link.proto.label]
     assert not at.get("plotly_chart")
-    assert "No model has been searched yet" in texts(app("views/model.py"))
+    assert "No model has been searched yet" in texts(app("pages/model.py"))
 
     api.submit_experiment(api.ExperimentConfig(dataset=studio["dataset"], kernel_sets=("1x1_3x3",), iterations=2,
                                                epochs=1, device="cpu", baseline=None))  # fmt: skip
-    at = app("views/results.py")
+    at = app("pages/results.py")
     assert "has no finished runs yet" in texts(at)
     assert any("Jobs" in link.proto.label for link in at.page_link)
     assert not at.get("plotly_chart")
@@ -153,7 +153,7 @@ def test_empty_database_and_experiment_without_results(studio, tmp_path, monkeyp
 def test_model_page_shows_the_cell_layers_and_the_file(finished, downloads):
     runs = api.runs_frame([finished["experiment_id"]])
     run = runs[runs["setting"] == "3x3_5x5_3x"].iloc[0]
-    at = app("views/model.py", chosen_run_id=int(run.run_id))  # as Results leaves it
+    at = app("pages/model.py", chosen_run_id=int(run.run_id))  # as Results leaves it
     assert at.selectbox(key="model_run").value == run.run_id
 
     details = api.model_details(int(run.run_id))
@@ -177,7 +177,7 @@ def test_model_page_without_a_checkpoint_says_so(finished):
     with store.write() as db:
         db["runs"].update(int(run.run_id), {"checkpoint": None})
     try:
-        at = app("views/model.py", chosen_run_id=int(run.run_id))
+        at = app("pages/model.py", chosen_run_id=int(run.run_id))
     finally:
         with store.write() as db:
             db["runs"].update(int(run.run_id), {"checkpoint": run.checkpoint})
@@ -189,17 +189,17 @@ def test_model_page_without_a_checkpoint_says_so(finished):
 def test_results_choice_opens_on_the_model_page(finished):
     at = results(finished["experiment_id"])
     chosen = at.session_state["chosen_run_id"]
-    at.switch_page("views/model.py").run()
+    at.switch_page("pages/model.py").run()
     assert at.selectbox(key="model_run").value == chosen
 
 
 def test_model_page_shows_the_deployed_model_and_its_three_downloads(finished, downloads, tmp_path):
     import nir
 
-    from engine.checkpoint import load_model
+    from engine.train.checkpoint import load_model
 
     run = api.runs_frame([finished["experiment_id"]]).iloc[-1]
-    at = app("views/model.py", chosen_run_id=int(run.run_id))
+    at = app("pages/model.py", chosen_run_id=int(run.run_id))
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Accuracy, 8-bit weights"] == f"{run.accuracy_8bit:.1%}"
     assert metrics["Accuracy, 4-bit weights"] == f"{run.accuracy_4bit:.1%}"

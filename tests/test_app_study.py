@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from engine import api
 from helpers import APP, app, texts
 
-PAGE = "views/study.py"
+PAGE = "pages/study.py"
 SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 CHART_TITLES = [
     "Training-free score vs trained accuracy", "Top-1 accuracy by kernel set (error bars: 95% over seeds)",
@@ -26,7 +26,7 @@ CHART_TITLES = [
 @pytest.fixture(scope="module")
 def finished_study(studio):
     """A tiny study run to the end by a real worker on ``folder:mini`` (about 10 s), in its own database."""
-    from engine.worker import serve
+    from engine.jobs.worker import serve
 
     store = api.get_store(studio["root"] / "study.db")
     config = api.StudyConfig(dataset=studio["mini"], kernel_sets=("1x1_3x3", "3x3_5x5"), cells=6, trained=4, top=2,
@@ -187,7 +187,7 @@ def test_results_lists_experiments_but_not_studies(own_db, studio):
                                  runs=[{"setting": "1x1_3x3_3x", "kernel_set": "1x1_3x3", "iterations": 3}])  # fmt: skip
     study = api.submit_study(api.StudyConfig(kernel_sets=("1x1_3x3",), cells=4, trained=3, top=1, epochs=1),
                              store=store)  # fmt: skip
-    at = app("views/results.py")
+    at = app("pages/results.py")
     assert at.selectbox(key="results_experiment").options == [f"#{plain['experiment_id']} · plain · 0 finished"]
     assert study["experiment_id"] not in (at.selectbox(key="results_experiment").value,)
 

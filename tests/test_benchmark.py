@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from engine import benchmark
-from engine.benchmark import BenchmarkError, ids_to_ops, ops_to_id
-from engine.datasets import dataset_shape
-from engine.memory import footprint
-from engine.profiles import get_profile
-from engine.space import SPIKENAS, Genotype, KernelSet
+from engine.study import benchmark
+from engine.study.benchmark import BenchmarkError, ids_to_ops, ops_to_id
+from engine.data.catalogue import dataset_shape
+from engine.core.footprint import footprint
+from engine.core.profiles import get_profile
+from engine.core.space import SPIKENAS, Genotype, KernelSet
 from helpers import cli
 
 BENCH = get_profile("benchmark")
@@ -322,7 +322,7 @@ def test_an_exploration_of_the_benchmarked_space_looks_accuracy_up(tmp_path):
     """Search as ever, then the pick's published record instead of a training: test accuracy reported,
     validation kept beside it, the size of the network the benchmark trained, no model file."""
     from engine.api import ExperimentConfig
-    from engine.explore import explore
+    from engine.api.explore import explore
 
     config = ExperimentConfig(dataset="sample", kernel_sets=("spikenas",), iterations=3, baseline=None,
                               profile="laptop", epochs=1, device="cpu")  # fmt: skip
@@ -351,7 +351,7 @@ def test_the_results_page_shows_the_score_against_true_accuracy(own_db):
     import threading
 
     from engine import api
-    from engine.worker import serve
+    from engine.jobs.worker import serve
     from helpers import app, texts
 
     config = api.ExperimentConfig(dataset="sample", kernel_sets=("spikenas",), iterations=12, baseline="spikenas_24x",
@@ -360,7 +360,7 @@ def test_the_results_page_shows_the_score_against_true_accuracy(own_db):
     serve(own_db["store"], devices=["cpu"], idle_exit=0.2, stop=threading.Event())
     runs = api.runs_frame([ids["experiment_id"]], store=own_db["store"])
     assert set(runs["status"]) == {"done"} and runs["val_accuracy"].notna().all()
-    at = app("views/results.py")
+    at = app("pages/results.py")
     shown = texts(at)
     assert "Nothing was trained here" in shown and "Ground truth" in " ".join(h.value for h in at.header)
     proxies = [d.value for d in at.dataframe if "proxy" in d.value.columns]

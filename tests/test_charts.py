@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from engine import api
-from engine.space import TABLE_I
-from engine.study import report as study_report
+from engine.core.space import TABLE_I
+from engine.study.studies import report as study_report
 from helpers import ROOT
-from views import charts
-from views.charts import kernel_set_color
+from ui import charts
+from ui.charts import kernel_set_color
 
 NAN = float("nan")
 EXPERIMENT = {"id": 3, "profile": "laptop", "reduced": True}
@@ -54,7 +54,7 @@ def epochs_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def small_study():
-    """A real report (``engine.study.report``) of two kernel sets with a top cell trained with two seeds, a cell
+    """A real report (``engine.study.studies.report``) of two kernel sets with a top cell trained with two seeds, a cell
     drawn at random and two spread over the scores."""
     rows = []
     for kernel_set, shift in (("1x1_3x3", 0.0), ("3x3_5x5", 0.05)):
@@ -332,7 +332,7 @@ def test_profile_and_durations_read_the_same_everywhere():
 
 def test_the_charts_need_no_streamlit():
     """The figures can be built where Streamlit is not running (or not installed): a fresh interpreter."""
-    code = "import sys, views.charts; print(sorted({m.split('.')[0] for m in sys.modules} & {'streamlit', 'torch'}))"
+    code = "import sys, ui.charts; print(sorted({m.split('.')[0] for m in sys.modules} & {'streamlit', 'torch'}))"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, text=True, capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"

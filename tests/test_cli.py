@@ -90,7 +90,7 @@ def one_line_error(run, message: str) -> None:
 
 
 def test_the_kernel_set_spellings_of_the_readme_read_as_one_set_each():
-    from engine.space import KernelSet, parse_kernel_sets
+    from engine.core.space import KernelSet, parse_kernel_sets
 
     assert parse_kernel_sets("3x3,5x5") == parse_kernel_sets("3,5") == parse_kernel_sets("3x3_5x5") == [KernelSet(3, 5)]
     assert parse_kernel_sets("1x1_3x3,3x3,5x5 5x5_7x7") == [KernelSet(1, 3), KernelSet(3, 5), KernelSet(5, 7)]
@@ -146,7 +146,7 @@ def test_jobs_lists_a_failed_job_without_nan(tmp_path, studio):
 
 
 def test_exhaustive_search_scores_the_first_cells_of_the_seeded_order(tmp_path):
-    from engine.space import Genotype, KernelSet
+    from engine.core.space import Genotype, KernelSet
 
     out = tmp_path / "out.json"
     run = cli("search", "--exhaustive", "--kernel-set", "1x1_3x3", "--iterations", "3", "--seed", "4",
@@ -172,7 +172,7 @@ def test_exhaustive_search_refuses_bad_combinations_in_one_line(args, message, t
 
 
 def test_exhaustive_search_help_gives_the_count_of_distinct_cells():
-    from engine.space import SPIKENAS, KernelSet
+    from engine.core.space import SPIKENAS, KernelSet
 
     run = cli("search", "--help")
     assert run.returncode == 0 and "--exhaustive" in run.stdout

@@ -1,4 +1,4 @@
-"""Tests for engine.data: the bundled sample, folder and TinyImageNet layouts, errors, transforms.
+"""Tests for engine.data.images: the bundled sample, folder and TinyImageNet layouts, errors, transforms.
 
 Every tree is built in ``tmp_path`` from real images of the bundled sample archive, so the tests run
 offline and never depend on where the project is checked out. The ``sample`` fixture (the loaded
@@ -17,8 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import data
-from engine.data import DatasetError, DatasetInfo, ImageSplit, augment, load_dataset, normalize
+from engine.core import paths
+from engine.data import catalogue, images
+from engine.data.images import DatasetError, DatasetInfo, ImageSplit, augment, load_dataset, normalize
 
 SAMPLE_ZIP = Path(__file__).resolve().parent.parent / "data" / "sample" / "cifar10-sample.zip"
 
@@ -26,7 +27,7 @@ SAMPLE_ZIP = Path(__file__).resolve().parent.parent / "data" / "sample" / "cifar
 @pytest.fixture(autouse=True)
 def temporary_folders_are_a_data_root(tmp_path_factory, monkeypatch) -> None:
     """The trees built here live in pytest's temporary folder: allowed like a data root."""
-    monkeypatch.setenv(data.DATA_ROOTS_ENV, str(tmp_path_factory.getbasetemp()))
+    monkeypatch.setenv(paths.DATA_ROOTS_ENV, str(tmp_path_factory.getbasetemp()))
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def _pixels(img: Image.Image) -> torch.Tensor:
 
 
 def _cifar_info(image_size: int = 32, padding: int = 4) -> DatasetInfo:
-    mean, std = data.CIFAR10_STATS
+    mean, std = catalogue.CIFAR10_STATS
     return DatasetInfo("test", "cifar10", tuple("abcdefghij"), image_size, mean, std, padding)
 
 
@@ -62,14 +63,14 @@ def _cifar_info(image_size: int = 32, padding: int = 4) -> DatasetInfo:
 
 
 def test_list_datasets() -> None:
-    assert data.list_datasets() == ["sample", "cifar10", "cifar100", "tinyimagenet", "folder"]
+    assert catalogue.list_datasets() == ["sample", "cifar10", "cifar100", "tinyimagenet", "folder"]
 
 
 def test_default_data_root_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv(data.DATA_ROOT_ENV, str(tmp_path))
-    assert data.default_data_root() == tmp_path
-    monkeypatch.delenv(data.DATA_ROOT_ENV)
-    assert data.default_data_root() == Path(data.__file__).resolve().parent.parent / "data"
+    monkeypatch.setenv(paths.DATA_ROOT_ENV, str(tmp_path))
+    assert paths.default_data_root() == tmp_path
+    monkeypatch.delenv(paths.DATA_ROOT_ENV)
+    assert paths.default_data_root() == paths.PROJECT_ROOT / "data"
 
 
 @pytest.mark.parametrize("spec", ["imagenet", "cifar-10", ""])
@@ -88,12 +89,12 @@ def test_spec_arguments_are_checked() -> None:
 # --------------------------------------------------------------------------------------- sample
 
 
-def test_sample_loads_balanced_uint8(sample: data.ImageData) -> None:
+def test_sample_loads_balanced_uint8(sample: images.ImageData) -> None:
     info = sample.info
     assert (info.name, info.macro, info.image_size, info.crop_padding) == ("sample", "cifar10", 32, 4)
     assert info.classes == ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
     assert info.num_classes == 10
-    assert (info.mean, info.std) == data.CIFAR10_STATS
+    assert (info.mean, info.std) == catalogue.CIFAR10_STATS
     for split, per_class in ((sample.train, 500), (sample.test, 100)):
         images, labels = split.tensors()
         assert len(split) == 10 * per_class
@@ -103,7 +104,7 @@ def test_sample_loads_balanced_uint8(sample: data.ImageData) -> None:
         assert split.tensors()[0] is images  # decoded once
 
 
-def test_sample_items_match_tensors(sample: data.ImageData) -> None:
+def test_sample_items_match_tensors(sample: images.ImageData) -> None:
     images, labels = sample.test.tensors()
     fresh = load_dataset("sample").test  # not yet decoded: items decode one by one
     for i in (0, 345, -1):
@@ -122,7 +123,7 @@ def test_from_tensors_validates() -> None:
 # --------------------------------------------------------------------------------------- augment
 
 
-def test_augment_keeps_shape_and_is_reproducible(sample: data.ImageData) -> None:
+def test_augment_keeps_shape_and_is_reproducible(sample: images.ImageData) -> None:
     x = sample.train.tensors()[0][:64].float() / 255
     a = augment(x, sample.info, torch.Generator().manual_seed(1))
     b = augment(x, sample.info, torch.Generator().manual_seed(1))
@@ -201,7 +202,7 @@ def test_folder_loads_train_and_test_or_val(tmp_path: Path, pictures: list[Image
     loaded = load_dataset(f"folder:{base}")
     info = loaded.info
     assert (info.name, info.classes, info.image_size, info.crop_padding) == (f"folder:{base}", ("cat", "dog"), 32, 4)
-    assert (info.macro, (info.mean, info.std)) == ("cifar10", data.CIFAR10_STATS)
+    assert (info.macro, (info.mean, info.std)) == ("cifar10", catalogue.CIFAR10_STATS)
     images, labels = loaded.train.tensors()
     assert labels.tolist() == [0, 0, 0, 1, 1]
     assert torch.equal(images, torch.stack([_pixels(p) for p in pictures[0:5]]))  # PNG is lossless
@@ -229,7 +230,7 @@ def test_folder_resizes_to_first_image_and_picks_stats(tmp_path: Path, pictures:
     loaded = load_dataset(f"folder:{base}")
     info = loaded.info
     assert (info.image_size, info.crop_padding, info.macro) == (64, 8, "tinyimagenet")
-    assert (info.mean, info.std) == data.IMAGENET_STATS
+    assert (info.mean, info.std) == catalogue.IMAGENET_STATS
     assert loaded.train.tensors()[0].shape == (3, 3, 64, 64)
     assert loaded.test[0][0].shape == (3, 64, 64)
 
@@ -267,7 +268,7 @@ def test_tinyimagenet_layout_loads_with_right_labels(tmp_path: Path, pictures: l
     info = loaded.info
     assert info.classes == ("n01", "n02", "n03")
     assert (info.macro, info.image_size, info.crop_padding) == ("tinyimagenet", 64, 8)
-    assert (info.mean, info.std) == data.IMAGENET_STATS
+    assert (info.mean, info.std) == catalogue.IMAGENET_STATS
     train_images, train_labels = loaded.train.tensors()
     assert train_images.shape == (6, 3, 64, 64) and train_labels.tolist() == [0, 0, 1, 1, 2, 2]
     test_images, test_labels = loaded.test.tensors()
@@ -367,14 +368,14 @@ def test_cifar10_offline_fails_without_trying_to_download(monkeypatch: pytest.Mo
         raise AssertionError("offline, the loader must not start a download")
 
     monkeypatch.setattr(torchvision.datasets.utils, "download_url", no_download)
-    monkeypatch.setattr(data, "_reachable", lambda url: False)
+    monkeypatch.setattr(images, "_reachable", lambda url: False)
     with pytest.raises(DatasetError, match="cifar-10-python.tar.gz") as err:
         load_dataset("cifar10", root=tmp_path)
     assert str(tmp_path) in str(err.value) and "sample" in str(err.value)
 
 
 def test_cifar_corrupt_archive_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(data, "_reachable", lambda url: False)
+    monkeypatch.setattr(images, "_reachable", lambda url: False)
     archive = tmp_path / "cifar-100-python.tar.gz"
     archive.write_bytes(b"truncated")
     with pytest.raises(DatasetError, match=re.escape(f"{archive} is incomplete or corrupt")):
@@ -390,7 +391,7 @@ def test_a_split_with_one_class_is_refused_naming_the_split(tmp_path: Path, pict
     with pytest.raises(DatasetError, match="the train split of folder:.* has 1 class with images; at least two"):
         load_dataset(f"folder:{tmp_path / 'one'}")
     with pytest.raises(DatasetError, match="train/ of folder .* has 1 class folder"):
-        data.check_dataset(f"folder:{tmp_path / 'one'}")
+        catalogue.check_dataset(f"folder:{tmp_path / 'one'}")
 
     _tiny(tmp_path, pictures)  # three classes to train on, but the test split labels only one
     annotations = tmp_path / "tiny-imagenet-200" / "val" / "val_annotations.txt"
@@ -410,8 +411,8 @@ def confined(tmp_path: Path, pictures: list[Image.Image], monkeypatch: pytest.Mo
     _tree(root / "pets", "test", {"cat": pictures[4:5], "dog": pictures[5:6]})
     _tree(outside, "train", {"cat": pictures[6:8], "dog": pictures[8:10]})
     _tree(outside, "test", {"cat": pictures[10:11], "dog": pictures[11:12]})
-    monkeypatch.setenv(data.DATA_ROOT_ENV, str(root))
-    monkeypatch.setenv(data.DATA_ROOTS_ENV, "")
+    monkeypatch.setenv(paths.DATA_ROOT_ENV, str(root))
+    monkeypatch.setenv(paths.DATA_ROOTS_ENV, "")
     return {"root": root, "pets": root / "pets", "outside": outside}
 
 
@@ -451,8 +452,8 @@ def test_only_a_path_named_by_the_caller_is_read_outside_the_roots(confined: dic
         with pytest.raises(DatasetError, match="outside the allowed data roots"):
             load_dataset(spec)
         with pytest.raises(DatasetError, match="outside the allowed data roots"):
-            data.check_dataset(spec)
-    assert data.outside_roots(f"folder:{outside}") == outside and data.outside_roots("folder:pets") is None
+            catalogue.check_dataset(spec)
+    assert catalogue.outside_roots(f"folder:{outside}") == outside and catalogue.outside_roots("folder:pets") is None
     named = load_dataset(f"folder:{outside}", named_path=True)
     assert len(named.train) == 4 and named.train.tensors()[0].shape == (4, 3, 32, 32)
     (outside / "train" / "cat" / "009.png").symlink_to("/etc/hostname")
@@ -473,6 +474,6 @@ def test_only_a_path_named_by_the_caller_is_read_outside_the_roots(confined: dic
     ],
 )
 def test_a_malformed_spec_is_refused_alike_by_check_load_and_sizing(confined: dict, spec, message: str) -> None:
-    for function in (data.check_dataset, load_dataset, data.dataset_shape):
+    for function in (catalogue.check_dataset, load_dataset, catalogue.dataset_shape):
         with pytest.raises(DatasetError, match=message):
             function(spec)

@@ -11,12 +11,15 @@ import torch
 from torch import nn
 
 from engine import deploy
-from engine.checkpoint import CheckpointError, LoadedModel, load_model, save_trained
-from engine.data import load_dataset
-from engine.network import build_network
-from engine.profiles import get_profile
-from engine.space import Genotype, KernelSet, Space
-from engine.train import DeviceImages, evaluate
+from engine.core import EnergyModel
+from engine.deploy.exports import _Tensors
+from engine.train import quantize
+from engine.train.checkpoint import CheckpointError, LoadedModel, load_model, save_trained
+from engine.data.images import load_dataset
+from engine.nn.network import build_network
+from engine.core.profiles import get_profile
+from engine.core.space import Genotype, KernelSet, Space
+from engine.train.training import DeviceImages, evaluate
 from helpers import cli
 
 LAPTOP = get_profile("laptop")
@@ -112,13 +115,13 @@ def test_quantised_weights_within_one_step_and_the_file_reproduces_the_stored_ac
     data = load_dataset(studio["mini"])
     loaded = make_model(tmp_path / "m.safetensors", data.info, *EVERY_OP)
     images = DeviceImages(data.test, torch.device("cpu"))
-    for bits in deploy.QUANT_BITS:
+    for bits in quantize.QUANT_BITS:
         for name, w in loaded.model.named_parameters():
-            if name in deploy.quantized_weights(loaded.model):
-                q, scale = deploy.quantize_tensor(w, bits)
+            if name in quantize.quantized_weights(loaded.model):
+                q, scale = quantize.quantize_tensor(w, bits)
                 assert int(q.abs().max()) <= 2 ** (bits - 1) - 1
                 step = scale.view(-1, *[1] * (w.dim() - 1))
-                assert bool(((deploy.dequantize_tensor(q, scale) - w).abs() <= step / 2 + 1e-12).all())
+                assert bool(((quantize.dequantize_tensor(q, scale) - w).abs() <= step / 2 + 1e-12).all())
         accuracy = deploy.measure_quantized(loaded, bits)
         out = deploy.export(loaded, f"int{bits}", tmp_path / f"m-int{bits}.safetensors")
         reloaded = load_model(out)
@@ -127,7 +130,7 @@ def test_quantised_weights_within_one_step_and_the_file_reproduces_the_stored_ac
         assert again == accuracy
     # 4 bits changes the weights more than 8 bits does
     w = loaded.model.stem[0].weight.detach()
-    err = {b: float((deploy.dequantize_tensor(*deploy.quantize_tensor(w, b)) - w).abs().max()) for b in (8, 4)}
+    err = {b: float((quantize.dequantize_tensor(*quantize.quantize_tensor(w, b)) - w).abs().max()) for b in (8, 4)}
     assert 0 < err[8] < err[4]
 
 
@@ -141,13 +144,13 @@ def test_a_tampered_or_malformed_integer_file_is_refused(sample, tmp_path):
     with pytest.raises(CheckpointError, match="modified"):
         load_model(bad)
     # integers outside the declared width, correctly checksummed: refused by the dequantiser
-    from engine.checkpoint import _open, save_model
+    from engine.train.checkpoint import _open, save_model
 
     tensors = {k: v.clone() for k, v in _open(out)[1].items()}
     name = next(k for k in tensors if k.endswith(".q"))
     tensors[name][0].fill_(127)
     meta = {**load_model(out).meta, "quantization": {**load_model(out).meta["quantization"], "bits": 4}}
-    save_model(tmp_path / "wide.safetensors", deploy._Tensors(tensors), meta)
+    save_model(tmp_path / "wide.safetensors", _Tensors(tensors), meta)
     with pytest.raises(CheckpointError, match="outside 4-bit range"):
         load_model(tmp_path / "wide.safetensors")
 
@@ -194,7 +197,7 @@ def test_synaptic_ops_of_a_network_whose_spikes_are_known(sample):
     ann = (32 * 32 * (3 * c * 9 + 2 * c * c * 9 + c * c * 25 + c * 2 * c * 9)
            + 16 * 16 * (2 * (2 * c) ** 2 * 9 + (2 * c) ** 2 * 25) + features * hidden + hidden * outputs)  # fmt: skip
     assert counts.ann_macs == ann
-    snn, ann_uj = counts.energy(deploy.EnergyModel(pj_per_ac=1.0, pj_per_mac=2.0))
+    snn, ann_uj = counts.energy(EnergyModel(pj_per_ac=1.0, pj_per_mac=2.0))
     assert snn == pytest.approx(T * per_step / 1e6) and ann_uj == pytest.approx(2 * ann / 1e6)
 
 
@@ -225,7 +228,7 @@ def test_alg1_with_an_energy_budget_and_the_accuracy_measured_at_the_bit_width()
     import pandas as pd
 
     from engine import api
-    from engine.select import Budget, parse_energy_budget, select_model
+    from engine.core.selection import Budget, parse_energy_budget, select_model
 
     runs = pd.DataFrame([
         {"run_id": 1, "setting": "a", "stage": "done", "params": 1_000_000, "accuracy": 0.80,

@@ -249,7 +249,7 @@ def launch_exploration(page, store) -> int:
     from playwright.sync_api import expect
 
     from engine import api
-    from engine.space import TABLE_I
+    from engine.core.space import TABLE_I
 
     expect(page.get_by_role("heading", name="Launch an exploration")).to_be_visible()
     expect(page.get_by_role("combobox", name="Dataset")).to_have_value("Bundled CIFAR-10 sample")
@@ -369,7 +369,7 @@ def download_model(page, store, chosen, folder: Path) -> None:
     from playwright.sync_api import expect
 
     from engine import api
-    from engine.checkpoint import load_model
+    from engine.train.checkpoint import load_model
 
     model_link(page.get_by_test_id("stMain"), chosen).click()
     expect(page.get_by_role("heading", name="Model file")).to_be_visible()

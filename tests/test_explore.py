@@ -12,9 +12,9 @@ import time
 import pytest
 
 from engine.api import ExperimentConfig, trained_models
-from engine.checkpoint import load_model
-from engine.explore import DB_NAME, Reporter, explore, load_results
-from engine.select import select_model
+from engine.train.checkpoint import load_model
+from engine.api.explore import DB_NAME, Reporter, explore, load_results
+from engine.core.selection import select_model
 from engine.store import Store
 from helpers import ROOT, cli, write_subset
 
@@ -135,7 +135,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tiny, tmp_path):
 
 
 def test_a_folder_resumes_with_the_profiles_epochs_left_unset(tiny, tmp_path):
-    from engine.explore import _experiment_id
+    from engine.api.explore import _experiment_id
     from engine.store import Store
 
     store = Store(tmp_path / "spikernel.db")

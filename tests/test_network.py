@@ -2,12 +2,12 @@ import pytest
 import torch
 
 from conftest import CIFAR10, CIFAR100, TINY
-from engine import fused
-from engine.layers import SeqAvgPool2d, SeqBatchNorm2d, to_channels_last
-from engine.memory import footprint, layer_counts
-from engine.network import SpikingNet, build_network, trainable_parameters
-from engine.profiles import PROFILES, get_profile
-from engine.space import SPIKENAS, TABLE_I, Genotype, KernelSet
+from engine.nn import fused
+from engine.nn.layers import SeqAvgPool2d, SeqBatchNorm2d, to_channels_last
+from engine.core.footprint import footprint, layer_counts
+from engine.nn.network import SpikingNet, build_network, trainable_parameters
+from engine.core.profiles import PROFILES, get_profile
+from engine.core.space import SPIKENAS, TABLE_I, Genotype, KernelSet
 
 LAPTOP = get_profile("laptop")
 # Cells that between them use every op on every edge position.

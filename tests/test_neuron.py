@@ -7,9 +7,9 @@ import snntorch
 import torch
 from snntorch import surrogate
 
-from engine import fused
-from engine.layers import to_channels_last
-from engine.neuron import LIF, ATan, atan_grad, lif_step
+from engine.nn import fused
+from engine.nn.layers import to_channels_last
+from engine.nn.neuron import LIF, ATan, atan_grad, lif_step
 
 
 def away_from_threshold(shape, seed=0):

@@ -10,10 +10,10 @@ import time
 import pytest
 
 from engine import api
-from engine.checkpoint import load_model
-from engine.jobs import sha256_file
+from engine.train.checkpoint import load_model
+from engine.jobs.execute import sha256_file
 from engine.store import Store
-from engine.worker import WorkerBusy
+from engine.jobs.worker import WorkerBusy
 
 pytestmark = pytest.mark.slow  # a local Ray cluster
 
@@ -24,7 +24,7 @@ def cluster(sample, tmp_path_factory):
     import ray  # not skipped when missing: requirements-dev.txt installs it
     from helpers import write_subset
 
-    from engine.ray_backend import connect
+    from engine.jobs.ray_driver import connect
 
     root = tmp_path_factory.mktemp("ray-data")
     dataset = write_subset(sample, root / "tiny", classes=2, train_per_class=48, test_per_class=16)
@@ -45,7 +45,7 @@ def submit(store: Store, dataset: str, **kw) -> dict:
 
 
 def test_ray_runs_an_experiment_end_to_end(cluster, tmp_path):
-    from engine.ray_backend import MARKER, serve_ray
+    from engine.jobs.ray_driver import MARKER, serve_ray
 
     store = Store(tmp_path / "spikernel.db")
     ids = submit(store, cluster["dataset"], iterations=3)
@@ -67,7 +67,7 @@ def test_ray_runs_an_experiment_end_to_end(cluster, tmp_path):
 
 
 def test_ray_cancel_reaches_the_task_and_failures_read_type_and_message(cluster, tmp_path):
-    from engine.ray_backend import serve_ray
+    from engine.jobs.ray_driver import serve_ray
 
     store = Store(tmp_path / "spikernel.db")
     long = submit(store, cluster["dataset"], iterations=100_000)

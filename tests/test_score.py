@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from engine.score import KernelAccumulator, hamming_kernel, sahd_score
+from engine.search.hamming import KernelAccumulator, hamming_kernel, sahd_score
 
 
 def direct_kernel(codes):

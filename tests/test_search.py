@@ -2,10 +2,10 @@ import dataclasses
 
 import pytest
 
-from engine.profiles import ScoreConfig, get_profile
-from engine.search import ExhaustiveSampler, RandomSampler, random_search
-from engine.memory import footprint
-from engine.space import KernelSet
+from engine.core.profiles import ScoreConfig, get_profile
+from engine.search.sampling import ExhaustiveSampler, RandomSampler, random_search
+from engine.core.footprint import footprint
+from engine.core.space import KernelSet
 
 SNASNET = KernelSet(1, 3)
 
@@ -197,7 +197,7 @@ def test_candidates_in_flight_stop_at_a_prefix_and_resume_to_the_same_result(sam
 
 
 def test_a_failing_scoring_process_raises_its_error_in_the_search(sample):
-    from engine.inflight import ScoringProcessError
+    from engine.search.inflight import ScoringProcessError
 
     with pytest.raises(ScoringProcessError, match="a scoring process failed:(.|\n)*Traceback"):
         search(sample, iterations=3, in_flight=2, device="meta")  # no process can score on the meta device

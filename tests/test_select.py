@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from engine.select import Budget, pareto_front, select_model
+from engine.core.selection import Budget, pareto_front, select_model
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from engine.space import EDGES, SPIKENAS, TABLE_I, Genotype, KernelSet, OpKind, Setting, Space, SpaceError, parse_kernel_sets
+from engine.core.space import EDGES, SPIKENAS, TABLE_I, Genotype, KernelSet, OpKind, Setting, Space, SpaceError, parse_kernel_sets
 
 SNASNET = KernelSet(1, 3)  # SNASNet's own vocabulary: every two-size set has its cells
 
@@ -104,7 +104,7 @@ def test_extreme_genotypes_bound_the_conv_count():
 
 
 def test_one_setting_parser_with_one_iteration_cap():
-    from engine.space import MAX_ITERATIONS, Setting, SpaceError
+    from engine.core.space import MAX_ITERATIONS, Setting, SpaceError
 
     assert Setting.parse(f"1x1_3x3_{MAX_ITERATIONS}x").iterations == MAX_ITERATIONS
     for text in (f"1x1_3x3_{MAX_ITERATIONS + 1}x", "1x1_3x3_99999999999x", f"1x1_3x3_{10**29}x", "1x1_3x3_0x"):

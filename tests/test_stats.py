@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from engine.stats import (
+from engine.study.statistics import (
     Interval,
     bootstrap_interval,
     correlation,
@@ -21,7 +21,7 @@ from engine.stats import (
 
 
 def test_module_loads_without_torch_or_scipy():
-    code = "import sys, engine.stats; print(sorted({'torch', 'scipy'} & set(sys.modules)))"
+    code = "import sys, engine.study.statistics; print(sorted({'torch', 'scipy'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

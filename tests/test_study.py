@@ -10,11 +10,11 @@ from dataclasses import replace
 import pytest
 
 from engine import api
-from engine.space import KernelSet
+from engine.core.space import KernelSet
 
 SNASNET = KernelSet(1, 3)
 from engine.store import Store
-from engine.study import plan, report, search_regret, trainings
+from engine.study.studies import plan, report, search_regret, trainings
 from helpers import cli
 from test_worker import finish, kill9, start_worker, wait_for
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 from helpers import ROOT
 
-# What the dashboard and the API import; each page's and app.py's own top-level imports are added below.
+# The torch-free packages, one by one, then the dashboard's modules; each page's and app.py's own top-level
+# imports are added below.
 CORE = [
-    "engine", "engine.space", "engine.profiles", "engine.memory", "engine.select", "engine.datasets",
-    "engine.energy", "engine.store", "engine.worker", "engine.api", "studio",
+    "engine", "engine.core", "engine.data", "engine.study", "engine.store", "engine.jobs", "engine.api",
+    "engine.cli", "ui.charts", "ui.widgets",
 ]  # fmt: skip
-SCRIPTS = [ROOT / "app.py", *sorted((ROOT / "views").glob("*.py"))]
+SCRIPTS = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]
 
 
 def top_level_imports(path: Path) -> list[str]:
@@ -42,7 +43,7 @@ def fresh(code: str, env: dict | None = None) -> dict:
 
 def test_the_core_and_every_page_import_without_torch():
     modules = list(dict.fromkeys(CORE + [m for script in SCRIPTS for m in top_level_imports(script)]))
-    assert {"studio", "engine.api", "streamlit"} <= set(modules)
+    assert {"ui.widgets", "engine.api", "streamlit"} <= set(modules)
     # One by one, so a failure names the module that brought torch in.
     result = fresh(
         "import importlib, json, sys\n"
@@ -61,7 +62,7 @@ def test_the_plain_api_answers_without_torch(studio):
     (Which devices exist is torch's to say: ``api.devices`` and the device check of ``api.validate``.)"""
     result = fresh(
         "import json, sys\n"
-        "from engine import api, datasets\n"
+        "from engine import api\nfrom engine.data import catalogue as datasets\n"
         f"mini = {studio['mini']!r}\n"
         "cifar = api.dataset_status('cifar10')  # on disk, downloadable or why not: never torchvision\n"
         "answers = {\n"
@@ -109,7 +110,7 @@ def test_cifar_files_are_where_torchvision_looks():
     """``check_dataset`` knows where torchvision keeps CIFAR without importing it; the loader asks torchvision."""
     from torchvision.datasets import CIFAR10, CIFAR100
 
-    from engine.datasets import CIFAR_FILES
+    from engine.data.catalogue import CIFAR_FILES
 
     for name, cls in (("cifar10", CIFAR10), ("cifar100", CIFAR100)):
         files = CIFAR_FILES[name]
@@ -131,12 +132,12 @@ def test_results_jobs_and_model_pages_render_without_torch(finished, studio):
         "paths = [str(api.checkpoint_path(int(r))) for r in runs.run_id]\n"
         "expected = [str(store.root / c) for c in runs.checkpoint]\n"
         "shown = {}\n"
-        "for page in ('views/jobs.py', 'views/results.py', 'views/model.py'):\n"
+        "for page in ('pages/jobs.py', 'pages/results.py', 'pages/model.py'):\n"
         "    at = AppTest.from_file('app.py', default_timeout=120)\n"
         "    at.session_state['chosen_run_id'] = int(runs.run_id.iloc[-1])  # as Results leaves it for Model\n"
         "    at.switch_page(page)\n"
         "    at.run()\n"
-        "    if page == 'views/results.py':\n"
+        "    if page == 'pages/results.py':\n"
         "        at.selectbox(key='results_experiment').set_value(experiment).run()\n"
         "    assert not at.exception, [e.value for e in at.exception]\n"
         "    shown[page] = [m.value for m in at.markdown] + [m.label for m in at.metric]\n"
@@ -144,5 +145,5 @@ def test_results_jobs_and_model_pages_render_without_torch(finished, studio):
         env={"SPIKERNEL_DB": str(studio["db"]), "SPIKERNEL_DATA": str(studio["root"])},
     )
     assert result["paths"] == result["expected"] and all(Path(p).is_file() for p in result["paths"])
-    assert any("Test accuracy" in text for text in result["shown"]["views/model.py"])
+    assert any("Test accuracy" in text for text in result["shown"]["pages/model.py"])
     assert not result["torch"], "a page that only reads results imported torch"

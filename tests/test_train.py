@@ -10,11 +10,11 @@ import time
 import pytest
 import torch
 
-from engine.checkpoint import CheckpointError, load_model, read_metadata
-from engine.data import load_dataset
-from engine.profiles import get_profile
-from engine.space import Genotype, KernelSet
-from engine.train import TrainConfig, train
+from engine.train.checkpoint import CheckpointError, load_model, read_metadata
+from engine.data.images import load_dataset
+from engine.core.profiles import get_profile
+from engine.core.space import Genotype, KernelSet
+from engine.train.training import TrainConfig, train
 from helpers import ROOT, cli, write_subset
 
 GENOTYPE = Genotype.from_str("0302 0030 0003 0000")
@@ -134,7 +134,7 @@ def test_bad_model_files_are_refused_clearly(tiny, tmp_path):
 
 def test_diverging_training_stops_with_a_clear_error(tiny):
     data = load_dataset(tiny)
-    from engine.train import TrainingDiverged
+    from engine.train.training import TrainingDiverged
 
     with pytest.raises(TrainingDiverged, match="lower learning rate"):
         train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, TrainConfig(epochs=1, lr=1e38, device="cpu"))
@@ -191,7 +191,7 @@ def _rewrite(src, dst, change, *, rehash=True):
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from engine.checkpoint import _content_digest, _weights_digest
+    from engine.train.checkpoint import _content_digest, _weights_digest
 
     with safe_open(str(src), framework="pt") as f:
         header, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
@@ -202,9 +202,9 @@ def _rewrite(src, dst, change, *, rehash=True):
 
 
 def test_model_metadata_is_checksummed_and_validated_before_anything_is_built(sample, tmp_path):
-    from engine.checkpoint import save_trained
-    from engine.memory import footprint
-    from engine.network import build_network
+    from engine.train.checkpoint import save_trained
+    from engine.core.footprint import footprint
+    from engine.nn.network import build_network
 
     model = build_network(GENOTYPE, KernelSet(1, 3), LAPTOP, sample.info)
     good = tmp_path / "good.safetensors"

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from engine import api
 from engine.__main__ import main
-from engine.devices import resolve_device
-from engine.select import Budget
-from engine.space import MAX_EPOCHS, MAX_ITERATIONS, Genotype, KernelSet, Setting, SpaceError
+from engine.nn.devices import resolve_device
+from engine.core.selection import Budget
+from engine.core.space import MAX_EPOCHS, MAX_ITERATIONS, Genotype, KernelSet, Setting, SpaceError
 
 SETTINGS = settings(max_examples=100, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
@@ -75,7 +75,7 @@ bad_choice = text.filter(lambda t: t not in ("laptop", "embedded", "paper", "fp3
 
 
 def bad_kernel_sets(t: str) -> bool:
-    from engine.space import parse_kernel_sets
+    from engine.core.space import parse_kernel_sets
 
     return _fails(parse_kernel_sets, t)
 

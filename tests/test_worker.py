@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from engine import api
-from engine.data import load_dataset
-from engine.profiles import get_profile
-from engine.search import random_search
-from engine.space import KernelSet
+from engine.data.images import load_dataset
+from engine.core.profiles import get_profile
+from engine.search.sampling import random_search
+from engine.core.space import KernelSet
 from engine.store import Store
-from engine.worker import serve, worker_state
+from engine.jobs.worker import serve, worker_state
 from helpers import ROOT
 
 pytestmark = pytest.mark.slow  # real worker processes, killed and restarted

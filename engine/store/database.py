@@ -14,7 +14,8 @@ from pathlib import Path
 
 import sqlite_utils
 
-from ..datasets import default_data_root
+from engine.core.errors import SpikernelError
+from engine.core.paths import default_data_root
 
 DB_ENV = "SPIKERNEL_DB"
 BUSY_TIMEOUT_S = 30.0
@@ -23,7 +24,7 @@ APPLICATION_ID = 0x53704B72
 TABLES = frozenset({"experiments", "runs", "candidates", "epochs", "jobs", "events"})  # every version has them
 
 
-class StoreError(RuntimeError):
+class StoreError(SpikernelError, RuntimeError):
     """The database cannot be used as asked (newer schema, unknown id, a forbidden change)."""
 
 
@@ -136,7 +137,7 @@ ALTER TABLE experiments ADD COLUMN folder TEXT;
 UPDATE experiments SET folder = 'experiments/' || id;
 """
 
-# What the worker measures after training (engine.deploy): test accuracy with 8- and 4-bit weights,
+# What the worker measures after training (engine.deploy.nir): test accuracy with 8- and 4-bit weights,
 # synaptic operations per test image (ACs fed by spikes, MACs fed by analog values, and the same network's
 # MACs as an ANN) and the per-layer details as JSON.
 _V3 = """
@@ -148,7 +149,7 @@ ALTER TABLE runs ADD COLUMN ann_macs REAL;
 ALTER TABLE runs ADD COLUMN deploy TEXT;
 """
 
-# A study (engine.study) is an experiment of its own kind whose runs also train a stratified subset of their
+# A study (engine.study.studies) is an experiment of its own kind whose runs also train a stratified subset of their
 # scored cells: one row per (cell, seed) trained, with why it was chosen and what it reached.
 _V4 = """
 ALTER TABLE experiments ADD COLUMN kind TEXT NOT NULL DEFAULT 'experiment' CHECK (kind IN ('experiment', 'study'));

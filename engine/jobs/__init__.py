@@ -1,0 +1,50 @@
+"""Running the work: the job lifecycle and the local worker (torch-free); ``engine.jobs.execute`` (search,
+training, checkpoints) and ``engine.jobs.ray_driver`` load where jobs run."""
+
+from engine.jobs.lifecycle import (
+    close_logger,
+    conclude,
+    error_text,
+    HEARTBEAT_S,
+    job_logger,
+    log_attempt,
+    run_spec,
+    StoreSink,
+)
+from engine.jobs.worker import (
+    hold_lock,
+    lock_path,
+    POLL_S,
+    run_job,
+    serve,
+    slot_devices,
+    STALE_S,
+    start_worker,
+    started_path,
+    STARTING_S,
+    worker_state,
+    WorkerBusy,
+)
+
+__all__ = [
+    "close_logger",
+    "conclude",
+    "error_text",
+    "HEARTBEAT_S",
+    "hold_lock",
+    "job_logger",
+    "lock_path",
+    "log_attempt",
+    "POLL_S",
+    "run_job",
+    "run_spec",
+    "serve",
+    "slot_devices",
+    "STALE_S",
+    "start_worker",
+    "started_path",
+    "STARTING_S",
+    "StoreSink",
+    "worker_state",
+    "WorkerBusy",
+]
