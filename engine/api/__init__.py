@@ -32,6 +32,7 @@ from engine.core import (
     MAX_IN_FLIGHT,
     MAX_ITERATIONS,
     MAX_SEED,
+    PRECISIONS,
     PROFILES,
     TABLE_I,
     Budget,
@@ -176,11 +177,11 @@ def validate(config: ExperimentConfig, *, check_data: bool = True) -> dict[str, 
         errors["in_flight"] = f"candidates in flight must be a whole number from 1 to {MAX_IN_FLIGHT}"
     if not isinstance(config.profile, str) or config.profile not in PROFILES:
         errors["profile"] = f"unknown profile {str(config.profile)[:40]!r}; choose one of {', '.join(PROFILES)}"
-    if not isinstance(config.precision, str) or config.precision not in ("fp32", "bf16"):
+    if not isinstance(config.precision, str) or config.precision not in PRECISIONS:
         errors["precision"] = "precision must be fp32 or bf16"
     try:
         if not isinstance(config.device, str):
-            raise ValueError(f"a device is text like 'auto', 'cpu' or 'cuda:0', got {type(config.device).__name__}")
+            raise InputError(f"a device is text like 'auto', 'cpu' or 'cuda:0', got {type(config.device).__name__}")
         if config.device.strip().lower() not in ("", "auto", "cpu"):  # these always resolve
             from engine.nn.devices import resolve_device  # torch: only it knows which GPUs this machine has
 
@@ -190,7 +191,7 @@ def validate(config: ExperimentConfig, *, check_data: bool = True) -> dict[str, 
     if config.budget is not None:
         try:
             if not isinstance(config.budget, (str, int, float)) or isinstance(config.budget, bool):
-                raise ValueError("a budget is text like '10M' or '40MB'")
+                raise InputError("a budget is text like '10M' or '40MB'")
             Budget.parse(config.budget, config.bits)
         except (ValueError, TypeError) as e:
             errors["budget"] = str(e)
@@ -332,7 +333,7 @@ def study_report(experiment_id: int, *, resamples: int = 2000, store: Store | No
 def export_study(experiment_id: int, fmt: str = "csv", *, store: Store | None = None) -> str:
     """A study's trained cells as CSV (one row per cell and seed), or its config and full report as JSON."""
     if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+        raise InputError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
     s = _store(store)
     experiment = s.experiment(experiment_id)
     if fmt == "csv":
@@ -378,7 +379,7 @@ def _job_ids(s: Store, experiment_id: int | None, job_ids) -> list[int]:
     if job_ids is not None:
         return list(job_ids)
     if experiment_id is None:
-        raise ValueError("name an experiment or the jobs")
+        raise InputError("name an experiment or the jobs")
     s.experiment(experiment_id)
     return [j["id"] for j in s.jobs(experiment_id)]
 
@@ -607,7 +608,7 @@ def export_experiment(experiment_id: int, fmt: str = "csv", *, store: Store | No
     Both carry the profile and whether it is a reduced one.
     """
     if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+        raise InputError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
     s = _store(store)
     experiment = s.experiment(experiment_id)
     runs = runs_frame([experiment_id], store=s)

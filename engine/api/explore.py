@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from engine import api
-from engine.core.errors import WorkFailed
+from engine.core.errors import InputError, WorkFailed
 from engine.nn.devices import resolve_device
 from engine.core.files import check_output_folder, write_atomic
 from engine.store import STOPPED, JobStatus, Store, this_host
@@ -60,7 +60,7 @@ def _experiment_id(store: Store, config: api.ExperimentConfig) -> int:
     defaults = asdict(api.ExperimentConfig())  # what a folder recorded before a field existed
     if (any(recorded["config"].get(k, defaults[k]) != wanted[k] for k in keys)
             or recorded["baseline"] != api.baseline_name(config)):  # fmt: skip
-        raise ValueError(f"{store.root} holds an exploration with other arguments; use another --out folder")
+        raise InputError(f"{store.root} holds an exploration with other arguments; use another --out folder")
     return recorded["id"]
 
 
@@ -120,6 +120,6 @@ def load_results(out: Path) -> pd.DataFrame:
     except (OSError, ValueError):  # a name too long, a NUL byte
         found = False
     if not found:
-        raise ValueError(f"{str(out)[:200]!r} holds no exploration ({DB_NAME}): run `python -m engine explore --out "
+        raise InputError(f"{str(out)[:200]!r} holds no exploration ({DB_NAME}): run `python -m engine explore --out "
                          "<folder>` first")  # fmt: skip
     return api.runs_frame(store=Store(path, create=False, readonly=True))

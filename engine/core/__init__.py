@@ -1,4 +1,5 @@
-"""The torch-free core: search spaces, profiles, model footprint (Eq. 2-3), Alg. 1, energy, seeds, files, paths, errors.
+"""The torch-free core: search spaces, profiles, model footprint (Eq. 2-3), Alg. 1, energy, seeds, precision, files,
+paths, errors.
 
 Everything here imports numpy at most, so the dashboard, the store and the API can use it without torch."""
 
@@ -17,6 +18,10 @@ from engine.core.paths import (
 from engine.core.seeds import (
     derive_seed,
     seeded,
+)
+from engine.core.precision import (
+    Precision,
+    PRECISIONS,
 )
 from engine.core.files import (
     atomic_path,
@@ -124,6 +129,8 @@ __all__ = [
     "pareto_front",
     "parse_energy_budget",
     "parse_kernel_sets",
+    "Precision",
+    "PRECISIONS",
     "Profile",
     "PROFILES",
     "PROJECT_ROOT",

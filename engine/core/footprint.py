@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from engine.core.errors import InputError
 from engine.core.profiles import Macro, Profile
 from engine.core.space import Genotype, Space
 
@@ -22,7 +23,7 @@ BIT_WIDTHS = (32, 16, 8, 4)  # the weight bit widths a memory is given at
 def check_bits(bits: int) -> int:
     """``bits`` when it is one of ``BIT_WIDTHS``, else ``ValueError``."""
     if isinstance(bits, bool) or bits not in BIT_WIDTHS:
-        raise ValueError(f"bit width must be one of {BIT_WIDTHS}, got {bits!r}")
+        raise InputError(f"bit width must be one of {BIT_WIDTHS}, got {bits!r}")
     return bits
 
 
@@ -50,7 +51,7 @@ def head_features(macro: Macro, image_size: int) -> int:
     """Inputs of the classifier's first layer: cell 2's channels times the pooled side, squared."""
     side = image_size // stem_stride(image_size) // 2 // macro.pool
     if side < 1:
-        raise ValueError(f"images of {image_size} px are too small for a head pool of {macro.pool}")
+        raise InputError(f"images of {image_size} px are too small for a head pool of {macro.pool}")
     return 2 * macro.channels * side * side
 
 

@@ -8,7 +8,11 @@ Reduced profiles say so in every chart and export (``reduced=True``).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from enum import Enum
 from typing import Literal
+
+from engine.core.errors import InputError
+from engine.core.precision import Precision
 
 Encoding = Literal["rate", "direct"]
 
@@ -58,15 +62,14 @@ class ScoreConfig:
     reset_between_batches: bool = False
     count_silent: bool = True
     step_through_time: bool = False
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Precision = Precision.FP32
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"score precision must be fp32 or bf16, got {self.precision!r}")
+        object.__setattr__(self, "precision", Precision.parse(self.precision, "score precision"))
         for name in ("batch_size", "batches", "draws"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"score setting {name} must be a whole number of at least 1, got {value!r}")
+                raise InputError(f"score setting {name} must be a whole number of at least 1, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -91,10 +94,11 @@ class Profile:
         try:
             return self.macros[family]
         except KeyError:
-            raise ValueError(f"profile {self.name!r} has no macro network for {family!r}") from None
+            raise InputError(f"profile {self.name!r} has no macro network for {family!r}") from None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain values only (text, numbers, lists, dicts): for JSON metadata and weights-only state files."""
+        return asdict(self, dict_factory=lambda items: {k: v.value if isinstance(v, Enum) else v for k, v in items})
 
 
 PROFILES: dict[str, Profile] = {}
@@ -102,7 +106,7 @@ PROFILES: dict[str, Profile] = {}
 
 def register(profile: Profile) -> Profile:
     if profile.name in PROFILES:
-        raise ValueError(f"profile {profile.name!r} is registered twice")
+        raise InputError(f"profile {profile.name!r} is registered twice")
     PROFILES[profile.name] = profile
     return profile
 
@@ -111,7 +115,7 @@ def get_profile(name: str) -> Profile:
     try:
         return PROFILES[name]
     except KeyError:
-        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
+        raise InputError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
 
 
 register(

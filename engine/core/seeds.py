@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import IntEnum
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,9 +18,29 @@ if TYPE_CHECKING:
     import torch
 
 
-def derive_seed(*keys: int) -> int:
-    """A 63-bit seed from a tuple of integers (independent streams per key, stable across platforms)."""
-    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32)
+class SearchStream(IntEnum):
+    """The random streams of a search, by their tag in the seed key. Fixed for good: stored scores depend on them."""
+
+    CELLS = 0  # (seed, CELLS): the sampled cells
+    SHARED_BATCHES = 1  # (seed, SHARED_BATCHES, draw): the batches every candidate sees when draws are shared
+    SHARED_WEIGHTS = 2  # (seed, SHARED_WEIGHTS, draw): the initial weights, likewise
+    WEIGHTS = 3  # (seed, WEIGHTS, index, draw): candidate ``index``'s own initial weights
+    BATCHES = 4  # (seed, BATCHES, index, draw): candidate ``index``'s own batches
+
+
+class TrainStream(IntEnum):
+    """The random streams of a training, by their tag in the seed key. Fixed for good: resumed runs rely on them."""
+
+    INIT = 0  # (seed, INIT): the initial weights
+    SHUFFLE = 1  # (seed, SHUFFLE, epoch): the order and augmentation of the epoch's batches
+    EPOCH = 2  # (seed, EPOCH, epoch): torch's global RNG during the epoch (rate-encoding spikes, dropout)
+    EVALUATION = 3  # (seed, EVALUATION, epoch): the rate-encoding spikes of the epoch's test evaluation
+
+
+def derive_seed(seed: int, stream: SearchStream | TrainStream | int, *indices: int) -> int:
+    """A 63-bit seed for one stream of ``seed`` (independent per key, stable across platforms)."""
+    keys = [int(seed), int(stream), *map(int, indices)]
+    state = np.random.SeedSequence(keys).generate_state(2, dtype=np.uint32)
     return int(state.view(np.uint64)[0] >> 1)
 
 

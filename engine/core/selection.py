@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from engine.core.errors import InputError
 from engine.core.footprint import check_bits, weight_bytes
 
 _SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
@@ -49,9 +50,9 @@ class Budget:
 
     def __post_init__(self) -> None:
         if isinstance(self.limit, bool) or not isinstance(self.limit, (int, float)) or math.isnan(self.limit):
-            raise ValueError(f"a budget must be a number, got {self.limit!r}")
+            raise InputError(f"a budget must be a number, got {self.limit!r}")
         if self.limit <= 0 or math.isinf(self.limit):
-            raise ValueError(f"a budget must be positive and finite, got {self.limit!r}")
+            raise InputError(f"a budget must be positive and finite, got {self.limit!r}")
         if self.bits is not None:
             check_bits(self.bits)
 
@@ -74,14 +75,14 @@ class Budget:
             return cls(float(text), bits)
         parsed = _number_unit(text)
         if parsed is None:
-            raise ValueError(
+            raise InputError(
                 f"{text!r} is not a budget: write parameters like '10M' or '500k', or memory like '40MB'"
             )
         value, unit = parsed
         if unit in _BYTES:
             return cls(value * _BYTES[unit], bits or 32)
         if bits is not None:  # '10M' at 8 bits would silently become 10 MB
-            raise ValueError(f"{text!r} counts parameters; a bit width applies to a budget in bytes, like '40MB'")
+            raise InputError(f"{text!r} counts parameters; a bit width applies to a budget in bytes, like '40MB'")
         return cls(value * _SUFFIX[unit], bits)
 
 
@@ -100,10 +101,10 @@ def parse_energy_budget(value: str | float | None) -> float | None:
     else:
         parsed = _number_unit(value, _MICROJOULES.keys())
         if parsed is None:
-            raise ValueError(f"{value!r} is not an energy budget: write microjoules per inference like '2.5uJ'")
+            raise InputError(f"{value!r} is not an energy budget: write microjoules per inference like '2.5uJ'")
         limit = parsed[0] * _MICROJOULES[parsed[1]]
     if not (limit > 0 and math.isfinite(limit)):
-        raise ValueError(f"an energy budget must be positive and finite, got {value!r}")
+        raise InputError(f"an energy budget must be positive and finite, got {value!r}")
     return limit
 
 

@@ -25,7 +25,7 @@ from functools import cache, cached_property
 import numpy as np
 
 from engine.core.errors import InputError
-from engine.core.seeds import derive_seed
+from engine.core.seeds import SearchStream, derive_seed
 
 EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
 NUM_NODES = 4
@@ -228,7 +228,7 @@ class Space:
 
     def random_cells(self, seed: int) -> Iterator[Genotype]:
         """The random search's endless stream of sampled cells for ``seed`` (``search.RandomSampler``'s)."""
-        rng = np.random.default_rng(derive_seed(seed, 0))
+        rng = np.random.default_rng(derive_seed(seed, SearchStream.CELLS))
         while True:
             yield self.sample(rng)
 

@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from engine.core.errors import InputError
 from engine.data.images import DatasetInfo, normalize
 
 
@@ -30,5 +31,5 @@ def encode(kind: str, x: torch.Tensor, timesteps: int, info: DatasetInfo) -> tor
     try:
         encoder = ENCODINGS[kind]
     except KeyError:
-        raise ValueError(f"unknown encoding {kind!r}; choose one of {', '.join(ENCODINGS)}") from None
+        raise InputError(f"unknown encoding {kind!r}; choose one of {', '.join(ENCODINGS)}") from None
     return encoder(x, timesteps, info)

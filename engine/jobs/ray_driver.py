@@ -381,7 +381,7 @@ def connect(ray, address: str, num_cpus: int | None = None) -> None:
     try:
         ray.init(address=address, **kwargs)
     except ConnectionError as e:
-        raise ValueError(f"no Ray cluster at {address!r} ({e}); start one with `ray start --head`, "
+        raise InputError(f"no Ray cluster at {address!r} ({e}); start one with `ray start --head`, "
                          "or use --ray local") from None  # fmt: skip
 
 

@@ -1,4 +1,5 @@
-"""The spiking model stack: the LIF neuron, its fused kernels, time-batched layers, the network builder, devices."""
+"""The spiking model stack: the LIF neuron and its spike recording, fused kernels, time-batched layers, the network
+builder, devices."""
 
 from engine.nn.devices import (
     available_devices,
@@ -27,6 +28,8 @@ from engine.nn.neuron import (
     lif_sequence,
     lif_step,
     LIFSequence,
+    recording,
+    SpikeListener,
 )
 from engine.nn.layers import (
     PerTimestepBatchNorm,
@@ -79,12 +82,14 @@ __all__ = [
     "MODE",
     "PerTimestepBatchNorm",
     "RECOMPILE_LIMIT",
+    "recording",
     "resolve_device",
     "SeqAvgPool2d",
     "SeqBatchNorm2d",
     "SeqConv2d",
     "SeqDropout",
     "spike_layers",
+    "SpikeListener",
     "SpikingNet",
     "stepping",
     "TiledAvgPool2d",

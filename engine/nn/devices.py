@@ -9,6 +9,8 @@ import os
 
 import torch
 
+from engine.core.errors import InputError
+
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
 
@@ -21,14 +23,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use {DEVICE_CHOICES}") from None
+        raise InputError(f"unknown device {name!r}; use {DEVICE_CHOICES}") from None
     if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {name!r}; use {DEVICE_CHOICES}")
+        raise InputError(f"unsupported device {name!r}; use {DEVICE_CHOICES}")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("no CUDA GPU is available here; use --device cpu or auto")
+            raise InputError("no CUDA GPU is available here; use --device cpu or auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"there is no GPU {device.index} (found {torch.cuda.device_count()})")
+            raise InputError(f"there is no GPU {device.index} (found {torch.cuda.device_count()})")
     return device
 
 

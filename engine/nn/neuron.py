@@ -6,12 +6,15 @@ hard reset to 0 where it fired, the reset detached from the graph, ATan surrogat
 The neuron works on whole sequences: input ``[T, B, ...]``, output spikes of the same shape. Stepping
 over T happens inside one module call, so the convolutions around it see all T*B samples at once.
 Every call starts from rest unless ``carry`` is set (the reference's scoring carries membrane potentials
-from one batch into the next). No neuron is registered anywhere, so none outlives its network.
+from one batch into the next). ``recording`` hands the spikes of chosen layers to a listener as they fire
+(the search's score). No neuron is registered anywhere, so none outlives its network.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -141,6 +144,9 @@ class CodesBuffer:
         return self.storage[:n].as_strided(out.shape, out.stride())  # spikes are dense: any layout fits in n
 
 
+SpikeListener = Callable[["LIF", torch.Tensor, torch.Tensor], None]
+
+
 class LIF(nn.Module):
     """LIF over a sequence ``[T, B, ...]``; state is reset at the start of every call.
 
@@ -153,20 +159,34 @@ class LIF(nn.Module):
         self.tau, self.v_th, self.alpha, self.fanout = tau, v_th, alpha, fanout
         self.carry = False
         self.v: torch.Tensor | None = None  # kept between calls only while ``carry`` is set
-        self.keep_codes = False
-        # The last call's spikes as booleans while ``keep_codes`` is set, written into ``codes_buffer``: the
-        # next call overwrites them (a search reads them at once, and shares one buffer among its layers).
-        self.codes: torch.Tensor | None = None
-        self.codes_buffer = CodesBuffer()
+        self._listener: tuple[SpikeListener, CodesBuffer] | None = None  # set by ``recording`` only
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = self.v if self.carry and self.v is not None else torch.zeros_like(x[0])
         out, codes, v = LIFSequence.apply(x, v, self.tau, self.v_th, self.alpha)
         self.v = v if self.carry else None
-        self.codes = None
-        if self.keep_codes:
-            self.codes = codes if codes is not None else torch.ne(out.detach(), 0, out=self.codes_buffer.like(out))
+        if self._listener is not None:
+            listener, buffer = self._listener
+            listener(self, codes if codes is not None else torch.ne(out.detach(), 0, out=buffer.like(out)), out)
         return out
 
     def extra_repr(self) -> str:
         return f"tau={self.tau:.4g}, v_th={self.v_th}, alpha={self.alpha}, fanout={self.fanout}"
+
+
+@contextmanager
+def recording(layers: Sequence[LIF], listener: SpikeListener, *, carry: bool = False) -> Iterator[None]:
+    """Inside, each of ``layers`` calls ``listener(layer, codes, spikes)`` as it fires, and keeps its membrane
+    from one call to the next when ``carry`` (the reference's scoring carries it from batch to batch).
+
+    ``codes`` are the spikes as booleans (the score's kernel reads them as int8), valid during the call only:
+    the layers share one buffer, so a paper-profile search holds one layer's codes instead of all of them.
+    """
+    buffer = CodesBuffer()
+    for layer in layers:
+        layer._listener, layer.carry = (listener, buffer), carry
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer._listener = None

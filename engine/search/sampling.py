@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from engine.core.errors import InputError
 from engine.data.images import ImageData
 from engine.core.footprint import footprint
 from engine.core.profiles import Profile, ScoreConfig
@@ -142,21 +143,21 @@ def random_search(
             and the search continues after them.
     """
     if iterations < 1:
-        raise ValueError(f"iterations must be at least 1, got {iterations}")
+        raise InputError(f"iterations must be at least 1, got {iterations}")
     if in_flight < 1:
-        raise ValueError(f"candidates in flight must be at least 1, got {in_flight}")
+        raise InputError(f"candidates in flight must be at least 1, got {in_flight}")
     Scorer.check(config or profile.score, data)
     if max_params is not None:
         smallest = footprint(kernel_set.extremes()[0], kernel_set, profile, data.info).params
         if max_params < smallest:
-            raise ValueError(
+            raise InputError(
                 f"the parameter budget {max_params:,} is below the smallest {kernel_set.name} network "
                 f"of the {profile.name} profile ({smallest:,}); raise the budget"
             )
     if exhaustive:
         cells = kernel_set.distinct_cells()
         if iterations > len(cells):
-            raise ValueError(
+            raise InputError(
                 f"only {len(cells):,} distinct cells exist; an exhaustive search takes {len(cells):,} iterations or fewer"
             )
         if max_params is not None:
@@ -209,7 +210,7 @@ def _proposals(kernel_set, profile, data, iterations, seed, dedupe, exhaustive, 
             if key in seen:
                 repeats += 1
                 if repeats > 100_000:
-                    raise ValueError(f"only {len(seen)} distinct cells exist; ask for fewer iterations")
+                    raise InputError(f"only {len(seen)} distinct cells exist; ask for fewer iterations")
                 continue
             seen.add(key)
         fp = footprint(genotype, kernel_set, profile, data.info)

@@ -11,14 +11,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from engine.core.errors import InputError
 from engine.data.images import ImageData, augment
 from engine.nn.devices import keep_freed_memory
 from engine.data.encoding import encode
 from engine.nn.network import build_network, spike_layers, stepping
-from engine.nn.neuron import CodesBuffer
+from engine.nn.neuron import recording
 from engine.core.profiles import Profile, ScoreConfig
 from engine.search.hamming import KernelAccumulator
-from engine.core.seeds import derive_seed, seeded
+from engine.core.seeds import SearchStream, derive_seed, seeded
 from engine.core.space import Genotype, Space
 
 
@@ -46,13 +47,13 @@ class Scorer:
         self.config = config or profile.score
         self.check(self.config, data)
         self.images, _labels = data.train.tensors()
-        self._shared = [self._batches(derive_seed(seed, 1, d)) for d in range(self.config.draws)]
+        self._shared = [self._batches(derive_seed(seed, SearchStream.SHARED_BATCHES, d)) for d in range(self.config.draws)]
 
     @staticmethod
     def check(config: ScoreConfig, data: ImageData) -> None:
         """Raises ValueError when ``data`` cannot give ``config``'s batches."""
         if config.batch_size > len(data.train):
-            raise ValueError(f"score batch of {config.batch_size} is larger than the training split "
+            raise InputError(f"score batch of {config.batch_size} is larger than the training split "
                              f"({len(data.train)} images)")  # fmt: skip
 
     def _batches(self, seed: int) -> list[torch.Tensor]:
@@ -72,40 +73,49 @@ class Scorer:
         cfg = self.config
         scores, spikes, neurons, silent = [], 0.0, 0, 0
         for d in range(cfg.draws):
-            key = (self.seed, 2, d) if cfg.shared else (self.seed, 3, index, d)
-            batches = self._shared[d] if cfg.shared else self._batches(derive_seed(self.seed, 4, index, d))
+            key = (self.seed, SearchStream.SHARED_WEIGHTS, d) if cfg.shared else (self.seed, SearchStream.WEIGHTS, index, d)
+            batches = self._shared[d] if cfg.shared else self._batches(derive_seed(self.seed, SearchStream.BATCHES, index, d))
             with seeded(self.device, derive_seed(*key)), torch.no_grad():
                 net = build_network(genotype, self.kernel_set, self.profile, self.data.info, device=self.device)
                 net.train(cfg.train_mode)
                 layers = spike_layers(net)
-                fired = dict.fromkeys(layers, False)
-
-                def record(layer, _inputs, out):
-                    nonlocal spikes, neurons
-                    count = float(acc.add(layer.codes, layer.fanout).sum())
-                    layer.codes = None  # consumed: not held until the layer's next call
-                    fired[layer] = fired[layer] or count > 0
-                    spikes += count * layer.fanout
-                    neurons += out.numel() * layer.fanout
-
-                hooks, codes = [], CodesBuffer()  # each layer's codes are read before the next layer fires
-                for layer in layers:
-                    layer.carry = not cfg.reset_between_batches
-                    layer.keep_codes = True  # the kernel reads spikes as bool codes (int8 matmul)
-                    layer.codes_buffer = codes
-                    hooks.append(layer.register_forward_hook(record))
-                for b, x in enumerate(batches):
-                    acc = KernelAccumulator(cfg.count_silent)  # the hook adds to this batch's
-                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                        encoded = encode(self.profile.encoding, x, self.profile.timesteps, self.data.info)
-                        if cfg.step_through_time:
-                            stepping(net, True, keep_potentials=b > 0 and not cfg.reset_between_batches)
-                            for t in range(self.profile.timesteps):
-                                net(encoded[min(t, len(encoded) - 1)].unsqueeze(0), step=True)
-                        else:
-                            net(encoded)
-                    scores.append(acc.score())
-                for hook in hooks:  # the hook refers to the layers (``fired``): without this, the network
-                    hook.remove()  # would wait for Python's cycle collector, its buffers held meanwhile
-            silent = max(silent, sum(not f for f in fired.values()))
+                tally = SpikeTally(layers, cfg.count_silent)
+                with recording(layers, tally, carry=not cfg.reset_between_batches):
+                    for b, x in enumerate(batches):
+                        tally.next_batch()
+                        with cfg.precision.autocast(self.device):
+                            encoded = encode(self.profile.encoding, x, self.profile.timesteps, self.data.info)
+                            if cfg.step_through_time:
+                                stepping(net, True, keep_potentials=b > 0 and not cfg.reset_between_batches)
+                                for t in range(self.profile.timesteps):
+                                    net(encoded[min(t, len(encoded) - 1)].unsqueeze(0), step=True)
+                            else:
+                                net(encoded)
+                        scores.append(tally.kernel.score())
+            silent = max(silent, tally.silent_layers)
+            spikes, neurons = spikes + tally.spikes, neurons + tally.neurons
         return float(np.mean(scores)), silent, spikes / max(neurons, 1)
+
+
+class SpikeTally:
+    """What the score reads from one network's spikes as its layers fire (a ``recording`` listener): the
+    current batch's kernel, which layers ever fired, and the spikes and neurons counted for the firing rate."""
+
+    def __init__(self, layers: list, count_silent: bool) -> None:
+        self.count_silent = count_silent
+        self.fired = dict.fromkeys(layers, False)
+        self.spikes, self.neurons = 0.0, 0
+        self.kernel: KernelAccumulator | None = None
+
+    def next_batch(self) -> None:
+        self.kernel = KernelAccumulator(self.count_silent)
+
+    def __call__(self, layer, codes: torch.Tensor, spikes: torch.Tensor) -> None:
+        count = float(self.kernel.add(codes, layer.fanout).sum())
+        self.fired[layer] = self.fired[layer] or count > 0
+        self.spikes += count * layer.fanout
+        self.neurons += spikes.numel() * layer.fanout
+
+    @property
+    def silent_layers(self) -> int:
+        return sum(not fired for fired in self.fired.values())

@@ -406,7 +406,7 @@ def precision_at_k(proxy, accuracy, k: int) -> float:
     random tie-breaks: a proxy of few distinct values (conv edges: seven) is not judged by the cells' order."""
     proxy, accuracy = np.asarray(proxy, dtype=float), np.asarray(accuracy, dtype=float)
     if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+        raise InputError(f"k must be at least 1, got {k}")
     k = min(k, len(proxy))
     return float(_in_top_k(proxy, k) @ _in_top_k(accuracy, k) / k)
 

@@ -13,23 +13,22 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from engine.core.errors import InputError, WorkFailed
+from engine.core.precision import Precision
 from engine.data.images import ImageData, ImageSplit, augment
 from engine.nn.devices import keep_freed_memory, resolve_device
 from engine.data.encoding import encode
 from engine.core.files import atomic_path
 from engine.nn.network import SpikingNet, build_network, spike_layers
 from engine.core.profiles import Profile
-from engine.core.seeds import derive_seed, seeded
+from engine.core.seeds import TrainStream, derive_seed, seeded
 from engine.core.space import Genotype, Space
 
-Precision = Literal["fp32", "bf16"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     final_lr_ratio: float = 0.01
-    precision: Precision = "fp32"
+    precision: Precision = Precision.FP32
     eval_every: int = 1
     eval_batch_size: int = 256
     seed: int = 0
@@ -62,9 +61,8 @@ class TrainConfig:
         }
         for name, ok in checks.items():
             if not ok:
-                raise ValueError(f"training setting {name}={getattr(self, name)!r} is out of range")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
+                raise InputError(f"training setting {name}={getattr(self, name)!r} is out of range")
+        object.__setattr__(self, "precision", Precision.parse(self.precision))
 
 
 @dataclass(frozen=True)
@@ -122,7 +120,8 @@ def training_identity(genotype: Genotype, kernel_set: Space, profile: Profile, d
             "train_images": len(data.train),
             "test_images": len(data.test),
         },
-        "config": {k: v for k, v in asdict(config).items() if k != "device"},
+        # plain values only: the state loads with weights_only, which refuses any other class
+        "config": {k: str(v) if isinstance(v, Precision) else v for k, v in asdict(config).items() if k != "device"},
     }
 
 
@@ -183,11 +182,11 @@ class DeviceImages:
 
 def eval_seed(seed: int, epoch: int) -> int:
     """The rate-encoding seed of epoch ``epoch``'s test evaluation (stored in checkpoints to reproduce it)."""
-    return derive_seed(seed, 3, epoch)
+    return derive_seed(seed, TrainStream.EVALUATION, epoch)
 
 
-def _generator(device: torch.device, *keys: int) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(derive_seed(*keys))
+def _generator(device: torch.device, seed: int, stream: TrainStream, *indices: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(derive_seed(seed, stream, *indices))
 
 
 def evaluate(
@@ -198,7 +197,7 @@ def evaluate(
     *,
     seed: int,
     batch_size: int = 256,
-    precision: Precision = "fp32",
+    precision: Precision = Precision.FP32,
 ) -> tuple[float, float]:
     """``(accuracy, firing_rate)`` on ``images`` in eval mode; the rate-encoding spikes come from ``seed``."""
     device = images.labels.device
@@ -215,7 +214,7 @@ def evaluate(
     try:
         with seeded(device, seed), torch.no_grad():
             for x, y in images.batches(batch_size):
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                with Precision.parse(precision).autocast(device):
                     out = model(encode(profile.encoding, x, profile.timesteps, data.info))
                 correct += int((out.argmax(1) == y).sum())
     finally:
@@ -272,7 +271,7 @@ def train(
     if device.type == "cpu":
         keep_freed_memory()
     started = time.perf_counter()
-    with seeded(device, derive_seed(config.seed, 0)):
+    with seeded(device, derive_seed(config.seed, TrainStream.INIT)):
         model = build_network(genotype, kernel_set, profile, data.info, device=device)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -295,16 +294,16 @@ def train(
     for epoch in range(first_epoch, config.epochs + 1):
         t0 = time.perf_counter()
         model.train()
-        gen = _generator(device, config.seed, 1, epoch)
+        gen = _generator(device, config.seed, TrainStream.SHUFFLE, epoch)
         order = torch.randperm(len(train_images), generator=gen, device=device)
         loss_sum, correct, seen = 0.0, 0, 0
-        with seeded(device, derive_seed(config.seed, 2, epoch)):
+        with seeded(device, derive_seed(config.seed, TrainStream.EPOCH, epoch)):
             for b, (x, y) in enumerate(train_images.batches(config.batch_size, order), 1):
                 if should_stop is not None and should_stop():
                     result.stopped = True
                     break
                 x = augment(x, data.info, gen)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                with config.precision.autocast(device):
                     out = model(encode(profile.encoding, x, profile.timesteps, data.info))
                     loss = F.cross_entropy(out.float(), y)
                 if not torch.isfinite(loss):
