@@ -17,7 +17,7 @@ deployment measurements, pace).
 
 from __future__ import annotations
 
-from .database import (
+from engine.store.database import (
     APPLICATION_ID,
     BUSY_TIMEOUT_S,
     DB_ENV,
@@ -28,8 +28,8 @@ from .database import (
     StoreError,
     default_db_path,
 )
-from .queue import ACTIVE, STOPPED, JobLost, JobStatus, Lease, Queue, this_host
-from .results import CANDIDATE_COLUMNS, EPOCH_COLUMNS, TRAINED_CELL_COLUMNS, Results
+from engine.store.queue import ACTIVE, STOPPED, JobLost, JobStatus, Lease, Queue, this_host
+from engine.store.results import CANDIDATE_COLUMNS, EPOCH_COLUMNS, TRAINED_CELL_COLUMNS, Results
 
 __all__ = [
     "ACTIVE", "APPLICATION_ID", "BUSY_TIMEOUT_S", "CANDIDATE_COLUMNS", "DB_ENV", "EPOCH_COLUMNS", "MIGRATIONS",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from .database import Database, StoreError, create_new
+from engine.store.database import Database, StoreError, create_new
 
 
 class JobStatus(StrEnum):

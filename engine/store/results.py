@@ -8,8 +8,8 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .database import Database, StoreError, create_new
-from .queue import JobStatus, Lease, own
+from engine.store.database import Database, StoreError, create_new
+from engine.store.queue import JobStatus, Lease, own
 
 CANDIDATE_COLUMNS = (
     "index", "genotype", "score", "params", "params_torch", "conv_edges", "silent_layers", "firing_rate", "seconds",
