@@ -24,10 +24,10 @@ import pandas as pd
 
 from engine import api
 from engine.core.errors import InputError, WorkFailed
-from engine.nn.devices import resolve_device
 from engine.core.files import check_output_folder, write_atomic
-from engine.store import STOPPED, JobStatus, Store, this_host
 from engine.jobs.worker import STALE_S, hold_lock, run_job
+from engine.nn.devices import resolve_device
+from engine.store import STOPPED, JobStatus, Store, this_host
 
 DB_NAME = "spikernel.db"
 
