@@ -9,8 +9,9 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
-from ui import widgets
 from engine import api
+from ui import widgets
+from ui.charts import format_seconds
 
 widgets.frame()
 
@@ -61,7 +62,7 @@ def details(job: dict) -> str:
     """One line under the bar: ETA while running, where it ran, when it ended."""
     parts = []
     if job["status"] == api.JobStatus.RUNNING:
-        parts.append("cancelling…" if job["cancel_requested"] else f"ETA {widgets.format_seconds(job['eta_seconds'])}")
+        parts.append("cancelling…" if job["cancel_requested"] else f"ETA {format_seconds(job['eta_seconds'])}")
     elif job["status"] == api.JobStatus.QUEUED:
         parts.append("waiting for the worker")
     if job["device"]:

@@ -8,8 +8,9 @@ Launch button stays disabled until there is none. No ``st.form``: it would hold 
 import pandas as pd
 import streamlit as st
 
-from ui import widgets
 from engine import api
+from ui import widgets
+from ui.charts import format_seconds
 
 widgets.frame()
 
@@ -122,17 +123,8 @@ config = api.ExperimentConfig(
     profile=profile, epochs=int(epochs), seed=int(seed), device=device, in_flight=in_flight, budget=budget,
     bits=bits, name=name,
 )  # fmt: skip
-# The dataset was checked above (cached); validate the rest without probing the network again.
-errors = api.validate(config, check_data=False)
-if not dataset_ok:
-    errors["dataset"] = dataset_state
-
-if dataset_ok:
-    slots["dataset"].markdown(widgets.DATASET_STATES.get(dataset_state, dataset_state))
-unplaced = {field: message for field, message in errors.items() if field not in slots}
-for field, message in errors.items():
-    if field in slots:
-        slots[field].markdown(widgets.problem_text(message))
+errors = api.validate(config, check_data=False)  # the dataset was checked above
+unplaced = widgets.field_errors(errors, (dataset_ok, dataset_state), slots)
 
 st.divider()
 st.subheader("Before you launch")
@@ -145,7 +137,7 @@ runs, cells, total, _ = st.columns([1, 1, 1.4, 2])
 runs.metric("Runs", len(settings) or "–", help="One per kernel set, plus the baseline.")
 cells.metric("Cells scored", f"{sum(s.iterations for s in settings):,}" if settings else "–")
 total.metric(
-    "Estimated time", widgets.format_seconds(seconds),
+    "Estimated time", format_seconds(seconds),
     help="Rough: from this database's finished runs of the profile when it has some, else measured defaults.",
 )  # fmt: skip
 

@@ -7,10 +7,16 @@ import math
 import pandas as pd
 import streamlit as st
 
-from ui import widgets
 from engine import api
+from ui import widgets
 from ui.charts import (
-    accuracy_by_split, cell_figure, edge_name, firing_rate_per_epoch, firing_rate_per_layer, operations_per_layer,
+    accuracy_by_split,
+    cell_figure,
+    edge_name,
+    firing_rate_per_epoch,
+    firing_rate_per_layer,
+    format_seconds,
+    operations_per_layer,
     parameters_per_layer,
 )  # fmt: skip
 
@@ -66,7 +72,7 @@ cells[0].metric("Test accuracy", f"{run['accuracy']:.1%}" if run["accuracy"] is 
 cells[1].metric("Parameters (Eq. 2-3)", widgets.format_count(run["params"]), help=memory_lines, border=True)
 cells[2].metric("Firing rate", f"{run['firing_rate']:.3f}" if run["firing_rate"] is not None else "–",
                 help="the share of neurons that spike per timestep, on the test set", border=True)  # fmt: skip
-cells[3].metric("Training time", widgets.format_seconds(run["train_seconds"]), border=True)
+cells[3].metric("Training time", format_seconds(run["train_seconds"]), border=True)
 st.caption(f"Memory: {memory_lines}. {profile}, dataset {widgets.escape_markdown(experiment['dataset'])}.")
 
 # ------------------------------------------------------------------------------------------- cell

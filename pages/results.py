@@ -8,10 +8,18 @@ from functools import partial
 import pandas as pd
 import streamlit as st
 
-from ui import widgets
 from engine import api
+from ui import widgets
 from ui.charts import (
-    accuracy_per_epoch, budget_chart, energy_chart, per_million, score_vs_accuracy, search_time, trained, truth_chart,
+    accuracy_per_epoch,
+    budget_chart,
+    energy_chart,
+    format_seconds,
+    per_million,
+    score_vs_accuracy,
+    search_time,
+    trained,
+    truth_chart,
 )  # fmt: skip
 
 widgets.frame()
@@ -218,7 +226,7 @@ TABLE_COLUMNS = {
 st.header("Settings")
 for (eid, frame), column in side_by_side(runs):
     table = frame.assign(
-        accuracy_pct=frame["accuracy"] * 100, search_time=frame["search_seconds"].map(widgets.format_seconds),
+        accuracy_pct=frame["accuracy"] * 100, search_time=frame["search_seconds"].map(format_seconds),
         accuracy_8bit_pct=frame["accuracy_8bit"] * 100, accuracy_4bit_pct=frame["accuracy_4bit"] * 100,
     )
     column.dataframe(

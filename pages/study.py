@@ -14,10 +14,10 @@ from functools import partial
 import pandas as pd
 import streamlit as st
 
-from ui import widgets
 from engine import api
 from engine.api import StudyReport
-from ui.charts import grouped_chart, nan, study_score_chart, top1_chart
+from ui import widgets
+from ui.charts import format_seconds, grouped_chart, nan, study_score_chart, top1_chart
 
 widgets.frame()
 
@@ -168,18 +168,9 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
         top=int(top), seeds=int(seeds), profile=profile, epochs=int(epochs), seed=int(seed), device=device,
         in_flight=in_flight, name=name,
     )  # fmt: skip
-    # The dataset was checked above (cached: CIFAR's check may probe the network); the rest on every change.
-    errors = api.validate_study(replace(config, dataset="sample"))
-    errors.pop("dataset", None)
-    if not dataset_ok:
-        errors["dataset"] = dataset_state
-    else:
-        slots["dataset"].markdown(widgets.DATASET_STATES.get(dataset_state, dataset_state))
-    for field, message in errors.items():
-        if field in slots:
-            slots[field].markdown(widgets.problem_text(message))
-        else:
-            st.markdown(widgets.problem_text(f"{field}: {message}"))
+    errors = api.validate_study(config, check_data=False)  # the dataset was checked above
+    for field, message in widgets.field_errors(errors, (dataset_ok, dataset_state), slots).items():
+        st.markdown(widgets.problem_text(f"{field}: {message}"))
 
     if errors:
         st.caption(f"Fix the {len(errors)} field(s) marked above to launch.")
@@ -190,7 +181,7 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
             f"{len(kernel_sets)} kernel set(s), each: {config.cells:,} cells scored, {config.trained:,} of them "
             f"trained, {per_set:,} trainings of {config.epochs} epoch(s) (the top {config.top} with "
             f"{config.seeds} seed(s) each)."
-            + (f" Roughly {widgets.format_seconds(seconds)} in all (from this database's pace when it has one)."
+            + (f" Roughly {format_seconds(seconds)} in all (from this database's pace when it has one)."
                if seconds is not None else "")
         )  # fmt: skip
     widgets.launch_button(

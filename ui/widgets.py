@@ -12,8 +12,9 @@ import streamlit as st
 
 from engine import api
 from engine.api import TABLE_I
-# Defined with the charts (they need no Streamlit); the pages' text uses them too.
-from ui.charts import format_seconds, kernel_set_color, profile_label
+
+# Defined with the charts (they need no Streamlit).
+from ui.charts import profile_label
 
 TABLE_I_NAMES = tuple(ks.name for ks in TABLE_I)  # the paper's six kernel sets, in its order
 BIT_WIDTHS = api.BIT_WIDTHS  # the weight bit widths a memory budget is given at
@@ -177,6 +178,21 @@ def with_custom_kernel_sets(chosen: list[str], key: str) -> tuple[str, ...]:
     )  # fmt: skip
     custom = [part.strip() for part in re.split(r"[;\n]+", text) if part.strip()]
     return tuple(dict.fromkeys([*chosen, *custom]))
+
+
+def field_errors(errors: dict[str, str], dataset: tuple[bool, str], slots: dict) -> dict[str, str]:
+    """A launch form's problems, each under its field: ``errors`` from ``api.validate*(..., check_data=False)``
+    plus the dataset's verdict (``dataset_status``, cached: CIFAR's check may probe the network), which shows
+    under the dataset field either way. Returns the fields without a slot of their own, to show below."""
+    dataset_ok, dataset_state = dataset
+    if dataset_ok:
+        slots["dataset"].markdown(DATASET_STATES.get(dataset_state, dataset_state))
+    else:
+        errors["dataset"] = dataset_state
+    for field, message in errors.items():
+        if field in slots:
+            slots[field].markdown(problem_text(message))
+    return {field: message for field, message in errors.items() if field not in slots}
 
 
 def problem_text(message: str) -> str:
