@@ -26,6 +26,7 @@ from engine.core import (
 )
 from engine.data import DatasetError, check_dataset, dataset_shape
 from engine.store import Store
+from engine.study import benchmark
 
 
 class ConfigError(InputError):
@@ -186,7 +187,6 @@ def devices() -> list[str]:
 
 def benchmark_records_of(kernel_sets, dataset: str) -> list[str]:
     """The spaces among ``kernel_sets`` whose accuracy on ``dataset`` a benchmark gives (searches look it up)."""
-    from engine.study import benchmark
 
     return [k for k in kernel_sets if benchmark.benchmark_records(Space.parse(k), dataset) is not None]
 
@@ -200,13 +200,12 @@ def distinct_cell_count(kernel_sets=tuple(k.name for k in TABLE_I)) -> int:
 def network_sizes(profile: str, dataset: str, kernel_sets) -> pd.DataFrame:
     """Eq. 2-3 parameters of the smallest and largest cell of each kernel set, known before any search. A
     benchmarked space's are those of the networks the benchmark trained, which its runs report."""
-    from engine.study.benchmark import BENCHMARK_PROFILE
 
     shape = dataset_shape(dataset)
     rows = []
     for text in kernel_sets:
         ks = Space.parse(text)
-        prof = get_profile(BENCHMARK_PROFILE if benchmark_records_of([text], dataset) else profile)
+        prof = get_profile(benchmark.BENCHMARK_PROFILE if benchmark_records_of([text], dataset) else profile)
         smallest, largest = ks.extremes()
         rows.append({"kernel_set": ks.name, "min_params": footprint(smallest, ks, prof, shape).params,
                      "max_params": footprint(largest, ks, prof, shape).params})  # fmt: skip

@@ -20,6 +20,7 @@ from engine.core import (
     weight_bytes,
 )
 from engine.store import Store
+from engine.study import benchmark
 
 RUN_COLUMNS = [
     "experiment_id", "experiment", "run_id", "job_id", "setting", "kernel_set", "iterations", "is_baseline",
@@ -144,7 +145,6 @@ def scored_cells(run_id: int, *, store: Store | None = None) -> dict[str, tuple[
 def benchmark_cells(run_id: int, *, store: Store | None = None) -> pd.DataFrame | None:
     """Every cell a run of a benchmarked space scored, with the true accuracies of its networks (a cell and its
     relabelled twin are two networks with one score), or None when the run's space has no benchmark."""
-    from engine.study import benchmark
 
     s = _store(store)
     run = s.run(run_id)
@@ -164,7 +164,6 @@ def benchmark_cells(run_id: int, *, store: Store | None = None) -> pd.DataFrame 
 def benchmark_proxies(cells: pd.DataFrame, searches: int = 200) -> pd.DataFrame:
     """The proxy table of ``benchmark_cells``: rank agreement with validation accuracy, precision at 10 and
     100, the partial correlation given conv edges and the regret of 1,000-iteration random searches."""
-    from engine.study import benchmark
 
     proxies = {name: cells[column].to_numpy(float) for name, column in
                (("training-free score", "score"), ("spike rate (SAR)", "firing_rate"), ("conv edges", "conv_edges"))}

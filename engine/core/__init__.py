@@ -3,88 +3,88 @@ paths, errors.
 
 Everything here imports numpy at most, so the dashboard, the store and the API can use it without torch."""
 
+from engine.core.energy import (
+    EnergyModel,
+)
 from engine.core.errors import (
     InputError,
     SpikernelError,
     WorkFailed,
 )
+from engine.core.files import (
+    OutputError,
+    atomic_path,
+    check_output_file,
+    check_output_folder,
+    write_atomic,
+    write_json,
+)
+from engine.core.footprint import (
+    BIT_WIDTHS,
+    DataShape,
+    Footprint,
+    LayerCount,
+    check_bits,
+    footprint,
+    format_count,
+    head_features,
+    layer_counts,
+    stem_stride,
+    weight_bytes,
+)
 from engine.core.paths import (
     BUNDLED_BENCHMARKS,
     DATA_ROOT_ENV,
     DATA_ROOTS_ENV,
-    default_data_root,
     PROJECT_ROOT,
+    default_data_root,
+)
+from engine.core.precision import (
+    PRECISIONS,
+    Precision,
+)
+from engine.core.profiles import (
+    PROFILES,
+    Encoding,
+    Macro,
+    Profile,
+    ScoreConfig,
+    get_profile,
+    register,
 )
 from engine.core.seeds import (
     derive_seed,
     seeded,
 )
-from engine.core.precision import (
-    Precision,
-    PRECISIONS,
-)
-from engine.core.files import (
-    atomic_path,
-    check_output_file,
-    check_output_folder,
-    OutputError,
-    write_atomic,
-    write_json,
+from engine.core.selection import (
+    Budget,
+    Scored,
+    Selection,
+    budget_in_bytes,
+    pareto_front,
+    parse_energy_budget,
+    select_model,
 )
 from engine.core.space import (
-    BenchSpace,
     EDGES,
-    Genotype,
     KERNEL_SET_RULE,
-    KernelSet,
     MAX_EPOCHS,
     MAX_IN_FLIGHT,
     MAX_ITERATIONS,
     MAX_SEED,
     MAX_SIZES,
     NUM_NODES,
+    SPIKENAS,
+    TABLE_I,
+    BenchSpace,
+    Genotype,
+    KernelSet,
     OpKind,
     OpSpec,
-    parse_kernel_sets,
     Setting,
     Space,
     SpaceError,
-    SPIKENAS,
-    TABLE_I,
-)
-from engine.core.profiles import (
-    Encoding,
-    get_profile,
-    Macro,
-    Profile,
-    PROFILES,
-    register,
-    ScoreConfig,
-)
-from engine.core.footprint import (
-    BIT_WIDTHS,
-    check_bits,
-    DataShape,
-    Footprint,
-    footprint,
-    format_count,
-    head_features,
-    layer_counts,
-    LayerCount,
-    stem_stride,
-    weight_bytes,
-)
-from engine.core.selection import (
-    Budget,
-    budget_in_bytes,
-    pareto_front,
-    parse_energy_budget,
-    Scored,
-    select_model,
-    Selection,
-)
-from engine.core.energy import (
-    EnergyModel,
+    parse_kernel_sets,
 )
 
 __all__ = [

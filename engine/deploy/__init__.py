@@ -1,31 +1,31 @@
 """After the choice: NIR export and read-back, 8- and 4-bit weight files, operation counts and energy."""
 
+from engine.deploy.counts import (
+    OpCounts,
+    count_ops,
+    measure,
+)
+from engine.deploy.exports import (
+    EXPORT_FORMATS,
+    check_file,
+    export,
+    measure_quantized,
+    write_quantized,
+)
 from engine.deploy.nir import (
-    check_nir,
-    DeployError,
     DT,
-    lif_names,
     NIR_FORMAT,
-    nir_metadata,
+    DeployError,
     NirCheck,
     NIRLeaky,
-    read_nir,
     SnnTorchNet,
+    check_nir,
+    lif_names,
+    nir_metadata,
+    read_nir,
     to_nir,
     to_snntorch,
     write_nir,
-)
-from engine.deploy.counts import (
-    count_ops,
-    measure,
-    OpCounts,
-)
-from engine.deploy.exports import (
-    check_file,
-    export,
-    EXPORT_FORMATS,
-    measure_quantized,
-    write_quantized,
 )
 
 __all__ = [

@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.core.energy import EnergyModel
-from engine.nn.network import SpikingNet
+from engine.nn.network import SpikingNet, spike_layers
 from engine.train.quantize import QUANT_BITS, QUANT_SCHEME, quantized_model
+from engine.train.training import DeviceImages, evaluate
 
 # --------------------------------------------------------------------------------------------- energy
 
@@ -55,8 +56,6 @@ def count_ops(model: SpikingNet, images, data, profile, *, seed: int, batch_size
     there each spike reaches the linear layer's outputs through the pool (the pool folded into the weights).
     An analog-fed layer costs its dense MACs. The ANN is the same network run once, every layer dense.
     """
-    from engine.nn.network import spike_layers
-    from engine.train.training import evaluate
 
     layers = {name: m for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     totals = {name: {"acs": 0.0, "macs": 0.0, "ann_macs": 0.0, "spiking": True} for name in layers}
@@ -120,7 +119,6 @@ def measure(model: SpikingNet, profile, data, *, seed: int, device: torch.device
             batch_size: int = 256) -> dict:  # fmt: skip
     """What the store keeps per trained run: test accuracy at 8 and 4 bits, synaptic ops per image, and the
     per-layer details (JSON). ``seed`` is the run's evaluation seed (the fp32 accuracy's encoding)."""
-    from engine.train.training import DeviceImages, evaluate
 
     images = DeviceImages(data.test, torch.device(device))
     counts = count_ops(model, images, data, profile, seed=seed, batch_size=batch_size)

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import torch
 
-from engine.train.checkpoint import LoadedModel
+from engine.data.images import DatasetError, load_dataset
 from engine.deploy.nir import DeployError, _loaded, check_nir, read_nir, write_nir
+from engine.train.checkpoint import LoadedModel, save_model
 from engine.train.quantize import QUANT_SCHEME, quantize_tensor, quantized_model, quantized_weights
+from engine.train.training import DeviceImages, evaluate
 
 EXPORT_FORMATS = ("nir", "int8", "int4")
 
@@ -38,7 +40,6 @@ def write_quantized(model: LoadedModel | str | Path, bits: int, out: str | Path,
 
     ``accuracy`` is the test accuracy measured at this width (``measure``); the fp32 one is kept beside it.
     """
-    from engine.train.checkpoint import save_model
 
     loaded = _loaded(model)
     state = {k: v.detach().cpu() for k, v in loaded.model.state_dict().items()}
@@ -63,8 +64,6 @@ def write_quantized(model: LoadedModel | str | Path, bits: int, out: str | Path,
 
 def measure_quantized(loaded: LoadedModel, bits: int) -> float:
     """Test accuracy at ``bits`` on the model's own dataset, encoded as its recorded accuracy was."""
-    from engine.data.images import load_dataset
-    from engine.train.training import DeviceImages, evaluate
 
     data = load_dataset(loaded.data.name)
     if tuple(data.info.classes) != loaded.data.classes:
@@ -91,7 +90,6 @@ def export(model: LoadedModel | str | Path, fmt: str, out: str | Path, *, accura
 def check_file(model: LoadedModel | str | Path, nir_file: str | Path, *, images: int = 8) -> str:
     """Read a written NIR file back and compare it with the engine on the first test images of the model's
     dataset (random images when the dataset cannot be read here). One line saying what was found."""
-    from engine.data.images import DatasetError, load_dataset
 
     loaded = _loaded(model)
     try:

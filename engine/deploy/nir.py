@@ -37,12 +37,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.core.errors import InputError
-from engine.train.checkpoint import LoadedModel, load_model
 from engine.core.files import atomic_path
-from engine.nn.layers import SeqAvgPool2d, SeqBatchNorm2d
 from engine.core.footprint import stem_stride
-from engine.nn.network import Cell, ConvBN, Identity, SpikingNet, fire_key
+from engine.core.seeds import seeded
 from engine.core.space import OpKind
+from engine.data.encoding import encode
+from engine.nn.layers import SeqAvgPool2d, SeqBatchNorm2d
+from engine.nn.network import Cell, ConvBN, Identity, SpikingNet, fire_key
+from engine.train.checkpoint import LoadedModel, load_model
 
 NIR_FORMAT = "spikernel-nir/1"
 DT = 1e-3  # seconds per timestep in the exported graph (tau = 4/3 ms)
@@ -433,8 +435,6 @@ def check_nir(model: LoadedModel | str | Path, images: torch.Tensor, *, graph=No
     In float64 the folded BatchNorm and the reordered sums change membranes by about 1e-16, so every spike
     is expected equal; in float32, by about 1e-7.
     """
-    from engine.data.encoding import encode
-    from engine.core.seeds import seeded
 
     loaded = _loaded(model)
     if graph is None:

@@ -2,28 +2,28 @@
 training, checkpoints) and ``engine.jobs.ray_driver`` load where jobs run."""
 
 from engine.jobs.lifecycle import (
+    HEARTBEAT_S,
+    StoreSink,
     close_logger,
     conclude,
     error_text,
-    HEARTBEAT_S,
     job_logger,
     log_attempt,
     run_spec,
-    StoreSink,
 )
 from engine.jobs.worker import (
+    POLL_S,
+    STALE_S,
+    STARTING_S,
+    WorkerBusy,
     hold_lock,
     lock_path,
-    POLL_S,
     run_job,
     serve,
     slot_devices,
-    STALE_S,
     start_worker,
     started_path,
-    STARTING_S,
     worker_state,
-    WorkerBusy,
 )
 
 __all__ = [

@@ -18,15 +18,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from engine.study.benchmark import BENCHMARK_PROFILE, benchmark_records, ops_to_id
-from engine.train.checkpoint import save_trained
-from engine.data.images import ImageData, load_dataset
-from engine.deploy import measure
 from engine.core.footprint import footprint
 from engine.core.profiles import get_profile
-from engine.search.sampling import Candidate, SearchResult, random_search
 from engine.core.space import Genotype, Setting
+from engine.data.images import ImageData, load_dataset
+from engine.deploy import measure
+from engine.search.sampling import Candidate, SearchResult, random_search
+from engine.study.benchmark import BENCHMARK_PROFILE, benchmark_records, ops_to_id
 from engine.study.studies import plan, trainings
+from engine.train.checkpoint import save_trained
 from engine.train.training import EpochRecord, TrainConfig, eval_seed, train
 
 FLUSH_S = 1.0  # scored candidates are recorded at least this often (a kill loses at most this much work)

@@ -43,12 +43,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from engine.core.errors import InputError
-from engine.core.paths import DATA_ROOT_ENV, DATA_ROOTS_ENV, PROJECT_ROOT
 from engine.core.files import write_atomic
+from engine.core.paths import DATA_ROOT_ENV, DATA_ROOTS_ENV, PROJECT_ROOT
 from engine.jobs.execute import CHECKPOINT_NAME, RunSpec, execute, sha256_file
-from engine.store import JobLost, Lease, Store, this_host
 from engine.jobs.lifecycle import HEARTBEAT_S, StoreSink, close_logger, conclude, job_logger, log_attempt, run_spec
 from engine.jobs.worker import POLL_S, STALE_S, hold_lock
+from engine.store import JobLost, Lease, Store, this_host
 
 RAY_MISSING = "Ray is not installed: pip install -r requirements-ray.txt"
 PUMP_S = 0.25  # the driver applies what tasks reported this often

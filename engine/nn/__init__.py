@@ -2,34 +2,23 @@
 builder, devices."""
 
 from engine.nn.devices import (
-    available_devices,
     DEVICE_CHOICES,
+    available_devices,
     keep_freed_memory,
     resolve_device,
 )
 from engine.nn.fused import (
+    MIN_ELEMENTS,
+    MODE,
+    RECOMPILE_LIMIT,
     batch_norm_backward,
     compile_seconds,
     flat,
     in_layout_of,
     lif_backward,
     lif_forward,
-    MIN_ELEMENTS,
-    MODE,
-    RECOMPILE_LIMIT,
     unflat,
     wanted,
-)
-from engine.nn.neuron import (
-    ATan,
-    atan_grad,
-    CodesBuffer,
-    LIF,
-    lif_sequence,
-    lif_step,
-    LIFSequence,
-    recording,
-    SpikeListener,
 )
 from engine.nn.layers import (
     PerTimestepBatchNorm,
@@ -41,17 +30,28 @@ from engine.nn.layers import (
     to_channels_last,
 )
 from engine.nn.network import (
-    build_network,
     Cell,
     ConvBN,
-    fire_key,
     Identity,
+    SpikingNet,
+    build_network,
+    fire_key,
     init_weights,
     make_op,
     spike_layers,
-    SpikingNet,
     stepping,
     trainable_parameters,
+)
+from engine.nn.neuron import (
+    LIF,
+    ATan,
+    CodesBuffer,
+    LIFSequence,
+    SpikeListener,
+    atan_grad,
+    lif_sequence,
+    lif_step,
+    recording,
 )
 
 __all__ = [

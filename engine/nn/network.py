@@ -17,11 +17,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.nn.layers import SeqAvgPool2d, SeqBatchNorm2d, SeqConv2d, SeqDropout, to_channels_last
 from engine.core.footprint import DataShape, head_features, stem_stride
-from engine.nn.neuron import LIF
 from engine.core.profiles import Profile
 from engine.core.space import Genotype, OpKind, OpSpec, Space
+from engine.nn.layers import SeqAvgPool2d, SeqBatchNorm2d, SeqConv2d, SeqDropout, to_channels_last
+from engine.nn.neuron import LIF
 
 
 class ConvBN(nn.Sequential):

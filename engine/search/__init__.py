@@ -1,29 +1,29 @@
 """Training-free search: the spike-pattern kernel, the scorer, random and exhaustive search, candidates in flight."""
 
 from engine.search.hamming import (
+    KernelAccumulator,
     gram,
     hamming_kernel,
     kernel_from_gram,
-    KernelAccumulator,
     log_abs_det,
     sahd_score,
-)
-from engine.search.scorer import (
-    Scorer,
-)
-from engine.search.sampling import (
-    Candidate,
-    ExhaustiveSampler,
-    Progress,
-    random_search,
-    RandomSampler,
-    Sampler,
-    SearchResult,
 )
 from engine.search.inflight import (
     POLL_S,
     ScoringProcessError,
     ScoringProcesses,
+)
+from engine.search.sampling import (
+    Candidate,
+    ExhaustiveSampler,
+    Progress,
+    RandomSampler,
+    Sampler,
+    SearchResult,
+    random_search,
+)
+from engine.search.scorer import (
+    Scorer,
 )
 
 __all__ = [

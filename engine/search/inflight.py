@@ -23,9 +23,9 @@ import traceback
 import torch
 import torch.multiprocessing as mp
 
-from engine.data.images import ImageData, ImageSplit
 from engine.core.profiles import Profile, ScoreConfig
 from engine.core.space import Genotype, Space
+from engine.data.images import ImageData, ImageSplit
 from engine.search.scorer import Scorer
 
 POLL_S = 1.0  # how often an idle scoring process checks that its parent lives

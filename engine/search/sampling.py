@@ -16,13 +16,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from engine.core.errors import InputError
-from engine.data.images import ImageData
 from engine.core.footprint import footprint
 from engine.core.profiles import Profile, ScoreConfig
 from engine.core.space import Genotype, Space
+from engine.data.images import ImageData
 from engine.search.inflight import ScoringProcesses
 from engine.search.scorer import Scorer
-
 
 # ---------------------------------------------------------------------------------------- samplers
 

@@ -7,20 +7,19 @@ shared by all candidates), so a cell's score depends only on the seed, the cell 
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
 from engine.core.errors import InputError
-from engine.data.images import ImageData, augment
-from engine.nn.devices import keep_freed_memory
-from engine.data.encoding import encode
-from engine.nn.network import build_network, spike_layers, stepping
-from engine.nn.neuron import recording
 from engine.core.profiles import Profile, ScoreConfig
-from engine.search.hamming import KernelAccumulator
 from engine.core.seeds import SearchStream, derive_seed, seeded
 from engine.core.space import Genotype, Space
+from engine.data.encoding import encode
+from engine.data.images import ImageData, augment
+from engine.nn.devices import keep_freed_memory
+from engine.nn.network import build_network, spike_layers, stepping
+from engine.nn.neuron import recording
+from engine.search.hamming import KernelAccumulator
 
 
 class Scorer:

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from engine.study import statistics as stats
 from engine.core.space import Space
+from engine.study import statistics as stats
 
 ROLES = ("top", "random", "spread")  # why a cell was trained; see ``plan``
 SIMULATED_SEARCHES = 20  # random searches replayed over an exhaustive run's scores, per size

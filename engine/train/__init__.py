@@ -1,40 +1,40 @@
 """Training with surrogate gradients, evaluation, model files (safetensors) and integer weights."""
 
-from engine.train.training import (
-    DeviceImages,
-    EpochRecord,
-    eval_seed,
-    evaluate,
-    Precision,
-    STATE_FORMAT,
-    train,
-    TrainConfig,
-    training_identity,
-    TrainingDiverged,
-    TrainProgress,
-    TrainResult,
-    TrainStateMismatch,
-)
 from engine.train.checkpoint import (
-    CheckpointError,
     FORMAT,
-    load_model,
-    LoadedModel,
     MAX_CLASSES,
     MAX_IMAGE_SIZE,
+    CheckpointError,
+    LoadedModel,
+    load_model,
     read_metadata,
     save_model,
     save_trained,
 )
 from engine.train.quantize import (
-    dequantize,
-    dequantize_tensor,
     QUANT_BITS,
     QUANT_SCHEME,
     QuantizationError,
+    dequantize,
+    dequantize_tensor,
     quantize_tensor,
     quantized_model,
     quantized_weights,
+)
+from engine.train.training import (
+    STATE_FORMAT,
+    DeviceImages,
+    EpochRecord,
+    Precision,
+    TrainConfig,
+    TrainingDiverged,
+    TrainProgress,
+    TrainResult,
+    TrainStateMismatch,
+    eval_seed,
+    evaluate,
+    train,
+    training_identity,
 )
 
 __all__ = [

@@ -22,12 +22,14 @@ from safetensors.torch import save_file
 
 from engine import __version__
 from engine.core.errors import InputError
-from engine.data.images import DatasetInfo
 from engine.core.files import atomic_path
-from engine.nn.network import SpikingNet, build_network
+from engine.core.footprint import footprint
 from engine.core.profiles import PROFILES, Macro, Profile, ScoreConfig
 from engine.core.space import Genotype, Space
+from engine.data.images import DatasetInfo
+from engine.nn.network import SpikingNet, build_network
 from engine.train.quantize import QuantizationError, dequantize
+from engine.train.training import eval_seed
 
 FORMAT = "spikernel-model/2"  # 2: the checksum covers the metadata too
 MAX_CLASSES = 100_000
@@ -100,8 +102,6 @@ def save_trained(
     extra: dict | None = None,
 ) -> None:
     """Save a trained network with everything needed to rebuild it and reproduce its test accuracy."""
-    from engine.core.footprint import footprint
-    from engine.train.training import eval_seed
 
     fp = footprint(genotype, kernel_set, profile, info)
     meta = {
@@ -192,7 +192,6 @@ def _is_number(value) -> bool:
 def _describe(path: Path, meta: dict, tensors: dict[str, torch.Tensor]):
     """Every field checked (type, range) and the network bounded by the profiles and by the file's own
     tensors, without allocating anything: (genotype, kernel set, profile, dataset)."""
-    from engine.core.footprint import footprint
 
     required = ("genotype", "kernel_set", "profile", "dataset", "encoding", "timesteps", "accuracy", "params",
                 "params_torch", "seed", "epochs", "eval_seed")  # fmt: skip

@@ -19,16 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.core.errors import InputError, WorkFailed
-from engine.core.precision import Precision
-from engine.data.images import ImageData, ImageSplit, augment
-from engine.nn.devices import keep_freed_memory, resolve_device
-from engine.data.encoding import encode
 from engine.core.files import atomic_path
-from engine.nn.network import SpikingNet, build_network, spike_layers
+from engine.core.precision import Precision
 from engine.core.profiles import Profile
 from engine.core.seeds import TrainStream, derive_seed, seeded
 from engine.core.space import Genotype, Space
-
+from engine.data.encoding import encode
+from engine.data.images import ImageData, ImageSplit, augment
+from engine.nn.devices import keep_freed_memory, resolve_device
+from engine.nn.network import SpikingNet, build_network, spike_layers
 
 
 @dataclass(frozen=True)
