@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 os.chdir(ROOT)  # AppTest resolves the app's pages from here
 
 import streamlit as st  # noqa: E402
+from bench_store import build, machine  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from bench_store import build, machine  # noqa: E402
 from engine.store import Store  # noqa: E402
 
 FIRST_RENDER_TARGET_S = 1.0
@@ -65,8 +65,9 @@ def timed_fragment(real):
 
 def database(folder: Path, experiments: int, seed: int) -> Path:
     path = folder / f"bench-{experiments}.db"
-    args = argparse.Namespace(experiments=experiments, runs_per_experiment=10, candidates_per_run=20,
-                              epochs_per_run=10, batch_size=2000)  # fmt: skip
+    args = argparse.Namespace(
+        experiments=experiments, runs_per_experiment=10, candidates_per_run=20, epochs_per_run=10, batch_size=2000
+    )
     build(Store(path), args, random.Random(seed))
     return path
 
@@ -115,26 +116,52 @@ def main() -> None:
     result = {
         "machine": machine(),
         "first_render_s": {"experiments": args.experiments, "median": statistics.median(first), "max": max(first)},
-        "first_render_large_s": {"experiments": args.slider_experiments, "median": statistics.median(first_large),
-                                 "max": max(first_large)},  # fmt: skip
-        "slider_fragment_ms": {"runs": args.slider_experiments * 10, "median": statistics.median(moves), "max": max(moves)},
+        "first_render_large_s": {
+            "experiments": args.slider_experiments,
+            "median": statistics.median(first_large),
+            "max": max(first_large),
+        },
+        "slider_fragment_ms": {
+            "runs": args.slider_experiments * 10,
+            "median": statistics.median(moves),
+            "max": max(moves),
+        },
         "slider_whole_page_ms": {"median": statistics.median(page_ms), "max": max(page_ms)},
     }
     rows = [
-        (f"Results first render, {args.experiments} experiments ({args.experiments * 10:,} runs)",
-         f"{result['first_render_s']['median'] * 1e3:.0f}", f"{result['first_render_s']['max'] * 1e3:.0f}",
-         "< 1000", result["first_render_s"]["median"] < FIRST_RENDER_TARGET_S),
-        (f"Results first render, {args.slider_experiments} experiments ({args.slider_experiments * 10:,} runs)",
-         f"{result['first_render_large_s']['median'] * 1e3:.0f}", f"{result['first_render_large_s']['max'] * 1e3:.0f}",
-         "–", None),
-        (f"Budget slider move: fragment rerun, {args.slider_experiments * 10:,} runs in the store",
-         f"{result['slider_fragment_ms']['median']:.0f}", f"{result['slider_fragment_ms']['max']:.0f}", "< 100",
-         result["slider_fragment_ms"]["median"] < SLIDER_TARGET_MS),
-        ("Budget slider move: whole-page rerun (upper bound)", f"{result['slider_whole_page_ms']['median']:.0f}",
-         f"{result['slider_whole_page_ms']['max']:.0f}", "–", None),
-    ]  # fmt: skip
+        (
+            f"Results first render, {args.experiments} experiments ({args.experiments * 10:,} runs)",
+            f"{result['first_render_s']['median'] * 1e3:.0f}",
+            f"{result['first_render_s']['max'] * 1e3:.0f}",
+            "< 1000",
+            result["first_render_s"]["median"] < FIRST_RENDER_TARGET_S,
+        ),
+        (
+            f"Results first render, {args.slider_experiments} experiments ({args.slider_experiments * 10:,} runs)",
+            f"{result['first_render_large_s']['median'] * 1e3:.0f}",
+            f"{result['first_render_large_s']['max'] * 1e3:.0f}",
+            "–",
+            None,
+        ),
+        (
+            f"Budget slider move: fragment rerun, {args.slider_experiments * 10:,} runs in the store",
+            f"{result['slider_fragment_ms']['median']:.0f}",
+            f"{result['slider_fragment_ms']['max']:.0f}",
+            "< 100",
+            result["slider_fragment_ms"]["median"] < SLIDER_TARGET_MS,
+        ),
+        (
+            "Budget slider move: whole-page rerun (upper bound)",
+            f"{result['slider_whole_page_ms']['median']:.0f}",
+            f"{result['slider_whole_page_ms']['max']:.0f}",
+            "–",
+            None,
+        ),
+    ]
     table = ["| server time | median ms | max ms | target ms | met? |", "|---|---|---|---|---|"]
-    table += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {'–' if r[4] is None else 'yes' if r[4] else 'NO'} |" for r in rows]
+    table += [
+        f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {'–' if r[4] is None else 'yes' if r[4] else 'NO'} |" for r in rows
+    ]
     text = "\n".join(table)
     print(text)
     args.out_dir.mkdir(parents=True, exist_ok=True)

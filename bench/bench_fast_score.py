@@ -18,10 +18,10 @@ import time
 import torch
 from scipy.stats import spearmanr
 
-from engine.data.images import load_dataset
 from engine.core.profiles import get_profile
-from engine.search.sampling import RandomSampler, Scorer
 from engine.core.space import KernelSet
+from engine.data.images import load_dataset
+from engine.search.sampling import RandomSampler, Scorer
 
 
 def sync(device: torch.device) -> None:
@@ -50,8 +50,12 @@ def main() -> None:
     same, rhos, speedups = 0, [], []
     for seed in range(args.seeds):
         cells = [g for g, _ in zip(RandomSampler(seed), range(args.candidates))]
-        scorers = {p: Scorer(ks, profile, data, seed=seed, device=device,
-                             config=dataclasses.replace(profile.score, precision=p)) for p in ("fp32", "bf16")}  # fmt: skip
+        scorers = {
+            p: Scorer(
+                ks, profile, data, seed=seed, device=device, config=dataclasses.replace(profile.score, precision=p)
+            )
+            for p in ("fp32", "bf16")
+        }
         for s in scorers.values():
             s.score(cells[0], 0)  # warm-up
         scores = {p: [] for p in scorers}
@@ -68,10 +72,15 @@ def main() -> None:
         same += top["fp32"] == top["bf16"]
         rhos.append(rho)
         speedups.append(seconds["fp32"] / seconds["bf16"])
-        print(f"| {seed} | {len(cells)} | {'yes' if top['fp32'] == top['bf16'] else 'no'} | {rho:.3f} | "
-              f"{seconds['fp32'] / len(cells):.4f} | {seconds['bf16'] / len(cells):.4f} | {speedups[-1]:.2f}x |", flush=True)
-    print(f"\nsame top-1 in {same} of {args.seeds} seeds; median Spearman {statistics.median(rhos):.3f}; "
-          f"median bf16 speed-up {statistics.median(speedups):.2f}x ({args.profile} {ks}, {device})")
+        print(
+            f"| {seed} | {len(cells)} | {'yes' if top['fp32'] == top['bf16'] else 'no'} | {rho:.3f} | "
+            f"{seconds['fp32'] / len(cells):.4f} | {seconds['bf16'] / len(cells):.4f} | {speedups[-1]:.2f}x |",
+            flush=True,
+        )
+    print(
+        f"\nsame top-1 in {same} of {args.seeds} seeds; median Spearman {statistics.median(rhos):.3f}; "
+        f"median bf16 speed-up {statistics.median(speedups):.2f}x ({args.profile} {ks}, {device})"
+    )
 
 
 if __name__ == "__main__":

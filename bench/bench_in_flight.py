@@ -16,17 +16,25 @@ import time
 
 import torch
 
-from engine.data.images import load_dataset
 from engine.core.profiles import get_profile
-from engine.search.sampling import random_search
 from engine.core.space import KernelSet
+from engine.data.images import load_dataset
+from engine.search.sampling import random_search
 
 
 def timed_search(profile, data, args, in_flight: int):
     stamps: list[float] = []
     started = time.perf_counter()
-    result = random_search(KernelSet.parse(args.kernel_set), profile, data, args.candidates, seed=args.seed,
-                           device=args.device, in_flight=in_flight, on_candidate=lambda _c: stamps.append(time.perf_counter()))  # fmt: skip
+    result = random_search(
+        KernelSet.parse(args.kernel_set),
+        profile,
+        data,
+        args.candidates,
+        seed=args.seed,
+        device=args.device,
+        in_flight=in_flight,
+        on_candidate=lambda _c: stamps.append(time.perf_counter()),
+    )
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     rate = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
@@ -46,7 +54,9 @@ def main() -> None:
     data = load_dataset(args.dataset)
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(f"device: {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads per process")
-    print(f"command: python bench/bench_in_flight.py {' '.join(f'--{k.replace(chr(95), chr(45))} {v}' for k, v in vars(args).items())}\n")
+    print(
+        f"command: python bench/bench_in_flight.py {' '.join(f'--{k.replace(chr(95), chr(45))} {v}' for k, v in vars(args).items())}\n"
+    )
     print("| profile | in flight | candidates/s | vs 1 | first candidate after | same results as 1 |")
     print("|---|---|---|---|---|---|")
     for name in args.profiles.split(","):

@@ -33,7 +33,7 @@ import shlex
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,15 +41,6 @@ ROOT = Path(__file__).resolve().parent.parent
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-
-import engine.search.sampling as search  # noqa: E402
-from engine.data.images import load_dataset  # noqa: E402
-from engine.nn.network import build_network  # noqa: E402
-from engine.nn.neuron import LIF  # noqa: E402
-from engine.core.profiles import ScoreConfig, get_profile  # noqa: E402
-from engine.search.sampling import RandomSampler, Scorer  # noqa: E402
-from engine.core.space import Genotype, KernelSet  # noqa: E402
 from reference_search import (  # noqa: E402
     ReferenceScorer,
     RefNet,
@@ -59,13 +50,27 @@ from reference_search import (  # noqa: E402
     reference_batch_score,
     train_transform,
 )
+from torch import nn  # noqa: E402
+
+import engine.search.sampling as search  # noqa: E402
+from engine.core.profiles import ScoreConfig, get_profile  # noqa: E402
+from engine.core.space import Genotype, KernelSet  # noqa: E402
+from engine.data.images import load_dataset  # noqa: E402
+from engine.nn.network import build_network  # noqa: E402
+from engine.nn.neuron import LIF  # noqa: E402
+from engine.search.sampling import RandomSampler, Scorer  # noqa: E402
 
 KERNEL_SETS = (KernelSet(1, 3), KernelSet(3, 5))
 # Hand-picked cells for the equality check (pruned): skip + convs with fan-out 2 from nodes 0 and 1;
 # avg pools, a zeroize edge and a skip; every edge a conv (node 0 fans out to 3); a skip-only cell
 # (no neuron inside the cells); a cell whose node 1 and 2 are pruned away.
-EQUALITY_CELLS = ("0123 0023 0003 0000", "0432 0004 0001 0000", "0222 0022 0002 0000",
-                  "0001 0000 0000 0000", "0204 0030 0000 0000")
+EQUALITY_CELLS = (
+    "0123 0023 0003 0000",
+    "0432 0004 0001 0000",
+    "0222 0022 0002 0000",
+    "0001 0000 0000 0000",
+    "0204 0030 0000 0000",
+)
 
 
 REPORT_FILE: Path | None = None  # set by --out: every report line is appended as soon as it is printed
@@ -115,8 +120,12 @@ def engine_version() -> str:
     import subprocess
 
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--short", "--", "engine"], cwd=ROOT, capture_output=True, text=True).stdout.split("\n")
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--short", "--", "engine"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.split("\n")
         changed = [line[3:] for line in dirty if line.strip()]
         return f"{head or 'no commit'}" + (f" + uncommitted changes in {', '.join(changed)}" if changed else "")
     except OSError:
@@ -206,7 +215,12 @@ def check_equality(genotype, kernel_set, profile, data, config, device, channels
                 mask = rec.masks[d][b][0] if rec.masks[d] else None
                 reset = config.reset_between_batches or b == 0
                 s, counts = reference_batch_score(
-                    ref, x, reset_neurons=reset, dropout_mask=mask, channels_last=cl, record_counts=True,
+                    ref,
+                    x,
+                    reset_neurons=reset,
+                    dropout_mask=mask,
+                    channels_last=cl,
+                    record_counts=True,
                     count_silent=config.count_silent,
                 )
                 scores.append(s)
@@ -222,8 +236,12 @@ def check_equality(genotype, kernel_set, profile, data, config, device, channels
                             first_bad = f"draw {d} batch {b} {name} t={t}: engine {eng:.0f} vs ref {c:.0f} spikes"
         ref_score = float(np.mean(scores))
         results["channels_last" if cl else "NCHW"] = dict(
-            ref=ref_score, diff=abs(ref_score - engine_score), rel=abs(ref_score - engine_score) / abs(engine_score),
-            bad_calls=mismatched_calls, calls=total_calls, first_bad=first_bad,
+            ref=ref_score,
+            diff=abs(ref_score - engine_score),
+            rel=abs(ref_score - engine_score) / abs(engine_score),
+            bad_calls=mismatched_calls,
+            calls=total_calls,
+            first_bad=first_bad,
         )
     return engine_score, results
 
@@ -231,10 +249,16 @@ def check_equality(genotype, kernel_set, profile, data, config, device, channels
 def run_equality(lines, profile, data, device, cells, configs):
     out(lines, "### Equality: engine `Scorer.score` vs the reference (same weights, spikes, dropout mask)")
     out(lines)
-    out(lines, "Reference in NCHW (as the original) and in channels-last (the engine's layout). "
-               "'spike calls differing' counts hook calls (layer × timestep × batch) whose spike count differs.")
+    out(
+        lines,
+        "Reference in NCHW (as the original) and in channels-last (the engine's layout). "
+        "'spike calls differing' counts hook calls (layer × timestep × batch) whose spike count differs.",
+    )
     out(lines)
-    out(lines, "| config | kernel set | cell | engine score | ref NCHW | abs diff | rel diff | spike calls differing | ref channels-last abs diff | spike calls differing |")
+    out(
+        lines,
+        "| config | kernel set | cell | engine score | ref NCHW | abs diff | rel diff | spike calls differing | ref channels-last abs diff | spike calls differing |",
+    )
     out(lines, "|---|---|---|---|---|---|---|---|---|---|")
     worst = {"NCHW": 0.0, "channels_last": 0.0}
     notes = []
@@ -248,10 +272,16 @@ def run_equality(lines, profile, data, device, cells, configs):
                 for k, v in r.items():
                     if v["first_bad"]:
                         notes.append(f"{cname} {ks} `{g}` ({k}): first differing call: {v['first_bad']}")
-                out(lines, f"| {cname} | {ks} | `{g}` | {e:.12f} | {a['ref']:.12f} | {a['diff']:.2e} | {a['rel']:.2e} | "
-                           f"{a['bad_calls']}/{a['calls']} | {c['diff']:.2e} | {c['bad_calls']}/{c['calls']} |")
+                out(
+                    lines,
+                    f"| {cname} | {ks} | `{g}` | {e:.12f} | {a['ref']:.12f} | {a['diff']:.2e} | {a['rel']:.2e} | "
+                    f"{a['bad_calls']}/{a['calls']} | {c['diff']:.2e} | {c['bad_calls']}/{c['calls']} |",
+                )
     out(lines)
-    out(lines, f"Max relative difference: NCHW reference {worst['NCHW']:.2e}, channels-last reference {worst['channels_last']:.2e}.")
+    out(
+        lines,
+        f"Max relative difference: NCHW reference {worst['NCHW']:.2e}, channels-last reference {worst['channels_last']:.2e}.",
+    )
     for n in notes:
         out(lines, f"- {n}")
     out(lines)
@@ -302,7 +332,9 @@ class BareConvs:
             self.calls.append((m.weight.detach(), m.stride, m.padding, inp))
 
         hooks = [m.register_forward_pre_hook(pre) for m in net.modules() if isinstance(m, nn.Conv2d)]
-        x = torch.bernoulli(torch.full((profile.timesteps, batch, 3, info.image_size, info.image_size), 0.5, device=device))
+        x = torch.bernoulli(
+            torch.full((profile.timesteps, batch, 3, info.image_size, info.image_size), 0.5, device=device)
+        )
         if profile.encoding == "direct":
             x = x[:1]
         with torch.no_grad():
@@ -365,25 +397,39 @@ def run_side_by_side(lines, profile_name, data, device, genotypes, n_ref, with_b
             t, _ = timed(lambda: scorer.score(g, i), device)
             te.append(t)
             if with_bare:
-                tb.append(BareConvs(g, ks, profile, data.info, device, cfg.batch_size).time(cfg.draws * cfg.batches, device))
+                tb.append(
+                    BareConvs(g, ks, profile, data.info, device, cfg.batch_size).time(cfg.draws * cfg.batches, device)
+                )
             macs.append(candidate_macs(g, ks, profile, data.info, cfg))
         after = reference_in_child(profile_name, str(ks), data.info, cells, str(device), threads)[0] if n_ref else []
         tr = [(a + b) / 2 for a, b in zip(before, after)]
         rows.append((ks, te, tr, tb, macs))
-        print(f"  [{profile_name} {ks}] engine {np.mean(te):.3f}s  ref {np.mean(tr) if tr else float('nan'):.3f}s  "
-              f"bare {np.mean(tb) if tb else float('nan'):.3f}s  (load {loadavg()})", flush=True)
+        print(
+            f"  [{profile_name} {ks}] engine {np.mean(te):.3f}s  ref {np.mean(tr) if tr else float('nan'):.3f}s  "
+            f"bare {np.mean(tb) if tb else float('nan'):.3f}s  (load {loadavg()})",
+            flush=True,
+        )
     return cfg, rows
 
 
 def report_side_by_side(lines, profile_name, cfg, rows, device):
-    out(lines, f"### `{profile_name}` profile on {device.type}: engine vs reference, and overhead over bare convolutions")
+    out(
+        lines,
+        f"### `{profile_name}` profile on {device.type}: engine vs reference, and overhead over bare convolutions",
+    )
     out(lines)
-    out(lines, f"ScoreConfig: batch {cfg.batch_size}, {cfg.batches} batch(es) x {cfg.draws} draw(s), shared={cfg.shared}, "
-               f"train_mode={cfg.train_mode}, reset_between_batches={cfg.reset_between_batches}. "
-               "Times are per candidate (mean); the speed-up compares the same candidates "
-               "(the reference column covers the first N of them).")
+    out(
+        lines,
+        f"ScoreConfig: batch {cfg.batch_size}, {cfg.batches} batch(es) x {cfg.draws} draw(s), shared={cfg.shared}, "
+        f"train_mode={cfg.train_mode}, reset_between_batches={cfg.reset_between_batches}. "
+        "Times are per candidate (mean); the speed-up compares the same candidates "
+        "(the reference column covers the first N of them).",
+    )
     out(lines)
-    out(lines, "| kernel set | candidates (engine / ref) | engine s/cand | engine cand/s | reference s/cand | reference cand/s | speed-up | bare conv s/cand | scoring / bare conv | GMAC/cand | engine GMAC/s |")
+    out(
+        lines,
+        "| kernel set | candidates (engine / ref) | engine s/cand | engine cand/s | reference s/cand | reference cand/s | speed-up | bare conv s/cand | scoring / bare conv | GMAC/cand | engine GMAC/s |",
+    )
     out(lines, "|---|---|---|---|---|---|---|---|---|---|---|")
     summary = {}
     for ks, te, tr, tb, macs in rows:
@@ -395,8 +441,11 @@ def report_side_by_side(lines, profile_name, cfg, rows, device):
         gmac = float(np.mean(macs)) / 1e9
         overhead = float(np.sum(te) / np.sum(tb)) if tb else float("nan")
         summary[str(ks)] = dict(engine=e, ref=r, speed=speed, overhead=overhead)
-        out(lines, f"| {ks} | {len(te)} / {len(tr)} | {e:.4f} | {1 / e:.2f} | {r:.4f} | {1 / r:.3f} | {speed:.2f}x | "
-                   f"{b:.4f} | {overhead:.2f}x | {gmac:.2f} | {gmac / e:.1f} |")
+        out(
+            lines,
+            f"| {ks} | {len(te)} / {len(tr)} | {e:.4f} | {1 / e:.2f} | {r:.4f} | {1 / r:.3f} | {speed:.2f}x | "
+            f"{b:.4f} | {overhead:.2f}x | {gmac:.2f} | {gmac / e:.1f} |",
+        )
     out(lines)
     return summary
 
@@ -419,7 +468,10 @@ def run_profile(lines, profile_name, data, ref_dataset, device, genotype, ks, wi
             fn()
             sync(device)
         table = p.key_averages().table(sort_by=sort, row_limit=14, max_name_column_width=36)
-        out(lines, f"#### torch.profiler, one `{profile_name}` candidate ({ks}, `{genotype}`): {label}, top ops by self time")
+        out(
+            lines,
+            f"#### torch.profiler, one `{profile_name}` candidate ({ks}, `{genotype}`): {label}, top ops by self time",
+        )
         out(lines)
         out(lines, "```")
         for line in table.strip().splitlines():
@@ -478,8 +530,15 @@ def reference_in_child(profile: str, kernel_set: str, info, cells: list[str], de
 def _reference_child(profile_name, kernel_set, info, cells, device, threads):
     torch.set_num_threads(threads)
     profile, dev = get_profile(profile_name), torch.device(device)
-    ref = ReferenceScorer(KernelSet.parse(kernel_set), profile, info, SampleZip(transform=train_transform(info, "rate")),
-                          profile.score, seed=0, device=device)
+    ref = ReferenceScorer(
+        KernelSet.parse(kernel_set),
+        profile,
+        info,
+        SampleZip(transform=train_transform(info, "rate")),
+        profile.score,
+        seed=0,
+        device=device,
+    )
     if dev.type == "cuda" or profile_name != "paper":
         ref.score(Genotype.from_str(cells[0]), 10_000)  # warm-up (allocator, oneDNN/cuDNN primitive caches)
     base = reset_peak_memory(dev)
@@ -493,10 +552,16 @@ def run_paper(lines, data, ref_dataset, device, genotypes, warmup, n_ref, with_b
     profile = get_profile("paper")
     cfg = profile.score
     mem = "peak GPU GB" if device.type == "cuda" else "peak RSS GB"
-    out(lines, f"### `paper` profile on {device.type} (macro `{data.info.macro}`: "
-               f"C={profile.macro(data.info.macro).channels}, batch {cfg.batch_size} x {cfg.batches}, T={profile.timesteps})")
+    out(
+        lines,
+        f"### `paper` profile on {device.type} (macro `{data.info.macro}`: "
+        f"C={profile.macro(data.info.macro).channels}, batch {cfg.batch_size} x {cfg.batches}, T={profile.timesteps})",
+    )
     out(lines)
-    out(lines, f"| kernel set | cell | engine s | {mem} | reference s | {mem} | speed-up | bare conv s | {mem} | scoring / bare conv | GMAC |")
+    out(
+        lines,
+        f"| kernel set | cell | engine s | {mem} | reference s | {mem} | speed-up | bare conv s | {mem} | scoring / bare conv | GMAC |",
+    )
     out(lines, "|---|---|---|---|---|---|---|---|---|---|---|")
     results = {}
     kernel_sets = KERNEL_SETS if device.type == "cuda" else KERNEL_SETS[:1]
@@ -510,7 +575,9 @@ def run_paper(lines, data, ref_dataset, device, genotypes, warmup, n_ref, with_b
             te.append(t)
             row = [str(ks), f"`{g}`", f"{t:.3f}", f"{peak:.2f}"]
             if i < n_ref:
-                [t], peak = reference_in_child("paper", str(ks), data.info, [str(g)], str(device), torch.get_num_threads())
+                [t], peak = reference_in_child(
+                    "paper", str(ks), data.info, [str(g)], str(device), torch.get_num_threads()
+                )
                 tr.append(t)
                 row += [f"{t:.3f}", f"{peak:.2f}", f"{t / te[-1]:.2f}x"]
             else:
@@ -530,13 +597,18 @@ def run_paper(lines, data, ref_dataset, device, genotypes, warmup, n_ref, with_b
         e = float(np.mean(te))
         speed = float(np.sum(tr) / np.sum(te[: len(tr)])) if tr else float("nan")
         overhead = float(np.sum(te[: len(tb)]) / np.sum(tb)) if tb else float("nan")
-        results[str(ks)] = dict(engine=e, ref=float(np.mean(tr)) if tr else float("nan"), speed=speed, overhead=overhead)
+        results[str(ks)] = dict(
+            engine=e, ref=float(np.mean(tr)) if tr else float("nan"), speed=speed, overhead=overhead
+        )
     out(lines)
-    out(lines, "The reference runs in a child process of its own (the default allocator, its own peak memory). "
-               "Bare convolutions: every Conv2d of the cell's network on random spikes of the shapes the engine feeds "
-               "them, as many forwards as scoring runs. Peak memory is measured per part (freed memory returned and the "
-               "high-water mark reset before each) and counted above what the process held before it "
-               "(its libraries and data).")
+    out(
+        lines,
+        "The reference runs in a child process of its own (the default allocator, its own peak memory). "
+        "Bare convolutions: every Conv2d of the cell's network on random spikes of the shapes the engine feeds "
+        "them, as many forwards as scoring runs. Peak memory is measured per part (freed memory returned and the "
+        "high-water mark reset before each) and counted above what the process held before it "
+        "(its libraries and data).",
+    )
     out(lines)
     return results
 
@@ -549,15 +621,25 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
     ap.add_argument("--quick", action="store_true", help="a short run: fewer cells, no paper profile on the CPU")
-    ap.add_argument("--candidates", type=int, default=None, help="sampled cells for the laptop timing (default 20, quick 4)")
+    ap.add_argument(
+        "--candidates", type=int, default=None, help="sampled cells for the laptop timing (default 20, quick 4)"
+    )
     ap.add_argument("--seed", type=int, default=0, help="RandomSampler seed for the timed cells")
     ap.add_argument("--paper-candidates", type=int, default=None, help="paper-profile cells timed (CPU 1, cuda 20)")
     ap.add_argument("--paper-ref", type=int, default=None, help="paper-profile reference cells timed (CPU 0, cuda 3)")
     ap.add_argument("--no-paper", action="store_true", help="skip the paper profile")
-    ap.add_argument("--paper-macro", default="cifar100", choices=("cifar10", "cifar100"),
-                    help="macro network of the paper-profile timing (the sample's images either way)")
-    ap.add_argument("--paper-cell", action="append", default=None,
-                    help="a cell to time on the paper profile (repeatable; default: sampled cells)")
+    ap.add_argument(
+        "--paper-macro",
+        default="cifar100",
+        choices=("cifar10", "cifar100"),
+        help="macro network of the paper-profile timing (the sample's images either way)",
+    )
+    ap.add_argument(
+        "--paper-cell",
+        action="append",
+        default=None,
+        help="a cell to time on the paper profile (repeatable; default: sampled cells)",
+    )
     ap.add_argument("--no-equality", action="store_true", help="skip the equality check")
     ap.add_argument("--profile", action="store_true", help="print torch.profiler top ops of one candidate")
     ap.add_argument("--out", type=Path, default=None, help="also write the report to this file")
@@ -588,17 +670,23 @@ def main(argv=None) -> int:
     sampled = [g for g, _ in zip(RandomSampler(args.seed), range(max(n_laptop, n_paper + 2)))]
 
     cmd = ".venv/bin/python " + " ".join(shlex.quote(a) for a in ["bench/bench_search.py", *sys.argv[1:]])
-    out(lines, f"## Search speed: engine vs reference ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)")
+    out(lines, f"## Search speed: engine vs reference ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)")
     out(lines)
     out(lines, "| | |")
     out(lines, "|---|---|")
     out(lines, f"| command | `{cmd}` |")
     out(lines, f"| CPU | {cpu_model()}, {os.cpu_count()} logical cores |")
     if device.type == "cuda":
-        out(lines, f"| GPU | {torch.cuda.get_device_name()} (cuDNN TF32 {torch.backends.cudnn.allow_tf32}, matmul TF32 {torch.backends.cuda.matmul.allow_tf32}) |")
+        out(
+            lines,
+            f"| GPU | {torch.cuda.get_device_name()} (cuDNN TF32 {torch.backends.cudnn.allow_tf32}, matmul TF32 {torch.backends.cuda.matmul.allow_tf32}) |",
+        )
     out(lines, f"| engine | git {engine_version()} |")
     out(lines, f"| torch | {torch.__version__}, {torch.get_num_threads()} threads, device {device} |")
-    out(lines, f"| load average at start | {loadavg()} (other processes may share the CPU; compare ratios, not absolute times) |")
+    out(
+        lines,
+        f"| load average at start | {loadavg()} (other processes may share the CPU; compare ratios, not absolute times) |",
+    )
     out(lines)
 
     worst = None
@@ -609,12 +697,24 @@ def main(argv=None) -> int:
         cells = [Genotype.from_str(s).pruned() for s in EQUALITY_CELLS] + sampled[:2]
         if quick:
             cells = cells[:2] + cells[3:4]
-        carry = ScoreConfig(batch_size=laptop.score.batch_size, batches=2, draws=1, shared=False,
-                            train_mode=True, reset_between_batches=False, count_silent=True)
+        carry = ScoreConfig(
+            batch_size=laptop.score.batch_size,
+            batches=2,
+            draws=1,
+            shared=False,
+            train_mode=True,
+            reset_between_batches=False,
+            count_silent=True,
+        )
         lc = laptop.score
-        configs = [(f"laptop's ({lc.batches} batch x {lc.draws} draw, shared={lc.shared}, reset={lc.reset_between_batches}, "
-                    f"count_silent={lc.count_silent})", lc),
-                   ("SNASNet's quirks (2 batches, carry state, count_silent=True)", carry)]
+        configs = [
+            (
+                f"laptop's ({lc.batches} batch x {lc.draws} draw, shared={lc.shared}, reset={lc.reset_between_batches}, "
+                f"count_silent={lc.count_silent})",
+                lc,
+            ),
+            ("SNASNet's quirks (2 batches, carry state, count_silent=True)", carry),
+        ]
         worst = run_equality(lines, laptop, data, device, cells, configs[:1])
         worst2 = run_equality(lines, laptop, data, device, cells[:3] if not quick else cells[:1], configs[1:])
         worst = {k: max(worst[k], worst2[k]) for k in worst}
@@ -626,16 +726,24 @@ def main(argv=None) -> int:
     paper = None
     need_gb = 17.0 if args.paper_macro == "cifar10" else 9.0  # ~1.85 GB at batch 32 (cifar10 macro): ~15 GB at 256
     if device.type == "cpu" and not args.no_paper and not quick and mem_available_gb() < need_gb:
-        out(lines, f"Paper profile on the CPU skipped: {mem_available_gb():.1f} GB available, about {need_gb:.0f} GB needed.")
+        out(
+            lines,
+            f"Paper profile on the CPU skipped: {mem_available_gb():.1f} GB available, about {need_gb:.0f} GB needed.",
+        )
         out(lines)
         args.no_paper = True
     if not args.no_paper and not (quick and device.type == "cpu" and args.paper_candidates is None):
         paper_cells = [Genotype.from_str(c) for c in args.paper_cell] if args.paper_cell else sampled[:n_paper]
-        paper_data = dataclasses.replace(data, info=dataclasses.replace(
-            data.info, macro=args.paper_macro, classes=tuple(f"class{i}" for i in range(100 if args.paper_macro == "cifar100" else 10))))
+        paper_data = dataclasses.replace(
+            data,
+            info=dataclasses.replace(
+                data.info,
+                macro=args.paper_macro,
+                classes=tuple(f"class{i}" for i in range(100 if args.paper_macro == "cifar100" else 10)),
+            ),
+        )
         warmup = 2 if device.type == "cuda" else 0
-        paper = run_paper(lines, paper_data, ref_dataset, device, paper_cells, warmup, n_paper_ref,
-                          with_bare=True)
+        paper = run_paper(lines, paper_data, ref_dataset, device, paper_cells, warmup, n_paper_ref, with_bare=True)
 
     if args.profile:
         run_profile(lines, "laptop", data, ref_dataset, device, sampled[0], KERNEL_SETS[0])
@@ -645,11 +753,17 @@ def main(argv=None) -> int:
     out(lines, "### Targets")
     out(lines)
     if worst is not None:
-        out(lines, f"- Same scores for the same weights and batch: max relative difference {worst['NCHW']:.1e} "
-                   f"(NCHW reference), {worst['channels_last']:.1e} (channels-last reference).")
+        out(
+            lines,
+            f"- Same scores for the same weights and batch: max relative difference {worst['NCHW']:.1e} "
+            f"(NCHW reference), {worst['channels_last']:.1e} (channels-last reference).",
+        )
     for ks, s in summary.items():
-        out(lines, f"- laptop {ks}: engine {s['speed']:.2f}x faster than the reference (target >= 3x: "
-                   f"{'met' if s['speed'] >= 3 else 'NOT met'}); scoring / bare conv {s['overhead']:.2f}x.")
+        out(
+            lines,
+            f"- laptop {ks}: engine {s['speed']:.2f}x faster than the reference (target >= 3x: "
+            f"{'met' if s['speed'] >= 3 else 'NOT met'}); scoring / bare conv {s['overhead']:.2f}x.",
+        )
     if paper:
         for ks, s in paper.items():
             line = f"- paper {ks} on {device.type}: {s['engine']:.3f} s/candidate ({1 / s['engine']:.3f} cand/s)"
@@ -658,8 +772,9 @@ def main(argv=None) -> int:
             if not np.isnan(s["overhead"]):
                 line += f"; scoring / bare conv {s['overhead']:.2f}x (target < 1.5x: {'met' if s['overhead'] < 1.5 else 'NOT met'})"
             if not np.isnan(s["speed"]):
-                line += (f"; {s['speed']:.2f}x faster than the reference"
-                         + (f" (target >= 2.5x: {'met' if s['speed'] >= 2.5 else 'NOT met'})" if device.type == "cpu" else ""))
+                line += f"; {s['speed']:.2f}x faster than the reference" + (
+                    f" (target >= 2.5x: {'met' if s['speed'] >= 2.5 else 'NOT met'})" if device.type == "cpu" else ""
+                )
             out(lines, line + ".")
     out(lines)
     out(lines, f"Load average at end: {loadavg()}; total bench time {time.perf_counter() - started:.0f} s.")

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,10 +88,19 @@ def build(store: Store, args, rng: random.Random) -> dict:
             for p, (ks, it) in enumerate(specs)
         ]
         config = {
-            "dataset": "sample", "kernel_sets": sorted({r["kernel_set"] for r in runs}), "iterations": iterations,
-            "baseline": runs[0]["setting"], "profile": "laptop", "epochs": args.epochs_per_run, "seed": e,
-            "device": "auto", "precision": "fp32", "budget": None, "bits": None, "name": f"bench {e}",
-        }  # fmt: skip
+            "dataset": "sample",
+            "kernel_sets": sorted({r["kernel_set"] for r in runs}),
+            "iterations": iterations,
+            "baseline": runs[0]["setting"],
+            "profile": "laptop",
+            "epochs": args.epochs_per_run,
+            "seed": e,
+            "device": "auto",
+            "precision": "fp32",
+            "budget": None,
+            "bits": None,
+            "name": f"bench {e}",
+        }
         ids = store.add_experiment(f"bench {e}", config, profile="laptop", reduced=True, runs=runs)
         all_runs += [(ids["experiment_id"], r, j) for r, j in zip(ids["run_ids"], ids["job_ids"])]
     t1 = time.perf_counter()
@@ -101,19 +110,31 @@ def build(store: Store, args, rng: random.Random) -> dict:
             for i in range(args.candidates_per_run):
                 edges = rng.randint(0, 6)
                 yield {
-                    "run_id": run_id, "index": i, "genotype": genotype(rng), "score": rng.uniform(1000, 2000),
-                    "params": rng.randint(50_000, 5_000_000), "params_torch": rng.randint(50_000, 5_000_000),
-                    "conv_edges": edges, "silent_layers": rng.randint(0, 2), "firing_rate": rng.random(),
+                    "run_id": run_id,
+                    "index": i,
+                    "genotype": genotype(rng),
+                    "score": rng.uniform(1000, 2000),
+                    "params": rng.randint(50_000, 5_000_000),
+                    "params_torch": rng.randint(50_000, 5_000_000),
+                    "conv_edges": edges,
+                    "silent_layers": rng.randint(0, 2),
+                    "firing_rate": rng.random(),
                     "seconds": rng.uniform(0.1, 0.4),
-                }  # fmt: skip
+                }
 
     def epoch_rows():
         for _, run_id, _ in all_runs:
             for epoch in range(1, args.epochs_per_run + 1):
                 yield {
-                    "run_id": run_id, "epoch": epoch, "train_loss": 2.3 / epoch, "train_accuracy": 0.1 + 0.05 * epoch,
-                    "test_accuracy": 0.1 + 0.04 * epoch, "firing_rate": 0.1, "seconds": 60.0, "lr": 0.1 / epoch,
-                }  # fmt: skip
+                    "run_id": run_id,
+                    "epoch": epoch,
+                    "train_loss": 2.3 / epoch,
+                    "train_accuracy": 0.1 + 0.05 * epoch,
+                    "test_accuracy": 0.1 + 0.04 * epoch,
+                    "firing_rate": 0.1,
+                    "seconds": 60.0,
+                    "lr": 0.1 / epoch,
+                }
 
     assert set(CANDIDATE_COLUMNS) <= set(next(candidate_rows())) and set(EPOCH_COLUMNS) <= set(next(epoch_rows()))
     with store.write() as db:
@@ -131,27 +152,50 @@ def build(store: Store, args, rng: random.Random) -> dict:
             db["runs"].update(
                 run_id,
                 {
-                    "stage": "done", "candidates_done": args.candidates_per_run, "search_seconds": search,
-                    "best_genotype": genotype(rng), "best_score": rng.uniform(1500, 2000), "params": params,
-                    "params_torch": params + 1000, "epochs_done": args.epochs_per_run,
-                    "train_seconds": 60.0 * args.epochs_per_run, "accuracy": rng.uniform(0.2, 0.8),
+                    "stage": "done",
+                    "candidates_done": args.candidates_per_run,
+                    "search_seconds": search,
+                    "best_genotype": genotype(rng),
+                    "best_score": rng.uniform(1500, 2000),
+                    "params": params,
+                    "params_torch": params + 1000,
+                    "epochs_done": args.epochs_per_run,
+                    "train_seconds": 60.0 * args.epochs_per_run,
+                    "accuracy": rng.uniform(0.2, 0.8),
                     "firing_rate": rng.uniform(0.05, 0.2),
                     "checkpoint": f"experiments/{experiment_id}/{setting}/model.pt",
-                    "checkpoint_bytes": params * 4 + 2048, "checkpoint_sha256": f"{rng.getrandbits(256):064x}",
+                    "checkpoint_bytes": params * 4 + 2048,
+                    "checkpoint_sha256": f"{rng.getrandbits(256):064x}",
                     "finished": now,
                 },
-            )  # fmt: skip
+            )
             db["jobs"].update(
                 job_id,
                 {
-                    "status": "done", "stage": "train", "done": args.epochs_per_run, "total": args.epochs_per_run,
-                    "note": "done", "eta_seconds": 0, "attempts": 1, "worker": "bench:1", "device": "cpu",
-                    "started": now - 1000, "heartbeat": now, "finished": now,
+                    "status": "done",
+                    "stage": "train",
+                    "done": args.epochs_per_run,
+                    "total": args.epochs_per_run,
+                    "note": "done",
+                    "eta_seconds": 0,
+                    "attempts": 1,
+                    "worker": "bench:1",
+                    "device": "cpu",
+                    "started": now - 1000,
+                    "heartbeat": now,
+                    "finished": now,
                 },
-            )  # fmt: skip
+            )
             for message in ("started on bench:1 (cpu)", "search done", "done, accuracy 50.0%"):
-                events.append({"time": now, "experiment_id": experiment_id, "run_id": run_id, "level": "info",
-                               "message": f"{setting}: {message}"})  # fmt: skip
+                events.append(
+                    {
+                        "time": now,
+                        "experiment_id": experiment_id,
+                        "run_id": run_id,
+                        "level": "info",
+                        "message": f"{setting}: {message}",
+                    }
+                )
         db["events"].insert_all(events, batch_size=args.batch_size)
     t3 = time.perf_counter()
     return {"add_experiments_s": t1 - t0, "bulk_candidates_epochs_s": t2 - t1, "mark_done_s": t3 - t2}
@@ -162,18 +206,36 @@ def add_queue(store: Store, n: int) -> float:
     t0 = time.perf_counter()
     now = time.time()
     with store.write() as db:
-        experiment_id = db["experiments"].insert(
-            {"name": "queue", "config": "{}", "dataset": "sample", "profile": "laptop", "reduced": 1, "created": now}
-        ).last_pk
+        experiment_id = (
+            db["experiments"]
+            .insert(
+                {
+                    "name": "queue",
+                    "config": "{}",
+                    "dataset": "sample",
+                    "profile": "laptop",
+                    "reduced": 1,
+                    "created": now,
+                }
+            )
+            .last_pk
+        )
         first = db.execute("SELECT coalesce(max(id), 0) + 1 FROM runs").fetchone()[0]
         db["runs"].insert_all(
-            ({"id": first + p, "experiment_id": experiment_id, "position": p, "setting": f"{ks}_{it}x",
-              "kernel_set": ks, "iterations": it} for p, (ks, it) in enumerate(settings(n))),
+            (
+                {
+                    "id": first + p,
+                    "experiment_id": experiment_id,
+                    "position": p,
+                    "setting": f"{ks}_{it}x",
+                    "kernel_set": ks,
+                    "iterations": it,
+                }
+                for p, (ks, it) in enumerate(settings(n))
+            ),
             batch_size=1000,
-        )  # fmt: skip
-        db["jobs"].insert_all(
-            ({"run_id": first + p, "created": now, "total": 1000} for p in range(n)), batch_size=1000
         )
+        db["jobs"].insert_all(({"run_id": first + p, "created": now, "total": 1000} for p in range(n)), batch_size=1000)
     return time.perf_counter() - t0
 
 
@@ -224,9 +286,14 @@ def timed(name: str, fn, repeat: int, target: float, conn: sqlite3.Connection) -
         times.append((time.perf_counter() - t) * 1000)
     median = statistics.median(times)
     return {
-        "query": name, "median_ms": median, "max_ms": max(times), "first_ms": first, "target_ms": target,
-        "met": None if target is None else median < target, "plans": plans(conn, tracer.statements),
-    }  # fmt: skip
+        "query": name,
+        "median_ms": median,
+        "max_ms": max(times),
+        "first_ms": first,
+        "target_ms": target,
+        "met": None if target is None else median < target,
+        "plans": plans(conn, tracer.statements),
+    }
 
 
 def machine() -> dict:
@@ -241,8 +308,13 @@ def machine() -> dict:
         load = [round(x, 1) for x in os.getloadavg()]
     except OSError:
         load = None
-    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
-            "sqlite": sqlite3.sqlite_version, "load_before": load}  # fmt: skip
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "load_before": load,
+    }
 
 
 def report(result: dict) -> str:
@@ -307,16 +379,19 @@ def main() -> None:
     build_times = build(store, args, rng)
     store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     size = db_bytes(args.db)
-    counts = {t: store.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-              for t in ("experiments", "runs", "candidates", "epochs", "jobs", "events")}  # fmt: skip
+    counts = {
+        t: store.db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        for t in ("experiments", "runs", "candidates", "epochs", "jobs", "events")
+    }
     print(f"built in {sum(build_times.values()):.1f} s: {counts}, {size['db'] / 1e6:.1f} MB", file=sys.stderr)
 
     experiments = [e["id"] for e in store.experiments()]
     one, two = experiments[len(experiments) // 2], experiments[len(experiments) // 3]
     run_id = store.runs([one])[0]["id"]
     conn = store.db.conn
-    config = api.ExperimentConfig(dataset="sample", kernel_sets=("1x1_3x3", "3x3_5x5"), iterations=1000, epochs=10,
-                                  baseline=None)
+    config = api.ExperimentConfig(
+        dataset="sample", kernel_sets=("1x1_3x3", "3x3_5x5"), iterations=1000, epochs=10, baseline=None
+    )
     n = args.repeat
     R, S = READ_TARGET_MS, SUBMIT_TARGET_MS
     calls = [
@@ -340,7 +415,9 @@ def main() -> None:
     for name, fn, target in calls:
         rows.append(timed(name, fn, n, target, conn))
         r = rows[-1]
-        print(f"{name}: median {r['median_ms']:.1f} ms, max {r['max_ms']:.1f}, first {r['first_ms']:.1f}", file=sys.stderr)
+        print(
+            f"{name}: median {r['median_ms']:.1f} ms, max {r['max_ms']:.1f}, first {r['first_ms']:.1f}", file=sys.stderr
+        )
 
     doomed = iter(sorted(experiments)[: n + 1])  # done experiments with all their candidates
     rows.append(timed("delete_experiment(id)", lambda: api.delete_experiment(next(doomed), store=store), n, None, conn))
@@ -349,18 +426,29 @@ def main() -> None:
 
     queue_s = add_queue(store, args.queue)
     print(f"queue of {args.queue} added in {queue_s:.1f} s", file=sys.stderr)
-    rows.append(timed(f"Store.claim (queue {args.queue:,})",
-                      lambda: store.claim("bench:2", "cpu", stale_after=600.0), n, CLAIM_TARGET_MS, conn))  # fmt: skip
+    rows.append(
+        timed(
+            f"Store.claim (queue {args.queue:,})",
+            lambda: store.claim("bench:2", "cpu", stale_after=600.0),
+            n,
+            CLAIM_TARGET_MS,
+            conn,
+        )
+    )
     r = rows[-1]
     print(f"claim: median {r['median_ms']:.1f} ms, max {r['max_ms']:.1f}, first {r['first_ms']:.1f}", file=sys.stderr)
 
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()  # fmt: skip
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "engine/store", "engine/api.py"],
-                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "engine/store", "engine/api.py"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     result = {
         "command": ".venv/bin/python bench/bench_store.py " + shlex.join(sys.argv[1:]),
-        "time": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "time": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit + (" (engine/store or api.py modified)" if dirty else ""),
         "machine": machine_info,
         "args": {k: _shown(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

@@ -22,13 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.core.profiles import get_profile
+from engine.core.space import Genotype, KernelSet
 from engine.data import dataset_shape
 from engine.nn import fused
 from engine.nn.devices import keep_freed_memory
 from engine.nn.layers import SeqAvgPool2d, SeqBatchNorm2d
 from engine.nn.network import SpikingNet, build_network
-from engine.core.profiles import get_profile
-from engine.core.space import Genotype, KernelSet
 
 
 class SteppedLeaky(nn.Module):
@@ -119,8 +119,10 @@ def main() -> None:
     device = torch.device(args.device)
     keep_freed_memory()  # as engine.train.training does; both networks run in this process
     genotype, shape = Genotype.from_str("0302 0030 0003 0000"), dataset_shape("cifar10")
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}")  # fmt: skip
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}"
+    )
     print(f"command: python bench/bench_train.py {' '.join(f'--{k} {v}' for k, v in vars(args).items())}\n")
     print("| network | kernel set | engine img/s | comparison | img/s | ratio |\n|---|---|---|---|---|---|")
     for ks in (KernelSet(1, 3), KernelSet(3, 5)):
@@ -130,8 +132,10 @@ def main() -> None:
         y = torch.randint(0, 10, (args.batch,), device=device)
         ours = build_network(genotype, ks, profile, shape, device=device)
         trainers = {"engine": trainer(ours, x, y, lambda n, v: n(v))}
-        for label, plain in (("snntorch.Leaky + torch.nn layers stepped", True),
-                             ("snntorch.Leaky + engine layers stepped", False)):
+        for label, plain in (
+            ("snntorch.Leaky + torch.nn layers stepped", True),
+            ("snntorch.Leaky + engine layers stepped", False),
+        ):
             # snntorch neurons cannot be built on the meta device that build_network uses.
             stepped = SpikingNet(genotype, ks, dataclasses.replace(profile, timesteps=1), shape, neuron=SteppedLeaky)
             for m in stepped.modules():

@@ -18,15 +18,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from torch import nn
 
 import engine.search.hamming as score
 import engine.search.sampling as search
-from engine.nn import layers, neuron
-from engine.data.images import load_dataset
 from engine.core.profiles import get_profile
-from engine.search.sampling import RandomSampler, Scorer
 from engine.core.space import Genotype, KernelSet
+from engine.data.images import load_dataset
+from engine.nn import layers, neuron
+from engine.search.sampling import RandomSampler, Scorer
 
 PARTS = {  # label: (module, attribute) wrapped
     "convolutions": [(layers.SeqConv2d, "forward")],
@@ -77,8 +76,11 @@ def main() -> None:
     if args.macro:
         classes = tuple(f"class{i}" for i in range(100 if args.macro == "cifar100" else 10))
         data = dataclasses.replace(data, info=dataclasses.replace(data.info, macro=args.macro, classes=classes))
-    cells = ([Genotype.from_str(args.cell)] * args.candidates if args.cell
-             else [g for g, _ in zip(RandomSampler(0), range(args.candidates))])  # fmt: skip
+    cells = (
+        [Genotype.from_str(args.cell)] * args.candidates
+        if args.cell
+        else [g for g, _ in zip(RandomSampler(0), range(args.candidates))]
+    )
     scorer = Scorer(ks, profile, data, seed=0)
     scorer.score(cells[0], 10_000)  # warm-up
     totals: dict[str, float] = defaultdict(float)
@@ -93,11 +95,14 @@ def main() -> None:
     # double counted otherwise, so "the rest" is the wall time minus the labelled parts.
     totals["the rest (sums, hooks, Python)"] = wall - sum(totals.values())
     n = len(cells)
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=Path(search.__file__).parent).stdout.strip()  # fmt: skip
-    print(f"engine at {head or 'unknown'}; {args.profile} profile"
-          f"{f', {args.macro} macro' if args.macro else ''}, {ks}, {n} candidate(s), {args.threads} threads: "
-          f"{wall / n:.3f} s per candidate\n")
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(search.__file__).parent
+    ).stdout.strip()
+    print(
+        f"engine at {head or 'unknown'}; {args.profile} profile"
+        f"{f', {args.macro} macro' if args.macro else ''}, {ks}, {n} candidate(s), {args.threads} threads: "
+        f"{wall / n:.3f} s per candidate\n"
+    )
     print("| part | s per candidate | share |\n|---|---|---|")
     for label, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"| {label} | {seconds / n:.4f} | {seconds / wall:.0%} |")

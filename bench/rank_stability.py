@@ -46,6 +46,7 @@ import random
 import sys
 import time
 import warnings
+import zlib  # noqa: E402
 from dataclasses import replace
 from pathlib import Path
 
@@ -53,16 +54,13 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-
-import zlib  # noqa: E402
-
 import engine.nn.network as en  # noqa: E402
 import engine.search.sampling as es  # noqa: E402
-from engine.data.images import load_dataset  # noqa: E402
 from engine.core.profiles import get_profile  # noqa: E402
-from engine.search.hamming import KernelAccumulator  # noqa: E402
 from engine.core.seeds import derive_seed  # noqa: E402
 from engine.core.space import KernelSet  # noqa: E402
+from engine.data.images import load_dataset  # noqa: E402
+from engine.search.hamming import KernelAccumulator  # noqa: E402
 
 MODES = ("shared", "fresh", "pinned", "aligned")
 MIN_GROUP = 4
@@ -305,8 +303,11 @@ def cmd_run(args) -> None:
         "loadavg": [os.getloadavg()],
         "stopped_early": False,
     }
-    print(f"# {profile.name} {ks.name} on {out['device']} ({out['machine']}), {len(cells)} cells, "
-          f"configs {configs}, threads {args.threads}", flush=True)
+    print(
+        f"# {profile.name} {ks.name} on {out['device']} ({out['machine']}), {len(cells)} cells, "
+        f"configs {configs}, threads {args.threads}",
+        flush=True,
+    )
     started = time.perf_counter()
     round_seconds = None
     for d in range(args.draws):
@@ -326,8 +327,10 @@ def cmd_run(args) -> None:
             for i, g in enumerate(cells):
                 out["results"][f"{mode}/{b}"][i].append(score_one(scorer, g, i, pin, aligned=mode == "aligned"))
             dt = time.perf_counter() - t0
-            print(f"draw {d} {mode}/{b}: {dt / len(cells):.3f} s per cell ({time.perf_counter() - started:.0f} s total)",
-                  flush=True)
+            print(
+                f"draw {d} {mode}/{b}: {dt / len(cells):.3f} s per cell ({time.perf_counter() - started:.0f} s total)",
+                flush=True,
+            )
         round_seconds = time.perf_counter() - r0
         out["loadavg"].append(os.getloadavg())
         out["seconds"] = time.perf_counter() - started
@@ -411,9 +414,11 @@ def bootstrap_within(matrix, conv, k, reps=200, seed=0) -> float:
 
 def format_tables(runs: list[dict]) -> str:
     lines = []
-    head = ("| profile | kernel set | device | mode | batch | count_silent | cells x draws | 1 draw | within (1) "
-            "| 2 draws | within (2) | 3 draws | within (3) | top 10 % (1 / 3 draws) | vs conv edges "
-            "| s per cell-draw (wall / cpu) |")
+    head = (
+        "| profile | kernel set | device | mode | batch | count_silent | cells x draws | 1 draw | within (1) "
+        "| 2 draws | within (2) | 3 draws | within (3) | top 10 % (1 / 3 draws) | vs conv edges "
+        "| s per cell-draw (wall / cpu) |"
+    )
     lines += [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     notes = []
     for run in runs:
@@ -502,9 +507,12 @@ def cmd_timing(args) -> None:
             for i, g in enumerate(cells):
                 sc.score(g, i)
             n = len(cells)
-            print(f"{profile.name} {ks.name} batch {b} threads {threads} on {args.device}: "
-                  f"{(time.perf_counter() - t0) / n:.3f} s wall, {(time.process_time() - c0) / n:.3f} s cpu per "
-                  f"cell-draw; load {os.getloadavg()[0]:.1f}", flush=True)
+            print(
+                f"{profile.name} {ks.name} batch {b} threads {threads} on {args.device}: "
+                f"{(time.perf_counter() - t0) / n:.3f} s wall, {(time.process_time() - c0) / n:.3f} s cpu per "
+                f"cell-draw; load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
 
 
 def main(argv=None) -> None:
@@ -523,8 +531,12 @@ def main(argv=None) -> None:
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--device", default="cpu")
     r.add_argument("--time-box", type=float, default=0, help="seconds; stop adding draws (at least 2) past it")
-    r.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                   help="override a profile field, VALUE as JSON (e.g. linear_gain=null: the reference init)")
+    r.add_argument(
+        "--set",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="override a profile field, VALUE as JSON (e.g. linear_gain=null: the reference init)",
+    )
     r.add_argument("--self-check", action="store_true")
     r.add_argument("--out", required=True)
     r.set_defaults(fn=cmd_run)

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import torch
 
-
-from engine.data.images import load_dataset  # noqa: E402
 from engine.core.profiles import get_profile  # noqa: E402
 from engine.core.space import Genotype, KernelSet  # noqa: E402
+from engine.data.images import load_dataset  # noqa: E402
 from engine.train.training import TrainConfig, train  # noqa: E402
 
 
@@ -58,23 +57,33 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         extract(args.zip, Path(tmp), args.train_per_class)
         data = load_dataset(f"folder:{tmp}", named_path=True)  # a folder this script made
-        print(f"CIFAR-10 (JPEG): {len(data.train)} training, {len(data.test)} test images; "
-              f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads\n")  # fmt: skip
+        print(
+            f"CIFAR-10 (JPEG): {len(data.train)} training, {len(data.test)} test images; "
+            f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads\n"
+        )
         print(f"profile {args.profile}, device {args.device}\n")
-        print("| kernel set | cell | precision | epochs | test accuracy per epoch | train s | images/s |\n"
-              "|---|---|---|---|---|---|---|")
+        print(
+            "| kernel set | cell | precision | epochs | test accuracy per epoch | train s | images/s |\n"
+            "|---|---|---|---|---|---|---|"
+        )
         for name in args.kernel_sets.split(","):
             for precision in args.precisions.split(","):
                 t0 = time.perf_counter()
                 result = train(
-                    Genotype.from_str(args.genotype), KernelSet.parse(name), get_profile(args.profile), data,
+                    Genotype.from_str(args.genotype),
+                    KernelSet.parse(name),
+                    get_profile(args.profile),
+                    data,
                     TrainConfig(epochs=args.epochs, device=args.device, precision=precision),
-                )  # fmt: skip
+                )
                 seconds = time.perf_counter() - t0
                 accs = " / ".join(f"{e.test_accuracy:.1%}" for e in result.epochs)
                 train_s = sum(e.seconds for e in result.epochs)
-                print(f"| {name} | `{args.genotype}` | {precision} | {args.epochs} | {accs} | {seconds:.0f} | "
-                      f"{args.epochs * len(data.train) / train_s:.0f} |", flush=True)  # fmt: skip
+                print(
+                    f"| {name} | `{args.genotype}` | {precision} | {args.epochs} | {accs} | {seconds:.0f} | "
+                    f"{args.epochs * len(data.train) / train_s:.0f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -34,11 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.data.images import SAMPLE_ARCHIVE, DatasetInfo
-from engine.nn.network import head_features, stem_stride
 from engine.core.profiles import Profile, ScoreConfig
 from engine.core.seeds import derive_seed
 from engine.core.space import EDGES, Genotype, KernelSet, OpKind
+from engine.data.images import SAMPLE_ARCHIVE, DatasetInfo
+from engine.nn.network import head_features, stem_stride
 
 # ------------------------------------------------------------------------------------------- neuron
 
@@ -127,9 +127,7 @@ class RefCell(nn.Module):
 
     def __init__(self, genotype: Genotype, kernel_set: KernelSet, c: int) -> None:
         super().__init__()
-        self.edges = nn.ModuleDict(
-            {f"{s}{d}": make_ref_op(o, kernel_set, c) for (s, d), o in zip(EDGES, genotype.ops)}
-        )
+        self.edges = nn.ModuleDict({f"{s}{d}": make_ref_op(o, kernel_set, c) for (s, d), o in zip(EDGES, genotype.ops)})
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         e = self.edges
@@ -383,9 +381,15 @@ class ReferenceScorer:
             torch.manual_seed(derive_seed(100, *key))
             net = RefNet(genotype, self.kernel_set, self.profile, self.info).to(self.device)
             net.train(cfg.train_mode)
-            g = torch.Generator().manual_seed(derive_seed(101, *((self.seed, d) if cfg.shared else (self.seed, index, d))))
+            g = torch.Generator().manual_seed(
+                derive_seed(101, *((self.seed, d) if cfg.shared else (self.seed, index, d)))
+            )
             loader = torch.utils.data.DataLoader(  # rebuilt for every candidate, as the reference does
-                self.dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=g,
+                self.dataset,
+                batch_size=cfg.batch_size,
+                shuffle=True,
+                drop_last=True,
+                generator=g,
                 num_workers=self.num_workers,
             )
             hooks = HookKernel(net, count_silent=cfg.count_silent)

@@ -81,8 +81,12 @@ def job_row(job: dict) -> None:
     bar.progress(fill, text=widgets.escape_markdown(label))
     bar.caption(details(job))
     if job["status"] in api.ACTIVE:
-        if buttons.button("Cancel", key=f"cancel_job_{job['id']}", icon=":material/stop_circle:",
-                          disabled=bool(job["cancel_requested"])):  # fmt: skip
+        if buttons.button(
+            "Cancel",
+            key=f"cancel_job_{job['id']}",
+            icon=":material/stop_circle:",
+            disabled=bool(job["cancel_requested"]),
+        ):
             act(api.cancel, None, [job["id"]], done="Cancelled {count} job(s).")
     elif job["status"] in api.STOPPED:
         if buttons.button("Retry", key=f"retry_job_{job['id']}", icon=":material/replay:"):
@@ -103,19 +107,34 @@ def experiment_card(experiment: dict, jobs: list[dict]) -> None:
         head.caption(
             f"#{experiment['id']} · {widgets.escape_markdown(experiment['dataset'])} · "
             f"{widgets.profile_label(experiment['profile'], bool(experiment['reduced']))} · "
-            f"submitted {clock(experiment['created'].timestamp())} · {experiment['done']}/{experiment['runs']} runs done"
+            f"submitted {clock(experiment['created'].timestamp())} · "
+            f"{experiment['done']}/{experiment['runs']} runs done"
         )
         cancel, retry, delete = controls.columns(3)
-        if cancel.button("Cancel all", key=f"cancel_exp_{experiment['id']}", icon=":material/stop_circle:",
-                         disabled=not active, width="stretch"):  # fmt: skip
+        if cancel.button(
+            "Cancel all",
+            key=f"cancel_exp_{experiment['id']}",
+            icon=":material/stop_circle:",
+            disabled=not active,
+            width="stretch",
+        ):
             act(api.cancel, experiment["id"], done="Cancelled {count} job(s).")
-        if retry.button("Retry", key=f"retry_exp_{experiment['id']}", icon=":material/replay:",
-                        disabled=not (experiment["failed"] + experiment["cancelled"]), width="stretch",
-                        help="Queue its failed and cancelled runs again."):  # fmt: skip
+        if retry.button(
+            "Retry",
+            key=f"retry_exp_{experiment['id']}",
+            icon=":material/replay:",
+            disabled=not (experiment["failed"] + experiment["cancelled"]),
+            width="stretch",
+            help="Queue its failed and cancelled runs again.",
+        ):
             act(api.retry, experiment["id"], done="Queued {count} job(s) again; each resumes where it stopped.")
-        with delete.popover("Delete", icon=":material/delete:", disabled=bool(experiment["running"]),
-                            help="Cancel its running jobs first." if experiment["running"] else None,
-                            width="stretch"):  # fmt: skip
+        with delete.popover(
+            "Delete",
+            icon=":material/delete:",
+            disabled=bool(experiment["running"]),
+            help="Cancel its running jobs first." if experiment["running"] else None,
+            width="stretch",
+        ):
             st.markdown(f"Delete **{widgets.escape_markdown(experiment['name'])}** with its trained models and logs?")
             st.caption("This cannot be undone.")
             if st.button("Delete for good", key=f"delete_exp_{experiment['id']}", type="primary"):
@@ -149,9 +168,10 @@ def live() -> None:
         st.page_link("pages/launch.py", label="Launch an exploration", icon=":material/rocket_launch:")
         return
     st.caption(
-        f"{active} job(s) queued or running · refreshing every {REFRESH_S:g} s" if active
+        f"{active} job(s) queued or running · refreshing every {REFRESH_S:g} s"
+        if active
         else "Nothing queued or running."
-    )  # fmt: skip
+    )
     jobs = api.jobs_frame(store=widgets.store())
     by_experiment = {key: records(group) for key, group in jobs.groupby("experiment_id")} if len(jobs) else {}
     shown = records(experiments if st.session_state.get("jobs_show_all") else experiments.head(SHOWN_EXPERIMENTS))

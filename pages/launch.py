@@ -4,7 +4,6 @@ Every field is checked as it changes (``api.validate``), each problem is shown u
 Launch button stays disabled until there is none. No ``st.form``: it would hold the checks back.
 """
 
-
 import pandas as pd
 import streamlit as st
 
@@ -32,10 +31,16 @@ st.caption(
 # The benchmark preset: the methodology on SpikeNAS-Bench's space, whose 15,625 networks were trained for 100
 # epochs on CIFAR-10. Searches score at the laptop width; the picks' accuracies are looked up, not trained.
 BENCHMARK_PRESET = {
-    "dataset": "sample", "custom_sets": "spikenas", "iterations": 1000, "exhaustive": False, "baseline_on": True,
-    "baseline": "spikenas_5000x", "profile": "laptop", "epochs": api.PROFILES["laptop"].epochs,
+    "dataset": "sample",
+    "custom_sets": "spikenas",
+    "iterations": 1000,
+    "exhaustive": False,
+    "baseline_on": True,
+    "baseline": "spikenas_5000x",
+    "profile": "laptop",
+    "epochs": api.PROFILES["laptop"].epochs,
     **{f"ks_{name}": False for name in widgets.TABLE_I_NAMES},
-}  # fmt: skip
+}
 
 with st.container(border=True):
     intro, button = st.columns([4, 1], vertical_alignment="center")
@@ -44,8 +49,12 @@ with st.container(border=True):
         "SpikeNAS-Bench's space with 1,000 and 5,000 iterations, and Alg. 1 chooses among networks trained for "
         "100 epochs on CIFAR-10 (their records ship with the app). Nothing is trained."
     )
-    button.button("Use this preset", key="benchmark_preset", icon=":material/fact_check:",
-                  on_click=lambda: st.session_state.update(BENCHMARK_PRESET))  # fmt: skip
+    button.button(
+        "Use this preset",
+        key="benchmark_preset",
+        icon=":material/fact_check:",
+        on_click=lambda: st.session_state.update(BENCHMARK_PRESET),
+    )
 
 roots = tuple(str(p) for p in api.data_roots())
 slots = {}  # field -> the place under its widget where its problem shows, filled once validated
@@ -69,25 +78,34 @@ with what:
     slots["kernel_sets"] = st.empty()
 
     iterations = st.number_input(
-        "Search iterations per kernel set", min_value=1, max_value=api.MAX_ITERATIONS, value=DEFAULTS.iterations,
-        step=100, key="iterations", help="How many random cells the training-free score ranks for each kernel set.",
-    )  # fmt: skip
+        "Search iterations per kernel set",
+        min_value=1,
+        max_value=api.MAX_ITERATIONS,
+        value=DEFAULTS.iterations,
+        step=100,
+        key="iterations",
+        help="How many random cells the training-free score ranks for each kernel set.",
+    )
     slots["iterations"] = st.empty()
     exhaustive = st.toggle(
-        "Exhaustive: each distinct cell once", value=DEFAULTS.exhaustive, key="exhaustive",
+        "Exhaustive: each distinct cell once",
+        value=DEFAULTS.exhaustive,
+        key="exhaustive",
         help=f"Score the first N of all {api.distinct_cell_count():,} distinct cells (of two kernel sizes), in an "
         "order shuffled by the seed, instead of N random draws (which can repeat a cell). Beyond the paper.",
-    )  # fmt: skip
+    )
     use_baseline = st.toggle(
         "Measure search speed-up against a baseline", value=DEFAULTS.baseline is not None, key="baseline_on"
     )
     baseline = None
     if use_baseline:
         baseline = st.text_input(
-            "Baseline setting", value=DEFAULTS.baseline or "", key="baseline",
+            "Baseline setting",
+            value=DEFAULTS.baseline or "",
+            key="baseline",
             help="A kernel set and its iterations, like 1x1_3x3_5000x (the paper's). It runs too; every "
             "other set's search time is compared with it.",
-        ).strip()  # fmt: skip
+        ).strip()
         slots["baseline"] = st.empty()
 
 with how:
@@ -96,33 +114,55 @@ with how:
     slots["profile"] = st.empty()
     left, right = st.columns(2)
     epochs = left.number_input(
-        "Training epochs", min_value=1, max_value=api.MAX_EPOCHS, value=api.PROFILES[profile].epochs, key="epochs",
+        "Training epochs",
+        min_value=1,
+        max_value=api.MAX_EPOCHS,
+        value=api.PROFILES[profile].epochs,
+        key="epochs",
         help=f"How long each kernel set's best cell is trained (the {profile} profile's own is "
         f"{api.PROFILES[profile].epochs}; the paper trains for 300).",
-    )  # fmt: skip
+    )
     slots["epochs"] = left.empty()
-    seed = right.number_input("Seed", min_value=0, value=DEFAULTS.seed, key="seed", help="Same seed, same cells and weights.")
+    seed = right.number_input(
+        "Seed", min_value=0, value=DEFAULTS.seed, key="seed", help="Same seed, same cells and weights."
+    )
     slots["seed"] = right.empty()
     device, in_flight = widgets.device_select("device", "in_flight", slots, DEFAULTS.in_flight)
     default_name = f"{', '.join(kernel_sets) or '…'} on {dataset}"
     name = st.text_input("Experiment name (optional)", key="name", placeholder=default_name)
     slots["name"] = st.empty()
     left, right = st.columns([2, 1])
-    budget = left.text_input(
-        "Memory budget (optional)", key="budget", placeholder="10M  or  40MB",
-        help="Where the Results page's budget starts: parameters (10M, 500k) or memory (40MB, 3MiB).",
-    ).strip() or None  # fmt: skip
+    budget = (
+        left.text_input(
+            "Memory budget (optional)",
+            key="budget",
+            placeholder="10M  or  40MB",
+            help="Where the Results page's budget starts: parameters (10M, 500k) or memory (40MB, 3MiB).",
+        ).strip()
+        or None
+    )
     slots["budget"] = st.empty()
     bits = None
     if budget and api.budget_in_bytes(budget):  # '40MB', '3MiB': a budget in bytes needs a bit width
-        bits = right.selectbox("Bit width", widgets.BIT_WIDTHS, key="bits", help="Bits per parameter for a budget in bytes.")
+        bits = right.selectbox(
+            "Bit width", widgets.BIT_WIDTHS, key="bits", help="Bits per parameter for a budget in bytes."
+        )
 
 config = api.ExperimentConfig(
-    dataset=dataset, kernel_sets=kernel_sets, iterations=int(iterations), exhaustive=exhaustive,
+    dataset=dataset,
+    kernel_sets=kernel_sets,
+    iterations=int(iterations),
+    exhaustive=exhaustive,
     baseline=baseline or None,
-    profile=profile, epochs=int(epochs), seed=int(seed), device=device, in_flight=in_flight, budget=budget,
-    bits=bits, name=name,
-)  # fmt: skip
+    profile=profile,
+    epochs=int(epochs),
+    seed=int(seed),
+    device=device,
+    in_flight=in_flight,
+    budget=budget,
+    bits=bits,
+    name=name,
+)
 errors = api.validate(config, check_data=False)  # the dataset was checked above
 unplaced = widgets.field_errors(errors, (dataset_ok, dataset_state), slots)
 
@@ -137,9 +177,10 @@ runs, cells, total, _ = st.columns([1, 1, 1.4, 2])
 runs.metric("Runs", len(settings) or "–", help="One per kernel set, plus the baseline.")
 cells.metric("Cells scored", f"{sum(s.iterations for s in settings):,}" if settings else "–")
 total.metric(
-    "Estimated time", format_seconds(seconds),
+    "Estimated time",
+    format_seconds(seconds),
     help="Rough: from this database's finished runs of the profile when it has some, else measured defaults.",
-)  # fmt: skip
+)
 
 st.markdown(f"**Network size per kernel set** · {profile} profile")
 if "dataset" in errors or "kernel_sets" in errors or not kernel_sets:
@@ -152,25 +193,34 @@ else:
     else:
         looked_up = api.benchmark_records_of(kernel_sets, dataset)
         if looked_up:
-            st.caption(f"{', '.join(looked_up)}: the networks SpikeNAS-Bench trained (width 128), whose accuracy "
-                       "each pick looks up; the search scores them at this profile's width.")  # fmt: skip
+            st.caption(
+                f"{', '.join(looked_up)}: the networks SpikeNAS-Bench trained (width 128), whose accuracy "
+                "each pick looks up; the search scores them at this profile's width."
+            )
         st.dataframe(
-            table.assign(max_mb=widgets.weight_bytes(table["max_params"], 32) / 1e6), hide_index=True,
+            table.assign(max_mb=widgets.weight_bytes(table["max_params"], 32) / 1e6),
+            hide_index=True,
             column_config={
                 "kernel_set": "Kernel set",
                 "min_params": st.column_config.NumberColumn("Smallest cell (parameters)", format="localized"),
                 "max_params": st.column_config.NumberColumn("Largest cell (parameters)", format="localized"),
                 "max_mb": st.column_config.NumberColumn("Largest cell at 32-bit", format="%.2f MB"),
             },
-        )  # fmt: skip
+        )
 
 for field, message in unplaced.items():
     st.markdown(widgets.problem_text(f"{field}: {message}"))
 if errors:
     st.caption(f"Fix the {len(errors)} field(s) marked above to launch.")
 widgets.launch_button(
-    "Launch", icon=":material/rocket_launch:", key="launch", state="launched", config=config, errors=errors,
-    submit=api.submit_experiment, what="exploration",
+    "Launch",
+    icon=":material/rocket_launch:",
+    key="launch",
+    state="launched",
+    config=config,
+    errors=errors,
+    submit=api.submit_experiment,
+    what="exploration",
     message=lambda ids: f"Experiment #{ids['experiment_id']} queued: {len(ids['job_ids'])} run(s).",
 )
 if widgets.launched_notice("launched"):

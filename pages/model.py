@@ -18,7 +18,7 @@ from ui.charts import (
     format_seconds,
     operations_per_layer,
     parameters_per_layer,
-)  # fmt: skip
+)
 
 widgets.frame()
 
@@ -65,13 +65,18 @@ profile = widgets.profile_label(experiment["profile"], bool(experiment["reduced"
 
 # ------------------------------------------------------------------------------------------ summary
 
-memory_lines = " · ".join(f"{widgets.weight_bytes(run['params'], bits) / 1e6:.2f} MB at {bits}-bit"
-                          for bits in widgets.BIT_WIDTHS)
+memory_lines = " · ".join(
+    f"{widgets.weight_bytes(run['params'], bits) / 1e6:.2f} MB at {bits}-bit" for bits in widgets.BIT_WIDTHS
+)
 cells = st.columns(4)
 cells[0].metric("Test accuracy", f"{run['accuracy']:.1%}" if run["accuracy"] is not None else "–", border=True)
 cells[1].metric("Parameters (Eq. 2-3)", widgets.format_count(run["params"]), help=memory_lines, border=True)
-cells[2].metric("Firing rate", f"{run['firing_rate']:.3f}" if run["firing_rate"] is not None else "–",
-                help="the share of neurons that spike per timestep, on the test set", border=True)  # fmt: skip
+cells[2].metric(
+    "Firing rate",
+    f"{run['firing_rate']:.3f}" if run["firing_rate"] is not None else "–",
+    help="the share of neurons that spike per timestep, on the test set",
+    border=True,
+)
 cells[3].metric("Training time", format_seconds(run["train_seconds"]), border=True)
 st.caption(f"Memory: {memory_lines}. {profile}, dataset {widgets.escape_markdown(experiment['dataset'])}.")
 
@@ -95,16 +100,23 @@ st.header("Parameters per layer")
 layers = details["layers"]
 table, chart = st.columns(2)
 table.dataframe(
-    layers, hide_index=True, key="layers", height="content",
+    layers,
+    hide_index=True,
+    key="layers",
+    height="content",
     column_config={
-        "layer": "Layer", "shape": "Shape",
-        "params": st.column_config.NumberColumn("Parameters", format="localized",
-                                                help="Eq. 2-3: convolution and linear weights and biases"),
-        "batchnorm": st.column_config.NumberColumn("BatchNorm", format="localized",
-                                                   help="BatchNorm affine parameters: trainable in PyTorch, "
-                                                   "not counted by Eq. 2-3"),
+        "layer": "Layer",
+        "shape": "Shape",
+        "params": st.column_config.NumberColumn(
+            "Parameters", format="localized", help="Eq. 2-3: convolution and linear weights and biases"
+        ),
+        "batchnorm": st.column_config.NumberColumn(
+            "BatchNorm",
+            format="localized",
+            help="BatchNorm affine parameters: trainable in PyTorch, not counted by Eq. 2-3",
+        ),
     },
-)  # fmt: skip
+)
 table.caption(
     f"Total {layers['params'].sum():,} parameters (Eq. 2-3) + {layers['batchnorm'].sum():,} BatchNorm affine."
 )
@@ -128,8 +140,11 @@ deployed = details["deploy"]
 if run["stage"] != "done":
     st.info("Measured once the model is trained.", icon=":material/hourglass:")
 elif deployed is None:
-    st.info("This model was trained before the worker measured deployed models: its accuracy with 8- and 4-bit "
-            "weights and its synaptic operations are not known yet.", icon=":material/straighten:")  # fmt: skip
+    st.info(
+        "This model was trained before the worker measured deployed models: its accuracy with 8- and 4-bit "
+        "weights and its synaptic operations are not known yet.",
+        icon=":material/straighten:",
+    )
     if st.button("Measure now (one pass over the test set per precision)", key="measure_run"):
         with st.spinner("Measuring on the test set…"):
             api.measure_run(run_id, store=widgets.store())
@@ -141,30 +156,52 @@ else:
         rows = [("fp32", 32, fp32), ("8-bit", 8, run["accuracy_8bit"]), ("4-bit", 4, run["accuracy_4bit"])]
         cells = st.columns(3)
         for cell, (name, bits, acc) in zip(cells, rows):
-            cell.metric(f"Accuracy, {name} weights", f"{acc:.1%}",
-                        delta=None if bits == 32 else f"{(acc - fp32) * 100:+.1f} pts", border=True,
-                        help=f"{widgets.weight_bytes(run['params'], bits) / 1e6:.2f} MB of weights at {bits}-bit")  # fmt: skip
-        st.caption("Measured on the test set with the weights of every convolution and linear layer quantised "
-                   "per output channel, symmetric, round to nearest (biases, BatchNorm and neurons in fp32); "
-                   "the same spike encoding as the fp32 accuracy. Results' memory budget at 8 or 4 bits uses "
-                   "these accuracies.")  # fmt: skip
+            cell.metric(
+                f"Accuracy, {name} weights",
+                f"{acc:.1%}",
+                delta=None if bits == 32 else f"{(acc - fp32) * 100:+.1f} pts",
+                border=True,
+                help=f"{widgets.weight_bytes(run['params'], bits) / 1e6:.2f} MB of weights at {bits}-bit",
+            )
+        st.caption(
+            "Measured on the test set with the weights of every convolution and linear layer quantised "
+            "per output channel, symmetric, round to nearest (biases, BatchNorm and neurons in fp32); "
+            "the same spike encoding as the fp32 accuracy. Results' memory budget at 8 or 4 bits uses "
+            "these accuracies."
+        )
     with energy:
         snn, ann = api.ENERGY.snn_uj(run["synops"], run["macs"]), api.ENERGY.ann_uj(run["ann_macs"])
         cells = st.columns(3)
-        cells[0].metric("Synaptic ops per image", widgets.format_count(run["synops"] + run["macs"]), border=True,
-                        help=f"{run['synops']:,.0f} accumulates (spike-driven) + {run['macs']:,.0f} "
-                        "multiply-accumulates (analog input)")  # fmt: skip
-        cells[1].metric("Energy per inference", f"{snn:.3g} µJ", border=True,
-                        help=f"{api.ENERGY.pj_per_ac} pJ per accumulate, {api.ENERGY.pj_per_mac} pJ per "
-                        "multiply-accumulate (45 nm)")  # fmt: skip
-        cells[2].metric("Same network as an ANN", f"{ann:.3g} µJ", delta=f"{ann / snn:.1f}× the SNN" if snn else None,
-                        delta_color="off", border=True)  # fmt: skip
-        st.caption(f"Averaged over {deployed['images']:,} test images and every timestep. A layer fed by spikes "
-                   "costs one accumulate per spike and target; the ANN runs every layer's multiply-accumulates once. "
-                   "Pooling, sums, BatchNorm and membrane updates are not counted.")  # fmt: skip
+        cells[0].metric(
+            "Synaptic ops per image",
+            widgets.format_count(run["synops"] + run["macs"]),
+            border=True,
+            help=f"{run['synops']:,.0f} accumulates (spike-driven) + {run['macs']:,.0f} "
+            "multiply-accumulates (analog input)",
+        )
+        cells[1].metric(
+            "Energy per inference",
+            f"{snn:.3g} µJ",
+            border=True,
+            help=f"{api.ENERGY.pj_per_ac} pJ per accumulate, {api.ENERGY.pj_per_mac} pJ per "
+            "multiply-accumulate (45 nm)",
+        )
+        cells[2].metric(
+            "Same network as an ANN",
+            f"{ann:.3g} µJ",
+            delta=f"{ann / snn:.1f}× the SNN" if snn else None,
+            delta_color="off",
+            border=True,
+        )
+        st.caption(
+            f"Averaged over {deployed['images']:,} test images and every timestep. A layer fed by spikes "
+            "costs one accumulate per spike and target; the ANN runs every layer's multiply-accumulates once. "
+            "Pooling, sums, BatchNorm and membrane updates are not counted."
+        )
     rates, ops = st.columns(2)
-    rates.plotly_chart(firing_rate_per_layer(pd.DataFrame(deployed["firing"]), run, experiment),
-                       key="layer_firing_chart")  # fmt: skip
+    rates.plotly_chart(
+        firing_rate_per_layer(pd.DataFrame(deployed["firing"]), run, experiment), key="layer_firing_chart"
+    )
     ops.plotly_chart(operations_per_layer(pd.DataFrame(deployed["layers"]), run, experiment), key="layer_ops_chart")
 
 # ------------------------------------------------------------------------------------------ file
@@ -172,12 +209,17 @@ else:
 st.header("Model file")
 path = details["checkpoint"]
 if path is None:
-    st.info(f"Run #{run_id} ({run['setting']}) has no trained model yet: it is still being searched or trained. "
-            "Follow it on Jobs.", icon=":material/hourglass:")  # fmt: skip
+    st.info(
+        f"Run #{run_id} ({run['setting']}) has no trained model yet: it is still being searched or trained. "
+        "Follow it on Jobs.",
+        icon=":material/hourglass:",
+    )
     st.page_link("pages/jobs.py", label="Open Jobs", icon=":material/monitoring:")
 elif not path.is_file():
-    st.error(f"The model file of run #{run_id} is missing (moved or deleted): it was saved as `{path}`.",
-             icon=":material/error:")  # fmt: skip
+    st.error(
+        f"The model file of run #{run_id} is missing (moved or deleted): it was saved as `{path}`.",
+        icon=":material/error:",
+    )
 else:
     file_name = api.download_name(run)
     megabytes = run["checkpoint_bytes"] / 1e6
@@ -185,20 +227,32 @@ else:
     st.markdown("SHA-256 of the file:")
     st.code(run["checkpoint_sha256"], language=None)
     st.download_button(
-        "Download the model", lambda: path.read_bytes(), file_name=file_name, mime="application/octet-stream",
-        on_click="ignore", icon=":material/download:", type="primary", key="download_model",
-    )  # fmt: skip
-    st.markdown("**For deployment**: the same model as a [NIR](https://neuroir.org) graph for neuromorphic hardware "
-                "and simulators (BatchNorm folded; the input encoding, timestep and readout in its metadata), and "
-                "with 8- or 4-bit integer weights and per-channel scales (4-bit integers stored one per byte; "
-                "`load_model` reads them back). Each is made on first download.")  # fmt: skip
+        "Download the model",
+        lambda: path.read_bytes(),
+        file_name=file_name,
+        mime="application/octet-stream",
+        on_click="ignore",
+        icon=":material/download:",
+        type="primary",
+        key="download_model",
+    )
+    st.markdown(
+        "**For deployment**: the same model as a [NIR](https://neuroir.org) graph for neuromorphic hardware "
+        "and simulators (BatchNorm folded; the input encoding, timestep and readout in its metadata), and "
+        "with 8- or 4-bit integer weights and per-channel scales (4-bit integers stored one per byte; "
+        "`load_model` reads them back). Each is made on first download."
+    )
     deploy_buttons = st.container(horizontal=True)
     for fmt, label in (("nir", "Download NIR"), ("int8", "Download 8-bit"), ("int4", "Download 4-bit")):
         deploy_buttons.download_button(
-            label, lambda fmt=fmt: api.deploy_file(run_id, fmt, store=widgets.store()).read_bytes(),
-            file_name=api.download_name(run, fmt), mime="application/octet-stream", on_click="ignore",
-            icon=":material/memory:", key=f"download_{fmt}",
-        )  # fmt: skip
+            label,
+            lambda fmt=fmt: api.deploy_file(run_id, fmt, store=widgets.store()).read_bytes(),
+            file_name=api.download_name(run, fmt),
+            mime="application/octet-stream",
+            on_click="ignore",
+            icon=":material/memory:",
+            key=f"download_{fmt}",
+        )
     st.markdown("Load it in Python, from this project's folder:")
     st.code(
         f"""import torch

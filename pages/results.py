@@ -20,7 +20,7 @@ from ui.charts import (
     search_time,
     trained,
     truth_chart,
-)  # fmt: skip
+)
 
 widgets.frame()
 
@@ -47,13 +47,18 @@ ids = list(experiments["id"])
 with_results = [i for i in ids if done_counts[i]]
 pick, compare = st.columns(2)
 primary = pick.selectbox(
-    "Experiment", ids, index=ids.index(with_results[0]) if with_results else 0, format_func=experiment_label,
+    "Experiment",
+    ids,
+    index=ids.index(with_results[0]) if with_results else 0,
+    format_func=experiment_label,
     key="results_experiment",
-)  # fmt: skip
+)
 other = compare.selectbox(
-    "Compare side by side with", [None, *(i for i in ids if i != primary)], format_func=experiment_label,
+    "Compare side by side with",
+    [None, *(i for i in ids if i != primary)],
+    format_func=experiment_label,
     key="results_compare",
-)  # fmt: skip
+)
 
 # Each experiment's runs, read once per page run: the budget fragment below reuses them.
 runs = {eid: api.runs_frame([eid], store=widgets.store()) for eid in [primary, other] if eid is not None}
@@ -97,9 +102,11 @@ for (eid, frame), column in side_by_side(runs):
         training, search = st.columns(2) if len(runs) == 1 else (st.container(), st.container())
         mine = epochs[epochs["experiment_id"] == eid] if not epochs.empty else epochs
         if mine.empty and frame["val_accuracy"].notna().any():
-            training.info("Nothing was trained here: each pick's accuracy is SpikeNAS-Bench's record of the same "
-                          "network, trained 100 epochs on CIFAR-10 (test accuracy reported, validation kept beside it).",
-                          icon=":material/fact_check:")  # fmt: skip
+            training.info(
+                "Nothing was trained here: each pick's accuracy is SpikeNAS-Bench's record of the same "
+                "network, trained 100 epochs on CIFAR-10 (test accuracy reported, validation kept beside it).",
+                icon=":material/fact_check:",
+            )
         elif mine.empty:
             training.info("No epochs recorded yet.")
         else:
@@ -140,31 +147,53 @@ def budget_section(runs: dict[int, pd.DataFrame], primary: int, other: int | Non
     launched = launch_budget(primary)
     # 0 stands for a budget in parameters; a bit width for one in megabytes of weights at that width.
     # Keyed per experiment: each opens at the budget it was launched with.
-    bits = st.segmented_control(
-        "Budget in", [0, *widgets.BIT_WIDTHS], default=(launched.bits if launched else None) or 0, required=True,
-        format_func=lambda b: f"MB at {b}-bit" if b else "M parameters", key=f"budget_unit_{primary}",
-    ) or None  # fmt: skip
+    bits = (
+        st.segmented_control(
+            "Budget in",
+            [0, *widgets.BIT_WIDTHS],
+            default=(launched.bits if launched else None) or 0,
+            required=True,
+            format_func=lambda b: f"MB at {b}-bit" if b else "M parameters",
+            key=f"budget_unit_{primary}",
+        )
+        or None
+    )
     low, high, step, decimals = slider_range(models["params"] * per_million(bits))
     start = launched.limit / 1e6 if launched and launched.bits == bits else high
     limit = st.slider(
-        f"Memory budget ({f'MB at {bits}-bit' if bits else 'M parameters'})", min_value=low, max_value=high,
-        value=min(max(start, low), high), step=step, format=f"%.{decimals}f",
+        f"Memory budget ({f'MB at {bits}-bit' if bits else 'M parameters'})",
+        min_value=low,
+        max_value=high,
+        value=min(max(start, low), high),
+        step=step,
+        format=f"%.{decimals}f",
         key=f"budget_{primary}_{other}_{bits or 'params'}",
         help="Alg. 1 picks the most accurate trained model whose memory (Eq. 2-3 parameters × bit width) fits.",
-    )  # fmt: skip
+    )
     if launched:
         st.caption(f"Experiment #{primary} was launched with a budget of {launched}.")
     if bits in (8, 4):
         unmeasured = int(models[api.accuracy_column(bits)].isna().sum())
-        st.caption(f"At {bits}-bit, Alg. 1 compares the test accuracy each model measured with its weights quantised "
-                   f"to {bits} bits, not its fp32 accuracy."
-                   + (f" {unmeasured} model(s) without that measurement are left out." if unmeasured else ""))  # fmt: skip
+        st.caption(
+            f"At {bits}-bit, Alg. 1 compares the test accuracy each model measured with its weights quantised "
+            f"to {bits} bits, not its fp32 accuracy."
+            + (f" {unmeasured} model(s) without that measurement are left out." if unmeasured else "")
+        )
     energy = None
     measured = models["energy_uj"].dropna()
-    if st.toggle("Energy budget too (beyond the paper)", key=f"energy_on_{primary}", disabled=measured.empty,
-                 help="Alg. 1 then also requires the estimated energy per inference to fit."):  # fmt: skip
-        energy = st.number_input("Energy budget (µJ per inference)", min_value=0.001, value=float(measured.max()),
-                                 format="%.3f", key=f"energy_{primary}")  # fmt: skip
+    if st.toggle(
+        "Energy budget too (beyond the paper)",
+        key=f"energy_on_{primary}",
+        disabled=measured.empty,
+        help="Alg. 1 then also requires the estimated energy per inference to fit.",
+    ):
+        energy = st.number_input(
+            "Energy budget (µJ per inference)",
+            min_value=0.001,
+            value=float(measured.max()),
+            format="%.3f",
+            key=f"energy_{primary}",
+        )
     budget = api.Budget.parse(limit * 1e6, bits)
     for (eid, frame), column in side_by_side(runs):
         selection = api.choose(frame, budget, energy=energy)  # the runs read above: a slider move costs no query
@@ -189,8 +218,12 @@ def budget_section(runs: dict[int, pd.DataFrame], primary: int, other: int | Non
             if frame["energy_uj"].notna().any():
                 st.plotly_chart(energy_chart(frame, energy, chosen), key=f"energy_chart_{eid}")
             if chosen:
-                st.page_link("pages/model.py", label=f"Open the chosen model ({chosen.setting})",
-                             icon=":material/hub:", query_params={"run": chosen.run_id})  # fmt: skip
+                st.page_link(
+                    "pages/model.py",
+                    label=f"Open the chosen model ({chosen.setting})",
+                    icon=":material/hub:",
+                    query_params={"run": chosen.run_id},
+                )
 
 
 st.header("Memory budget (Alg. 1)")
@@ -205,29 +238,37 @@ TABLE_COLUMNS = {
     "iterations": st.column_config.NumberColumn("Iterations", format="%d"),
     "is_baseline": st.column_config.CheckboxColumn("Baseline"),
     "accuracy_pct": st.column_config.NumberColumn("Accuracy", format="%.1f %%"),
-    "accuracy_8bit_pct": st.column_config.NumberColumn("8-bit", format="%.1f %%",
-                                                       help="test accuracy measured with 8-bit weights"),
-    "accuracy_4bit_pct": st.column_config.NumberColumn("4-bit", format="%.1f %%",
-                                                       help="test accuracy measured with 4-bit weights"),
-    "energy_uj": st.column_config.NumberColumn("Energy (µJ)", format="%.3g",
-                                               help="estimated per inference on the test set (0.9 pJ per AC, "
-                                               "4.6 pJ per MAC, 45 nm)"),
-    "ann_energy_uj": st.column_config.NumberColumn("As ANN (µJ)", format="%.3g",
-                                                   help="the same network without spikes: every layer's MACs"),
+    "accuracy_8bit_pct": st.column_config.NumberColumn(
+        "8-bit", format="%.1f %%", help="test accuracy measured with 8-bit weights"
+    ),
+    "accuracy_4bit_pct": st.column_config.NumberColumn(
+        "4-bit", format="%.1f %%", help="test accuracy measured with 4-bit weights"
+    ),
+    "energy_uj": st.column_config.NumberColumn(
+        "Energy (µJ)",
+        format="%.3g",
+        help="estimated per inference on the test set (0.9 pJ per AC, 4.6 pJ per MAC, 45 nm)",
+    ),
+    "ann_energy_uj": st.column_config.NumberColumn(
+        "As ANN (µJ)", format="%.3g", help="the same network without spikes: every layer's MACs"
+    ),
     "params": st.column_config.NumberColumn("Parameters", format="localized"),
     "memory_mb": st.column_config.NumberColumn("Memory (MB, 32-bit)", format="%.2f"),
     "search_time": st.column_config.TextColumn("Search time"),
     "speedup": st.column_config.NumberColumn("Speed-up", format="%.1f×", help="baseline search time / this one's"),
-    "best_score": st.column_config.NumberColumn("Best score", format="%.2f",
-                                                help="the search's best training-free score"),  # fmt: skip
+    "best_score": st.column_config.NumberColumn(
+        "Best score", format="%.2f", help="the search's best training-free score"
+    ),
     "status": st.column_config.TextColumn("Status"),
 }
 
 st.header("Settings")
 for (eid, frame), column in side_by_side(runs):
     table = frame.assign(
-        accuracy_pct=frame["accuracy"] * 100, search_time=frame["search_seconds"].map(format_seconds),
-        accuracy_8bit_pct=frame["accuracy_8bit"] * 100, accuracy_4bit_pct=frame["accuracy_4bit"] * 100,
+        accuracy_pct=frame["accuracy"] * 100,
+        search_time=frame["search_seconds"].map(format_seconds),
+        accuracy_8bit_pct=frame["accuracy_8bit"] * 100,
+        accuracy_4bit_pct=frame["accuracy_4bit"] * 100,
     )
     column.dataframe(
         table[list(TABLE_COLUMNS)], column_config=TABLE_COLUMNS, hide_index=True, placeholder="–", key=f"table_{eid}"
@@ -244,6 +285,7 @@ for (eid, frame), column in side_by_side(runs):
             "highest) against the accuracy it reached once trained."
         )
 
+
 @st.cache_data(max_entries=8, show_spinner="Comparing the score with the benchmark's accuracies…")
 def ground_truth(run_id: int, database: str, candidates: int) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """Cached per run and per number of scored candidates (a running search adds some)."""
@@ -251,43 +293,65 @@ def ground_truth(run_id: int, database: str, candidates: int) -> tuple[pd.DataFr
     return cells, (api.benchmark_proxies(cells) if cells is not None and len(cells) >= 5 else None)
 
 
-benchmarked = [(eid, r) for eid, frame in runs.items() for r in frame.itertuples()
-               if api.benchmark_records_of([r.kernel_set], r.dataset) and r.candidates_done]  # fmt: skip
+benchmarked = [
+    (eid, r)
+    for eid, frame in runs.items()
+    for r in frame.itertuples()
+    if api.benchmark_records_of([r.kernel_set], r.dataset) and r.candidates_done
+]
 if benchmarked:
     st.header("Ground truth: the score against 100-epoch accuracies")
-    st.caption("Every cell these searches scored, against the validation accuracy SpikeNAS-Bench measured for "
-               "the same network (Sun et al., 2025). A proxy worth using beats counting convolutions.")  # fmt: skip
+    st.caption(
+        "Every cell these searches scored, against the validation accuracy SpikeNAS-Bench measured for "
+        "the same network (Sun et al., 2025). A proxy worth using beats counting convolutions."
+    )
     for eid, run in benchmarked:
         cells, table = ground_truth(int(run.run_id), str(widgets.store().path), int(run.candidates_done))
         if cells is None or table is None:
             continue
         chart, numbers = st.container(), st.container()
         chart.plotly_chart(truth_chart(cells, run.setting), key=f"truth_{eid}_{run.run_id}")
-        numbers.dataframe(table, hide_index=True, key=f"proxies_{eid}_{run.run_id}", column_config={
-            "proxy": "Proxy", "spearman": st.column_config.NumberColumn("Spearman", format="%+.3f"),
-            "kendall": st.column_config.NumberColumn("Kendall", format="%+.3f"),
-            "p_at_10": st.column_config.NumberColumn("p@10", format="%.2f"),
-            "p_at_100": st.column_config.NumberColumn("p@100", format="%.2f"),
-            "partial": st.column_config.NumberColumn("Given conv edges", format="%+.3f",
-                                                     help="partial Spearman: what the proxy says beyond the count"),
-            "regret_1000": st.column_config.NumberColumn("Regret 1000x", format="%.2f",
-                                                         help="points of test accuracy a 1,000-iteration random "
-                                                         "search loses against the best network here (mean of 200)"),
-            "regret_all": st.column_config.NumberColumn("Regret all", format="%.2f"),
-        })  # fmt: skip
-        numbers.caption(f"{len(cells):,} networks. Correlations with validation accuracy; regret in test accuracy "
-                        "points. `python -m engine benchmark report --run "
-                        f"{run.run_id}` gives intervals and both populations.")  # fmt: skip
+        numbers.dataframe(
+            table,
+            hide_index=True,
+            key=f"proxies_{eid}_{run.run_id}",
+            column_config={
+                "proxy": "Proxy",
+                "spearman": st.column_config.NumberColumn("Spearman", format="%+.3f"),
+                "kendall": st.column_config.NumberColumn("Kendall", format="%+.3f"),
+                "p_at_10": st.column_config.NumberColumn("p@10", format="%.2f"),
+                "p_at_100": st.column_config.NumberColumn("p@100", format="%.2f"),
+                "partial": st.column_config.NumberColumn(
+                    "Given conv edges", format="%+.3f", help="partial Spearman: what the proxy says beyond the count"
+                ),
+                "regret_1000": st.column_config.NumberColumn(
+                    "Regret 1000x",
+                    format="%.2f",
+                    help="points of test accuracy a 1,000-iteration random "
+                    "search loses against the best network here (mean of 200)",
+                ),
+                "regret_all": st.column_config.NumberColumn("Regret all", format="%.2f"),
+            },
+        )
+        numbers.caption(
+            f"{len(cells):,} networks. Correlations with validation accuracy; regret in test accuracy "
+            "points. `python -m engine benchmark report --run "
+            f"{run.run_id}` gives intervals and both populations."
+        )
 
 st.header("Export")
-for (eid, frame), column in side_by_side(runs):
+for (eid, _frame), column in side_by_side(runs):
     experiment = api.get_experiment(eid, store=widgets.store())
     with column:
         st.caption(f"Experiment #{eid}: the table of settings (CSV) or everything, with epochs and events (JSON).")
         buttons = st.container(horizontal=True)
         for fmt, mime in (("csv", "text/csv"), ("json", "application/json")):
             buttons.download_button(
-                f"Download {fmt.upper()}", partial(api.export_experiment, eid, fmt, store=widgets.store()),  # when asked
-                file_name=api.export_name(experiment, fmt), mime=mime, on_click="ignore", icon=":material/download:",
+                f"Download {fmt.upper()}",
+                partial(api.export_experiment, eid, fmt, store=widgets.store()),  # when asked
+                file_name=api.export_name(experiment, fmt),
+                mime=mime,
+                on_click="ignore",
+                icon=":material/download:",
                 key=f"export_{fmt}_{eid}",
-            )  # fmt: skip
+            )

@@ -80,7 +80,7 @@ def progress_key(jobs: pd.DataFrame) -> tuple:
     return tuple(
         (int(j.id), j.status, j.run_stage, 0 if nan(j.done) or j.stage != "train" else int(j.done))
         for j in jobs.itertuples()
-    )  # fmt: skip
+    )
 
 
 # ------------------------------------------------------------------------------------- launch
@@ -106,29 +106,42 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
         dataset_ok, dataset_state = widgets.dataset_status(dataset, roots)
         slots["dataset"] = st.empty()
         chosen = st.multiselect(
-            "Kernel sets (Table I)", widgets.TABLE_I_NAMES, default=list(DEFAULTS.kernel_sets),
-            key="study_sets", help="Each set is the two convolution kernel sizes a cell may use.",
-        )  # fmt: skip
+            "Kernel sets (Table I)",
+            widgets.TABLE_I_NAMES,
+            default=list(DEFAULTS.kernel_sets),
+            key="study_sets",
+            help="Each set is the two convolution kernel sizes a cell may use.",
+        )
         kernel_sets = widgets.with_custom_kernel_sets(chosen, "study_custom_sets")
         slots["kernel_sets"] = st.empty()
         left, right = st.columns(2)
         cells = left.number_input(
-            "Cells scored per kernel set", min_value=0, max_value=api.MAX_ITERATIONS, value=DEFAULTS.cells,
-            step=10, key="study_cells", help="N: how many cells the training-free score ranks per kernel set.",
-        )  # fmt: skip
+            "Cells scored per kernel set",
+            min_value=0,
+            max_value=api.MAX_ITERATIONS,
+            value=DEFAULTS.cells,
+            step=10,
+            key="study_cells",
+            help="N: how many cells the training-free score ranks per kernel set.",
+        )
         slots["cells"] = left.empty()
         trained = right.number_input(
-            "Cells trained per kernel set", min_value=0, max_value=api.MAX_ITERATIONS, value=DEFAULTS.trained,
-            key="study_trained", help="A stratified subset of the N scored cells: the top cells, some drawn at "
+            "Cells trained per kernel set",
+            min_value=0,
+            max_value=api.MAX_ITERATIONS,
+            value=DEFAULTS.trained,
+            key="study_trained",
+            help="A stratified subset of the N scored cells: the top cells, some drawn at "
             "random, the rest spread over the score range and the conv-edge counts.",
-        )  # fmt: skip
+        )
         slots["trained"] = right.empty()
         exhaustive = st.checkbox(
-            "Exhaustive: distinct cells, in a seeded order", value=DEFAULTS.exhaustive,
+            "Exhaustive: distinct cells, in a seeded order",
+            value=DEFAULTS.exhaustive,
             key="study_exhaustive",
             help=f"N then means the first N of all {distinct_cell_count():,} distinct cells; at N = "
             f"{distinct_cell_count():,} every cell is scored and the true top-1 cell is known.",
-        )  # fmt: skip
+        )
         if exhaustive:
             st.caption(
                 f"Scores the first N of the {distinct_cell_count():,} distinct cells (in the seed's order); the report "
@@ -140,34 +153,62 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
         slots["profile"] = st.empty()
         left, right = st.columns(2)
         top = left.number_input(
-            "Top cells", min_value=0, value=DEFAULTS.top, key="study_top",
+            "Top cells",
+            min_value=0,
+            value=DEFAULTS.top,
+            key="study_top",
             help="The score's highest cells, each trained with every seed: what a search would pick.",
-        )  # fmt: skip
+        )
         slots["top"] = left.empty()
         seeds = right.number_input(
-            "Seeds per top cell", min_value=0, value=DEFAULTS.seeds, key="study_seeds",
+            "Seeds per top cell",
+            min_value=0,
+            value=DEFAULTS.seeds,
+            key="study_seeds",
             help="Training seeds for each top cell: the error bars of the top-1 accuracy. Other cells train once.",
-        )  # fmt: skip
+        )
         slots["seeds"] = right.empty()
         left, right = st.columns(2)
         epochs = left.number_input(
-            "Training epochs", min_value=1, max_value=api.MAX_EPOCHS, value=api.PROFILES[profile].epochs,
-            key="study_epochs", help=f"Per trained cell (the {profile} profile's own is {api.PROFILES[profile].epochs}).",
-        )  # fmt: skip
+            "Training epochs",
+            min_value=1,
+            max_value=api.MAX_EPOCHS,
+            value=api.PROFILES[profile].epochs,
+            key="study_epochs",
+            help=f"Per trained cell (the {profile} profile's own is {api.PROFILES[profile].epochs}).",
+        )
         slots["epochs"] = left.empty()
-        seed = right.number_input("Seed", min_value=0, value=DEFAULTS.seed, key="study_seed",
-                                  help="Same seed, same cells, same subset and weights.")  # fmt: skip
+        seed = right.number_input(
+            "Seed",
+            min_value=0,
+            value=DEFAULTS.seed,
+            key="study_seed",
+            help="Same seed, same cells, same subset and weights.",
+        )
         slots["seed"] = right.empty()
         device, in_flight = widgets.device_select("study_device", "study_in_flight", slots, DEFAULTS.in_flight)
-        name = st.text_input("Study name (optional)", key="study_name",
-                             placeholder=f"study of {', '.join(kernel_sets) or '…'} on {dataset}")  # fmt: skip
+        name = st.text_input(
+            "Study name (optional)",
+            key="study_name",
+            placeholder=f"study of {', '.join(kernel_sets) or '…'} on {dataset}",
+        )
         slots["name"] = st.empty()
 
     config = api.StudyConfig(
-        dataset=dataset, kernel_sets=kernel_sets, cells=int(cells), exhaustive=exhaustive, trained=int(trained),
-        top=int(top), seeds=int(seeds), profile=profile, epochs=int(epochs), seed=int(seed), device=device,
-        in_flight=in_flight, name=name,
-    )  # fmt: skip
+        dataset=dataset,
+        kernel_sets=kernel_sets,
+        cells=int(cells),
+        exhaustive=exhaustive,
+        trained=int(trained),
+        top=int(top),
+        seeds=int(seeds),
+        profile=profile,
+        epochs=int(epochs),
+        seed=int(seed),
+        device=device,
+        in_flight=in_flight,
+        name=name,
+    )
     errors = api.validate_study(config, check_data=False)  # the dataset was checked above
     for field, message in widgets.field_errors(errors, (dataset_ok, dataset_state), slots).items():
         st.markdown(widgets.problem_text(f"{field}: {message}"))
@@ -181,12 +222,21 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
             f"{len(kernel_sets)} kernel set(s), each: {config.cells:,} cells scored, {config.trained:,} of them "
             f"trained, {per_set:,} trainings of {config.epochs} epoch(s) (the top {config.top} with "
             f"{config.seeds} seed(s) each)."
-            + (f" Roughly {format_seconds(seconds)} in all (from this database's pace when it has one)."
-               if seconds is not None else "")
-        )  # fmt: skip
+            + (
+                f" Roughly {format_seconds(seconds)} in all (from this database's pace when it has one)."
+                if seconds is not None
+                else ""
+            )
+        )
     widgets.launch_button(
-        "Launch study", icon=":material/science:", key="study_launch", state="study_launched", config=config,
-        errors=errors, submit=api.submit_study, what="study",
+        "Launch study",
+        icon=":material/science:",
+        key="study_launch",
+        state="study_launched",
+        config=config,
+        errors=errors,
+        submit=api.submit_study,
+        what="study",
         message=lambda ids: f"Study #{ids['experiment_id']} queued: {len(ids['job_ids'])} kernel set(s).",
         on_launched=lambda ids: st.session_state.update(study_pick=ids["experiment_id"]),  # shown below
     )
@@ -260,11 +310,11 @@ def status_section(experiment_id: int, key: tuple, active: bool, store) -> None:
             fill, label = run_progress(job)
             bar.progress(fill, text=widgets.escape_markdown(label))
             if job["status"] == api.JobStatus.FAILED:
-                bar.error(widgets.escape_markdown(job["error"] or "failed without a message"),
-                          icon=":material/error:")  # fmt: skip
+                bar.error(widgets.escape_markdown(job["error"] or "failed without a message"), icon=":material/error:")
         if active:
-            st.caption(f"Refreshing every {REFRESH_S:g} s while the study runs · logs, cancel and retry on the "
-                       "Jobs page.")  # fmt: skip
+            st.caption(
+                f"Refreshing every {REFRESH_S:g} s while the study runs · logs, cancel and retry on the Jobs page."
+            )
 
     live()
     if not active:
@@ -289,77 +339,115 @@ def undefined_reason(report: StudyReport, kernel_set: str) -> str | None:
 def kernel_set_table(report: StudyReport) -> None:
     rows = []
     for k in report.kernel_sets:
-        rows.append({
-            "kernel_set": k.kernel_set, "scored": k.scored, "trained": k.trained,
-            "spearman": interval_text(k.correlation.spearman), "kendall": interval_text(k.correlation.kendall),
-            "within": interval_text(k.within_edges), "top1": top1_text(k.top1),
-            "regret": points(k.regret.regret if k.regret else None),
-            "gain": points(k.regret.gain if k.regret else None, signed=True),
-        })  # fmt: skip
+        rows.append(
+            {
+                "kernel_set": k.kernel_set,
+                "scored": k.scored,
+                "trained": k.trained,
+                "spearman": interval_text(k.correlation.spearman),
+                "kendall": interval_text(k.correlation.kendall),
+                "within": interval_text(k.within_edges),
+                "top1": top1_text(k.top1),
+                "regret": points(k.regret.regret if k.regret else None),
+                "gain": points(k.regret.gain if k.regret else None, signed=True),
+            }
+        )
     st.dataframe(
-        pd.DataFrame(rows), hide_index=True, key="study_table",
+        pd.DataFrame(rows),
+        hide_index=True,
+        key="study_table",
         column_config={
             "kernel_set": "Kernel set",
-            "scored": st.column_config.NumberColumn("Scored", format="localized", width="small",
-                                                    help="cells the score ranked"),
+            "scored": st.column_config.NumberColumn(
+                "Scored", format="localized", width="small", help="cells the score ranked"
+            ),
             "trained": st.column_config.NumberColumn("Trained", width="small", help="distinct cells trained"),
-            "spearman": st.column_config.TextColumn("Spearman ρ [CI]",
-                                                    help="score against trained accuracy (mean over seeds); "
-                                                    "bootstrap interval"),
-            "kendall": st.column_config.TextColumn("Kendall τ [CI]", help="the share of pairs the score orders "
-                                                   "as accuracy does, corrected for ties"),
-            "within": st.column_config.TextColumn("ρ at equal edges [CI]",
-                                                  help="ranked inside groups of cells with the same number of "
-                                                  "conv edges, pooled: the score beyond counting conv edges"),
-            "top1": st.column_config.TextColumn("Top-1 accuracy", help="the highest-scored cell: mean over its "
-                                                "seeds ± half its 95% t interval"),
-            "regret": st.column_config.TextColumn("Regret", help="best − top-1: accuracy the search leaves on the "
-                                                  "table: the best trained cell's minus the top-scored cell's"),
-            "gain": st.column_config.TextColumn("Gain vs random", help="top-1 minus the mean of the cells drawn "
-                                                "at random (of all trained cells when none was)"),
+            "spearman": st.column_config.TextColumn(
+                "Spearman ρ [CI]", help="score against trained accuracy (mean over seeds); bootstrap interval"
+            ),
+            "kendall": st.column_config.TextColumn(
+                "Kendall τ [CI]", help="the share of pairs the score orders as accuracy does, corrected for ties"
+            ),
+            "within": st.column_config.TextColumn(
+                "ρ at equal edges [CI]",
+                help="ranked inside groups of cells with the same number of "
+                "conv edges, pooled: the score beyond counting conv edges",
+            ),
+            "top1": st.column_config.TextColumn(
+                "Top-1 accuracy", help="the highest-scored cell: mean over its seeds ± half its 95% t interval"
+            ),
+            "regret": st.column_config.TextColumn(
+                "Regret",
+                help="best − top-1: accuracy the search leaves on the "
+                "table: the best trained cell's minus the top-scored cell's",
+            ),
+            "gain": st.column_config.TextColumn(
+                "Gain vs random",
+                help="top-1 minus the mean of the cells drawn at random (of all trained cells when none was)",
+            ),
         },
-    )  # fmt: skip
+    )
     notes: dict[str, list[str]] = {}  # reason -> the kernel sets it applies to
     for k in report.kernel_sets:
         reason = undefined_reason(report, k.kernel_set) if nan(k.correlation.spearman.estimate) else None
         if reason:
             notes.setdefault(reason, []).append(k.kernel_set)
         elif nan(k.within_edges.estimate) and k.trained:
-            notes.setdefault("ρ within equal conv edges: no group of cells with the same count varies in both "
-                             "score and accuracy", []).append(k.kernel_set)  # fmt: skip
-    no_random = [k.kernel_set for k in report.kernel_sets if k.regret and not any(
-        c["kernel_set"] == k.kernel_set and c["role"] == "random" for c in report.cells)]  # fmt: skip
+            notes.setdefault(
+                "ρ within equal conv edges: no group of cells with the same count varies in both score and accuracy", []
+            ).append(k.kernel_set)
+    no_random = [
+        k.kernel_set
+        for k in report.kernel_sets
+        if k.regret and not any(c["kernel_set"] == k.kernel_set and c["role"] == "random" for c in report.cells)
+    ]
     legend = "[…]: 95% bootstrap interval. Top-1: mean over its seeds ± half the 95% t interval."
     if notes:
         legend += f" {DASH}: not defined. " + " ".join(
             f"{widgets.escape_markdown(', '.join(sets))}: {widgets.escape_markdown(reason)}."
             for reason, sets in notes.items()
-        )  # fmt: skip
+        )
     if no_random:
-        legend += (f" {widgets.escape_markdown(', '.join(no_random))}: no cell was drawn at random (too few trained), "
-                   "so the gain is over the mean of all trained cells.")  # fmt: skip
+        legend += (
+            f" {widgets.escape_markdown(', '.join(no_random))}: no cell was drawn at random (too few trained), "
+            "so the gain is over the mean of all trained cells."
+        )
     st.caption(legend)
     if report.overall is not None and not nan(report.overall.spearman.estimate):
-        st.caption(f"All kernel sets together: Spearman ρ = {interval_text(report.overall.spearman)} over "
-                   f"{report.overall.n} trained cells.")  # fmt: skip
+        st.caption(
+            f"All kernel sets together: Spearman ρ = {interval_text(report.overall.spearman)} over "
+            f"{report.overall.n} trained cells."
+        )
 
 
 def search_regret_table(report: StudyReport) -> None:
-    rows = [{"kernel_set": k.kernel_set, "iterations": s.iterations, "searches": s.searches, "found": s.found_top1 * 100,
-             "gap": s.score_gap, "percentile": s.percentile * 100}
-            for k in report.kernel_sets for s in k.search_regret]  # fmt: skip
+    rows = [
+        {
+            "kernel_set": k.kernel_set,
+            "iterations": s.iterations,
+            "searches": s.searches,
+            "found": s.found_top1 * 100,
+            "gap": s.score_gap,
+            "percentile": s.percentile * 100,
+        }
+        for k in report.kernel_sets
+        for s in k.search_regret
+    ]
     st.dataframe(
-        pd.DataFrame(rows), hide_index=True, key="study_search_regret",
+        pd.DataFrame(rows),
+        hide_index=True,
+        key="study_search_regret",
         column_config={
             "kernel_set": "Kernel set",
             "iterations": st.column_config.NumberColumn("Search iterations", format="localized"),
             "searches": st.column_config.NumberColumn("Searches replayed"),
             "found": st.column_config.NumberColumn("Found the true top-1", format="%.0f %%"),
             "gap": st.column_config.NumberColumn("Mean score gap", format="%.3f", help="top score − the pick's score"),
-            "percentile": st.column_config.NumberColumn("Pick's percentile", format="%.2f %%",
-                                                        help="share of the scored cells scoring below the pick"),
+            "percentile": st.column_config.NumberColumn(
+                "Pick's percentile", format="%.2f %%", help="share of the scored cells scoring below the pick"
+            ),
         },
-    )  # fmt: skip
+    )
 
 
 def verdict(report: StudyReport, experiment: dict) -> str:
@@ -368,8 +456,9 @@ def verdict(report: StudyReport, experiment: dict) -> str:
     for k in report.kernel_sets:
         rho, within = k.correlation.spearman, k.within_edges
         if nan(rho.estimate) or nan(rho.low):
-            lines.append(f"**{k.kernel_set}**: too few (or too uniform) trained cells to say whether the score "
-                         "orders them.")  # fmt: skip
+            lines.append(
+                f"**{k.kernel_set}**: too few (or too uniform) trained cells to say whether the score orders them."
+            )
             continue
         if rho.low > 0:
             text = f"the score orders the trained cells by accuracy better than chance (ρ = {rho.estimate:+.2f})"
@@ -382,16 +471,22 @@ def verdict(report: StudyReport, experiment: dict) -> str:
         elif within.low > 0:
             text += f"; among cells with the same number of conv edges it orders them too (ρ = {within.estimate:+.2f})"
         elif within.high < 0:
-            text += (f"; among cells with the same number of conv edges it orders them backwards "
-                     f"(ρ = {within.estimate:+.2f})")  # fmt: skip
+            text += (
+                f"; among cells with the same number of conv edges it orders them backwards "
+                f"(ρ = {within.estimate:+.2f})"
+            )
         elif rho.low > 0:
-            text += (f"; among cells with the same number of conv edges the evidence is too thin (ρ = "
-                     f"{within.estimate:+.2f}, its interval includes 0): counting conv edges may be all it does")  # fmt: skip
+            text += (
+                f"; among cells with the same number of conv edges the evidence is too thin (ρ = "
+                f"{within.estimate:+.2f}, its interval includes 0): counting conv edges may be all it does"
+            )
         lines.append(f"**{k.kernel_set}**: {text}.")
     ranked = [k for k in report.kernel_sets if not nan(k.top1.mean)]
     if len(ranked) >= 2 and len({k.top1.mean for k in ranked}) == 1:
-        lines.append(f"**Larger kernels**: every kernel set's top-1 cell reached {ranked[0].top1.mean:.1%}: no "
-                     "difference to see here.")  # fmt: skip
+        lines.append(
+            f"**Larger kernels**: every kernel set's top-1 cell reached {ranked[0].top1.mean:.1%}: no "
+            "difference to see here."
+        )
     elif len(ranked) >= 2:
         best = max(ranked, key=lambda k: k.top1.mean)
         others = [k for k in ranked if k is not best]
@@ -401,8 +496,10 @@ def verdict(report: StudyReport, experiment: dict) -> str:
         if nan(best.top1.low):
             text += ", but from a single seed: no interval to tell it from the others"
         elif overlap:
-            text += (f", but its 95% interval over seeds overlaps that of {', '.join(overlap)}: this study cannot "
-                     "tell them apart")  # fmt: skip
+            text += (
+                f", but its 95% interval over seeds overlaps that of {', '.join(overlap)}: this study cannot "
+                "tell them apart"
+            )
             if single:
                 text += f" ({', '.join(single)}: a single seed, no interval)"
         elif single:
@@ -413,9 +510,11 @@ def verdict(report: StudyReport, experiment: dict) -> str:
         lines.append(text)
     profile = widgets.profile_label(experiment["profile"], bool(experiment["reduced"]))
     if experiment["reduced"]:
-        lines.append(f"**Scale**: {profile}. At this small width the score mostly counts conv edges, so trust ρ at "
-                     "equal conv edges more than the overall ρ, and do not read these numbers as the "
-                     "paper's.")  # fmt: skip
+        lines.append(
+            f"**Scale**: {profile}. At this small width the score mostly counts conv edges, so trust ρ at "
+            "equal conv edges more than the overall ρ, and do not read these numbers as the "
+            "paper's."
+        )
     else:
         lines.append(f"**Scale**: {profile}; the intervals still reflect only the cells trained here.")
     return "\n".join(f"- {line}" for line in lines)
@@ -426,10 +525,14 @@ def downloads(experiment: dict, store) -> None:
     buttons = st.container(horizontal=True)
     for fmt, mime in (("csv", "text/csv"), ("json", "application/json")):
         buttons.download_button(
-            f"Download {fmt.upper()}", partial(api.export_study, experiment["id"], fmt, store=store),
-            file_name=api.export_name(experiment, fmt), mime=mime, on_click="ignore", icon=":material/download:",
+            f"Download {fmt.upper()}",
+            partial(api.export_study, experiment["id"], fmt, store=store),
+            file_name=api.export_name(experiment, fmt),
+            mime=mime,
+            on_click="ignore",
+            icon=":material/download:",
             key=f"study_export_{fmt}_{experiment['id']}",
-        )  # fmt: skip
+        )
     st.caption("CSV: one row per trained cell and seed. JSON: the study's configuration and this whole report.")
 
 
@@ -442,10 +545,11 @@ def report_section(experiment: dict, key: tuple, store) -> None:
         trained_any = any(stage == "train" and done or status == api.JobStatus.DONE for _, status, stage, done in key)
         st.info(
             "Cells are being trained, but not yet in every kernel set: the report appears once each kernel set "
-            "has trained its first cell." if trained_any else
-            "Nothing trained yet: the report fills in as each kernel set's cells are trained.",
+            "has trained its first cell."
+            if trained_any
+            else "Nothing trained yet: the report fills in as each kernel set's cells are trained.",
             icon=":material/hourglass:",
-        )  # fmt: skip
+        )
         return
     st.header("Per kernel set")
     kernel_set_table(report)
@@ -460,22 +564,38 @@ def report_section(experiment: dict, key: tuple, store) -> None:
 
     st.header("Do larger kernels help?")
     left, right = st.columns(2)
-    left.plotly_chart(grouped_chart(report.by_edges, "conv_edges", "Accuracy at equal conv-edge count",
-                                    "Conv edges in the cell", experiment), key="study_edges_chart")  # fmt: skip
+    left.plotly_chart(
+        grouped_chart(
+            report.by_edges, "conv_edges", "Accuracy at equal conv-edge count", "Conv edges in the cell", experiment
+        ),
+        key="study_edges_chart",
+    )
     bins = [r["params_bin"] for r in sorted(report.by_params, key=lambda r: r["params_low"])]
-    right.plotly_chart(grouped_chart(report.by_params, "params_bin", "Accuracy at equal parameter count",
-                                     "Parameters (Eq. 2-3)", experiment, list(dict.fromkeys(bins))),
-                       key="study_params_chart")  # fmt: skip
-    st.caption("Each point averages the trained cells of one kernel set in one group (error bars: 95% t interval, "
-               "none for a single cell; hover for the count): the same number of conv edges, or about the same "
-               "size, with different kernels.")  # fmt: skip
+    right.plotly_chart(
+        grouped_chart(
+            report.by_params,
+            "params_bin",
+            "Accuracy at equal parameter count",
+            "Parameters (Eq. 2-3)",
+            experiment,
+            list(dict.fromkeys(bins)),
+        ),
+        key="study_params_chart",
+    )
+    st.caption(
+        "Each point averages the trained cells of one kernel set in one group (error bars: 95% t interval, "
+        "none for a single cell; hover for the count): the same number of conv edges, or about the same "
+        "size, with different kernels."
+    )
 
     if experiment["config"].get("exhaustive"):
         st.header("Search regret (exhaustive scores)")
         if any(k.search_regret for k in report.kernel_sets):
             search_regret_table(report)
-            st.caption("Random searches of the paper's sizes replayed over the stored scores: how often the pick is "
-                       "the true top-1 cell, how far its score falls short and where it ranks among the scored cells.")
+            st.caption(
+                "Random searches of the paper's sizes replayed over the stored scores: how often the pick is "
+                "the true top-1 cell, how far its score falls short and where it ranks among the scored cells."
+            )
         else:
             st.info("Shown once the kernel sets have scored their cells.")
 
@@ -486,8 +606,10 @@ def report_section(experiment: dict, key: tuple, store) -> None:
 # ------------------------------------------------------------------------------------------- page
 
 st.title("Study")
-st.caption("Does the training-free score pick good cells, and do larger kernels help? A study trains a subset of "
-           "the cells it scores and measures both.")  # fmt: skip
+st.caption(
+    "Does the training-free score pick good cells, and do larger kernels help? A study trains a subset of "
+    "the cells it scores and measures both."
+)
 
 store = widgets.store()
 experiments = api.list_experiments(store=store)

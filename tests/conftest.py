@@ -46,9 +46,15 @@ def finished(studio):
     from engine.jobs.worker import serve
 
     config = api.ExperimentConfig(
-        dataset=studio["dataset"], kernel_sets=("1x1_3x3", "3x3_5x5"), iterations=3, epochs=3,
-        baseline="1x1_3x3_6x", device="cpu", budget="10M", name="finished fixture",
-    )  # fmt: skip
+        dataset=studio["dataset"],
+        kernel_sets=("1x1_3x3", "3x3_5x5"),
+        iterations=3,
+        epochs=3,
+        baseline="1x1_3x3_6x",
+        device="cpu",
+        budget="10M",
+        name="finished fixture",
+    )
     store = api.get_store()
     ids = api.submit_experiment(config, store=store)
     serve(store, devices=["cpu"], idle_exit=0.2, stop=threading.Event())

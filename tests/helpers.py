@@ -27,8 +27,15 @@ def write_subset(sample, folder: Path, classes: int, train_per_class: int, test_
 def cli(*args, env: dict | None = None, timeout: float = 600, **kw):
     """``python -m engine ARGS`` in a fresh process from the checkout; its completed process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=env, text=True, capture_output=True,
-                          timeout=timeout, **kw)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        **kw,
+    )
 
 
 APP = str(ROOT / "app.py")

@@ -6,11 +6,11 @@ import shutil
 import threading
 
 import pytest
+from helpers import APP, app, texts
 from streamlit.testing.v1 import AppTest
 
 from engine import api
 from engine.jobs.worker import serve
-from helpers import APP, app, texts
 
 
 def test_launch_explains_each_problem_and_disables_launch(own_db):
@@ -114,8 +114,15 @@ def test_a_failed_job_shows_its_error_and_can_be_retried_cancelled_and_deleted(o
     for split in ("train", "test"):
         for name in ("cat", "dog"):
             (folder / split / name).mkdir(parents=True)
-    config = api.ExperimentConfig(dataset=f"folder:{folder.name}", kernel_sets=("1x1_3x3",), iterations=2,
-                                  epochs=1, device="cpu", baseline=None, name="doomed")  # fmt: skip
+    config = api.ExperimentConfig(
+        dataset=f"folder:{folder.name}",
+        kernel_sets=("1x1_3x3",),
+        iterations=2,
+        epochs=1,
+        device="cpu",
+        baseline=None,
+        name="doomed",
+    )
     ids = api.submit_experiment(config, store=store)
     shutil.rmtree(folder)  # the dataset disappears before the worker gets to it: a real failure
     serve(store, devices=["cpu"], idle_exit=0.2, stop=threading.Event())
@@ -145,8 +152,15 @@ def test_a_failed_job_shows_its_error_and_can_be_retried_cancelled_and_deleted(o
 
 def test_a_running_job_shows_live_progress_and_can_be_cancelled(own_db, studio):
     store = own_db["store"]
-    config = api.ExperimentConfig(dataset=studio["dataset"], kernel_sets=("3x3_5x5",), iterations=10, epochs=1,
-                                  device="cpu", baseline=None, name="in flight")  # fmt: skip
+    config = api.ExperimentConfig(
+        dataset=studio["dataset"],
+        kernel_sets=("3x3_5x5",),
+        iterations=10,
+        epochs=1,
+        device="cpu",
+        baseline=None,
+        name="in flight",
+    )
     ids = api.submit_experiment(config, store=store)
     lease = store.claim("test:1", "cpu", stale_after=60)  # as a worker would, without running anything
     store.heartbeat(lease, {"stage": "search", "done": 4, "total": 10, "note": "best score 1.23", "eta_seconds": 75})
@@ -185,8 +199,10 @@ def test_a_database_that_cannot_be_opened_is_a_message_not_a_traceback(studio, t
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
-@pytest.mark.parametrize("folder, message", [("p" * 300, "longer than 255 bytes"), ("pets\x00", "control character"),
-                                             (" tiny", "spaces around it")])  # fmt: skip
+@pytest.mark.parametrize(
+    "folder, message",
+    [("p" * 300, "longer than 255 bytes"), ("pets\x00", "control character"), (" tiny", "spaces around it")],
+)
 def test_launch_turns_an_absurd_folder_name_into_a_field_error(own_db, folder, message):
     at = app()
     at.selectbox(key="dataset").select("folder").run()
@@ -199,8 +215,13 @@ def test_launch_turns_an_absurd_folder_name_into_a_field_error(own_db, folder, m
 
 def test_jobs_page_shows_a_dataset_spec_literally(own_db):
     spec = "folder:[click me](https://example.invalid)"
-    own_db["store"].add_experiment("injected", {"dataset": spec}, profile="laptop", reduced=True,
-                                   runs=[{"setting": "1x1_3x3_3x", "kernel_set": "1x1_3x3", "iterations": 3}])  # fmt: skip
+    own_db["store"].add_experiment(
+        "injected",
+        {"dataset": spec},
+        profile="laptop",
+        reduced=True,
+        runs=[{"setting": "1x1_3x3_3x", "kernel_set": "1x1_3x3", "iterations": 3}],
+    )
     at = app("pages/jobs.py")
     captions = [c.value for c in at.caption]
     assert any("folder\\:\\[click me\\]\\(https\\:" in c for c in captions), captions

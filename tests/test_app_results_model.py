@@ -85,9 +85,13 @@ def test_results_shows_the_table_the_charts_and_the_exports(finished, downloads)
     assert table.value["speedup"].iloc[0] == pytest.approx(1.0)
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     titles = [c["layout"]["title"]["text"] for c in charts]
-    assert titles == ["Test accuracy per epoch", "Search time per setting", "Accuracy vs memory, with the budget",
-                      "Accuracy vs energy per inference (SNN ●, same network as an ANN ○)",
-                      "Training-free score vs final accuracy"]  # fmt: skip
+    assert titles == [
+        "Test accuracy per epoch",
+        "Search time per setting",
+        "Accuracy vs memory, with the budget",
+        "Accuracy vs energy per inference (SNN ●, same network as an ANN ○)",
+        "Training-free score vs final accuracy",
+    ]
     assert all("laptop profile (reduced scale)" in c["layout"]["title"]["subtitle"]["text"] for c in charts)
     bar_labels = [t for trace in charts[1]["data"] for t in trace["text"]]
     assert bar_labels[0] == "baseline" and all(t.endswith("× speed-up") for t in bar_labels[1:])
@@ -142,8 +146,11 @@ def test_empty_database_and_experiment_without_results(studio, tmp_path, monkeyp
     assert not at.get("plotly_chart")
     assert "No model has been searched yet" in texts(app("pages/model.py"))
 
-    api.submit_experiment(api.ExperimentConfig(dataset=studio["dataset"], kernel_sets=("1x1_3x3",), iterations=2,
-                                               epochs=1, device="cpu", baseline=None))  # fmt: skip
+    api.submit_experiment(
+        api.ExperimentConfig(
+            dataset=studio["dataset"], kernel_sets=("1x1_3x3",), iterations=2, epochs=1, device="cpu", baseline=None
+        )
+    )
     at = app("pages/results.py")
     assert "has no finished runs yet" in texts(at)
     assert any("Jobs" in link.proto.label for link in at.page_link)

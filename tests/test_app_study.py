@@ -9,18 +9,20 @@ import re
 import threading
 
 import pytest
+from helpers import APP, app, texts
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from engine import api
-from helpers import APP, app, texts
 
 PAGE = "pages/study.py"
 SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 CHART_TITLES = [
-    "Training-free score vs trained accuracy", "Top-1 accuracy by kernel set (error bars: 95% over seeds)",
-    "Accuracy at equal conv-edge count", "Accuracy at equal parameter count",
-]  # fmt: skip
+    "Training-free score vs trained accuracy",
+    "Top-1 accuracy by kernel set (error bars: 95% over seeds)",
+    "Accuracy at equal conv-edge count",
+    "Accuracy at equal parameter count",
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +31,17 @@ def finished_study(studio):
     from engine.jobs.worker import serve
 
     store = api.get_store(studio["root"] / "study.db")
-    config = api.StudyConfig(dataset=studio["mini"], kernel_sets=("1x1_3x3", "3x3_5x5"), cells=6, trained=4, top=2,
-                             seeds=2, epochs=1, device="cpu", name="finished study")  # fmt: skip
+    config = api.StudyConfig(
+        dataset=studio["mini"],
+        kernel_sets=("1x1_3x3", "3x3_5x5"),
+        cells=6,
+        trained=4,
+        top=2,
+        seeds=2,
+        epochs=1,
+        device="cpu",
+        name="finished study",
+    )
     ids = api.submit_study(config, store=store)
     serve(store, devices=["cpu"], idle_exit=0.2, stop=threading.Event())
     assert set(api.runs_frame([ids["experiment_id"]], store=store)["status"]) == {"done"}
@@ -183,10 +194,16 @@ def test_the_finished_study_shows_its_report_charts_and_downloads(finished_study
 
 def test_results_lists_experiments_but_not_studies(own_db, studio):
     store = own_db["store"]
-    plain = store.add_experiment("plain", {"dataset": "sample"}, profile="laptop", reduced=True,
-                                 runs=[{"setting": "1x1_3x3_3x", "kernel_set": "1x1_3x3", "iterations": 3}])  # fmt: skip
-    study = api.submit_study(api.StudyConfig(kernel_sets=("1x1_3x3",), cells=4, trained=3, top=1, epochs=1),
-                             store=store)  # fmt: skip
+    plain = store.add_experiment(
+        "plain",
+        {"dataset": "sample"},
+        profile="laptop",
+        reduced=True,
+        runs=[{"setting": "1x1_3x3_3x", "kernel_set": "1x1_3x3", "iterations": 3}],
+    )
+    study = api.submit_study(
+        api.StudyConfig(kernel_sets=("1x1_3x3",), cells=4, trained=3, top=1, epochs=1), store=store
+    )
     at = app("pages/results.py")
     assert at.selectbox(key="results_experiment").options == [f"#{plain['experiment_id']} · plain · 0 finished"]
     assert study["experiment_id"] not in (at.selectbox(key="results_experiment").value,)
@@ -195,8 +212,9 @@ def test_results_lists_experiments_but_not_studies(own_db, studio):
     assert at.selectbox(key="study_pick").value == study["experiment_id"]
     assert len(at.selectbox(key="study_pick").options) == 1
 
-    newer = api.submit_study(api.StudyConfig(kernel_sets=("3x3_5x5",), cells=4, trained=3, top=1, epochs=1),
-                             store=store)  # fmt: skip
+    newer = api.submit_study(
+        api.StudyConfig(kernel_sets=("3x3_5x5",), cells=4, trained=3, top=1, epochs=1), store=store
+    )
     assert app(PAGE).selectbox(key="study_pick").value == newer["experiment_id"]  # the newest by default
     linked = AppTest.from_file(APP, default_timeout=60)
     linked.query_params["study"] = str(study["experiment_id"])  # a link to the older one: /study?study=N

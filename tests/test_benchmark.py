@@ -7,15 +7,15 @@ import math
 
 import numpy as np
 import pytest
+from helpers import cli
 from scipy import stats
 
-from engine.study import benchmark
-from engine.study.benchmark import BenchmarkError, ids_to_ops, ops_to_id
-from engine.data.catalogue import dataset_shape
 from engine.core.footprint import footprint
 from engine.core.profiles import get_profile
 from engine.core.space import SPIKENAS, Genotype, KernelSet
-from helpers import cli
+from engine.data.catalogue import dataset_shape
+from engine.study import benchmark
+from engine.study.benchmark import BenchmarkError, ids_to_ops, ops_to_id
 
 BENCH = get_profile("benchmark")
 
@@ -26,13 +26,19 @@ def engine_params(bench_id: int, dataset: str = "cifar10") -> int:
 
 def record_text(bench_id: int, *, params=None, epochs=3, test=61.5, firing=None, dataset="cifar10") -> str:
     params = engine_params(bench_id, dataset) if params is None else params
-    lines = [f"architecture id: {bench_id}", f"model parameters: {params}",
-             "epoch, train_acc, train_loss, val_acc, val_loss"]  # fmt: skip
+    lines = [
+        f"architecture id: {bench_id}",
+        f"model parameters: {params}",
+        "epoch, train_acc, train_loss, val_acc, val_loss",
+    ]
     for e in range(epochs):
         lines.append(f"{e:.3f}, {20 + e:.3f}, {2 - e / 10:.3f}, {30 + 10 * e + bench_id % 7:.3f}, 1.500")
     firing = firing if firing is not None else [0.1] * 12 + [-1.0] * 4
-    lines += [f"test accuracy: {test:.3f}", "firing rate of layers: " + ", ".join(f"{f:.3f}" for f in firing),
-              "Elapsed time: 0.0hour47.0minute20.0second"]  # fmt: skip
+    lines += [
+        f"test accuracy: {test:.3f}",
+        "firing rate of layers: " + ", ".join(f"{f:.3f}" for f in firing),
+        "Elapsed time: 0.0hour47.0minute20.0second",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -65,17 +71,23 @@ def test_the_published_layout_is_read_exactly(tmp_path):
     assert records.conv_edges.tolist() == [0, sum(o >= 2 for o in ids_to_ops(12)), 6]
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda t: t.replace("architecture id: 7", "architecture id: 8"), "line 1: architecture id 8 is not its folder's"),
-    (lambda t: t.replace("1.000, 21.000", "1.000, abc"), "line 5: expected numbers"),
-    (lambda t: t.replace("1.000, 21.000", "1.000, 121.000"), "line 5: expected accuracies between 0 and 100"),
-    (lambda t: t.replace("1.000, 21.000", "2.000, 21.000"), "line 5: expected epoch 1, got 2"),
-    (lambda t: t.replace("test accuracy", "test acc"), "line 7: expected 'test accuracy: ...'"),
-    (lambda t: t.replace("0.100, 0.100, ", "0.100, ", 1), "line 8: expected 16 numbers, got 15"),
-    (lambda t: t.replace("0.100, 0.100, ", "0.100, 2.000, ", 1), "line 8: expected firing rates between 0 and 1"),
-    (lambda t: t.replace("Elapsed time: 0.0hour", "Elapsed time: soon"), "line 9: expected a time"),
-    (lambda t: "", "line 1: expected 'architecture id: ...'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (
+            lambda t: t.replace("architecture id: 7", "architecture id: 8"),
+            "line 1: architecture id 8 is not its folder's",
+        ),
+        (lambda t: t.replace("1.000, 21.000", "1.000, abc"), "line 5: expected numbers"),
+        (lambda t: t.replace("1.000, 21.000", "1.000, 121.000"), "line 5: expected accuracies between 0 and 100"),
+        (lambda t: t.replace("1.000, 21.000", "2.000, 21.000"), "line 5: expected epoch 1, got 2"),
+        (lambda t: t.replace("test accuracy", "test acc"), "line 7: expected 'test accuracy: ...'"),
+        (lambda t: t.replace("0.100, 0.100, ", "0.100, ", 1), "line 8: expected 16 numbers, got 15"),
+        (lambda t: t.replace("0.100, 0.100, ", "0.100, 2.000, ", 1), "line 8: expected firing rates between 0 and 1"),
+        (lambda t: t.replace("Elapsed time: 0.0hour", "Elapsed time: soon"), "line 9: expected a time"),
+        (lambda t: "", "line 1: expected 'architecture id: ...'"),
+    ],
+)
 def test_a_malformed_record_names_its_file_and_line(tmp_path, damage, message):
     published(tmp_path, [3, 7])
     path = tmp_path / "CIFAR10" / "7" / "train_process.txt"
@@ -178,8 +190,10 @@ def test_report_ranks_proxies_against_true_accuracy(tmp_path):
     rng = np.random.default_rng(0)
     ids = rng.choice(benchmark.CELLS, size=400, replace=False)
     # A "score" that is the test accuracy itself must come out perfect; written as a search's JSON
-    cells = [{"genotype": Genotype(ids_to_ops(int(i))).to_str(), "score": float(records.final_val[i]),
-              "firing_rate": 0.1} for i in ids]  # fmt: skip
+    cells = [
+        {"genotype": Genotype(ids_to_ops(int(i))).to_str(), "score": float(records.final_val[i]), "firing_rate": 0.1}
+        for i in ids
+    ]
     scores = tmp_path / "s.json"
     scores.write_text(json.dumps({"kernel_set": "spikenas", "profile": {"name": "oracle"}, "candidates": cells}))
     out = tmp_path / "report.json"
@@ -196,8 +210,19 @@ def test_report_ranks_proxies_against_true_accuracy(tmp_path):
     # --common: widths compared on the networks every source scored
     fewer = tmp_path / "fewer.json"
     fewer.write_text(json.dumps({"kernel_set": "spikenas", "profile": {"name": "half"}, "candidates": cells[:150]}))
-    run = cli("benchmark", "report", "--scores", str(scores), "--scores", str(fewer), "--common", "--searches", "20",
-              "--out", str(out))  # fmt: skip
+    run = cli(
+        "benchmark",
+        "report",
+        "--scores",
+        str(scores),
+        "--scores",
+        str(fewer),
+        "--common",
+        "--searches",
+        "20",
+        "--out",
+        str(out),
+    )
     assert run.returncode == 0, run.stderr
     sources = json.loads(out.read_text())["sources"]
     assert [s["label"] for s in sources] == ["oracle", "oracle", "half", "half"]
@@ -324,8 +349,15 @@ def test_an_exploration_of_the_benchmarked_space_looks_accuracy_up(tmp_path):
     from engine.api import ExperimentConfig
     from engine.api.explore import explore
 
-    config = ExperimentConfig(dataset="sample", kernel_sets=("spikenas",), iterations=3, baseline=None,
-                              profile="laptop", epochs=1, device="cpu")  # fmt: skip
+    config = ExperimentConfig(
+        dataset="sample",
+        kernel_sets=("spikenas",),
+        iterations=3,
+        baseline=None,
+        profile="laptop",
+        epochs=1,
+        device="cpu",
+    )
     runs = explore(config, tmp_path / "x")
     run = runs.iloc[0]
     pick = SPIKENAS.genotype(run.best_genotype)
@@ -339,23 +371,34 @@ def test_an_exploration_of_the_benchmarked_space_looks_accuracy_up(tmp_path):
 def test_a_study_of_the_benchmarked_space_is_refused_with_the_way_to_measure_it():
     from engine import api
 
-    errors = api.validate_study(api.StudyConfig(dataset="sample", kernel_sets=("spikenas",), cells=20, trained=4,
-                                                top=1, seeds=1))  # fmt: skip
+    errors = api.validate_study(
+        api.StudyConfig(dataset="sample", kernel_sets=("spikenas",), cells=20, trained=4, top=1, seeds=1)
+    )
     assert "benchmark report" in errors["kernel_sets"]
-    assert not api.validate_study(api.StudyConfig(dataset="sample", kernel_sets=("1x1_3x3",), cells=20, trained=4,
-                                                  top=1, seeds=1))  # fmt: skip
+    assert not api.validate_study(
+        api.StudyConfig(dataset="sample", kernel_sets=("1x1_3x3",), cells=20, trained=4, top=1, seeds=1)
+    )
 
 
 @pytest.mark.slow
 def test_the_results_page_shows_the_score_against_true_accuracy(own_db):
     import threading
 
-    from engine import api
-    from engine.jobs.worker import serve
     from helpers import app, texts
 
-    config = api.ExperimentConfig(dataset="sample", kernel_sets=("spikenas",), iterations=12, baseline="spikenas_24x",
-                                  epochs=1, device="cpu", budget="30M", name="benchmark page")  # fmt: skip
+    from engine import api
+    from engine.jobs.worker import serve
+
+    config = api.ExperimentConfig(
+        dataset="sample",
+        kernel_sets=("spikenas",),
+        iterations=12,
+        baseline="spikenas_24x",
+        epochs=1,
+        device="cpu",
+        budget="30M",
+        name="benchmark page",
+    )
     ids = api.submit_experiment(config, store=own_db["store"])
     serve(own_db["store"], devices=["cpu"], idle_exit=0.2, stop=threading.Event())
     runs = api.runs_frame([ids["experiment_id"]], store=own_db["store"])

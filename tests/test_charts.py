@@ -10,11 +10,11 @@ import sys
 
 import pandas as pd
 import pytest
+from helpers import ROOT
 
 from engine import api
 from engine.core.space import TABLE_I
 from engine.study.studies import report as study_report
-from helpers import ROOT
 from ui import charts
 from ui.charts import kernel_set_color
 
@@ -32,9 +32,22 @@ def runs_frame(experiment_id: int = 7) -> pd.DataFrame:
         ("3x3_5x5_3x", "3x3_5x5", False, "done", 3_000_000, 0.70, 0.55, 0.30, 15.0, 40.0),
         ("5x5_7x7_3x", "5x5_7x7", False, "done", 8_000_000, 0.72, 0.71, 0.60, 11.0, 30.0),
         ("3x3_7x7_3x", "3x3_7x7", False, "search", 0, NAN, NAN, NAN, NAN, NAN),
-    ]  # fmt: skip
-    frame = pd.DataFrame(rows, columns=["setting", "kernel_set", "is_baseline", "stage", "params", "accuracy",
-                                        "accuracy_8bit", "accuracy_4bit", "best_score", "search_seconds"])  # fmt: skip
+    ]
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "setting",
+            "kernel_set",
+            "is_baseline",
+            "stage",
+            "params",
+            "accuracy",
+            "accuracy_8bit",
+            "accuracy_4bit",
+            "best_score",
+            "search_seconds",
+        ],
+    )
     frame.insert(0, "run_id", range(1, len(frame) + 1))
     frame["experiment_id"], frame["profile"], frame["reduced"], frame["iterations"] = experiment_id, "laptop", True, 3
     frame["speedup"] = (120.0 / frame["search_seconds"]).where(~frame["is_baseline"], 1.0)  # the baseline took 120 s
@@ -46,11 +59,20 @@ def runs_frame(experiment_id: int = 7) -> pd.DataFrame:
 
 def epochs_frame(frame: pd.DataFrame) -> pd.DataFrame:
     done = frame[frame["stage"] == "done"]
-    return pd.DataFrame([
-        {"run_id": r.run_id, "epoch": e, "test_accuracy": r.accuracy - 0.1 * (2 - e), "train_accuracy": 0.5 + 0.1 * e,
-         "train_loss": 1.0 / (e + 1), "firing_rate": 0.1 + 0.01 * e}
-        for r in done.itertuples() for e in range(3)
-    ])  # fmt: skip
+    return pd.DataFrame(
+        [
+            {
+                "run_id": r.run_id,
+                "epoch": e,
+                "test_accuracy": r.accuracy - 0.1 * (2 - e),
+                "train_accuracy": 0.5 + 0.1 * e,
+                "train_loss": 1.0 / (e + 1),
+                "firing_rate": 0.1 + 0.01 * e,
+            }
+            for r in done.itertuples()
+            for e in range(3)
+        ]
+    )
 
 
 def small_study():
@@ -58,22 +80,48 @@ def small_study():
     drawn at random and two spread over the scores."""
     rows = []
     for kernel_set, shift in (("1x1_3x3", 0.0), ("3x3_5x5", 0.05)):
-        for i, (role, score, accuracies) in enumerate([
-            ("top", 9.0, [0.70, 0.74]), ("random", 5.0, [0.55]), ("spread", 3.0, [0.50]), ("spread", 7.0, [0.66]),
-        ]):  # fmt: skip
+        for i, (role, score, accuracies) in enumerate(
+            [
+                ("top", 9.0, [0.70, 0.74]),
+                ("random", 5.0, [0.55]),
+                ("spread", 3.0, [0.50]),
+                ("spread", 7.0, [0.66]),
+            ]
+        ):
             for seed, accuracy in enumerate(accuracies):
-                rows.append({"kernel_set": kernel_set, "genotype": f"g{i}", "role": role, "candidate": i, "seed": seed,
-                             "score": score + shift, "conv_edges": 1 + i % 3, "params": 10_000 * (i + 1),
-                             "accuracy": accuracy + shift})  # fmt: skip
+                rows.append(
+                    {
+                        "kernel_set": kernel_set,
+                        "genotype": f"g{i}",
+                        "role": role,
+                        "candidate": i,
+                        "seed": seed,
+                        "score": score + shift,
+                        "conv_edges": 1 + i % 3,
+                        "params": 10_000 * (i + 1),
+                        "accuracy": accuracy + shift,
+                    }
+                )
     runs = [{"id": 1, "kernel_set": "1x1_3x3"}, {"id": 2, "kernel_set": "3x3_5x5"}]
     return study_report(runs, rows, {}, resamples=50)
 
 
 def small_study_with_one_seed():
     """One kernel set whose top cell was trained with a single seed: no interval over seeds."""
-    rows = [{"kernel_set": "3x3_5x5", "genotype": f"g{i}", "role": "top" if i == 0 else "spread", "candidate": i,
-             "seed": 0, "score": 9.0 - i, "conv_edges": 2, "params": 10_000, "accuracy": 0.6}
-            for i in range(3)]  # fmt: skip
+    rows = [
+        {
+            "kernel_set": "3x3_5x5",
+            "genotype": f"g{i}",
+            "role": "top" if i == 0 else "spread",
+            "candidate": i,
+            "seed": 0,
+            "score": 9.0 - i,
+            "conv_edges": 2,
+            "params": 10_000,
+            "accuracy": 0.6,
+        }
+        for i in range(3)
+    ]
     return study_report([{"id": 1, "kernel_set": "3x3_5x5"}], rows, {}, resamples=50)
 
 
@@ -151,8 +199,12 @@ def test_the_energy_chart_pairs_each_model_as_snn_and_ann_with_the_energy_budget
 def test_search_time_labels_each_bar_with_its_speedup_and_leaves_out_what_is_still_searching():
     fig = charts.search_time(runs_frame())
     labels = {t.name: t.text[0] for t in fig.data}
-    assert labels == {"1x1_3x3_6x (baseline)": "baseline", "1x1_3x3_3x": "2.0× speed-up",
-                      "3x3_5x5_3x": "3.0× speed-up", "5x5_7x7_3x": "4.0× speed-up"}  # fmt: skip
+    assert labels == {
+        "1x1_3x3_6x (baseline)": "baseline",
+        "1x1_3x3_3x": "2.0× speed-up",
+        "3x3_5x5_3x": "3.0× speed-up",
+        "5x5_7x7_3x": "4.0× speed-up",
+    }
     assert "2 min 00 s" in list(trace(fig, "1x1_3x3_6x (baseline)").customdata[0])  # the hover's duration
     assert fig.layout.yaxis.title.text == "Search time (s)" and fig.layout.showlegend is False
 
@@ -177,10 +229,12 @@ def test_every_results_chart_names_its_experiment_profile_and_axes():
     frame = runs_frame(experiment_id=7)
     budget = api.Budget.parse("5M")
     figures = [
-        charts.accuracy_per_epoch(frame, epochs_frame(frame)), charts.search_time(frame),
-        charts.score_vs_accuracy(frame), charts.budget_chart(frame, budget, None, 9.0, (50.0, 80.0)),
+        charts.accuracy_per_epoch(frame, epochs_frame(frame)),
+        charts.search_time(frame),
+        charts.score_vs_accuracy(frame),
+        charts.budget_chart(frame, budget, None, 9.0, (50.0, 80.0)),
         charts.energy_chart(frame, None, None),
-    ]  # fmt: skip
+    ]
     for fig in figures:
         assert fig.layout.title.subtitle.text == "Experiment #7 · laptop profile (reduced scale)"
         assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text
@@ -194,18 +248,28 @@ def test_the_cell_colours_its_convolutions_by_kernel_set_and_names_every_edge():
     fig = charts.cell_figure(edges, RUN, EXPERIMENT)
     labels = {a.text: a.font.color for a in fig.layout.annotations if a.text and not a.text.startswith("<b>")}
     color = kernel_set_color("3x3_5x5")
-    assert labels == {"conv 3x3": color, "skip": charts.OP_COLORS["skip"], "conv 5x5": color,
-                      "avg pool 3x3": charts.OP_COLORS["avg pool 3x3"], "input": "#555", "output": "#555"}  # fmt: skip
+    assert labels == {
+        "conv 3x3": color,
+        "skip": charts.OP_COLORS["skip"],
+        "conv 5x5": color,
+        "avg pool 3x3": charts.OP_COLORS["avg pool 3x3"],
+        "input": "#555",
+        "output": "#555",
+    }
     shapes = [s.type for s in fig.layout.shapes]
     assert shapes.count("path") == len(edges) and shapes.count("circle") == 4  # an arc per edge, four nodes
     assert fig.layout.title.subtitle.text == "3x3_5x5 · laptop profile (reduced scale)"
 
 
 def test_parameters_per_layer_keeps_network_order_and_greys_the_fixed_layers():
-    layers = pd.DataFrame({
-        "layer": ["stem", "stem.bn", "cell1.conv", "cell2.conv", "classifier"], "shape": ["a", "b", "c", "d", "e"],
-        "params": [100, 0, 900, 3600, 50], "batchnorm": [0, 32, 0, 0, 0],
-    })  # fmt: skip
+    layers = pd.DataFrame(
+        {
+            "layer": ["stem", "stem.bn", "cell1.conv", "cell2.conv", "classifier"],
+            "shape": ["a", "b", "c", "d", "e"],
+            "params": [100, 0, 900, 3600, 50],
+            "batchnorm": [0, 32, 0, 0, 0],
+        }
+    )
     fig = charts.parameters_per_layer(layers, RUN, EXPERIMENT)
     cell, fixed = trace(fig, "cell (3x3_5x5)"), trace(fig, "fixed layers")
     assert list(cell.y) == ["cell1.conv", "cell2.conv"] and cell.marker.color == kernel_set_color("3x3_5x5")
@@ -217,11 +281,19 @@ def test_parameters_per_layer_keeps_network_order_and_greys_the_fixed_layers():
 
 
 def test_the_training_charts_show_both_splits_and_a_firing_rate_from_zero():
-    epochs = pd.DataFrame({"epoch": [0, 1, 2], "test_accuracy": [0.4, 0.5, NAN], "train_accuracy": [0.5, 0.6, 0.7],
-                           "firing_rate": [0.2, NAN, 0.15]})  # fmt: skip
+    epochs = pd.DataFrame(
+        {
+            "epoch": [0, 1, 2],
+            "test_accuracy": [0.4, 0.5, NAN],
+            "train_accuracy": [0.5, 0.6, 0.7],
+            "firing_rate": [0.2, NAN, 0.15],
+        }
+    )
     accuracy = charts.accuracy_by_split(epochs, RUN, EXPERIMENT)
-    assert {t.name: list(t.y) for t in accuracy.data} == {"test": pytest.approx([40.0, 50.0]),
-                                                          "train": pytest.approx([50.0, 60.0, 70.0])}  # fmt: skip
+    assert {t.name: list(t.y) for t in accuracy.data} == {
+        "test": pytest.approx([40.0, 50.0]),
+        "train": pytest.approx([50.0, 60.0, 70.0]),
+    }
     assert {t.line.color for t in accuracy.data} == {kernel_set_color("3x3_5x5")}
     firing = charts.firing_rate_per_epoch(epochs, RUN, EXPERIMENT)
     assert list(firing.data[0].x) == [0, 2] and firing.layout.yaxis.rangemode == "tozero"
@@ -233,8 +305,15 @@ def test_the_deployed_charts_keep_layer_order_and_compare_snn_with_ann_per_layer
     fig = charts.firing_rate_per_layer(firing, RUN, EXPERIMENT)
     assert list(fig.layout.yaxis.categoryarray) == ["stem.lif", "cell1.lif", "cell2.lif"]
     assert fig.data[0].marker.color == kernel_set_color("3x3_5x5")
-    layer_ops = pd.DataFrame({"layer": ["stem", "cell1.conv"], "input": ["analog", "spikes"], "acs": [0, 4_000],
-                              "macs": [9_000, 0], "ann_macs": [9_000, 40_000]})  # fmt: skip
+    layer_ops = pd.DataFrame(
+        {
+            "layer": ["stem", "cell1.conv"],
+            "input": ["analog", "spikes"],
+            "acs": [0, 4_000],
+            "macs": [9_000, 0],
+            "ann_macs": [9_000, 40_000],
+        }
+    )
     fig = charts.operations_per_layer(layer_ops, RUN, EXPERIMENT)
     snn, ann = trace(fig, "SNN (spike-driven ACs; MACs where analog)"), trace(fig, "ANN (MACs)")
     assert list(snn.x) == [9_000, 4_000] and list(ann.x) == [9_000, 40_000]
@@ -250,7 +329,10 @@ def test_the_study_score_chart_has_a_symbol_per_role_and_every_cell_in_its_hover
     fig = charts.study_score_chart(report, EXPERIMENT)
     assert sum(len(t.x) for t in fig.data) == len(report.cells) == 8
     assert {t.name: t.marker.symbol for t in fig.data if t.legendgroup == "3x3_5x5"} == {
-        "3x3_5x5 · top": "star", "3x3_5x5 · random": "circle", "3x3_5x5 · spread": "square"}
+        "3x3_5x5 · top": "star",
+        "3x3_5x5 · random": "circle",
+        "3x3_5x5 · spread": "square",
+    }
     top = trace(fig, "1x1_3x3 · top")
     assert top.y[0] == pytest.approx(72.0)  # the mean over its two seeds
     assert top.customdata[0][3] == 2 and "genotype" in top.hovertemplate
@@ -273,9 +355,15 @@ def test_grouped_chart_clips_intervals_to_0_100_and_follows_the_given_order():
         {"kernel_set": "3x3_5x5", "params_bin": "10k-20k", "mean": 0.98, "low": 0.90, "high": 1.06, "n": 3},
         {"kernel_set": "3x3_5x5", "params_bin": "1k-10k", "mean": 0.50, "low": NAN, "high": NAN, "n": 1},
         {"kernel_set": "5x5_7x7", "params_bin": "1k-10k", "mean": 0.03, "low": -0.02, "high": 0.08, "n": 2},
-    ]  # fmt: skip
-    fig = charts.grouped_chart(rows, "params_bin", "Accuracy at equal parameter count", "Parameters (Eq. 2-3)",
-                               EXPERIMENT, order=["1k-10k", "10k-20k"])  # fmt: skip
+    ]
+    fig = charts.grouped_chart(
+        rows,
+        "params_bin",
+        "Accuracy at equal parameter count",
+        "Parameters (Eq. 2-3)",
+        EXPERIMENT,
+        order=["1k-10k", "10k-20k"],
+    )
     mine = trace(fig, "3x3_5x5")
     assert list(mine.error_y.array) == pytest.approx([2.0, 0.0])  # up to 100 %, none for a single cell
     assert list(mine.error_y.arrayminus) == pytest.approx([8.0, 0.0])
@@ -283,8 +371,9 @@ def test_grouped_chart_clips_intervals_to_0_100_and_follows_the_given_order():
     assert list(fig.layout.xaxis.categoryarray) == ["1k-10k", "10k-20k"]
     assert fig.layout.xaxis.title.text == "Parameters (Eq. 2-3)" and fig.layout.legend.title.text == "Kernel set"
     edge_rows = [{**r, "conv_edges": e} for r, e in zip(rows, (3, 1, 2))]
-    by_edges = charts.grouped_chart(edge_rows, "conv_edges", "Accuracy at equal conv-edge count",
-                                    "Conv edges in the cell", EXPERIMENT)  # fmt: skip
+    by_edges = charts.grouped_chart(
+        edge_rows, "conv_edges", "Accuracy at equal conv-edge count", "Conv edges in the cell", EXPERIMENT
+    )
     assert list(by_edges.layout.xaxis.categoryarray) == ["1", "2", "3"]  # sorted when no order is given
 
 
@@ -295,13 +384,18 @@ def test_a_kernel_set_has_the_same_colour_on_every_chart_and_each_its_own():
     frame = runs_frame()
     budget = api.Budget.parse("100M")  # every model fits: each keeps its colour
     results = [
-        charts.accuracy_per_epoch(frame, epochs_frame(frame)), charts.search_time(frame),
-        charts.score_vs_accuracy(frame), charts.budget_chart(frame, budget, None, 9.0, (50.0, 80.0)),
+        charts.accuracy_per_epoch(frame, epochs_frame(frame)),
+        charts.search_time(frame),
+        charts.score_vs_accuracy(frame),
+        charts.budget_chart(frame, budget, None, 9.0, (50.0, 80.0)),
         charts.energy_chart(frame, None, None),
-    ]  # fmt: skip
+    ]
     report = small_study()
-    study = [charts.study_score_chart(report, EXPERIMENT), charts.top1_chart(report, EXPERIMENT),
-             charts.grouped_chart(report.by_edges, "conv_edges", "t", "Conv edges", EXPERIMENT)]  # fmt: skip
+    study = [
+        charts.study_score_chart(report, EXPERIMENT),
+        charts.top1_chart(report, EXPERIMENT),
+        charts.grouped_chart(report.by_edges, "conv_edges", "t", "Conv edges", EXPERIMENT),
+    ]
     seen: dict[str, set[str]] = {}
     for fig in results:
         for t in fig.data:
@@ -325,8 +419,13 @@ def test_a_kernel_set_has_the_same_colour_on_every_chart_and_each_its_own():
 
 def test_profile_and_durations_read_the_same_everywhere():
     assert charts.profile_label("paper", False) == "paper profile (paper scale)"
-    assert [charts.format_seconds(s) for s in (None, NAN, 42.4, 185, 7620)] == ["–", "–", "42 s", "3 min 05 s",
-                                                                                "2 h 07 min"]  # fmt: skip
+    assert [charts.format_seconds(s) for s in (None, NAN, 42.4, 185, 7620)] == [
+        "–",
+        "–",
+        "42 s",
+        "3 min 05 s",
+        "2 h 07 min",
+    ]
     assert charts.nan(None) and charts.nan(math.nan) and not charts.nan(0.0)
 
 

@@ -2,15 +2,29 @@ import json
 import re
 
 import pytest
-
 from helpers import ROOT, cli
 
 
 @pytest.mark.slow
 def test_search_prints_a_summary_and_writes_every_candidate(tmp_path):
     out = tmp_path / "out.json"
-    run = cli("search", "--dataset", "sample", "--kernel-set", "3x3_5x5", "--iterations", "3", "--profile", "laptop",
-              "--seed", "0", "--device", "cpu", "--json", str(out))  # fmt: skip
+    run = cli(
+        "search",
+        "--dataset",
+        "sample",
+        "--kernel-set",
+        "3x3_5x5",
+        "--iterations",
+        "3",
+        "--profile",
+        "laptop",
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+        "--json",
+        str(out),
+    )
     assert run.returncode == 0, run.stderr
     assert "genotype" in run.stdout and "3x3_5x5_3x on sample" in run.stdout
     result = json.loads(out.read_text())
@@ -25,8 +39,25 @@ def test_search_prints_a_summary_and_writes_every_candidate(tmp_path):
 
 def test_search_score_options_reach_the_scorer(tmp_path):
     out = tmp_path / "out.json"
-    run = cli("search", "--kernel-set", "1x1_3x3", "--iterations", "2", "--device", "cpu", "--score-batch", "8",
-              "--draws", "2", "--draw-mode", "fresh", "--count-silent", "yes", "--json", str(out))  # fmt: skip
+    run = cli(
+        "search",
+        "--kernel-set",
+        "1x1_3x3",
+        "--iterations",
+        "2",
+        "--device",
+        "cpu",
+        "--score-batch",
+        "8",
+        "--draws",
+        "2",
+        "--draw-mode",
+        "fresh",
+        "--count-silent",
+        "yes",
+        "--json",
+        str(out),
+    )
     assert run.returncode == 0, run.stderr
     cfg = json.loads(out.read_text())["score_config"]
     assert (cfg["batch_size"], cfg["draws"], cfg["shared"], cfg["count_silent"]) == (8, 2, False, True)
@@ -40,8 +71,17 @@ def test_profile_lists_every_table_i_kernel_set_offline():
 
 
 def test_profile_of_one_network_gives_its_layers_and_totals():
-    run = cli("profile", "--dataset", "cifar100", "--profile", "paper", "--kernel-set", "1x1_3x3",
-              "--genotype", "0302 0030 0003 0000")  # fmt: skip
+    run = cli(
+        "profile",
+        "--dataset",
+        "cifar100",
+        "--profile",
+        "paper",
+        "--kernel-set",
+        "1x1_3x3",
+        "--genotype",
+        "0302 0030 0003 0000",
+    )
     assert run.returncode == 0, run.stderr
     assert "head.fc1" in run.stdout and "cell2.e23" in run.stdout
     assert "PyTorch trainable: 19,886,452" in run.stdout
@@ -100,7 +140,17 @@ def test_the_kernel_set_spellings_of_the_readme_read_as_one_set_each():
 def test_output_paths_are_checked_before_any_work(tmp_path):
     blocker = tmp_path / "file.txt"
     blocker.write_text("a file")
-    train = ["train", "--genotype", "0302 0030 0003 0000", "--kernel-set", "1x1_3x3", "--epochs", "1", "--device", "cpu"]
+    train = [
+        "train",
+        "--genotype",
+        "0302 0030 0003 0000",
+        "--kernel-set",
+        "1x1_3x3",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+    ]
     one_line_error(cli(*train, "--out", str(blocker / "m.safetensors")), "file.txt is a file, not a folder")
     one_line_error(cli(*train, "--out", str(tmp_path)), "is a folder; name a file")
     one_line_error(cli("export", "1", "--out", str(tmp_path)), "is a folder; name a file")
@@ -122,8 +172,10 @@ def test_db_names_only_this_projects_database_and_read_only_commands_change_noth
     assert foreign.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
     for command in (["jobs"], ["export", "1"], ["retry", "1"]):
         one_line_error(cli("--db", str(tmp_path / "typo" / "s.db"), *command), "no experiment database")
-    one_line_error(cli("--db", str(tmp_path / "typo" / "s.db"), "submit", "--kernel-sets", "1x1_3x3",
-                       "--device", "cpu"), "folder .*typo does not exist")  # fmt: skip
+    one_line_error(
+        cli("--db", str(tmp_path / "typo" / "s.db"), "submit", "--kernel-sets", "1x1_3x3", "--device", "cpu"),
+        "folder .*typo does not exist",
+    )
     empty = tmp_path / "empty.db"
     empty.write_bytes(b"")
     one_line_error(cli("--db", str(empty), "jobs"), r"is empty \(0 bytes\)")
@@ -136,8 +188,12 @@ def test_jobs_lists_a_failed_job_without_nan(tmp_path, studio):
     from engine.store import Store
 
     store = Store(tmp_path / "s.db")
-    api.submit_experiment(api.ExperimentConfig(dataset=studio["dataset"], kernel_sets=("1x1_3x3",), iterations=3,
-                                               epochs=1, device="cpu", baseline=None), store=store)  # fmt: skip
+    api.submit_experiment(
+        api.ExperimentConfig(
+            dataset=studio["dataset"], kernel_sets=("1x1_3x3",), iterations=3, epochs=1, device="cpu", baseline=None
+        ),
+        store=store,
+    )
     store.end_job(store.claim("host:1", "cpu", stale_after=60), "failed", "RuntimeError: boom")
     store.close()
     run = cli("--db", str(store.path), "jobs")
@@ -149,8 +205,22 @@ def test_exhaustive_search_scores_the_first_cells_of_the_seeded_order(tmp_path):
     from engine.core.space import Genotype, KernelSet
 
     out = tmp_path / "out.json"
-    run = cli("search", "--exhaustive", "--kernel-set", "1x1_3x3", "--iterations", "3", "--seed", "4",
-              "--device", "cpu", "--score-batch", "8", "--json", str(out))  # fmt: skip
+    run = cli(
+        "search",
+        "--exhaustive",
+        "--kernel-set",
+        "1x1_3x3",
+        "--iterations",
+        "3",
+        "--seed",
+        "4",
+        "--device",
+        "cpu",
+        "--score-batch",
+        "8",
+        "--json",
+        str(out),
+    )
     assert run.returncode == 0, run.stderr
     assert "1x1_3x3_3x on sample" in run.stdout and "3/3" in run.stderr and "exhaustive search" in run.stderr
     result = json.loads(out.read_text())

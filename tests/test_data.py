@@ -45,8 +45,8 @@ def _save(img: Image.Image, path: Path) -> Path:
 
 
 def _tree(base: Path, split: str, classes: dict[str, list[Image.Image]], ext: str = ".png") -> None:
-    for name, images in classes.items():
-        for i, img in enumerate(images):
+    for name, pictures in classes.items():
+        for i, img in enumerate(pictures):
             _save(img, base / split / name / f"{i:03d}{ext}")
 
 

@@ -8,19 +8,19 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import cli
 from torch import nn
 
 from engine import deploy
 from engine.core import EnergyModel
-from engine.deploy.exports import _Tensors
-from engine.train import quantize
-from engine.train.checkpoint import CheckpointError, LoadedModel, load_model, save_trained
-from engine.data.images import load_dataset
-from engine.nn.network import build_network
 from engine.core.profiles import get_profile
 from engine.core.space import Genotype, KernelSet, Space
+from engine.data.images import load_dataset
+from engine.deploy.exports import _Tensors
+from engine.nn.network import build_network
+from engine.train import quantize
+from engine.train.checkpoint import CheckpointError, LoadedModel, load_model, save_trained
 from engine.train.training import DeviceImages, evaluate
-from helpers import cli
 
 LAPTOP = get_profile("laptop")
 # Every op: 3x3 and 5x5 convs, the 3x3 average pool, a skip (all six edges carry one).
@@ -56,8 +56,11 @@ def test_images(sample):
     return images[:4].float() / 255
 
 
-@pytest.mark.parametrize("genotype, kernel_set", [EVERY_OP, CUSTOM, THREE_SIZES, SPIKENAS_CELL],
-                         ids=["every-op", "custom-kernels", "three-sizes", "spikenas"])
+@pytest.mark.parametrize(
+    "genotype, kernel_set",
+    [EVERY_OP, CUSTOM, THREE_SIZES, SPIKENAS_CELL],
+    ids=["every-op", "custom-kernels", "three-sizes", "spikenas"],
+)
 def test_nir_read_back_into_snntorch_equals_the_engine(sample, test_images, tmp_path, genotype, kernel_set):
     loaded = make_model(tmp_path / "m.safetensors", sample.info, genotype, kernel_set)
     # float64: folding BatchNorm and reordering the node sums move membranes by ~1e-16, so every spike of
@@ -88,8 +91,9 @@ def test_cell_sums_become_edges_and_a_repeated_source_is_scaled(sample, test_ima
     """x1 = skip(x0), x3 = skip(x0) + skip(x1) = 2 x0: the stem reaches the next LIF through a Scale of 2.
     Also direct encoding: the analog image at every timestep."""
     base = make_model(tmp_path / "m.safetensors", sample.info, "0101 0001 0000 0000", "1x1_3x3")
-    direct = LoadedModel(base.model, base.meta, base.genotype, base.kernel_set,
-                         dataclasses.replace(LAPTOP, encoding="direct"), base.data)  # fmt: skip
+    direct = LoadedModel(
+        base.model, base.meta, base.genotype, base.kernel_set, dataclasses.replace(LAPTOP, encoding="direct"), base.data
+    )
     graph = deploy.to_nir(direct)
     assert ("stem", "stem.times2") in graph.edges and ("stem.times2", "down.lif") in graph.edges
     assert np.all(graph.nodes["stem.times2"].scale == 2)
@@ -186,16 +190,22 @@ def test_synaptic_ops_of_a_network_whose_spikes_are_known(sample):
 
     per_step = (
         conv(32, 3, 3, c)  # stem
-        + 2 * conv(32, 3, c, c) + conv(32, 5, c, c)  # cell1: two 3x3 convs, one 5x5
+        + 2 * conv(32, 3, c, c)
+        + conv(32, 5, c, c)  # cell1: two 3x3 convs, one 5x5
         + conv(32, 3, c, 2 * c)  # down
-        + 2 * conv(16, 3, 2 * c, 2 * c) + conv(16, 5, 2 * c, 2 * c)  # cell2
+        + 2 * conv(16, 3, 2 * c, 2 * c)
+        + conv(16, 5, 2 * c, 2 * c)  # cell2
         + 2 * c * 16 * 16 * hidden  # every head spike reaches every hidden unit through the pool
         + hidden * outputs
-    )  # fmt: skip
+    )
     assert counts.acs == T * per_step
     assert counts.macs == 0  # rate encoding: even the stem is fed by spikes
-    ann = (32 * 32 * (3 * c * 9 + 2 * c * c * 9 + c * c * 25 + c * 2 * c * 9)
-           + 16 * 16 * (2 * (2 * c) ** 2 * 9 + (2 * c) ** 2 * 25) + features * hidden + hidden * outputs)  # fmt: skip
+    ann = (
+        32 * 32 * (3 * c * 9 + 2 * c * c * 9 + c * c * 25 + c * 2 * c * 9)
+        + 16 * 16 * (2 * (2 * c) ** 2 * 9 + (2 * c) ** 2 * 25)
+        + features * hidden
+        + hidden * outputs
+    )
     assert counts.ann_macs == ann
     snn, ann_uj = counts.energy(EnergyModel(pj_per_ac=1.0, pj_per_mac=2.0))
     assert snn == pytest.approx(T * per_step / 1e6) and ann_uj == pytest.approx(2 * ann / 1e6)
@@ -205,8 +215,16 @@ def test_synaptic_ops_of_a_network_whose_spikes_are_known(sample):
 def test_export_model_command(sample, tmp_path):
     loaded = make_model(tmp_path / "m.safetensors", sample.info, *EVERY_OP)
     del loaded
-    r = cli("export-model", str(tmp_path / "m.safetensors"), "--format", "nir", "--out", str(tmp_path / "m.nir"),
-            "--check", "2")  # fmt: skip
+    r = cli(
+        "export-model",
+        str(tmp_path / "m.safetensors"),
+        "--format",
+        "nir",
+        "--out",
+        str(tmp_path / "m.nir"),
+        "--check",
+        "2",
+    )
     assert r.returncode == 0, r.stderr
     assert "equal to the engine" in r.stdout and "2/2 class decisions equal" in r.stdout
     assert deploy.read_nir(tmp_path / "m.nir").metadata["format"] == deploy.NIR_FORMAT
@@ -230,14 +248,40 @@ def test_alg1_with_an_energy_budget_and_the_accuracy_measured_at_the_bit_width()
     from engine import api
     from engine.core.selection import Budget, parse_energy_budget, select_model
 
-    runs = pd.DataFrame([
-        {"run_id": 1, "setting": "a", "stage": "done", "params": 1_000_000, "accuracy": 0.80,
-         "accuracy_8bit": 0.79, "accuracy_4bit": 0.40, "energy_uj": 9.0},
-        {"run_id": 2, "setting": "b", "stage": "done", "params": 2_000_000, "accuracy": 0.70,
-         "accuracy_8bit": 0.70, "accuracy_4bit": 0.69, "energy_uj": 3.0},
-        {"run_id": 3, "setting": "c", "stage": "done", "params": 500_000, "accuracy": 0.60,
-         "accuracy_8bit": None, "accuracy_4bit": None, "energy_uj": None},
-    ])  # fmt: skip
+    runs = pd.DataFrame(
+        [
+            {
+                "run_id": 1,
+                "setting": "a",
+                "stage": "done",
+                "params": 1_000_000,
+                "accuracy": 0.80,
+                "accuracy_8bit": 0.79,
+                "accuracy_4bit": 0.40,
+                "energy_uj": 9.0,
+            },
+            {
+                "run_id": 2,
+                "setting": "b",
+                "stage": "done",
+                "params": 2_000_000,
+                "accuracy": 0.70,
+                "accuracy_8bit": 0.70,
+                "accuracy_4bit": 0.69,
+                "energy_uj": 3.0,
+            },
+            {
+                "run_id": 3,
+                "setting": "c",
+                "stage": "done",
+                "params": 500_000,
+                "accuracy": 0.60,
+                "accuracy_8bit": None,
+                "accuracy_4bit": None,
+                "energy_uj": None,
+            },
+        ]
+    )
     assert api.choose(runs, "10M").chosen.setting == "a"  # the paper's Alg. 1: fp32 accuracy
     assert api.choose(runs, "10MB", bits=4).chosen.setting == "b"  # a keeps only 40 % at 4 bits
     chosen = api.choose(runs, "10MB", bits=8).chosen
@@ -268,8 +312,9 @@ def test_the_worker_measures_and_stores_what_deploy_delivers(finished, tmp_path)
     path = api.deploy_file(int(run.run_id), "int8")
     loaded = load_model(path)
     assert loaded.meta["accuracy"] == run.accuracy_8bit
-    again, _ = evaluate(loaded.model, DeviceImages(data.test, torch.device("cpu")), data, loaded.profile,
-                        seed=loaded.meta["eval_seed"])  # fmt: skip
+    again, _ = evaluate(
+        loaded.model, DeviceImages(data.test, torch.device("cpu")), data, loaded.profile, seed=loaded.meta["eval_seed"]
+    )
     assert again == pytest.approx(run.accuracy_8bit)
     nir_file = api.deploy_file(int(run.run_id), "nir")
     assert "equal to the engine" in deploy.check_file(api.checkpoint_path(int(run.run_id)), nir_file, images=4)
@@ -279,8 +324,11 @@ def test_unfinished_runs_and_unknown_formats_are_refused(studio):
     from engine import api
     from engine.store import StoreError
 
-    ids = api.submit_experiment(api.ExperimentConfig(dataset=studio["mini"], kernel_sets=("1x1_3x3",),
-                                                     iterations=2, epochs=1, baseline=None, name="never run"))  # fmt: skip
+    ids = api.submit_experiment(
+        api.ExperimentConfig(
+            dataset=studio["mini"], kernel_sets=("1x1_3x3",), iterations=2, epochs=1, baseline=None, name="never run"
+        )
+    )
     run_id = ids["run_ids"][0]
     with pytest.raises(StoreError, match="no trained model yet"):
         api.deploy_file(run_id, "nir")

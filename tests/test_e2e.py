@@ -29,9 +29,14 @@ pytestmark = pytest.mark.slow  # a real browser on the dashboard, with a real wo
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "test-output" / "screenshots"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
-]  # fmt: skip
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 WIDTH, HEIGHT = 1400, 900
 
 KERNEL_SETS = ("1x1_3x3", "3x3_5x5")  # the Launch page's defaults
@@ -40,7 +45,9 @@ RUNS = len(KERNEL_SETS) + 1
 CELLS = ITERATIONS * len(KERNEL_SETS) + 6
 
 UI_TIMEOUT_MS = 60_000  # a page run, on two busy cores (the first one imports torch)
-TRAINING_TIMEOUT_MS = 45 * 60_000  # three searches and one epoch each on the 5,000-image sample: minutes, more when the cores are busy
+TRAINING_TIMEOUT_MS = (
+    45 * 60_000
+)  # three searches and one epoch each on the 5,000-image sample: minutes, more when the cores are busy
 
 
 def missing(reason: str):
@@ -91,18 +98,37 @@ def dashboard(tmp_path):
 
     db = tmp_path / "spikernel.db"
     env = {
-        **os.environ, "SPIKERNEL_DB": str(db), "SPIKERNEL_DATA": str(tmp_path), "OMP_WAIT_POLICY": "PASSIVE",
+        **os.environ,
+        "SPIKERNEL_DB": str(db),
+        "SPIKERNEL_DATA": str(tmp_path),
+        "OMP_WAIT_POLICY": "PASSIVE",
         "PYTHONUNBUFFERED": "1",
-    }  # fmt: skip
+    }
     port = free_port()
     log_path = tmp_path / "app.log"
     with open(log_path, "wb") as log:
         app = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true",
-             "--server.fileWatcherType", "none"],  # no reruns (or inotify floods) when a file changes meanwhile
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.port",
+                str(port),
+                "--server.address",
+                "127.0.0.1",
+                "--server.headless",
+                "true",
+                "--server.fileWatcherType",
+                "none",
+            ],  # no reruns (or inotify floods) when a file changes meanwhile
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     store = api.get_store(db)
     logs = {"app": log_path, "worker": tmp_path / "logs" / "worker.log"}
@@ -281,8 +307,11 @@ def launch_exploration(page, store) -> int:
     config = api.get_experiment(1, store=store)["config"]
     assert tuple(config["kernel_sets"]) == KERNEL_SETS and config["baseline"] == BASELINE
     assert (config["iterations"], config["epochs"], config["device"], config["dataset"]) == (
-        ITERATIONS, EPOCHS, "cpu", "sample"
-    )  # fmt: skip
+        ITERATIONS,
+        EPOCHS,
+        "cpu",
+        "sample",
+    )
     screenshot(page, "launch")
     return 1
 
@@ -335,8 +364,11 @@ def move_budget(page, store, experiment_id: int, runs):
             expect(main.get_by_text(re.compile(r"^Nothing fits this budget"))).to_be_visible()
             expect(main.get_by_text(re.compile(r"^Alg\. 1 picks "))).to_have_count(0)
         else:
-            expect(main.get_by_text(re.compile(
-                rf"^Alg\. 1 picks {re.escape(chosen.setting)}: {chosen.accuracy:.1%} test accuracy"))).to_be_visible()  # fmt: skip
+            expect(
+                main.get_by_text(
+                    re.compile(rf"^Alg\. 1 picks {re.escape(chosen.setting)}: {chosen.accuracy:.1%} test accuracy")
+                )
+            ).to_be_visible()
             expect(model_link(main, chosen)).to_be_visible()
 
     shows(everything)  # no budget at launch: the slider starts where every model fits
@@ -395,7 +427,11 @@ def download_model(page, store, chosen, folder: Path) -> None:
     assert meta["accuracy"] == pytest.approx(run["accuracy"])
     assert meta["accuracy"] == pytest.approx(chosen.accuracy)
     config = experiment["config"]
-    assert (meta["epochs"], meta["seed"], meta["profile"]["name"]) == (config["epochs"], config["seed"], config["profile"])
+    assert (meta["epochs"], meta["seed"], meta["profile"]["name"]) == (
+        config["epochs"],
+        config["seed"],
+        config["profile"],
+    )
     assert not loaded.model.training
     screenshot(page, "model")
 

@@ -10,13 +10,13 @@ import threading
 import time
 
 import pytest
+from helpers import ROOT, cli, write_subset
 
 from engine.api import ExperimentConfig, trained_models
-from engine.train.checkpoint import load_model
 from engine.api.explore import DB_NAME, Reporter, explore, load_results
 from engine.core.selection import select_model
 from engine.store import Store
-from helpers import ROOT, cli, write_subset
+from engine.train.checkpoint import load_model
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +29,15 @@ def tiny(sample, tmp_path_factory):
 
 
 def config(tiny):
-    return ExperimentConfig(dataset=tiny, kernel_sets=("1x1_3x3", "3x3_5x5"), iterations=3, profile="laptop", epochs=1,
-                            baseline="1x1_3x3_5x", device="cpu")  # fmt: skip
+    return ExperimentConfig(
+        dataset=tiny,
+        kernel_sets=("1x1_3x3", "3x3_5x5"),
+        iterations=3,
+        profile="laptop",
+        epochs=1,
+        baseline="1x1_3x3_5x",
+        device="cpu",
+    )
 
 
 RESULT_COLUMNS = ["setting", "best_genotype", "best_score", "accuracy", "params", "epochs_done"]
@@ -69,7 +76,7 @@ def test_results_table_speedups_checkpoints_and_selection(tiny, tmp_path):
     assert runs.loc["3x3_5x5_3x", "speedup"] == pytest.approx(
         runs.loc["1x1_3x3_5x", "search_seconds"] / runs.loc["3x3_5x5_3x", "search_seconds"]
     )
-    for setting, r in runs.iterrows():
+    for _setting, r in runs.iterrows():
         model = load_model(out / r.checkpoint)
         assert model.genotype.to_str() == r.best_genotype and model.meta["accuracy"] == r.accuracy
     csv = (out / "results.csv").read_text().splitlines()
@@ -93,8 +100,26 @@ def test_results_table_speedups_checkpoints_and_selection(tiny, tmp_path):
 @pytest.mark.slow
 def test_cli_explore_then_select(tiny, tmp_path):
     out = tmp_path / "cli"
-    run = cli("explore", "--dataset", tiny, "--kernel-sets", "1x1_3x3,3x3_5x5", "--iterations", "2", "--baseline",
-              "1x1_3x3_3x", "--epochs", "1", "--budget", "10M", "--device", "cpu", "--out", str(out), timeout=900)  # fmt: skip
+    run = cli(
+        "explore",
+        "--dataset",
+        tiny,
+        "--kernel-sets",
+        "1x1_3x3,3x3_5x5",
+        "--iterations",
+        "2",
+        "--baseline",
+        "1x1_3x3_3x",
+        "--epochs",
+        "1",
+        "--budget",
+        "10M",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        timeout=900,
+    )
     assert run.returncode == 0, run.stderr
     assert "Alg. 1 picks" in run.stdout and "speed-up" in run.stdout
     smallest = int(load_results(out)["params"].min())
@@ -111,11 +136,32 @@ def test_cli_explore_then_select(tiny, tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tiny, tmp_path):
     out = tmp_path / "interrupted"
-    args = ["explore", "--dataset", tiny, "--kernel-sets", "1x1_3x3", "--iterations", "40", "--baseline", "",
-            "--epochs", "1", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    args = [
+        "explore",
+        "--dataset",
+        tiny,
+        "--kernel-sets",
+        "1x1_3x3",
+        "--iterations",
+        "40",
+        "--baseline",
+        "",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "engine", *args], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine", *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # the first recorded candidates
         if (out / DB_NAME).exists() and Store(out / DB_NAME).db["candidates"].count:

@@ -29,7 +29,9 @@ def imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            submodules = {f"{node.module}.{alias.name}" for alias in node.names} & KNOWN  # ``from engine.nn import fused``
+            submodules = {
+                f"{node.module}.{alias.name}" for alias in node.names
+            } & KNOWN  # ``from engine.nn import fused``
             found |= submodules or {node.module}
         elif isinstance(node, ast.ImportFrom) and node.level:
             found.add(f"relative import in {path.name}")

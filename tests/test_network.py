@@ -1,14 +1,14 @@
 import pytest
 import torch
-
 from conftest import CIFAR10, CIFAR100, TINY
-from engine.nn import fused
-from engine.nn.layers import SeqAvgPool2d, SeqBatchNorm2d, to_channels_last
+
 from engine.core.footprint import footprint, layer_counts
-from engine.nn.network import SpikingNet, build_network, trainable_parameters
-from engine.nn.neuron import recording
 from engine.core.profiles import PROFILES, get_profile
 from engine.core.space import SPIKENAS, TABLE_I, Genotype, KernelSet
+from engine.nn import fused
+from engine.nn.layers import SeqAvgPool2d, SeqBatchNorm2d, to_channels_last
+from engine.nn.network import SpikingNet, build_network, trainable_parameters
+from engine.nn.neuron import recording
 
 LAPTOP = get_profile("laptop")
 # Cells that between them use every op on every edge position.
@@ -100,8 +100,9 @@ def test_tiled_pooling_has_atens_gradient_in_the_inputs_layout(k):
     assert x.grad.stride() == x.stride()
 
 
-@pytest.mark.parametrize(("layout", "kernels"), [("contiguous", "auto"), ("channels_last", "eager"),
-                                               ("channels_last", "fused")])
+@pytest.mark.parametrize(
+    ("layout", "kernels"), [("contiguous", "auto"), ("channels_last", "eager"), ("channels_last", "fused")]
+)
 def test_batch_norm_uses_per_timestep_statistics_in_training(layout, kernels, monkeypatch):
     """Forward, running statistics and gradients against float64 ``nn.BatchNorm2d`` stepped, with ATen's
     kernels per timestep (eager) and the fused backward."""
@@ -134,8 +135,14 @@ def test_batch_norm_uses_per_timestep_statistics_in_training(layout, kernels, mo
 
 
 # Raw SpikeNAS-Bench cells: unfed nodes, dead ends, no 0->3 edge, every threshold.
-RAW_CELLS = ["0000 0000 0000 0000", "0200 0030 0000 0000", "0043 0020 0004 0000", "0234 0034 0002 0000",
-             "0444 0044 0004 0000", "0012 0000 0003 0000"]
+RAW_CELLS = [
+    "0000 0000 0000 0000",
+    "0200 0030 0000 0000",
+    "0043 0020 0004 0000",
+    "0234 0034 0002 0000",
+    "0444 0044 0004 0000",
+    "0012 0000 0003 0000",
+]
 
 
 @pytest.mark.parametrize("profile", ["laptop", "benchmark"])
@@ -154,8 +161,14 @@ def test_raw_cells_count_and_build_every_edge(profile):
 def test_raw_cells_fire_once_per_node_and_threshold():
     net = build_network(SPIKENAS.genotype("0234 0034 0002 0000"), SPIKENAS, LAPTOP, CIFAR10)
     fire = {k: (m.v_th, m.fanout) for k, m in net.cell1.fire.items()}
-    assert fire == {"0at0p5": (0.5, 1), "0": (1.0, 1), "0at1p5": (1.5, 1), "1": (1.0, 1), "1at1p5": (1.5, 1),
-                    "2at0p5": (0.5, 1)}
+    assert fire == {
+        "0at0p5": (0.5, 1),
+        "0": (1.0, 1),
+        "0at1p5": (1.5, 1),
+        "1": (1.0, 1),
+        "1at1p5": (1.5, 1),
+        "2at0p5": (0.5, 1),
+    }
     # A node nothing feeds holds zeros: its neurons never fire, the cell still runs forward and backward.
     net = build_network(SPIKENAS.genotype("0012 0000 0003 0000"), SPIKENAS, LAPTOP, CIFAR10)
     x = torch.rand(LAPTOP.timesteps, 2, 3, 32, 32).bernoulli()

@@ -10,10 +10,10 @@ import time
 import pytest
 
 from engine import api
-from engine.train.checkpoint import load_model
 from engine.jobs.execute import sha256_file
-from engine.store import Store
 from engine.jobs.worker import WorkerBusy
+from engine.store import Store
+from engine.train.checkpoint import load_model
 
 pytestmark = pytest.mark.slow  # a local Ray cluster
 
@@ -39,8 +39,9 @@ def cluster(sample, tmp_path_factory):
 
 
 def submit(store: Store, dataset: str, **kw) -> dict:
-    config = api.ExperimentConfig(dataset=dataset, kernel_sets=("1x1_3x3",), epochs=1, device="cpu",
-                                  **{"baseline": None, **kw})
+    config = api.ExperimentConfig(
+        dataset=dataset, kernel_sets=("1x1_3x3",), epochs=1, device="cpu", **{"baseline": None, **kw}
+    )
     return api.submit_experiment(config, store=store)
 
 
@@ -88,7 +89,10 @@ def test_ray_cancel_reaches_the_task_and_failures_read_type_and_message(cluster,
         with pytest.raises(WorkerBusy):  # the driver holds the local worker's lock
             serve_ray(watch)
         assert api.cancel(long["experiment_id"], store=watch) == 1
-        while watch.job(long["job_ids"][0])["status"] == "running" or watch.job(broken["job_ids"][0])["status"] != "failed":
+        while (
+            watch.job(long["job_ids"][0])["status"] == "running"
+            or watch.job(broken["job_ids"][0])["status"] != "failed"
+        ):
             assert time.monotonic() < deadline, "the cancel or the failure never came through"
             time.sleep(0.2)
     finally:

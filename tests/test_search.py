@@ -2,10 +2,10 @@ import dataclasses
 
 import pytest
 
-from engine.core.profiles import ScoreConfig, get_profile
-from engine.search.sampling import ExhaustiveSampler, RandomSampler, random_search
 from engine.core.footprint import footprint
+from engine.core.profiles import ScoreConfig, get_profile
 from engine.core.space import KernelSet
+from engine.search.sampling import ExhaustiveSampler, RandomSampler, random_search
 
 SNASNET = KernelSet(1, 3)
 
@@ -131,8 +131,14 @@ def test_exhaustive_search_scores_the_seeded_order_and_resumes_to_the_same_resul
     assert [c.genotype for c in full.candidates] == SNASNET.exhaustive_order(2)[:6]
     assert [c.index for c in full.candidates] == list(range(6)) and full.iterations == 6
     calls = []
-    partial = search(sample, iterations=6, seed=2, config=fresh, exhaustive=True,
-                     should_stop=lambda: calls.append(1) or len(calls) > 3)  # fmt: skip
+    partial = search(
+        sample,
+        iterations=6,
+        seed=2,
+        config=fresh,
+        exhaustive=True,
+        should_stop=lambda: calls.append(1) or len(calls) > 3,
+    )
     assert partial.stopped and len(partial.candidates) == 3
     resumed = search(sample, iterations=6, seed=2, config=fresh, exhaustive=True, done=partial.candidates)
     assert [(c.index, c.genotype, c.score) for c in resumed.candidates] == [
@@ -159,8 +165,14 @@ def test_exhaustive_search_under_a_budget_ends_when_the_cells_within_it_run_out(
     monkeypatch.setattr(KernelSet, "exhaustive_order", lambda self, seed: list(order))
     budget = footprint(ks.extremes()[0], ks, LAPTOP, sample.info).params
     seen = []
-    result = search(sample, iterations=6, seed=0, exhaustive=True, max_params=budget,
-                    progress=lambda done, total, _best: seen.append((done, total)))  # fmt: skip
+    result = search(
+        sample,
+        iterations=6,
+        seed=0,
+        exhaustive=True,
+        max_params=budget,
+        progress=lambda done, total, _best: seen.append((done, total)),
+    )
     assert [c.genotype for c in result.candidates] == cheap and result.iterations == 3 and not result.stopped
     assert seen == [(1, 3), (2, 3), (3, 3)]
     first = search(sample, iterations=2, seed=0, exhaustive=True, max_params=budget)
@@ -188,8 +200,15 @@ def test_candidates_in_flight_stop_at_a_prefix_and_resume_to_the_same_result(sam
     # 30 candidates: while one process compiles its first, the other may finish several, all handed on at once
     full = search(sample, iterations=30, seed=5, config=fresh)
     reported = []
-    partial = search(sample, iterations=30, seed=5, config=fresh, in_flight=2, on_candidate=reported.append,
-                     should_stop=lambda: len(reported) >= 3)  # fmt: skip
+    partial = search(
+        sample,
+        iterations=30,
+        seed=5,
+        config=fresh,
+        in_flight=2,
+        on_candidate=reported.append,
+        should_stop=lambda: len(reported) >= 3,
+    )
     assert partial.stopped and [c.index for c in partial.candidates] == list(range(len(partial.candidates)))
     assert 3 <= len(partial.candidates) < 30  # what was in flight at the stop is dropped, not reported
     resumed = search(sample, iterations=30, seed=5, config=fresh, in_flight=2, done=partial.candidates)

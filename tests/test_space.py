@@ -1,7 +1,18 @@
 import numpy as np
 import pytest
 
-from engine.core.space import EDGES, SPIKENAS, TABLE_I, Genotype, KernelSet, OpKind, Setting, Space, SpaceError, parse_kernel_sets
+from engine.core.space import (
+    EDGES,
+    SPIKENAS,
+    TABLE_I,
+    Genotype,
+    KernelSet,
+    OpKind,
+    Setting,
+    Space,
+    SpaceError,
+    parse_kernel_sets,
+)
 
 SNASNET = KernelSet(1, 3)  # SNASNet's own vocabulary: every two-size set has its cells
 
@@ -23,8 +34,19 @@ def test_custom_kernel_sets_up_to_eleven():
 
 @pytest.mark.parametrize(
     "text",
-    ["2x2_3x3", "0x0_3x3", "-1x-1_3x3", "3x3_3x3", "axb_3x3", "1x1_3x3_3x3", "3x3", "13x13_3x3", "3x5_5x5", "",
-     "1_3_5_7_9_11_13"],
+    [
+        "2x2_3x3",
+        "0x0_3x3",
+        "-1x-1_3x3",
+        "3x3_3x3",
+        "axb_3x3",
+        "1x1_3x3_3x3",
+        "3x3",
+        "13x13_3x3",
+        "3x5_5x5",
+        "",
+        "1_3_5_7_9_11_13",
+    ],
 )
 def test_bad_kernel_sets_say_what_is_allowed(text):
     with pytest.raises(SpaceError, match="odd|square|repeats|not a kernel set|not allowed|2 to 6"):
@@ -167,7 +189,9 @@ def test_a_kernel_set_of_three_sizes_has_one_conv_op_per_size_then_the_pool():
 
 def test_spikenas_space_is_raw_cells_of_three_thresholds():
     assert Space.parse(" SpikeNAS ") is SPIKENAS and Setting.parse("spikenas_5000x").kernel_set is SPIKENAS
-    assert [(op.kind, op.kernel, op.threshold) for op in SPIKENAS.ops[2:]] == [(OpKind.CONV, 3, t) for t in (0.5, 1.0, 1.5)]
+    assert [(op.kind, op.kernel, op.threshold) for op in SPIKENAS.ops[2:]] == [
+        (OpKind.CONV, 3, t) for t in (0.5, 1.0, 1.5)
+    ]
     # never pruned: a dead-end conv edge stays, and a cell without 0->3 is a cell
     g = SPIKENAS.genotype("0200 0000 0000 0000")
     assert g.ops == (2, 0, 0, 0, 0, 0) and SPIKENAS.is_valid(g) and SPIKENAS.conv_edges(g) == 1

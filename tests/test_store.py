@@ -15,8 +15,14 @@ from engine.store import APPLICATION_ID, SCHEMA_VERSION, JobLost, Store, StoreEr
 
 
 def config(studio, **changes) -> api.ExperimentConfig:
-    base = dict(dataset=studio["dataset"], kernel_sets=("1x1_3x3", "3x3_5x5"), iterations=4, epochs=1, device="cpu",
-                baseline=None)
+    base = dict(
+        dataset=studio["dataset"],
+        kernel_sets=("1x1_3x3", "3x3_5x5"),
+        iterations=4,
+        epochs=1,
+        device="cpu",
+        baseline=None,
+    )
     return api.ExperimentConfig(**{**base, **changes})
 
 
@@ -54,9 +60,16 @@ def test_reopening_keeps_everything(tmp_path, studio):
 
 def test_submit_validates_everything_and_writes_nothing_when_invalid(store, studio):
     bad = config(
-        studio, dataset="folder:/etc", kernel_sets=("4x4_6x6",), iterations=0, epochs=0, seed=-1,
-        profile="huge", precision="fp8", budget="lots",
-    )  # fmt: skip
+        studio,
+        dataset="folder:/etc",
+        kernel_sets=("4x4_6x6",),
+        iterations=0,
+        epochs=0,
+        seed=-1,
+        profile="huge",
+        precision="fp8",
+        budget="lots",
+    )
     with pytest.raises(api.ConfigError) as e:
         api.submit_experiment(bad, store=store)
     errors = e.value.errors
@@ -155,8 +168,17 @@ def test_a_stale_job_is_taken_over_and_the_old_worker_cannot_write(store, studio
     time.sleep(0.05)
     new = store.claim("host:2", "cpu", stale_after=0.01)
     assert new.job_id == old.job_id and new.attempt == old.attempt + 1
-    row = {"index": 0, "genotype": "0302 0030 0003 0000", "score": 1.0, "params": 1, "params_torch": 1,
-           "conv_edges": 3, "silent_layers": 0, "firing_rate": 0.1, "seconds": 0.1}  # fmt: skip
+    row = {
+        "index": 0,
+        "genotype": "0302 0030 0003 0000",
+        "score": 1.0,
+        "params": 1,
+        "params_torch": 1,
+        "conv_edges": 3,
+        "silent_layers": 0,
+        "firing_rate": 0.1,
+        "seconds": 0.1,
+    }
     with pytest.raises(JobLost):
         store.add_candidates(old, [row], 1.0)
     store.add_candidates(new, [row], 1.0)
@@ -262,8 +284,10 @@ def test_a_database_of_the_first_release_is_recognised_and_migrated(tmp_path, st
     with sqlite3.connect(path) as conn:  # as release 1 wrote it: no application id, schema 1
         conn.executescript(MIGRATIONS[0])
         conn.execute("PRAGMA user_version = 1")
-        conn.execute("INSERT INTO experiments (name, config, dataset, profile, reduced, created) "
-                     "VALUES ('old', '{}', 'sample', 'laptop', 1, 0)")  # fmt: skip
+        conn.execute(
+            "INSERT INTO experiments (name, config, dataset, profile, reduced, created) "
+            "VALUES ('old', '{}', 'sample', 'laptop', 1, 0)"
+        )
     before = path.read_bytes()
     assert Store(path, readonly=True).experiments()[0]["name"] == "old"
     assert path.read_bytes() == before  # read-only: not even migrated
@@ -290,13 +314,34 @@ def test_a_read_only_open_creates_and_changes_nothing(tmp_path, studio):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("name", 7), ("name", None), ("dataset", 3.5), ("dataset", "folder:" + "x" * 300), ("dataset", "folder:a\x00b"),
-     ("kernel_sets", 5), ("kernel_sets", (3, 5)), ("kernel_sets", None), ("profile", ["laptop"]), ("device", 0),
-     ("precision", {}), ("budget", ["10M"]), ("bits", 8), ("seed", 2**70), ("baseline", 1_3), ("iterations", "9")],
+    [
+        ("name", 7),
+        ("name", None),
+        ("dataset", 3.5),
+        ("dataset", "folder:" + "x" * 300),
+        ("dataset", "folder:a\x00b"),
+        ("kernel_sets", 5),
+        ("kernel_sets", (3, 5)),
+        ("kernel_sets", None),
+        ("profile", ["laptop"]),
+        ("device", 0),
+        ("precision", {}),
+        ("budget", ["10M"]),
+        ("bits", 8),
+        ("seed", 2**70),
+        ("baseline", 1_3),
+        ("iterations", "9"),
+    ],
 )
 def test_any_value_of_any_field_is_a_field_error(store, studio, field, value):
-    raw = {"dataset": studio["dataset"], "kernel_sets": ["1x1_3x3"], "iterations": 3, "epochs": 1, "device": "cpu",
-           field: value}  # fmt: skip
+    raw = {
+        "dataset": studio["dataset"],
+        "kernel_sets": ["1x1_3x3"],
+        "iterations": 3,
+        "epochs": 1,
+        "device": "cpu",
+        field: value,
+    }
     with pytest.raises(api.ConfigError) as e:
         api.submit_experiment(raw, store=store)
     assert field in e.value.errors
@@ -311,8 +356,9 @@ def test_time_estimate_uses_the_pace_of_finished_runs_on_the_same_kind_of_device
     runs = api.runs_frame([finished["experiment_id"]], store=store)
     per_candidate = runs.search_seconds.sum() / runs.candidates_done.sum()
     per_epoch = runs.train_seconds.sum() / runs.epochs_done.sum()
-    planned = api.ExperimentConfig(dataset=studio["dataset"], kernel_sets=("3x3_5x5",), iterations=50, epochs=4,
-                                   device="cpu", baseline=None)  # fmt: skip
+    planned = api.ExperimentConfig(
+        dataset=studio["dataset"], kernel_sets=("3x3_5x5",), iterations=50, epochs=4, device="cpu", baseline=None
+    )
     assert api.estimate_seconds(planned, store=store) == pytest.approx(50 * per_candidate + 4 * per_epoch)
 
     store.db.execute("UPDATE jobs SET device = 'cuda:0'")  # the same history, measured on a GPU

@@ -8,15 +8,15 @@ import math
 from dataclasses import replace
 
 import pytest
+from helpers import cli
+from test_worker import finish, kill9, start_worker, wait_for
 
 from engine import api
 from engine.core.space import KernelSet
-
-SNASNET = KernelSet(1, 3)
 from engine.store import Store
 from engine.study.studies import plan, report, search_regret, trainings
-from helpers import cli
-from test_worker import finish, kill9, start_worker, wait_for
+
+SNASNET = KernelSet(1, 3)
 
 
 def candidates(n: int, seed: int = 0) -> list[dict]:
@@ -26,8 +26,16 @@ def candidates(n: int, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     cells = [g.to_str() for g in SNASNET.distinct_cells()[:n]]
     cells[5] = cells[2]  # the random search can propose a cell twice: it is trained once
-    return [{"index": i, "genotype": g, "score": float(rng.normal()), "conv_edges": int(rng.integers(1, 7)),
-             "params": int(1e5 + rng.integers(0, 1e5))} for i, g in enumerate(cells)]  # fmt: skip
+    return [
+        {
+            "index": i,
+            "genotype": g,
+            "score": float(rng.normal()),
+            "conv_edges": int(rng.integers(1, 7)),
+            "params": int(1e5 + rng.integers(0, 1e5)),
+        }
+        for i, g in enumerate(cells)
+    ]
 
 
 def test_the_plan_trains_the_top_cells_with_every_seed_and_spreads_the_rest():
@@ -53,9 +61,20 @@ def test_a_plan_never_asks_for_more_cells_than_were_scored():
 
 def report_rows(accuracy) -> tuple[list[dict], list[dict]]:
     scored = candidates(40)
-    rows = [{"kernel_set": "3x3_5x5", "genotype": c.genotype, "role": c.role, "candidate": c.candidate,
-             "score": c.score, "conv_edges": c.conv_edges, "params": c.params, "seed": s, "accuracy": accuracy(c, s)}
-            for c, s in trainings(plan(scored, trained=10, top=2, seeds=3, seed=0))]  # fmt: skip
+    rows = [
+        {
+            "kernel_set": "3x3_5x5",
+            "genotype": c.genotype,
+            "role": c.role,
+            "candidate": c.candidate,
+            "score": c.score,
+            "conv_edges": c.conv_edges,
+            "params": c.params,
+            "seed": s,
+            "accuracy": accuracy(c, s),
+        }
+        for c, s in trainings(plan(scored, trained=10, top=2, seeds=3, seed=0))
+    ]
     return scored, rows
 
 
@@ -64,7 +83,9 @@ def test_the_report_on_a_score_that_orders_accuracy_perfectly():
     r = report([{"id": 1, "kernel_set": "3x3_5x5"}], rows, {1: scored}, resamples=200)
     (k,) = r.kernel_sets
     assert k.scored == 40 and k.trained == 10
-    assert k.correlation.spearman.estimate == pytest.approx(1.0) and k.correlation.kendall.estimate == pytest.approx(1.0)
+    assert k.correlation.spearman.estimate == pytest.approx(1.0) and k.correlation.kendall.estimate == pytest.approx(
+        1.0
+    )
     assert k.regret.regret == 0 and k.regret.gain > 0
     assert k.top1.n == 3 and k.top1.mean == pytest.approx(max(c["accuracy"] for c in r.cells))
     assert sum(row["n"] for row in r.by_edges) == 10 and sum(row["n"] for row in r.by_params) == 10
@@ -149,9 +170,28 @@ def test_kill_9_mid_study_resumes_to_the_same_result(tmp_path, studio):
 @pytest.mark.slow
 def test_the_command_line_runs_a_study_and_reports_it(tmp_path, studio):
     db = tmp_path / "s.db"
-    done = cli("--db", str(db), "study", "--dataset", studio["mini"], "--kernel-sets", "1x1_3x3,3x3_5x5",
-               "--cells", "5", "--trained", "3", "--top", "1", "--seeds", "2", "--epochs", "1", "--device", "cpu",
-               "--exhaustive")  # fmt: skip
+    done = cli(
+        "--db",
+        str(db),
+        "study",
+        "--dataset",
+        studio["mini"],
+        "--kernel-sets",
+        "1x1_3x3,3x3_5x5",
+        "--cells",
+        "5",
+        "--trained",
+        "3",
+        "--top",
+        "1",
+        "--seeds",
+        "2",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--exhaustive",
+    )
     assert done.returncode == 0, done.stderr
     assert "study 1: 2 job(s) queued" in done.stdout and "Spearman" in done.stdout
     assert "random searches replayed" in done.stdout and "3x3_5x5" in done.stdout
@@ -173,8 +213,16 @@ def test_the_command_line_runs_a_study_and_reports_it(tmp_path, studio):
 def test_an_exhaustive_experiment_scores_distinct_cells_in_the_seeded_order(tmp_path, studio):
 
     store = Store(tmp_path / "s.db")
-    config = api.ExperimentConfig(dataset=studio["mini"], kernel_sets=("3x3_5x5",), iterations=4, exhaustive=True,
-                                  epochs=1, seed=3, device="cpu", baseline=None)  # fmt: skip
+    config = api.ExperimentConfig(
+        dataset=studio["mini"],
+        kernel_sets=("3x3_5x5",),
+        iterations=4,
+        exhaustive=True,
+        epochs=1,
+        seed=3,
+        device="cpu",
+        baseline=None,
+    )
     with pytest.raises(api.ConfigError, match="7,012 distinct cells"):
         api.submit_experiment(replace(config, iterations=7013), store=store)
     ids = api.submit_experiment(config, store=store)
@@ -193,4 +241,5 @@ def test_a_studys_searches_are_one_experiment_without_a_baseline():
     assert [s.name for s in searches.settings()] == ["1x1_3x3_40x", "5x5_7x7_40x"]
     assert (searches.epochs, searches.seed, searches.profile) == (3, 2, config.profile)
     assert api.validate_study(replace(config, in_flight=0), check_data=False) == {
-        "in_flight": "candidates in flight must be a whole number from 1 to 32"}
+        "in_flight": "candidates in flight must be a whole number from 1 to 32"
+    }

@@ -16,9 +16,17 @@ from helpers import ROOT
 # The torch-free packages, one by one, then the dashboard's modules; each page's and app.py's own top-level
 # imports are added below.
 CORE = [
-    "engine", "engine.core", "engine.data", "engine.study", "engine.store", "engine.jobs", "engine.api",
-    "engine.cli", "ui.charts", "ui.widgets",
-]  # fmt: skip
+    "engine",
+    "engine.core",
+    "engine.data",
+    "engine.study",
+    "engine.store",
+    "engine.jobs",
+    "engine.api",
+    "engine.cli",
+    "ui.charts",
+    "ui.widgets",
+]
 SCRIPTS = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]
 
 
@@ -91,11 +99,30 @@ def test_commands_that_only_read_or_queue_need_no_torch(studio, tmp_path):
     db = str(tmp_path / "cli.db")
     commands = [
         ["profile", "--dataset", studio["mini"], "--kernel-set", "1x1_3x3"],
-        ["--db", db, "submit", "--dataset", studio["mini"], "--kernel-sets", "1x1_3x3", "--iterations", "2",
-         "--epochs", "1", "--baseline", "", "--budget", "4MB", "--bits", "8"],
-        ["--db", db, "jobs"], ["--db", db, "cancel", "--experiment", "1"], ["--db", db, "retry", "1"],
+        [
+            "--db",
+            db,
+            "submit",
+            "--dataset",
+            studio["mini"],
+            "--kernel-sets",
+            "1x1_3x3",
+            "--iterations",
+            "2",
+            "--epochs",
+            "1",
+            "--baseline",
+            "",
+            "--budget",
+            "4MB",
+            "--bits",
+            "8",
+        ],
+        ["--db", db, "jobs"],
+        ["--db", db, "cancel", "--experiment", "1"],
+        ["--db", db, "retry", "1"],
         ["--db", db, "export", "1", "--format", "csv"],
-    ]  # fmt: skip
+    ]
     result = fresh(
         "import json, sys\n"
         "from engine.__main__ import main\n"

@@ -9,13 +9,13 @@ import time
 
 import pytest
 import torch
+from helpers import ROOT, cli, write_subset
 
-from engine.train.checkpoint import CheckpointError, load_model, read_metadata
-from engine.data.images import load_dataset
 from engine.core.profiles import get_profile
 from engine.core.space import Genotype, KernelSet
+from engine.data.images import load_dataset
+from engine.train.checkpoint import CheckpointError, load_model, read_metadata
 from engine.train.training import TrainConfig, train
-from helpers import ROOT, cli, write_subset
 
 GENOTYPE = Genotype.from_str("0302 0030 0003 0000")
 LAPTOP = get_profile("laptop")
@@ -54,16 +54,36 @@ def test_same_seed_same_numbers_on_cpu(tiny):
 
 @pytest.mark.slow
 def test_killed_training_resumes_to_the_uninterrupted_result(tiny, tmp_path):
-    args = ["train", "--genotype", str(GENOTYPE), "--kernel-set", "1x1_3x3", "--dataset", tiny,
-            "--epochs", "3", "--batch-size", "32", "--seed", "2", "--device", "cpu"]  # fmt: skip
+    args = [
+        "train",
+        "--genotype",
+        str(GENOTYPE),
+        "--kernel-set",
+        "1x1_3x3",
+        "--dataset",
+        tiny,
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--seed",
+        "2",
+        "--device",
+        "cpu",
+    ]
     reference = cli(*args, "--out", str(tmp_path / "straight.safetensors"), timeout=600)
     assert reference.returncode == 0, reference.stderr
 
     out = tmp_path / "killed.safetensors"
     state = tmp_path / "killed.safetensors.state.pt"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "engine", *args, "--out", str(out)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine", *args, "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -83,8 +103,22 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tiny, tmp_path):
 @pytest.mark.slow
 def test_checkpoint_round_trip_and_evaluate(tiny, tmp_path):
     out = tmp_path / "m.safetensors"
-    run = cli("train", "--genotype", str(GENOTYPE), "--kernel-set", "3x3_5x5", "--dataset", tiny, "--epochs", "1",
-              "--device", "cpu", "--out", str(out), timeout=600)  # fmt: skip
+    run = cli(
+        "train",
+        "--genotype",
+        str(GENOTYPE),
+        "--kernel-set",
+        "3x3_5x5",
+        "--dataset",
+        tiny,
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
     meta = read_metadata(out)
     assert meta["genotype"] == str(GENOTYPE) and meta["kernel_set"] == "3x3_5x5"
@@ -100,8 +134,25 @@ def test_checkpoint_round_trip_and_evaluate(tiny, tmp_path):
 @pytest.mark.slow
 def test_bad_model_files_are_refused_clearly(tiny, tmp_path):
     out = tmp_path / "m.safetensors"
-    assert cli("train", "--genotype", str(GENOTYPE), "--kernel-set", "1x1_3x3", "--dataset", tiny, "--epochs", "1",
-               "--device", "cpu", "--out", str(out), timeout=600).returncode == 0  # fmt: skip
+    assert (
+        cli(
+            "train",
+            "--genotype",
+            str(GENOTYPE),
+            "--kernel-set",
+            "1x1_3x3",
+            "--dataset",
+            tiny,
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            timeout=600,
+        ).returncode
+        == 0
+    )
     blob = out.read_bytes()
 
     truncated = tmp_path / "truncated.safetensors"
@@ -152,34 +203,88 @@ def test_bf16_autocast_is_an_option(tiny):
 def test_a_state_file_resumes_only_the_training_that_wrote_it(sample, tiny, tmp_path):
     data = load_dataset(tiny)
     state = tmp_path / "m.state.pt"
-    first = train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, TrainConfig(epochs=1, batch_size=32, seed=0, device="cpu"),
-                  state_path=state)  # fmt: skip
+    first = train(
+        GENOTYPE,
+        KernelSet(1, 3),
+        LAPTOP,
+        data,
+        TrainConfig(epochs=1, batch_size=32, seed=0, device="cpu"),
+        state_path=state,
+    )
     written = state.read_bytes()
     other_cell = Genotype.from_str("0302 0030 0004 0000")
-    with pytest.raises(ValueError, match=r"another training \(config.lr 0.1 \(now 0.01\); config.seed 0 \(now 7\); "
-                                         r"genotype '0302 0030 0003 0000' \(now '0302 0030 0004 0000'\)\)"):
-        train(other_cell, KernelSet(1, 3), LAPTOP, data,
-              TrainConfig(epochs=1, batch_size=32, seed=7, lr=0.01, device="cpu"), state_path=state)  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"another training \(config.lr 0.1 \(now 0.01\); config.seed 0 \(now 7\); "
+        r"genotype '0302 0030 0003 0000' \(now '0302 0030 0004 0000'\)\)",
+    ):
+        train(
+            other_cell,
+            KernelSet(1, 3),
+            LAPTOP,
+            data,
+            TrainConfig(epochs=1, batch_size=32, seed=7, lr=0.01, device="cpu"),
+            state_path=state,
+        )
     for changed in ({"epochs": 2}, {"batch_size": 16}, {"weight_decay": 0.0}):
         with pytest.raises(ValueError, match=f"config.{next(iter(changed))}"):
-            train(GENOTYPE, KernelSet(1, 3), LAPTOP, data,
-                  TrainConfig(**{"epochs": 1, "batch_size": 32, "seed": 0, "device": "cpu", **changed}), state_path=state)
+            train(
+                GENOTYPE,
+                KernelSet(1, 3),
+                LAPTOP,
+                data,
+                TrainConfig(**{"epochs": 1, "batch_size": 32, "seed": 0, "device": "cpu", **changed}),
+                state_path=state,
+            )
     with pytest.raises(ValueError, match="kernel_set '1x1_3x3'"):
-        train(GENOTYPE, KernelSet(3, 5), LAPTOP, data, TrainConfig(epochs=1, batch_size=32, device="cpu"), state_path=state)
+        train(
+            GENOTYPE,
+            KernelSet(3, 5),
+            LAPTOP,
+            data,
+            TrainConfig(epochs=1, batch_size=32, device="cpu"),
+            state_path=state,
+        )
     with pytest.raises(ValueError, match="profile.timesteps 5"):
-        train(GENOTYPE, KernelSet(1, 3), dataclasses.replace(LAPTOP, timesteps=4), data,
-              TrainConfig(epochs=1, batch_size=32, device="cpu"), state_path=state)  # fmt: skip
+        train(
+            GENOTYPE,
+            KernelSet(1, 3),
+            dataclasses.replace(LAPTOP, timesteps=4),
+            data,
+            TrainConfig(epochs=1, batch_size=32, device="cpu"),
+            state_path=state,
+        )
     with pytest.raises(ValueError, match="dataset.train_images"):
         fewer = load_dataset(write_subset(sample, tmp_path / "fewer", classes=2, train_per_class=40, test_per_class=16))
-        train(GENOTYPE, KernelSet(1, 3), LAPTOP, fewer, TrainConfig(epochs=1, batch_size=32, device="cpu"), state_path=state)
+        train(
+            GENOTYPE,
+            KernelSet(1, 3),
+            LAPTOP,
+            fewer,
+            TrainConfig(epochs=1, batch_size=32, device="cpu"),
+            state_path=state,
+        )
     assert state.read_bytes() == written  # a refused resume leaves the state alone
 
     torch.save({k: v for k, v in torch.load(state, weights_only=True).items() if k != "identity"}, state)
     with pytest.raises(ValueError, match="does not say which training"):
-        train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, TrainConfig(epochs=1, batch_size=32, device="cpu"), state_path=state)
+        train(
+            GENOTYPE,
+            KernelSet(1, 3),
+            LAPTOP,
+            data,
+            TrainConfig(epochs=1, batch_size=32, device="cpu"),
+            state_path=state,
+        )
     state.write_bytes(written)
-    same = train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, TrainConfig(epochs=1, batch_size=32, seed=0, device="cpu"),
-                 state_path=state)  # fmt: skip
+    same = train(
+        GENOTYPE,
+        KernelSet(1, 3),
+        LAPTOP,
+        data,
+        TrainConfig(epochs=1, batch_size=32, seed=0, device="cpu"),
+        state_path=state,
+    )
     assert same.epochs == first.epochs  # the same training: resumed (here: already complete)
 
 
@@ -202,14 +307,23 @@ def _rewrite(src, dst, change, *, rehash=True):
 
 
 def test_model_metadata_is_checksummed_and_validated_before_anything_is_built(sample, tmp_path):
-    from engine.train.checkpoint import save_trained
     from engine.core.footprint import footprint
     from engine.nn.network import build_network
+    from engine.train.checkpoint import save_trained
 
     model = build_network(GENOTYPE, KernelSet(1, 3), LAPTOP, sample.info)
     good = tmp_path / "good.safetensors"
-    save_trained(good, model, genotype=GENOTYPE, kernel_set=KernelSet(1, 3), profile=LAPTOP, info=sample.info,
-                 accuracy=0.5, seed=0, epochs=1)  # fmt: skip
+    save_trained(
+        good,
+        model,
+        genotype=GENOTYPE,
+        kernel_set=KernelSet(1, 3),
+        profile=LAPTOP,
+        info=sample.info,
+        accuracy=0.5,
+        seed=0,
+        epochs=1,
+    )
     assert load_model(good).meta["accuracy"] == 0.5
 
     def edit(**fields):
@@ -225,12 +339,30 @@ def test_model_metadata_is_checksummed_and_validated_before_anything_is_built(sa
     fp = footprint(GENOTYPE, KernelSet(1, 3), LAPTOP, dataclasses.replace(sample.info, classes=tuple(huge_classes)))
     crafted = {
         "timesteps": (edit(timesteps=10**6), "encoding and timesteps"),
-        "width": (lambda m: {**m, "profile": {**m["profile"], "macros": {**m["profile"]["macros"], "cifar10": {
-            **m["profile"]["macros"]["cifar10"], "channels": 20000}}}}, "differs from this release's in macros"),
+        "width": (
+            lambda m: {
+                **m,
+                "profile": {
+                    **m["profile"],
+                    "macros": {
+                        **m["profile"]["macros"],
+                        "cifar10": {**m["profile"]["macros"]["cifar10"], "channels": 20000},
+                    },
+                },
+            },
+            "differs from this release's in macros",
+        ),
         "profile": (lambda m: {**m, "profile": {**m["profile"], "name": "giant"}}, "profile must be one of"),
         "image size": (lambda m: {**m, "dataset": {**m["dataset"], "image_size": 10**6}}, "image_size must be"),
-        "classes": (lambda m: {**m, "dataset": {**m["dataset"], "classes": huge_classes}, "params": fp.params,
-                               "params_torch": fp.params_torch}, "the file holds"),
+        "classes": (
+            lambda m: {
+                **m,
+                "dataset": {**m["dataset"], "classes": huge_classes},
+                "params": fp.params,
+                "params_torch": fp.params_torch,
+            },
+            "the file holds",
+        ),
         "counts": (edit(params=1), "parameter counts"),
         "list": (lambda m: [m], "not an object"),
         "null": (lambda m: None, "not an object"),

@@ -15,28 +15,67 @@ from hypothesis import strategies as st
 
 from engine import api
 from engine.__main__ import main
-from engine.nn.devices import resolve_device
 from engine.core.selection import Budget
 from engine.core.space import MAX_EPOCHS, MAX_ITERATIONS, Genotype, KernelSet, Setting, SpaceError
+from engine.nn.devices import resolve_device
 
-SETTINGS = settings(max_examples=100, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
+SETTINGS = settings(
+    max_examples=100,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 GENOTYPE = "0302 0030 0003 0000"
 
 # Cheap, valid commands; each example replaces or adds one argument with a bad value.
 BASE = {
     "search": ["search", "--kernel-set", "1x1_3x3", "--iterations", "1", "--device", "cpu", "--json", "out.json"],
     "profile": ["profile", "--kernel-set", "1x1_3x3", "--genotype", GENOTYPE],
-    "train": ["train", "--genotype", GENOTYPE, "--kernel-set", "1x1_3x3", "--epochs", "1", "--device", "cpu",
-              "--out", "m.safetensors"],
-    "explore": ["explore", "--kernel-sets", "1x1_3x3", "--iterations", "1", "--epochs", "1", "--baseline", "",
-                "--device", "cpu", "--out", "explored"],
-    "submit": ["submit", "--kernel-sets", "1x1_3x3", "--iterations", "1", "--epochs", "1", "--baseline", "",
-               "--device", "cpu"],
+    "train": [
+        "train",
+        "--genotype",
+        GENOTYPE,
+        "--kernel-set",
+        "1x1_3x3",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        "m.safetensors",
+    ],
+    "explore": [
+        "explore",
+        "--kernel-sets",
+        "1x1_3x3",
+        "--iterations",
+        "1",
+        "--epochs",
+        "1",
+        "--baseline",
+        "",
+        "--device",
+        "cpu",
+        "--out",
+        "explored",
+    ],
+    "submit": [
+        "submit",
+        "--kernel-sets",
+        "1x1_3x3",
+        "--iterations",
+        "1",
+        "--epochs",
+        "1",
+        "--baseline",
+        "",
+        "--device",
+        "cpu",
+    ],
     "jobs": ["jobs"],
     "export": ["export", "1", "--out", "export.csv"],
     "worker": ["worker", "--idle-exit", "0"],
-}  # fmt: skip
+}
 
 
 def _fails(parse, text) -> bool:
@@ -51,15 +90,19 @@ def whole_number_outside(low: int, high: int | None = None) -> st.SearchStrategy
     outside = st.integers(max_value=low - 1)
     if high is not None:
         outside = outside | st.integers(min_value=high + 1)
-    return outside.map(str) | st.floats(allow_nan=True, allow_infinity=True).map(repr) | st.text().filter(
-        lambda t: not t.strip().lstrip("+-").isdigit()
+    return (
+        outside.map(str)
+        | st.floats(allow_nan=True, allow_infinity=True).map(repr)
+        | st.text().filter(lambda t: not t.strip().lstrip("+-").isdigit())
     )
 
 
 def bad_number(low: float, *, above: bool = False) -> st.SearchStrategy[str]:
     below = st.floats(max_value=low, exclude_max=not above, allow_nan=False)
-    return below.map(repr) | st.sampled_from(["nan", "inf", "-inf", "1e999"]) | st.text().filter(
-        lambda t: _fails(float, t)
+    return (
+        below.map(repr)
+        | st.sampled_from(["nan", "inf", "-inf", "1e999"])
+        | st.text().filter(lambda t: _fails(float, t))
     )
 
 
@@ -70,8 +113,28 @@ bad_budget = text.filter(lambda t: _fails(Budget.parse, t))
 bad_genotype = text.filter(lambda t: _fails(Genotype.from_str, t))
 bad_dataset = text.filter(lambda t: t not in ("sample", "cifar10", "cifar100", "tinyimagenet"))
 bad_device = text.filter(lambda t: _fails(resolve_device, t))
-bad_choice = text.filter(lambda t: t not in ("laptop", "embedded", "paper", "fp32", "bf16", "shared", "fresh",
-                                             "yes", "no", "32", "16", "8", "4", "csv", "json"))  # fmt: skip
+bad_choice = text.filter(
+    lambda t: (
+        t
+        not in (
+            "laptop",
+            "embedded",
+            "paper",
+            "fp32",
+            "bf16",
+            "shared",
+            "fresh",
+            "yes",
+            "no",
+            "32",
+            "16",
+            "8",
+            "4",
+            "csv",
+            "json",
+        )
+    )
+)
 
 
 def bad_kernel_sets(t: str) -> bool:
@@ -166,10 +229,12 @@ paths = st.sampled_from(["a-file/x", "a-file/deeper/x", "p" * 300, "ok/" + "q" *
 @SETTINGS
 @given(data=st.data())
 def test_a_bad_output_path_is_refused_before_any_work(place, data):
-    command, argument = data.draw(st.sampled_from([("search", "--json"), ("train", "--out"), ("explore", "--out"),
-                                                   ("export", "--out")]))  # fmt: skip
-    path = data.draw(paths | (st.just("a-folder") if argument == "--json" or command in ("train", "export")
-                              else st.nothing()))  # fmt: skip
+    command, argument = data.draw(
+        st.sampled_from([("search", "--json"), ("train", "--out"), ("explore", "--out"), ("export", "--out")])
+    )
+    path = data.draw(
+        paths | (st.just("a-folder") if argument == "--json" or command in ("train", "export") else st.nothing())
+    )
     argv = [a for a in BASE[command]]
     i = argv.index(argument)
     argv[i + 1] = path
@@ -188,8 +253,17 @@ def test_db_refuses_anything_but_this_projects_database(place, data):
 @given(data=st.data())
 def test_a_positional_argument_gets_a_one_line_error(place, data):
     value = data.draw(text | st.integers().map(str))
-    command = data.draw(st.sampled_from([["evaluate", "--device", "cpu", "--"], ["select", "--budget", "10M", "--"],
-                                         ["cancel", "--"], ["retry", "--"], ["export", "--"]]))  # fmt: skip
+    command = data.draw(
+        st.sampled_from(
+            [
+                ["evaluate", "--device", "cpu", "--"],
+                ["select", "--budget", "10M", "--"],
+                ["cancel", "--"],
+                ["retry", "--"],
+                ["export", "--"],
+            ]
+        )
+    )
     if command[0] in ("cancel", "retry", "export"):
         assume(_fails(lambda t: int(t) if int(t) >= 1 else int("x"), value))
     refused([*command, value], place)
@@ -198,11 +272,29 @@ def test_a_positional_argument_gets_a_one_line_error(place, data):
 # ------------------------------------------------------------------------------------------ api
 
 anything = (
-    st.none() | st.booleans() | st.integers() | st.floats() | text | st.lists(st.integers() | text, max_size=3)
-    | st.dictionaries(text, st.integers(), max_size=2) | st.tuples(text, st.integers())
-)  # fmt: skip
-FIELDS = ["dataset", "kernel_sets", "iterations", "baseline", "profile", "epochs", "seed", "device", "precision",
-          "budget", "bits", "name"]  # fmt: skip
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | text
+    | st.lists(st.integers() | text, max_size=3)
+    | st.dictionaries(text, st.integers(), max_size=2)
+    | st.tuples(text, st.integers())
+)
+FIELDS = [
+    "dataset",
+    "kernel_sets",
+    "iterations",
+    "baseline",
+    "profile",
+    "epochs",
+    "seed",
+    "device",
+    "precision",
+    "budget",
+    "bits",
+    "name",
+]
 
 
 @SETTINGS
@@ -210,8 +302,15 @@ FIELDS = ["dataset", "kernel_sets", "iterations", "baseline", "profile", "epochs
 def test_any_value_of_any_api_field_is_a_field_error_and_writes_nothing(place, data):
     store = api.get_store(place / "data" / "api.db")
     changes = data.draw(st.dictionaries(st.sampled_from(FIELDS), anything, min_size=1, max_size=3))
-    config = {"dataset": "sample", "kernel_sets": ["1x1_3x3"], "iterations": 1, "epochs": 1, "device": "cpu",
-              "baseline": None, **changes}  # fmt: skip
+    config = {
+        "dataset": "sample",
+        "kernel_sets": ["1x1_3x3"],
+        "iterations": 1,
+        "epochs": 1,
+        "device": "cpu",
+        "baseline": None,
+        **changes,
+    }
     try:
         errors = api.validate(api.ExperimentConfig.from_dict(config))
     except api.ConfigError as e:  # unknown fields only

@@ -13,15 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from engine import api
-from engine.data.images import load_dataset
 from engine.core.profiles import get_profile
-from engine.search.sampling import random_search
 from engine.core.space import KernelSet
-from engine.store import Store
+from engine.data.images import load_dataset
 from engine.jobs.worker import serve, worker_state
-from helpers import ROOT
+from engine.search.sampling import random_search
+from engine.store import Store
 
 pytestmark = pytest.mark.slow  # real worker processes, killed and restarted
 
@@ -32,8 +32,12 @@ def start_worker(db, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE"}
     return subprocess.Popen(
         [sys.executable, "-m", "engine", "--db", str(db), "worker", "--idle-exit", "0.5", *extra],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(condition, what: str, process: subprocess.Popen | None = None, timeout: float = WAIT_S):
@@ -60,8 +64,9 @@ def finish(db) -> None:
 
 
 def submit(store, studio, **changes) -> dict:
-    base = dict(dataset=studio["dataset"], kernel_sets=("1x1_3x3",), iterations=3, epochs=1, device="cpu",
-                baseline=None)
+    base = dict(
+        dataset=studio["dataset"], kernel_sets=("1x1_3x3",), iterations=3, epochs=1, device="cpu", baseline=None
+    )
     return api.submit_experiment(api.ExperimentConfig(**{**base, **changes}), store=store)
 
 
@@ -148,8 +153,13 @@ def test_killing_a_submitter_never_leaves_half_an_experiment(tmp_path, studio):
     Store(db)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for delay in (0.0, 0.002, 0.005, 0.01, 0.02):
-        process = subprocess.Popen([sys.executable, "-c", SUBMIT_LOOP, str(db), studio["mini"], "1000"],
-                                   cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)  # fmt: skip
+        process = subprocess.Popen(
+            [sys.executable, "-c", SUBMIT_LOOP, str(db), studio["mini"], "1000"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert process.stdout.readline() == "submitted\n"  # imports done, submitting in a loop
         time.sleep(delay)
         kill9(process)

@@ -64,8 +64,12 @@ def nan(value) -> bool:
 def titled(fig: go.Figure, title: str, subtitle: str, x: str, y: str, legend: str | None = None) -> go.Figure:
     """A chart's title with what it shows under it (which experiment, which profile), its axes and, when
     given, its legend's title."""
-    layout = {"title": {"text": title, "subtitle": {"text": subtitle}}, "xaxis_title": x, "yaxis_title": y,
-              "margin": {"t": 80}}  # fmt: skip
+    layout = {
+        "title": {"text": title, "subtitle": {"text": subtitle}},
+        "xaxis_title": x,
+        "yaxis_title": y,
+        "margin": {"t": 80},
+    }
     if legend is not None:
         layout["legend_title_text"] = legend
     fig.update_layout(**layout)
@@ -106,13 +110,24 @@ def accuracy_per_epoch(frame: pd.DataFrame, epochs: pd.DataFrame) -> go.Figure:
     data = epochs.dropna(subset=["test_accuracy"]).merge(frame[["run_id", "label"]], on="run_id")
     data["accuracy_pct"] = data["test_accuracy"] * 100
     fig = px.line(
-        data, x="epoch", y="accuracy_pct", color="label", color_discrete_map=colors(frame), markers=True,
+        data,
+        x="epoch",
+        y="accuracy_pct",
+        color="label",
+        color_discrete_map=colors(frame),
+        markers=True,
         hover_data={"train_loss": ":.3f", "firing_rate": ":.3f", "accuracy_pct": ":.1f"},
         labels={"accuracy_pct": "test accuracy (%)", "train_loss": "train loss", "firing_rate": "firing rate"},
-    )  # fmt: skip
+    )
     fig.update_xaxes(dtick=1)
-    return titled(dash_baselines(fig), "Test accuracy per epoch", experiment_subtitle(frame), "Epoch",
-                  "Test accuracy (%)", "Setting")  # fmt: skip
+    return titled(
+        dash_baselines(fig),
+        "Test accuracy per epoch",
+        experiment_subtitle(frame),
+        "Epoch",
+        "Test accuracy (%)",
+        "Setting",
+    )
 
 
 def speedup_text(row) -> str:
@@ -128,11 +143,20 @@ def search_time(frame: pd.DataFrame) -> go.Figure:
         duration=lambda f: f["search_seconds"].map(format_seconds),
     )
     fig = px.bar(
-        data, x="label", y="search_seconds", color="label", color_discrete_map=colors(frame), text="speedup_text",
+        data,
+        x="label",
+        y="search_seconds",
+        color="label",
+        color_discrete_map=colors(frame),
+        text="speedup_text",
         hover_data={"duration": True, "iterations": True, "speedup": ":.2f", "search_seconds": False, "label": False},
-        labels={"duration": "search time", "iterations": "cells scored", "speedup": "speed-up over baseline",
-                "speedup_text": "vs baseline"},
-    )  # fmt: skip
+        labels={
+            "duration": "search time",
+            "iterations": "cells scored",
+            "speedup": "speed-up over baseline",
+            "speedup_text": "vs baseline",
+        },
+    )
     fig.update_traces(textposition="outside", cliponaxis=False)
     fig.update_layout(showlegend=False)
     return titled(fig, "Search time per setting", experiment_subtitle(frame), "Setting", "Search time (s)", "Setting")
@@ -142,14 +166,25 @@ def score_vs_accuracy(frame: pd.DataFrame) -> go.Figure:
     """Each trained setting's best training-free score against the accuracy it reached."""
     data = trained(frame).assign(accuracy_pct=lambda f: f["accuracy"] * 100)
     fig = px.scatter(
-        data, x="best_score", y="accuracy_pct", color="label", color_discrete_map=colors(frame),
-        symbol="is_baseline", symbol_map={True: "diamond", False: "circle"},
+        data,
+        x="best_score",
+        y="accuracy_pct",
+        color="label",
+        color_discrete_map=colors(frame),
+        symbol="is_baseline",
+        symbol_map={True: "diamond", False: "circle"},
         hover_data={"params": ":,", "is_baseline": False, "best_score": ":.2f", "accuracy_pct": ":.1f"},
-    )  # fmt: skip
+    )
     fig.update_traces(marker_size=14)
     fig.for_each_trace(lambda t: t.update(name=t.name.split(",")[0]))  # px appends the symbol's value
-    return titled(fig, "Training-free score vs final accuracy", experiment_subtitle(frame),
-                  "Best training-free score of the search", "Test accuracy (%)", "Setting")  # fmt: skip
+    return titled(
+        fig,
+        "Training-free score vs final accuracy",
+        experiment_subtitle(frame),
+        "Best training-free score of the search",
+        "Test accuracy (%)",
+        "Setting",
+    )
 
 
 def truth_chart(cells: pd.DataFrame, setting: str) -> go.Figure:
@@ -157,14 +192,23 @@ def truth_chart(cells: pd.DataFrame, setting: str) -> go.Figure:
     network reached in the benchmark's 100-epoch training, coloured by conv edges."""
     cells = cells.sort_values("conv_edges").assign(edges=lambda f: f["conv_edges"].astype(str))
     fig = px.scatter(
-        cells, x="score", y="val_accuracy", color="edges",
+        cells,
+        x="score",
+        y="val_accuracy",
+        color="edges",
         hover_data={"id": True, "params": ":,", "test_accuracy": ":.2f", "score": ":.3f", "val_accuracy": ":.2f"},
-        render_mode="webgl", opacity=0.6,
-    )  # fmt: skip
+        render_mode="webgl",
+        opacity=0.6,
+    )
     fig.update_traces(marker_size=5)
-    return titled(fig, "Training-free score vs true accuracy",
-                  f"{setting}: {len(cells):,} networks, accuracies from SpikeNAS-Bench's records", "Training-free score",
-                  "Validation accuracy after training (%)", "Conv edges")  # fmt: skip
+    return titled(
+        fig,
+        "Training-free score vs true accuracy",
+        f"{setting}: {len(cells):,} networks, accuracies from SpikeNAS-Bench's records",
+        "Training-free score",
+        "Validation accuracy after training (%)",
+        "Conv edges",
+    )
 
 
 def per_million(bits: int | None) -> float:
@@ -172,8 +216,13 @@ def per_million(bits: int | None) -> float:
     return (api.weight_bytes(1, bits) if bits else 1) / 1e6
 
 
-def budget_chart(frame: pd.DataFrame, budget: api.Budget, chosen, x_max: float, y_range: tuple[float, float],
-                 ) -> go.Figure:  # fmt: skip
+def budget_chart(
+    frame: pd.DataFrame,
+    budget: api.Budget,
+    chosen,
+    x_max: float,
+    y_range: tuple[float, float],
+) -> go.Figure:
     """Accuracy against memory in the budget's unit: the Pareto front, the budget line, models over it
     greyed out and Alg. 1's choice (``chosen``, a selected model or None) starred. Axes are shared by the
     experiments side by side."""
@@ -182,32 +231,53 @@ def budget_chart(frame: pd.DataFrame, budget: api.Budget, chosen, x_max: float, 
     fig = go.Figure()
     column = api.accuracy_column(budget.bits)  # at 8 or 4 bits: the accuracy measured at that width
     front = api.pareto_models(frame, budget.bits)
-    fig.add_trace(go.Scatter(
-        x=[m.params * scale for m in front], y=[m.accuracy * 100 for m in front], mode="lines",
-        name="Pareto front", line={"color": "#888", "dash": "dot", "shape": "hv"}, hoverinfo="skip",
-    ))  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=[m.params * scale for m in front],
+            y=[m.accuracy * 100 for m in front],
+            mode="lines",
+            name="Pareto front",
+            line={"color": "#888", "dash": "dot", "shape": "hv"},
+            hoverinfo="skip",
+        )
+    )
     palette = colors(frame)
     for row in trained(frame)[lambda f: f[column].notna()].itertuples():
         accuracy = getattr(row, column)
         fits, is_chosen = budget.fits(row.params), chosen is not None and row.run_id == chosen.run_id
-        fig.add_trace(go.Scatter(
-            x=[row.params * scale], y=[accuracy * 100], mode="markers",
-            name=row.label + ("" if fits else " (over budget)"),
-            marker={
-                "color": palette[row.label] if fits else OVER_BUDGET_GREY, "size": 26 if is_chosen else 13,
-                "symbol": "star" if is_chosen else ("diamond" if row.is_baseline else "circle"),
-                "line": {"width": 1.5, "color": "#222" if is_chosen else "white"},
-            },
-            hovertemplate=(
-                f"<b>{row.label}</b><br>test accuracy %{{y:.1f}} %<br>{api.format_count(row.params)} parameters"
-                f"<br>{x_title}: %{{x:.3f}}<br>{'fits the budget' if fits else 'over budget'}<extra></extra>"
-            ),
-        ))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[row.params * scale],
+                y=[accuracy * 100],
+                mode="markers",
+                name=row.label + ("" if fits else " (over budget)"),
+                marker={
+                    "color": palette[row.label] if fits else OVER_BUDGET_GREY,
+                    "size": 26 if is_chosen else 13,
+                    "symbol": "star" if is_chosen else ("diamond" if row.is_baseline else "circle"),
+                    "line": {"width": 1.5, "color": "#222" if is_chosen else "white"},
+                },
+                hovertemplate=(
+                    f"<b>{row.label}</b><br>test accuracy %{{y:.1f}} %<br>{api.format_count(row.params)} parameters"
+                    f"<br>{x_title}: %{{x:.3f}}<br>{'fits the budget' if fits else 'over budget'}<extra></extra>"
+                ),
+            )
+        )
         if is_chosen:
-            fig.add_annotation(x=row.params * scale, y=accuracy * 100, text=f"<b>Alg. 1 picks {row.setting}</b>",
-                               ay=-45, arrowhead=2, bgcolor="rgba(255,255,255,0.85)")  # fmt: skip
-    fig.add_vline(x=limit, line={"color": "crimson", "dash": "dash", "width": 2}, annotation_position="top right",
-                  annotation_text=f"budget {limit:g} {'MB' if budget.bits else 'M'}")  # fmt: skip
+            fig.add_annotation(
+                x=row.params * scale,
+                y=accuracy * 100,
+                text=f"<b>Alg. 1 picks {row.setting}</b>",
+                ay=-45,
+                arrowhead=2,
+                bgcolor="rgba(255,255,255,0.85)",
+            )
+    fig.add_vline(
+        x=limit,
+        line={"color": "crimson", "dash": "dash", "width": 2},
+        annotation_position="top right",
+        annotation_text=f"budget {limit:g} {'MB' if budget.bits else 'M'}",
+    )
     fig.update_xaxes(range=[0, x_max])
     fig.update_yaxes(range=y_range)
     y_title = f"Test accuracy with {budget.bits}-bit weights (%)" if column != "accuracy" else "Test accuracy (%)"
@@ -221,20 +291,37 @@ def energy_chart(frame: pd.DataFrame, energy: float | None, chosen) -> go.Figure
     palette = colors(frame)
     for row in trained(frame)[lambda f: f["energy_uj"].notna()].itertuples():
         is_chosen = chosen is not None and row.run_id == chosen.run_id
-        fig.add_trace(go.Scatter(
-            x=[row.energy_uj, row.ann_energy_uj], y=[row.accuracy * 100] * 2, mode="lines+markers",
-            name=row.label, line={"color": palette[row.label], "width": 1, "dash": "dot"},
-            marker={"color": palette[row.label], "size": [22 if is_chosen else 13, 10],
-                    "symbol": ["star" if is_chosen else "circle", "circle-open"]},
-            hovertemplate=f"<b>{row.label}</b><br>%{{x:.3g}} µJ per inference<extra></extra>",
-        ))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[row.energy_uj, row.ann_energy_uj],
+                y=[row.accuracy * 100] * 2,
+                mode="lines+markers",
+                name=row.label,
+                line={"color": palette[row.label], "width": 1, "dash": "dot"},
+                marker={
+                    "color": palette[row.label],
+                    "size": [22 if is_chosen else 13, 10],
+                    "symbol": ["star" if is_chosen else "circle", "circle-open"],
+                },
+                hovertemplate=f"<b>{row.label}</b><br>%{{x:.3g}} µJ per inference<extra></extra>",
+            )
+        )
     if energy is not None:
-        fig.add_vline(x=energy, line={"color": "crimson", "dash": "dash", "width": 2},
-                      annotation_text=f"energy budget {energy:g} µJ", annotation_position="top right")  # fmt: skip
+        fig.add_vline(
+            x=energy,
+            line={"color": "crimson", "dash": "dash", "width": 2},
+            annotation_text=f"energy budget {energy:g} µJ",
+            annotation_position="top right",
+        )
     fig.update_xaxes(type="log")
-    return titled(fig, "Accuracy vs energy per inference (SNN ●, same network as an ANN ○)",
-                  experiment_subtitle(frame), "Estimated energy per inference (µJ, log scale)", "Test accuracy (%)",
-                  "Setting")  # fmt: skip
+    return titled(
+        fig,
+        "Accuracy vs energy per inference (SNN ●, same network as an ANN ○)",
+        experiment_subtitle(frame),
+        "Estimated energy per inference (µJ, log scale)",
+        "Test accuracy (%)",
+        "Setting",
+    )
 
 
 # -------------------------------------------------------------------------------------------- Model
@@ -271,14 +358,40 @@ def cell_figure(edges, run: dict, experiment: dict) -> go.Figure:
         dx, dy = x1 - cx, -cy
         norm = (dx * dx + dy * dy) ** 0.5
         tip = (x1 - NODE_RADIUS * dx / norm, -NODE_RADIUS * dy / norm)
-        fig.add_annotation(x=tip[0], y=tip[1], ax=tip[0] - 0.12 * dx / norm, ay=tip[1] - 0.12 * dy / norm,
-                           axref="x", ayref="y", text="", showarrow=True, arrowhead=2, arrowsize=1.3,
-                           arrowwidth=2.5, arrowcolor=edge_color)  # fmt: skip
-        fig.add_annotation(x=cx, y=bend, text=edge_name(op, kernel), showarrow=False, bgcolor="white",
-                           bordercolor=edge_color, borderpad=3, font={"color": edge_color, "size": 13})  # fmt: skip
+        fig.add_annotation(
+            x=tip[0],
+            y=tip[1],
+            ax=tip[0] - 0.12 * dx / norm,
+            ay=tip[1] - 0.12 * dy / norm,
+            axref="x",
+            ayref="y",
+            text="",
+            showarrow=True,
+            arrowhead=2,
+            arrowsize=1.3,
+            arrowwidth=2.5,
+            arrowcolor=edge_color,
+        )
+        fig.add_annotation(
+            x=cx,
+            y=bend,
+            text=edge_name(op, kernel),
+            showarrow=False,
+            bgcolor="white",
+            bordercolor=edge_color,
+            borderpad=3,
+            font={"color": edge_color, "size": 13},
+        )
     for node, x in NODE_X.items():
-        fig.add_shape(type="circle", x0=x - NODE_RADIUS, x1=x + NODE_RADIUS, y0=-NODE_RADIUS, y1=NODE_RADIUS,
-                      fillcolor="#f4f4f4", line={"color": "#333", "width": 2})  # fmt: skip
+        fig.add_shape(
+            type="circle",
+            x0=x - NODE_RADIUS,
+            x1=x + NODE_RADIUS,
+            y0=-NODE_RADIUS,
+            y1=NODE_RADIUS,
+            fillcolor="#f4f4f4",
+            line={"color": "#333", "width": 2},
+        )
         fig.add_annotation(x=x, y=0, text=f"<b>{node}</b>", showarrow=False, font={"size": 16})
     for node, text in ((0, "input"), (3, "output")):
         fig.add_annotation(x=NODE_X[node], y=-NODE_RADIUS - 0.2, text=text, showarrow=False, font={"color": "#555"})
@@ -286,9 +399,11 @@ def cell_figure(edges, run: dict, experiment: dict) -> go.Figure:
     fig.update_yaxes(visible=False, range=[-1.3, 2.0], scaleanchor="x")
     profile = profile_label(experiment["profile"], bool(experiment["reduced"]))
     fig.update_layout(
-        height=380, margin={"l": 10, "r": 10, "t": 60, "b": 10}, showlegend=False,
+        height=380,
+        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+        showlegend=False,
         title={"text": "The searched cell", "subtitle": {"text": f"{run['kernel_set']} · {profile}"}},
-    )  # fmt: skip
+    )
     return fig
 
 
@@ -299,58 +414,104 @@ def parameters_per_layer(layers: pd.DataFrame, run: dict, experiment: dict) -> g
     weighted = layers[layers["params"] > 0]  # BatchNorm-only layers have no Eq. 2-3 parameters
     fig = px.bar(
         weighted.assign(part=[cell_part if n.startswith("cell") else fixed_part for n in weighted["layer"]]),
-        x="params", y="layer", color="part", orientation="h", hover_data=["shape"],
+        x="params",
+        y="layer",
+        color="part",
+        orientation="h",
+        hover_data=["shape"],
         color_discrete_map={cell_part: kernel_set_color(run["kernel_set"]), fixed_part: FIXED_GREY},
         labels={"params": "parameters", "part": ""},
-    )  # fmt: skip
+    )
     fig.update_yaxes(categoryorder="array", categoryarray=list(weighted["layer"]), autorange="reversed")
     return titled(fig, "Parameters per layer", model_subtitle(run, experiment), "Parameters (Eq. 2-3)", "Layer")
 
 
 def accuracy_by_split(epochs: pd.DataFrame, run: dict, experiment: dict) -> go.Figure:
     """Train and test accuracy after each epoch (``epochs``: the model's epochs)."""
-    history = epochs.melt(id_vars="epoch", value_vars=["test_accuracy", "train_accuracy"], var_name="split",
-                          value_name="accuracy").dropna()  # fmt: skip
+    history = epochs.melt(
+        id_vars="epoch", value_vars=["test_accuracy", "train_accuracy"], var_name="split", value_name="accuracy"
+    ).dropna()
     history["accuracy"] *= 100
     history["split"] = history["split"].map({"train_accuracy": "train", "test_accuracy": "test"})
-    fig = px.line(history, x="epoch", y="accuracy", line_dash="split", markers=True,
-                  color_discrete_sequence=[kernel_set_color(run["kernel_set"])])  # fmt: skip
+    fig = px.line(
+        history,
+        x="epoch",
+        y="accuracy",
+        line_dash="split",
+        markers=True,
+        color_discrete_sequence=[kernel_set_color(run["kernel_set"])],
+    )
     fig.update_xaxes(dtick=1)
     return titled(fig, "Accuracy per epoch", model_subtitle(run, experiment), "Epoch", "Accuracy (%)")
 
 
 def firing_rate_per_epoch(epochs: pd.DataFrame, run: dict, experiment: dict) -> go.Figure:
-    fig = px.line(epochs.dropna(subset=["firing_rate"]), x="epoch", y="firing_rate", markers=True,
-                  color_discrete_sequence=[kernel_set_color(run["kernel_set"])])  # fmt: skip
+    fig = px.line(
+        epochs.dropna(subset=["firing_rate"]),
+        x="epoch",
+        y="firing_rate",
+        markers=True,
+        color_discrete_sequence=[kernel_set_color(run["kernel_set"])],
+    )
     fig.update_xaxes(dtick=1)
     fig.update_yaxes(rangemode="tozero")  # a rate is never negative
-    return titled(fig, "Firing rate per epoch (test set)", model_subtitle(run, experiment), "Epoch",
-                  "Spikes per neuron per timestep")  # fmt: skip
+    return titled(
+        fig,
+        "Firing rate per epoch (test set)",
+        model_subtitle(run, experiment),
+        "Epoch",
+        "Spikes per neuron per timestep",
+    )
 
 
 def firing_rate_per_layer(firing: pd.DataFrame, run: dict, experiment: dict) -> go.Figure:
     """The deployed model's firing rate of each LIF layer (``firing``: ``layer``, ``firing_rate``), in order."""
-    fig = px.bar(firing, x="firing_rate", y="layer", orientation="h",
-                 color_discrete_sequence=[kernel_set_color(run["kernel_set"])])  # fmt: skip
+    fig = px.bar(
+        firing,
+        x="firing_rate",
+        y="layer",
+        orientation="h",
+        color_discrete_sequence=[kernel_set_color(run["kernel_set"])],
+    )
     fig.update_yaxes(categoryorder="array", categoryarray=list(firing["layer"]), autorange="reversed")
     fig.update_xaxes(rangemode="tozero")
-    return titled(fig, "Firing rate per LIF layer (test set)", model_subtitle(run, experiment),
-                  "Spikes per neuron per timestep", "LIF layer")  # fmt: skip
+    return titled(
+        fig,
+        "Firing rate per LIF layer (test set)",
+        model_subtitle(run, experiment),
+        "Spikes per neuron per timestep",
+        "LIF layer",
+    )
 
 
 def operations_per_layer(layer_ops: pd.DataFrame, run: dict, experiment: dict) -> go.Figure:
     """Two bars per weight layer (``layer_ops``: ``layer``, ``input``, ``acs``, ``macs``, ``ann_macs``): the SNN's
     operations (accumulates, or MACs where fed by analog values) and the same layer's MACs as an ANN."""
     bars = layer_ops.assign(snn=layer_ops["acs"] + layer_ops["macs"]).melt(
-        id_vars=["layer", "input"], value_vars=["snn", "ann_macs"], var_name="network", value_name="operations")
+        id_vars=["layer", "input"], value_vars=["snn", "ann_macs"], var_name="network", value_name="operations"
+    )
     bars["network"] = bars["network"].map(
-        {"snn": "SNN (spike-driven ACs; MACs where analog)", "ann_macs": "ANN (MACs)"})
-    fig = px.bar(bars, x="operations", y="layer", color="network", barmode="group", orientation="h",
-                 hover_data=["input"], color_discrete_sequence=[kernel_set_color(run["kernel_set"]), FIXED_GREY],
-                 log_x=True)  # fmt: skip
+        {"snn": "SNN (spike-driven ACs; MACs where analog)", "ann_macs": "ANN (MACs)"}
+    )
+    fig = px.bar(
+        bars,
+        x="operations",
+        y="layer",
+        color="network",
+        barmode="group",
+        orientation="h",
+        hover_data=["input"],
+        color_discrete_sequence=[kernel_set_color(run["kernel_set"]), FIXED_GREY],
+        log_x=True,
+    )
     fig.update_yaxes(categoryorder="array", categoryarray=list(layer_ops["layer"]), autorange="reversed")
-    return titled(fig, "Operations per image, per layer", model_subtitle(run, experiment),
-                  "Operations per image (log scale)", "Layer")  # fmt: skip
+    return titled(
+        fig,
+        "Operations per image, per layer",
+        model_subtitle(run, experiment),
+        "Operations per image (log scale)",
+        "Layer",
+    )
 
 
 # -------------------------------------------------------------------------------------------- Study
@@ -373,19 +534,38 @@ def study_score_chart(report: StudyReport, experiment: dict) -> go.Figure:
             mine = [c for c in report.cells if c["kernel_set"] == kernel_set and c["role"] == role]
             if not mine:
                 continue
-            fig.add_trace(go.Scatter(
-                x=[c["score"] for c in mine], y=[c["accuracy"] * 100 for c in mine], mode="markers",
-                name=f"{kernel_set} · {role}", legendgroup=kernel_set,
-                marker={"color": kernel_set_color(kernel_set), "symbol": symbol,
-                        "size": 13 if role == "top" else 10, "line": {"width": 1, "color": "white"}},
-                customdata=[[c["genotype"], c["conv_edges"], api.format_count(c["params"]), c["seeds"],
-                             ROLE_NAMES[role]] for c in mine],
-                hovertemplate=(f"<b>{kernel_set}</b> · %{{customdata[4]}}<br>genotype %{{customdata[0]}}"
-                               "<br>%{customdata[1]} conv edges · %{customdata[2]} parameters"
-                               "<br>score %{x:.2f} · accuracy %{y:.1f} % (%{customdata[3]} seed(s))<extra></extra>"),
-            ))  # fmt: skip
-    return titled(fig, "Training-free score vs trained accuracy", study_subtitle(experiment), "Training-free score",
-                  "Test accuracy (%, mean over seeds)", "Kernel set")  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=[c["score"] for c in mine],
+                    y=[c["accuracy"] * 100 for c in mine],
+                    mode="markers",
+                    name=f"{kernel_set} · {role}",
+                    legendgroup=kernel_set,
+                    marker={
+                        "color": kernel_set_color(kernel_set),
+                        "symbol": symbol,
+                        "size": 13 if role == "top" else 10,
+                        "line": {"width": 1, "color": "white"},
+                    },
+                    customdata=[
+                        [c["genotype"], c["conv_edges"], api.format_count(c["params"]), c["seeds"], ROLE_NAMES[role]]
+                        for c in mine
+                    ],
+                    hovertemplate=(
+                        f"<b>{kernel_set}</b> · %{{customdata[4]}}<br>genotype %{{customdata[0]}}"
+                        "<br>%{customdata[1]} conv edges · %{customdata[2]} parameters"
+                        "<br>score %{x:.2f} · accuracy %{y:.1f} % (%{customdata[3]} seed(s))<extra></extra>"
+                    ),
+                )
+            )
+    return titled(
+        fig,
+        "Training-free score vs trained accuracy",
+        study_subtitle(experiment),
+        "Training-free score",
+        "Test accuracy (%, mean over seeds)",
+        "Kernel set",
+    )
 
 
 def top1_chart(report: StudyReport, experiment: dict) -> go.Figure:
@@ -395,18 +575,45 @@ def top1_chart(report: StudyReport, experiment: dict) -> go.Figure:
         if nan(k.top1.mean):
             continue
         color = kernel_set_color(k.kernel_set)
-        error = None if nan(k.top1.low) else {"type": "data", "array": [(k.top1.high - k.top1.mean) * 100],
-                                              "arrayminus": [(k.top1.mean - k.top1.low) * 100]}  # fmt: skip
-        fig.add_trace(go.Bar(x=[k.kernel_set], y=[k.top1.mean * 100], name=k.kernel_set, marker_color=color,
-                             error_y=error, hovertemplate=f"<b>{k.kernel_set}</b><br>top-1 %{{y:.1f}} % over "
-                             f"{k.top1.n} seed(s)<extra></extra>"))  # fmt: skip
+        error = (
+            None
+            if nan(k.top1.low)
+            else {
+                "type": "data",
+                "array": [(k.top1.high - k.top1.mean) * 100],
+                "arrayminus": [(k.top1.mean - k.top1.low) * 100],
+            }
+        )
+        fig.add_trace(
+            go.Bar(
+                x=[k.kernel_set],
+                y=[k.top1.mean * 100],
+                name=k.kernel_set,
+                marker_color=color,
+                error_y=error,
+                hovertemplate=f"<b>{k.kernel_set}</b><br>top-1 %{{y:.1f}} % over {k.top1.n} seed(s)<extra></extra>",
+            )
+        )
         seeds = next((c["accuracies"] for c in report.cells if c["kernel_set"] == k.kernel_set), [])
-        fig.add_trace(go.Scatter(x=[k.kernel_set] * len(seeds), y=[a * 100 for a in seeds], mode="markers",
-                                 marker={"color": "#222", "size": 7, "symbol": "line-ew-open"}, showlegend=False,
-                                 hovertemplate="seed: %{y:.1f} %<extra></extra>"))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[k.kernel_set] * len(seeds),
+                y=[a * 100 for a in seeds],
+                mode="markers",
+                marker={"color": "#222", "size": 7, "symbol": "line-ew-open"},
+                showlegend=False,
+                hovertemplate="seed: %{y:.1f} %<extra></extra>",
+            )
+        )
     fig.update_layout(showlegend=False)
-    return titled(fig, "Top-1 accuracy by kernel set (error bars: 95% over seeds)", study_subtitle(experiment),
-                  "Kernel set", "Test accuracy (%)", "Kernel set")  # fmt: skip
+    return titled(
+        fig,
+        "Top-1 accuracy by kernel set (error bars: 95% over seeds)",
+        study_subtitle(experiment),
+        "Kernel set",
+        "Test accuracy (%)",
+        "Kernel set",
+    )
 
 
 def grouped_chart(rows: list[dict], x: str, title: str, x_title: str, experiment: dict, order=None) -> go.Figure:
@@ -418,15 +625,25 @@ def grouped_chart(rows: list[dict], x: str, title: str, x_title: str, experiment
         means = [r["mean"] * 100 for r in mine]
         highs = [m if nan(r["high"]) else min(r["high"] * 100, 100.0) for r, m in zip(mine, means)]
         lows = [m if nan(r["low"]) else max(r["low"] * 100, 0.0) for r, m in zip(mine, means)]
-        fig.add_trace(go.Scatter(
-            x=[str(r[x]) for r in mine], y=means, name=kernel_set, mode="markers",
-            marker={"color": kernel_set_color(kernel_set), "size": 11},
-            error_y={"type": "data", "array": [h - m for h, m in zip(highs, means)],
-                     "arrayminus": [m - lo for lo, m in zip(lows, means)], "thickness": 1.5, "width": 4},
-            customdata=[r["n"] for r in mine],
-            hovertemplate=f"<b>{kernel_set}</b><br>{x_title}: %{{x}}<br>mean %{{y:.1f}} % over %{{customdata}} "
-                          "cell(s)<extra></extra>",
-        ))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[str(r[x]) for r in mine],
+                y=means,
+                name=kernel_set,
+                mode="markers",
+                marker={"color": kernel_set_color(kernel_set), "size": 11},
+                error_y={
+                    "type": "data",
+                    "array": [h - m for h, m in zip(highs, means)],
+                    "arrayminus": [m - lo for lo, m in zip(lows, means)],
+                    "thickness": 1.5,
+                    "width": 4,
+                },
+                customdata=[r["n"] for r in mine],
+                hovertemplate=f"<b>{kernel_set}</b><br>{x_title}: %{{x}}<br>mean %{{y:.1f}} % over %{{customdata}} "
+                "cell(s)<extra></extra>",
+            )
+        )
     fig.update_layout(scattermode="group", scattergap=0.5)
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=order or sorted({str(r[x]) for r in rows}))
     return titled(fig, title, study_subtitle(experiment), x_title, "Test accuracy (%, mean over cells)", "Kernel set")

@@ -53,10 +53,13 @@ def profile_select(key: str, epochs_key: str, default: str = "laptop") -> str:
     """The profile picker of a launch form, its description under it; choosing one resets the form's epochs
     (``epochs_key``) to that profile's."""
     profile = st.selectbox(
-        "Profile", list(api.PROFILES), index=list(api.PROFILES).index(default), key=key,
+        "Profile",
+        list(api.PROFILES),
+        index=list(api.PROFILES).index(default),
+        key=key,
         format_func=lambda name: profile_label(name, api.PROFILES[name].reduced),
         on_change=lambda: st.session_state.update({epochs_key: api.PROFILES[st.session_state[key]].epochs}),
-    )  # fmt: skip
+    )
     st.caption(api.PROFILES[profile].description)
     return profile
 
@@ -138,10 +141,12 @@ def dataset_select(key: str, folder_key: str, roots: tuple[str, ...]) -> str:
     if choice != "folder":
         return choice
     folder = st.text_input(
-        "Folder", key=folder_key, placeholder="pets  or  /absolute/path/to/pets",
+        "Folder",
+        key=folder_key,
+        placeholder="pets  or  /absolute/path/to/pets",
         help="An image tree with train/<class>/ and test/<class>/ (or val/). A relative path is read from the "
         f"data root ({roots[0]}).",
-    )  # fmt: skip
+    )
     st.caption("Allowed under: " + ", ".join(f"`{r}`" for r in roots))
     return f"folder:{folder.strip()}"
 
@@ -153,10 +158,14 @@ def device_select(key: str, in_flight_key: str, problems: dict, default_in_fligh
     device = left.selectbox("Device", devices(), format_func=device_label, key=key).split(" ")[0]
     problems["device"] = left.empty()
     in_flight = right.number_input(
-        "Candidates in flight", min_value=1, max_value=api.MAX_IN_FLIGHT, value=default_in_flight, key=in_flight_key,
+        "Candidates in flight",
+        min_value=1,
+        max_value=api.MAX_IN_FLIGHT,
+        value=default_in_flight,
+        key=in_flight_key,
         help="Candidates scored at once, each in a process of its own: for a GPU, where one small candidate "
         "leaves most of it idle. The same results as one at a time; on a CPU keep 1.",
-    )  # fmt: skip
+    )
     problems["in_flight"] = right.empty()
     on_cpu = device == "cpu" or (device == "auto" and not any(d.startswith("cuda") for d in devices()))
     if in_flight > 1 and on_cpu:  # allowed (the same results), but rarely what anyone wants
@@ -172,10 +181,12 @@ def with_custom_kernel_sets(chosen: list[str], key: str) -> tuple[str, ...]:
     """``chosen`` and the sets typed into a launch form's "Custom kernel sets" field (one per ';' or line:
     '5x5_9x9; 3,11' is two sets), in order, each once."""
     text = st.text_input(
-        "Custom kernel sets", key=key, placeholder="5x5_9x9; 3,11",
+        "Custom kernel sets",
+        key=key,
+        placeholder="5x5_9x9; 3,11",
         help="Two or more distinct odd kernel sizes from 1 to 11 per set, written 5x5_9x9, 1x1_3x3_5x5, 5x5,9x9 or "
         "5,9; or spikenas, SpikeNAS-Bench's space. Separate several sets with ';'.",
-    )  # fmt: skip
+    )
     custom = [part.strip() for part in re.split(r"[;\n]+", text) if part.strip()]
     return tuple(dict.fromkeys([*chosen, *custom]))
 
@@ -200,8 +211,9 @@ def problem_text(message: str) -> str:
     return f":red[:material/error: {escape_markdown(message)}]"
 
 
-def launch_button(label: str, *, icon: str, key: str, state: str, config, errors: dict, submit, what: str,
-                  message, on_launched=None) -> None:  # fmt: skip
+def launch_button(
+    label: str, *, icon: str, key: str, state: str, config, errors: dict, submit, what: str, message, on_launched=None
+) -> None:
     """A form's launch button: disabled while a field is wrong or this very config was just launched (a second
     click would queue a duplicate). It submits, starts a worker unless one runs and reruns the page, leaving
     ``{config, message, warning}`` in ``st.session_state[state]`` for ``launched_notice``; every failure is a

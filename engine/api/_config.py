@@ -207,17 +207,26 @@ def network_sizes(profile: str, dataset: str, kernel_sets) -> pd.DataFrame:
         ks = Space.parse(text)
         prof = get_profile(benchmark.BENCHMARK_PROFILE if benchmark_records_of([text], dataset) else profile)
         smallest, largest = ks.extremes()
-        rows.append({"kernel_set": ks.name, "min_params": footprint(smallest, ks, prof, shape).params,
-                     "max_params": footprint(largest, ks, prof, shape).params})  # fmt: skip
+        rows.append(
+            {
+                "kernel_set": ks.name,
+                "min_params": footprint(smallest, ks, prof, shape).params,
+                "max_params": footprint(largest, ks, prof, shape).params,
+            }
+        )
     return pd.DataFrame(rows, columns=["kernel_set", "min_params", "max_params"])
 
 
 # Seconds per search candidate and per training image-epoch when this store has no history to go by, per
 # profile and kind of device (BENCHMARKS.md: the 2-core CPU after the speed work; an H100 for the GPU).
 PACE_DEFAULTS = {
-    ("laptop", "cpu"): (0.07, 0.004), ("embedded", "cpu"): (2.0, 0.06), ("paper", "cpu"): (100.0, 0.5),
-    ("laptop", "cuda"): (0.04, 0.0005), ("embedded", "cuda"): (0.09, 0.002), ("paper", "cuda"): (0.30, 0.02),
-}  # fmt: skip
+    ("laptop", "cpu"): (0.07, 0.004),
+    ("embedded", "cpu"): (2.0, 0.06),
+    ("paper", "cpu"): (100.0, 0.5),
+    ("laptop", "cuda"): (0.04, 0.0005),
+    ("embedded", "cuda"): (0.09, 0.002),
+    ("paper", "cuda"): (0.30, 0.02),
+}
 
 
 TRAIN_IMAGES = {"sample": 5_000, "cifar10": 50_000, "cifar100": 50_000, "tinyimagenet": 100_000}

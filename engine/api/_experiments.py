@@ -52,7 +52,12 @@ def submit_experiment(config: ExperimentConfig | dict, *, store: Store | None = 
     kernel_sets = ", ".join(dict.fromkeys(s.kernel_set.name for s in settings))
     name = config.name.strip() or f"{kernel_sets} on {config.dataset}"
     runs = [
-        {"setting": s.name, "kernel_set": s.kernel_set.name, "iterations": s.iterations, "is_baseline": int(s.name == baseline)}
+        {
+            "setting": s.name,
+            "kernel_set": s.kernel_set.name,
+            "iterations": s.iterations,
+            "is_baseline": int(s.name == baseline),
+        }
         for s in settings
     ]
     payload = {**asdict(config), "name": name, "baseline": baseline, "kernel_sets": list(config.kernel_sets)}
@@ -62,9 +67,18 @@ def submit_experiment(config: ExperimentConfig | dict, *, store: Store | None = 
 def study_searches(config: StudyConfig) -> ExperimentConfig:
     """The experiment a study's searches amount to (no baseline, one training per kernel set): what the
     fields they share are checked as, and what a time estimate starts from."""
-    return ExperimentConfig(dataset=config.dataset, kernel_sets=config.kernel_sets, iterations=config.cells,
-                            baseline=None, profile=config.profile, epochs=config.epochs, seed=config.seed,
-                            device=config.device, precision=config.precision, in_flight=config.in_flight)  # fmt: skip
+    return ExperimentConfig(
+        dataset=config.dataset,
+        kernel_sets=config.kernel_sets,
+        iterations=config.cells,
+        baseline=None,
+        profile=config.profile,
+        epochs=config.epochs,
+        seed=config.seed,
+        device=config.device,
+        precision=config.precision,
+        in_flight=config.in_flight,
+    )
 
 
 def validate_study(config: StudyConfig, *, check_data: bool = True) -> dict[str, str]:
@@ -76,9 +90,11 @@ def validate_study(config: StudyConfig, *, check_data: bool = True) -> dict[str,
         errors.setdefault(name, message)
     benchmarked = benchmark_records_of(config.kernel_sets, config.dataset) if "kernel_sets" not in errors else []
     if benchmarked:
-        errors["kernel_sets"] = (f"{', '.join(benchmarked)} on {config.dataset} has true accuracies already: explore "
-                                 "it (exhaustive for every cell) and compare the score with them by `benchmark "
-                                 "report`, instead of training")  # fmt: skip
+        errors["kernel_sets"] = (
+            f"{', '.join(benchmarked)} on {config.dataset} has true accuracies already: explore "
+            "it (exhaustive for every cell) and compare the score with them by `benchmark "
+            "report`, instead of training"
+        )
     if not isinstance(config.exhaustive, bool):
         errors["exhaustive"] = "exhaustive is true or false"
     elif config.exhaustive and not {"cells", "kernel_sets"} & set(errors):
@@ -109,11 +125,14 @@ def submit_study(config: StudyConfig | dict, *, store: Store | None = None) -> d
     name = config.name.strip() or f"study of {kernel_sets} on {config.dataset}"
     runs = [{"setting": s.name, "kernel_set": s.kernel_set.name, "iterations": s.iterations} for s in settings]
     payload = {
-        **asdict(config), "name": name, "kernel_sets": [s.kernel_set.name for s in settings],
+        **asdict(config),
+        "name": name,
+        "kernel_sets": [s.kernel_set.name for s in settings],
         "study": {"trained": config.trained, "top": config.top, "seeds": config.seeds},
-    }  # fmt: skip
-    return _store(store).add_experiment(name, payload, profile=profile.name, reduced=profile.reduced, runs=runs,
-                                        kind="study")  # fmt: skip
+    }
+    return _store(store).add_experiment(
+        name, payload, profile=profile.name, reduced=profile.reduced, runs=runs, kind="study"
+    )
 
 
 def study_report(experiment_id: int, *, resamples: int = 2000, store: Store | None = None) -> StudyReport:
@@ -125,8 +144,14 @@ def study_report(experiment_id: int, *, resamples: int = 2000, store: Store | No
     runs = s.runs([experiment_id])
     candidates = {r["id"]: s.candidates(r["id"]) for r in runs}
     config = experiment["config"]
-    return study_statistics(runs, s.trained_cells(r["id"] for r in runs), candidates,
-                        exhaustive=config.get("exhaustive", False), seed=config["seed"], resamples=resamples)  # fmt: skip
+    return study_statistics(
+        runs,
+        s.trained_cells(r["id"] for r in runs),
+        candidates,
+        exhaustive=config.get("exhaustive", False),
+        seed=config["seed"],
+        resamples=resamples,
+    )
 
 
 def export_study(experiment_id: int, fmt: str = "csv", *, store: Store | None = None) -> str:

@@ -80,7 +80,9 @@ def model_details(run_id: int, *, store: Store | None = None) -> dict:
     genotype, kernel_set = Genotype.from_str(run["best_genotype"]), Space.parse(run["kernel_set"])
     ops = [(a, b, kernel_set.op(code)) for a, b, code in genotype.edges]
     edges = [(a, b, "conv" if op.is_conv else op.label, op.kernel if op.is_conv else None) for a, b, op in ops]
-    layers = layer_counts(genotype, kernel_set, get_profile(experiment["profile"]), dataset_shape(experiment["dataset"]))
+    layers = layer_counts(
+        genotype, kernel_set, get_profile(experiment["profile"]), dataset_shape(experiment["dataset"])
+    )
     return {
         "run": run,
         "experiment": experiment,

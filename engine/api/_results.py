@@ -23,12 +23,44 @@ from engine.store import Store
 from engine.study import benchmark
 
 RUN_COLUMNS = [
-    "experiment_id", "experiment", "run_id", "job_id", "setting", "kernel_set", "iterations", "is_baseline",
-    "status", "stage", "accuracy", "val_accuracy", "params", "params_torch", "memory_mb", "search_seconds", "speedup",
-    "best_score", "best_genotype", "candidates_done", "epochs_done", "train_seconds", "firing_rate",
-    "accuracy_8bit", "accuracy_4bit", "synops", "macs", "ann_macs", "energy_uj", "ann_energy_uj",
-    "checkpoint", "checkpoint_bytes", "checkpoint_sha256", "profile", "reduced", "dataset", "error",
-]  # fmt: skip
+    "experiment_id",
+    "experiment",
+    "run_id",
+    "job_id",
+    "setting",
+    "kernel_set",
+    "iterations",
+    "is_baseline",
+    "status",
+    "stage",
+    "accuracy",
+    "val_accuracy",
+    "params",
+    "params_torch",
+    "memory_mb",
+    "search_seconds",
+    "speedup",
+    "best_score",
+    "best_genotype",
+    "candidates_done",
+    "epochs_done",
+    "train_seconds",
+    "firing_rate",
+    "accuracy_8bit",
+    "accuracy_4bit",
+    "synops",
+    "macs",
+    "ann_macs",
+    "energy_uj",
+    "ann_energy_uj",
+    "checkpoint",
+    "checkpoint_bytes",
+    "checkpoint_sha256",
+    "profile",
+    "reduced",
+    "dataset",
+    "error",
+]
 
 
 # Energy per operation for the energy columns (engine.core.energy.EnergyModel: 45 nm, 0.9 pJ per AC, 4.6 pJ per MAC).
@@ -115,19 +147,34 @@ def trained_models(runs: pd.DataFrame, bits: int | None = None) -> list[Model]:
     # Benchmarked runs carry a validation accuracy to choose on; at 8 or 4 bits the measured accuracy decides.
     unmeasured = pd.Series(math.nan, index=done.index)
     validation = done["val_accuracy"] if "val_accuracy" in done and bits is None else unmeasured
-    return [Model(int(r.run_id), r.setting, float(getattr(r, column)), int(r.params), None if math.isnan(e) else float(e),
-                  None if math.isnan(v) else float(v))
-            for r, e, v in zip(done.itertuples(), energy.astype(float), validation.astype(float))]  # fmt: skip
+    return [
+        Model(
+            int(r.run_id),
+            r.setting,
+            float(getattr(r, column)),
+            int(r.params),
+            None if math.isnan(e) else float(e),
+            None if math.isnan(v) else float(v),
+        )
+        for r, e, v in zip(done.itertuples(), energy.astype(float), validation.astype(float))
+    ]
 
 
-def select(experiment_ids, budget: Budget | str | float, bits: int | None = None, *,
-           energy: float | str | None = None, store: Store | None = None) -> Selection:  # fmt: skip
+def select(
+    experiment_ids,
+    budget: Budget | str | float,
+    bits: int | None = None,
+    *,
+    energy: float | str | None = None,
+    store: Store | None = None,
+) -> Selection:
     """Alg. 1 over the trained runs of the given experiments; ``chosen`` is a ``Model`` or None."""
     return choose(runs_frame(experiment_ids, store=store), budget, bits, energy=energy)
 
 
-def choose(runs: pd.DataFrame, budget: Budget | str | float, bits: int | None = None, *,
-           energy: float | str | None = None) -> Selection:  # fmt: skip
+def choose(
+    runs: pd.DataFrame, budget: Budget | str | float, bits: int | None = None, *, energy: float | str | None = None
+) -> Selection:
     """Alg. 1 over the trained runs of a ``runs_frame`` already in hand (the budget slider's path).
 
     A budget in bytes at 8 or 4 bits picks by the accuracy measured with weights of that width; ``energy``
@@ -154,26 +201,54 @@ def benchmark_cells(run_id: int, *, store: Store | None = None) -> pd.DataFrame 
     if records is None or not scored:
         return None
     rows, proxies = benchmark.proxies_for(records, scored, "score")
-    return pd.DataFrame({
-        "id": records.ids[rows], "score": proxies["score (score)"], "firing_rate": proxies["SAR (score)"],
-        "conv_edges": records.conv_edges[rows], "params": records.params[rows],
-        "val_accuracy": records.final_val[rows], "test_accuracy": records.test_acc[rows],
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "id": records.ids[rows],
+            "score": proxies["score (score)"],
+            "firing_rate": proxies["SAR (score)"],
+            "conv_edges": records.conv_edges[rows],
+            "params": records.params[rows],
+            "val_accuracy": records.final_val[rows],
+            "test_accuracy": records.test_acc[rows],
+        }
+    )
 
 
 def benchmark_proxies(cells: pd.DataFrame, searches: int = 200) -> pd.DataFrame:
     """The proxy table of ``benchmark_cells``: rank agreement with validation accuracy, precision at 10 and
     100, the partial correlation given conv edges and the regret of 1,000-iteration random searches."""
 
-    proxies = {name: cells[column].to_numpy(float) for name, column in
-               (("training-free score", "score"), ("spike rate (SAR)", "firing_rate"), ("conv edges", "conv_edges"))}
-    rows = benchmark.proxy_table(proxies, cells["val_accuracy"], cells["test_accuracy"], cells["conv_edges"],
-                                 searches=searches, iterations=(1000,))  # fmt: skip
-    return pd.DataFrame([{
-        "proxy": r["proxy"], "spearman": r["spearman"], "kendall": r["kendall"], "p_at_10": r["p@10"],
-        "p_at_100": r["p@100"], "partial": r["partial_spearman"],
-        "regret_1000": r["searches"][0]["mean"] if r["searches"] else math.nan, "regret_all": r["exhaustive_regret"],
-    } for r in rows])  # fmt: skip
+    proxies = {
+        name: cells[column].to_numpy(float)
+        for name, column in (
+            ("training-free score", "score"),
+            ("spike rate (SAR)", "firing_rate"),
+            ("conv edges", "conv_edges"),
+        )
+    }
+    rows = benchmark.proxy_table(
+        proxies,
+        cells["val_accuracy"],
+        cells["test_accuracy"],
+        cells["conv_edges"],
+        searches=searches,
+        iterations=(1000,),
+    )
+    return pd.DataFrame(
+        [
+            {
+                "proxy": r["proxy"],
+                "spearman": r["spearman"],
+                "kendall": r["kendall"],
+                "p_at_10": r["p@10"],
+                "p_at_100": r["p@100"],
+                "partial": r["partial_spearman"],
+                "regret_1000": r["searches"][0]["mean"] if r["searches"] else math.nan,
+                "regret_all": r["exhaustive_regret"],
+            }
+            for r in rows
+        ]
+    )
 
 
 def pareto_models(runs: pd.DataFrame, bits: int | None = None) -> list[Model]:

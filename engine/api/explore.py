@@ -58,8 +58,9 @@ def _experiment_id(store: Store, config: api.ExperimentConfig) -> int:
     wanted = {**asdict(config.with_profile_defaults()), "kernel_sets": list(config.kernel_sets)}
     keys = [k for k in wanted if k not in ("name", "baseline", "budget", "bits")]  # a budget is re-applied freely
     defaults = asdict(api.ExperimentConfig())  # what a folder recorded before a field existed
-    if (any(recorded["config"].get(k, defaults[k]) != wanted[k] for k in keys)
-            or recorded["baseline"] != api.baseline_name(config)):  # fmt: skip
+    if any(recorded["config"].get(k, defaults[k]) != wanted[k] for k in keys) or recorded[
+        "baseline"
+    ] != api.baseline_name(config):
         raise InputError(f"{store.root} holds an exploration with other arguments; use another --out folder")
     return recorded["id"]
 
@@ -120,6 +121,7 @@ def load_results(out: Path) -> pd.DataFrame:
     except (OSError, ValueError):  # a name too long, a NUL byte
         found = False
     if not found:
-        raise InputError(f"{str(out)[:200]!r} holds no exploration ({DB_NAME}): run `python -m engine explore --out "
-                         "<folder>` first")  # fmt: skip
+        raise InputError(
+            f"{str(out)[:200]!r} holds no exploration ({DB_NAME}): run `python -m engine explore --out <folder>` first"
+        )
     return api.runs_frame(store=Store(path, create=False, readonly=True))

@@ -133,8 +133,9 @@ register(
         },
         # Fresh draws and neuron state carried from the first scoring batch into the second: the original's
         # search never resets its LIF neurons between them (only its training loop does).
-        score=ScoreConfig(batch_size=256, batches=2, draws=1, shared=False, reset_between_batches=False,
-                          step_through_time=True),
+        score=ScoreConfig(
+            batch_size=256, batches=2, draws=1, shared=False, reset_between_batches=False, step_through_time=True
+        ),
         pool_counts_padding=True,
     )
 )
@@ -152,8 +153,9 @@ register(
             "cifar100": Macro(channels=128, hidden=1024, pool=2, group=5),
             "tinyimagenet": Macro(channels=128, hidden=4096, pool=2, group=5),
         },
-        score=ScoreConfig(batch_size=256, batches=2, draws=1, shared=False, reset_between_batches=False,
-                          step_through_time=True),
+        score=ScoreConfig(
+            batch_size=256, batches=2, draws=1, shared=False, reset_between_batches=False, step_through_time=True
+        ),
         encoding="direct",
         epochs=100,
     )

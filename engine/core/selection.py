@@ -75,9 +75,7 @@ class Budget:
             return cls(float(text), bits)
         parsed = _number_unit(text)
         if parsed is None:
-            raise InputError(
-                f"{text!r} is not a budget: write parameters like '10M' or '500k', or memory like '40MB'"
-            )
+            raise InputError(f"{text!r} is not a budget: write parameters like '10M' or '500k', or memory like '40MB'")
         value, unit = parsed
         if unit in _BYTES:
             return cls(value * _BYTES[unit], bits or 32)

@@ -90,8 +90,9 @@ class Genotype:
     ops: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        if len(self.ops) != len(EDGES) or any(isinstance(o, bool) or not isinstance(o, int | np.integer)
-                                             or not 0 <= o <= 9 for o in self.ops):  # fmt: skip
+        if len(self.ops) != len(EDGES) or any(
+            isinstance(o, bool) or not isinstance(o, int | np.integer) or not 0 <= o <= 9 for o in self.ops
+        ):
             raise SpaceError(f"a genotype needs {len(EDGES)} op codes from 0 to 9, got {self.ops!r}")
         object.__setattr__(self, "ops", tuple(int(o) for o in self.ops))
 
@@ -182,8 +183,10 @@ class Space:
     @property
     def genotype_rule(self) -> str:
         codes = ", ".join(f"{i} {op.label}" for i, op in enumerate(self.ops))
-        return (f"a genotype is 4 groups of 4 digits like '0302 0030 0003 0000': row i lists the op from node i "
-                f"to nodes 0..3 ({codes}); only the upper triangle may be non-zero")  # fmt: skip
+        return (
+            f"a genotype is 4 groups of 4 digits like '0302 0030 0003 0000': row i lists the op from node i "
+            f"to nodes 0..3 ({codes}); only the upper triangle may be non-zero"
+        )
 
     def check(self, genotype: Genotype) -> Genotype:
         """``genotype`` when every code is in this space's vocabulary, else ``SpaceError``."""
@@ -259,8 +262,11 @@ class Space:
 
 @cache
 def _distinct_cells(space: Space) -> tuple[Genotype, ...]:
-    cells = {space.canonical(g) for g in map(Genotype, itertools.product(range(len(space.ops)), repeat=len(EDGES)))
-             if space.is_valid(g)}  # fmt: skip
+    cells = {
+        space.canonical(g)
+        for g in map(Genotype, itertools.product(range(len(space.ops)), repeat=len(EDGES)))
+        if space.is_valid(g)
+    }
     return tuple(sorted(cells, key=lambda g: g.ops))
 
 
@@ -378,8 +384,11 @@ class Setting:
     def __post_init__(self) -> None:
         if not isinstance(self.kernel_set, Space):
             raise SpaceError(f"a setting needs a kernel set or space, got {self.kernel_set!r}")
-        if (isinstance(self.iterations, bool) or not isinstance(self.iterations, int)
-                or not 1 <= self.iterations <= MAX_ITERATIONS):  # fmt: skip
+        if (
+            isinstance(self.iterations, bool)
+            or not isinstance(self.iterations, int)
+            or not 1 <= self.iterations <= MAX_ITERATIONS
+        ):
             raise SpaceError(f"iterations must be a whole number from 1 to {MAX_ITERATIONS:,}, got {self.iterations!r}")
 
     @property
@@ -394,7 +403,9 @@ class Setting:
         """The one reading of a setting (``3x3_5x5_1000x``), with the same limits wherever it is written."""
         m = re.fullmatch(r"\s*(.+?)_(\d+)x\s*", text) if isinstance(text, str) and len(text) <= 100 else None
         if not m:
-            raise SpaceError(f"{str(text)[:100]!r} is not a setting: write a kernel set and iterations like '3x3_5x5_1000x'")
+            raise SpaceError(
+                f"{str(text)[:100]!r} is not a setting: write a kernel set and iterations like '3x3_5x5_1000x'"
+            )
         digits = m.group(2).lstrip("0") or "0"
         if len(digits) > len(str(MAX_ITERATIONS)):
             raise SpaceError(f"iterations must be a whole number from 1 to {MAX_ITERATIONS:,}, got {digits}")

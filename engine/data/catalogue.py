@@ -205,11 +205,13 @@ class CifarFiles:
 
 
 CIFAR_FILES = {
-    "cifar10": CifarFiles("cifar-10-batches-py", "cifar-10-python.tar.gz",
-                          "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
-    "cifar100": CifarFiles("cifar-100-python", "cifar-100-python.tar.gz",
-                           "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
-}  # fmt: skip
+    "cifar10": CifarFiles(
+        "cifar-10-batches-py", "cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    ),
+    "cifar100": CifarFiles(
+        "cifar-100-python", "cifar-100-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+    ),
+}
 
 
 # --------------------------------------------------------------------------------------- folders
@@ -240,7 +242,9 @@ def read_folder(spec: str, root: Path, roots: Roots) -> tuple[DatasetInfo, Image
         for name, class_dir in _class_dirs(split_dir, roots).items():
             files = _images_under(class_dir, roots)
             if not files:
-                raise DatasetError(f"class folder {class_dir} contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+                raise DatasetError(
+                    f"class folder {class_dir} contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))})"
+                )
             tree[name] = [_ImageRef(f, roots=roots) for f in files]
         trees.append(tree)
     train, test = trees
@@ -417,8 +421,9 @@ def _check(name: str, arg: str, root: Path) -> str:
     for split in (resolved / "train", test):
         classes = [d for d in split.iterdir() if d.is_dir() and not d.name.startswith(".")]
         if len(classes) < 2:
-            raise DatasetError(f"{split.name}/ of folder {arg!r} has {len(classes)} class folder(s); at least two "
-                               "are needed")  # fmt: skip
+            raise DatasetError(
+                f"{split.name}/ of folder {arg!r} has {len(classes)} class folder(s); at least two are needed"
+            )
     return "on disk"
 
 

@@ -7,7 +7,7 @@ analog image is fed once; the network repeats the stem's output over T.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

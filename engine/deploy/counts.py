@@ -102,8 +102,11 @@ def count_ops(model: SpikingNet, images, data, profile, *, seed: int, batch_size
     n = len(images)
     counts = OpCounts(images=n, accuracy=accuracy)
     for name, t in totals.items():
-        row = {"layer": name, "input": "spikes" if t["spiking"] else "analog",
-               **{k: t[k] / n for k in ("acs", "macs", "ann_macs")}}  # fmt: skip
+        row = {
+            "layer": name,
+            "input": "spikes" if t["spiking"] else "analog",
+            **{k: t[k] / n for k in ("acs", "macs", "ann_macs")},
+        }
         counts.layers.append(row)
         counts.acs += row["acs"]
         counts.macs += row["macs"]
@@ -115,8 +118,9 @@ def count_ops(model: SpikingNet, images, data, profile, *, seed: int, batch_size
 # ---------------------------------------------------------------------------------- measure and store
 
 
-def measure(model: SpikingNet, profile, data, *, seed: int, device: torch.device | str = "cpu",
-            batch_size: int = 256) -> dict:  # fmt: skip
+def measure(
+    model: SpikingNet, profile, data, *, seed: int, device: torch.device | str = "cpu", batch_size: int = 256
+) -> dict:
     """What the store keeps per trained run: test accuracy at 8 and 4 bits, synaptic ops per image, and the
     per-layer details (JSON). ``seed`` is the run's evaluation seed (the fp32 accuracy's encoding)."""
 
@@ -124,9 +128,15 @@ def measure(model: SpikingNet, profile, data, *, seed: int, device: torch.device
     counts = count_ops(model, images, data, profile, seed=seed, batch_size=batch_size)
     result = {"synops": counts.acs, "macs": counts.macs, "ann_macs": counts.ann_macs}
     for bits in QUANT_BITS:
-        result[f"accuracy_{bits}bit"] = evaluate(quantized_model(model, bits), images, data, profile, seed=seed,
-                                                 batch_size=batch_size)[0]  # fmt: skip
-    details = {"images": counts.images, "accuracy_fp32": counts.accuracy, "layers": counts.layers,
-               "firing": counts.firing, "quantization": QUANT_SCHEME}  # fmt: skip
+        result[f"accuracy_{bits}bit"] = evaluate(
+            quantized_model(model, bits), images, data, profile, seed=seed, batch_size=batch_size
+        )[0]
+    details = {
+        "images": counts.images,
+        "accuracy_fp32": counts.accuracy,
+        "layers": counts.layers,
+        "firing": counts.firing,
+        "quantization": QUANT_SCHEME,
+    }
     result["deploy"] = json.dumps(details)
     return result

@@ -108,9 +108,14 @@ class _Builder:
         if conv.bias is not None:
             b = b + a * conv.bias.detach().double().cpu().numpy()
         node = nir.Conv2d(
-            input_shape=shape[1:], weight=self.array(weight), stride=conv.stride, padding=conv.padding,
-            dilation=conv.dilation, groups=conv.groups, bias=self.array(b),
-        )  # fmt: skip
+            input_shape=shape[1:],
+            weight=self.array(weight),
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=self.array(b),
+        )
         out = conv(torch.zeros(1, 1, *shape, device=conv.weight.device)).shape[2:]
         return self.add(name, node, sources, tuple(out))
 
@@ -122,16 +127,20 @@ class _Builder:
             r, v_leak = _bn_affine(bn)
         per_neuron = (lambda v: v.reshape(-1, *[1] * (len(shape) - 1))) if len(shape) > 1 else (lambda v: v)
         node = nir.LIF(
-            tau=self.array(neuron.tau * DT, shape), r=self.array(per_neuron(r), shape),
-            v_leak=self.array(per_neuron(v_leak), shape), v_threshold=self.array(neuron.v_th, shape),
+            tau=self.array(neuron.tau * DT, shape),
+            r=self.array(per_neuron(r), shape),
+            v_leak=self.array(per_neuron(v_leak), shape),
+            v_threshold=self.array(neuron.v_th, shape),
             v_reset=self.array(0.0, shape),
-        )  # fmt: skip
+        )
         return self.add(name, node, sources, shape)
 
     def avg_pool(self, name: str, pool: nn.AvgPool2d, sources: list[str], shape) -> str:
         import nir
 
-        k, s, p = (torch.nn.modules.utils._pair(v) for v in (pool.kernel_size, pool.stride or pool.kernel_size, pool.padding))
+        k, s, p = (
+            torch.nn.modules.utils._pair(v) for v in (pool.kernel_size, pool.stride or pool.kernel_size, pool.padding)
+        )
         ones = torch.ones(1, 1, *shape[1:])
         counts = F.avg_pool2d(ones, k, s, p, count_include_pad=True, divisor_override=1)[0, 0]
         out = (shape[0], *counts.shape)
@@ -149,8 +158,10 @@ def _cell(g: _Builder, prefix: str, cell: Cell, inputs: list[str], shape) -> tup
     for s, d, op in cell.edges:
         module = cell.ops[f"{s}{d}"]
         if s not in sums:
-            raise DeployError(f"{prefix}: edge {s}->{d} leaves node {s}, which nothing feeds (a raw cell): "
-                              "NIR has no constant source for it")  # fmt: skip
+            raise DeployError(
+                f"{prefix}: edge {s}->{d} leaves node {s}, which nothing feeds (a raw cell): "
+                "NIR has no constant source for it"
+            )
         if op.is_conv:
             key = fire_key(s, op.threshold)
             lif = f"{prefix}.lif{key}"
@@ -170,9 +181,14 @@ def _cell(g: _Builder, prefix: str, cell: Cell, inputs: list[str], shape) -> tup
 
 def _check_layout(net: SpikingNet) -> None:
     expected = [
-        (net.down[0], SeqBatchNorm2d), (net.down[2], ConvBN), (net.down[3], SeqAvgPool2d),
-        (net.head[0], SeqBatchNorm2d), (net.head[2], SeqAvgPool2d), (net.head[5], nn.Linear), (net.head[7], nn.Linear),
-    ]  # fmt: skip
+        (net.down[0], SeqBatchNorm2d),
+        (net.down[2], ConvBN),
+        (net.down[3], SeqAvgPool2d),
+        (net.head[0], SeqBatchNorm2d),
+        (net.head[2], SeqAvgPool2d),
+        (net.head[5], nn.Linear),
+        (net.head[7], nn.Linear),
+    ]
     if len(net.head) != 8 or not all(isinstance(m, t) for m, t in expected):
         raise DeployError("this network's layout is not the one the NIR exporter knows")
 
@@ -196,18 +212,25 @@ def _build(loaded: LoadedModel, dtype) -> tuple[object, dict[str, str]]:
     head_pool = g.avg_pool("head.pool", net.head[2], ["head.lif"], g.shapes[pooled])
     features = int(np.prod(g.shapes[head_pool]))
     # NIR's types leave the batch out: the flatten starts at the first dimension of one sample.
-    g.add("head.flatten", nir.Flatten(input_type={"input": np.array(g.shapes[head_pool])}, start_dim=0, end_dim=-1),
-          [head_pool], (features,))  # fmt: skip
+    g.add(
+        "head.flatten",
+        nir.Flatten(input_type={"input": np.array(g.shapes[head_pool])}, start_dim=0, end_dim=-1),
+        [head_pool],
+        (features,),
+    )
     fc1, fc2 = net.head[5], net.head[7]
     if fc1.bias is not None:
-        g.add("head.fc1", nir.Affine(g.array(fc1.weight.detach().cpu()), g.array(fc1.bias.detach().cpu())),
-              ["head.flatten"], (fc1.out_features,))  # fmt: skip
+        g.add(
+            "head.fc1",
+            nir.Affine(g.array(fc1.weight.detach().cpu()), g.array(fc1.bias.detach().cpu())),
+            ["head.flatten"],
+            (fc1.out_features,),
+        )
     else:
         g.add("head.fc1", nir.Linear(g.array(fc1.weight.detach().cpu())), ["head.flatten"], (fc1.out_features,))
     g.lif("head.lif2", net.head[6], ["head.fc1"], (fc1.out_features,))
     bias = fc2.bias.detach().cpu() if fc2.bias is not None else torch.zeros(fc2.out_features)
-    g.add("head.fc2", nir.Affine(g.array(fc2.weight.detach().cpu()), g.array(bias)), ["head.lif2"],
-          (fc2.out_features,))  # fmt: skip
+    g.add("head.fc2", nir.Affine(g.array(fc2.weight.detach().cpu()), g.array(bias)), ["head.lif2"], (fc2.out_features,))
     g.add("output", nir.Output(output_type=np.array([fc2.out_features])), ["head.fc2"], (fc2.out_features,))
     names = {**lifs, **lifs2, "down.1": "down.lif", "head.1": "head.lif", "head.6": "head.lif2"}
     return g, names
@@ -219,9 +242,13 @@ def nir_metadata(loaded: LoadedModel) -> dict:
     info, meta = loaded.data, loaded.meta
     encoding = loaded.profile.encoding
     model = {
-        "genotype": meta.get("genotype"), "kernel_set": meta.get("kernel_set"), "setting": meta.get("setting"),
-        "dataset": info.name, "accuracy": meta.get("accuracy"), "profile": loaded.profile.name,
-    }  # fmt: skip
+        "genotype": meta.get("genotype"),
+        "kernel_set": meta.get("kernel_set"),
+        "setting": meta.get("setting"),
+        "dataset": info.name,
+        "accuracy": meta.get("accuracy"),
+        "profile": loaded.profile.name,
+    }
     return {
         "format": NIR_FORMAT,
         "dt": DT,
@@ -302,9 +329,12 @@ class NIRLeaky(nn.Module):
         self.register_buffer("gain", torch.from_numpy(k * node.r))
         self.register_buffer("shift", torch.from_numpy(k * node.v_leak))
         self.leaky = snn.Leaky(
-            beta=torch.from_numpy(1 - k), threshold=torch.from_numpy(np.asarray(node.v_threshold, dtype=np.float64)),
-            reset_mechanism="zero", reset_delay=False, init_hidden=True,
-        )  # fmt: skip
+            beta=torch.from_numpy(1 - k),
+            threshold=torch.from_numpy(np.asarray(node.v_threshold, dtype=np.float64)),
+            reset_mechanism="zero",
+            reset_delay=False,
+            init_hidden=True,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         current = x * self.gain + self.shift
@@ -326,7 +356,9 @@ class _Scale(nn.Module):
 class _SumPool(nn.Module):
     def __init__(self, node) -> None:
         super().__init__()
-        self.k, self.s, self.p = (tuple(int(v) for v in np.atleast_1d(a)) for a in (node.kernel_size, node.stride, node.padding))
+        self.k, self.s, self.p = (
+            tuple(int(v) for v in np.atleast_1d(a)) for a in (node.kernel_size, node.stride, node.padding)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(x, self.k, self.s, self.p, count_include_pad=True, divisor_override=1)
@@ -427,8 +459,14 @@ class NirCheck:
         )
 
 
-def check_nir(model: LoadedModel | str | Path, images: torch.Tensor, *, graph=None, seed: int = 0,
-              dtype: torch.dtype = torch.float64) -> NirCheck:  # fmt: skip
+def check_nir(
+    model: LoadedModel | str | Path,
+    images: torch.Tensor,
+    *,
+    graph=None,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+) -> NirCheck:
     """Run the engine and the NIR graph read back through nirtorch/snntorch on the same encoded batch.
 
     ``images``: ``[B, 3, H, W]`` in [0, 1]. ``graph`` defaults to a fresh export at ``dtype``'s precision.
@@ -447,8 +485,11 @@ def check_nir(model: LoadedModel | str | Path, images: torch.Tensor, *, graph=No
 
     ours: dict[str, torch.Tensor] = {}
     theirs: dict[str, list[torch.Tensor]] = {n: [] for n in names.values()}
-    hooks = [m.register_forward_hook(lambda _m, _i, out, n=names[name]: ours.__setitem__(n, out))
-             for name, m in engine.named_modules() if name in names]  # fmt: skip
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out, n=names[name]: ours.__setitem__(n, out))
+        for name, m in engine.named_modules()
+        if name in names
+    ]
     neurons = imported.neurons()
     hooks += [neurons[n].register_forward_hook(lambda _m, _i, out, n=n: theirs[n].append(out)) for n in theirs]
     try:

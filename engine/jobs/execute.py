@@ -182,10 +182,19 @@ def _look_up(records, genotype: Genotype, sink: Sink) -> dict:
     return {"accuracy": row.test_acc / 100, "val_accuracy": row.final_val / 100}
 
 
-def _train(spec: RunSpec, setting: Setting, profile, data: ImageData, genotype: Genotype, score: float,
-           folder: Path, sink: Sink) -> dict | None:  # fmt: skip
-    config = TrainConfig(epochs=spec.epochs, batch_size=profile.batch_size, seed=spec.seed, device=spec.device,
-                         precision=spec.precision)  # fmt: skip
+def _train(
+    spec: RunSpec,
+    setting: Setting,
+    profile,
+    data: ImageData,
+    genotype: Genotype,
+    score: float,
+    folder: Path,
+    sink: Sink,
+) -> dict | None:
+    config = TrainConfig(
+        epochs=spec.epochs, batch_size=profile.batch_size, seed=spec.seed, device=spec.device, precision=spec.precision
+    )
     folder.mkdir(parents=True, exist_ok=True)
     state = folder / STATE_NAME
     eta: _Eta | None = None
@@ -247,15 +256,17 @@ def _train(spec: RunSpec, setting: Setting, profile, data: ImageData, genotype: 
     }
 
 
-def _study(spec: RunSpec, setting: Setting, profile, data: ImageData, scored: list[dict], folder: Path,
-           sink: Sink) -> dict | None:  # fmt: skip
+def _study(
+    spec: RunSpec, setting: Setting, profile, data: ImageData, scored: list[dict], folder: Path, sink: Sink
+) -> dict | None:
     """Train a study's planned cells, one (cell, seed) at a time, each recorded as soon as it is trained.
 
     The plan depends only on the scored candidates, so a resumed job trains the same cells; a training cut
     short resumes from its own state file. Returns the run's results: the score's top cell, its seeds averaged.
     """
-    cells = plan(scored, trained=spec.study["trained"], top=spec.study["top"], seeds=spec.study["seeds"],
-                 seed=spec.seed)  # fmt: skip
+    cells = plan(
+        scored, trained=spec.study["trained"], top=spec.study["top"], seeds=spec.study["seeds"], seed=spec.seed
+    )
     todo = trainings(cells)
     results = {(r["genotype"], r["seed"]): r for r in spec.trained}
     folder.mkdir(parents=True, exist_ok=True)
@@ -270,20 +281,36 @@ def _study(spec: RunSpec, setting: Setting, profile, data: ImageData, scored: li
             sink.progress("train", _n, len(todo), note, eta(_n, len(todo)))
 
         sink.progress("train", n, len(todo), what, eta(n, len(todo)))
-        config = TrainConfig(epochs=spec.epochs, batch_size=profile.batch_size, seed=seed, device=spec.device,
-                             precision=spec.precision)  # fmt: skip
+        config = TrainConfig(
+            epochs=spec.epochs, batch_size=profile.batch_size, seed=seed, device=spec.device, precision=spec.precision
+        )
         state = folder / f"study-{cell.candidate}-{seed}.pt"
-        trained = train(Genotype.from_str(cell.genotype), setting.kernel_set, profile, data, config,
-                        state_path=state, progress=progress, should_stop=sink.should_stop)  # fmt: skip
+        trained = train(
+            Genotype.from_str(cell.genotype),
+            setting.kernel_set,
+            profile,
+            data,
+            config,
+            state_path=state,
+            progress=progress,
+            should_stop=sink.should_stop,
+        )
         if trained.stopped:
             return None
         last = trained.epochs[-1]
         row = {
-            "genotype": cell.genotype, "seed": seed, "role": cell.role, "candidate": cell.candidate,
-            "score": cell.score, "conv_edges": cell.conv_edges, "params": cell.params,
-            "accuracy": trained.accuracy, "train_accuracy": last.train_accuracy, "firing_rate": last.firing_rate,
+            "genotype": cell.genotype,
+            "seed": seed,
+            "role": cell.role,
+            "candidate": cell.candidate,
+            "score": cell.score,
+            "conv_edges": cell.conv_edges,
+            "params": cell.params,
+            "accuracy": trained.accuracy,
+            "train_accuracy": last.train_accuracy,
+            "firing_rate": last.firing_rate,
             "seconds": sum(e.seconds for e in trained.epochs),
-        }  # fmt: skip
+        }
         sink.trained_cell(row)
         results[(cell.genotype, seed)] = row
         state.unlink(missing_ok=True)

@@ -77,8 +77,14 @@ def run_spec(store: Store, lease: Lease, device: str) -> RunSpec:
 class StoreSink:
     """Writes a local job's results straight to the store; progress goes out with each heartbeat."""
 
-    def __init__(self, store: Store, lease: Lease, logger: logging.Logger, shutdown: threading.Event,
-                 on_progress: Callable | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: Store,
+        lease: Lease,
+        logger: logging.Logger,
+        shutdown: threading.Event,
+        on_progress: Callable | None = None,
+    ) -> None:
         self.store, self.lease, self.logger, self.shutdown = store, lease, logger, shutdown
         self.on_progress = on_progress
         self.state = {"stage": "search", "done": 0, "total": 0, "note": "", "eta_seconds": None}
@@ -94,12 +100,15 @@ class StoreSink:
 
     def epoch(self, record):
         self.store.add_epoch(self.lease, record)
-        self.logger.info("epoch %d: loss %.4f, test accuracy %s", record["epoch"], record["train_loss"], record["test_accuracy"])
+        self.logger.info(
+            "epoch %d: loss %.4f, test accuracy %s", record["epoch"], record["train_loss"], record["test_accuracy"]
+        )
 
     def trained_cell(self, row):
         self.store.add_trained_cell(self.lease, row)
-        self.logger.info("trained %s (%s, seed %d): test accuracy %.4f", row["genotype"], row["role"], row["seed"],
-                         row["accuracy"])  # fmt: skip
+        self.logger.info(
+            "trained %s (%s, seed %d): test accuracy %.4f", row["genotype"], row["role"], row["seed"], row["accuracy"]
+        )
 
     def progress(self, stage, done, total, note, eta_seconds):
         self.state = {"stage": stage, "done": done, "total": total, "note": note, "eta_seconds": eta_seconds}
@@ -123,8 +132,16 @@ def error_text(error: BaseException) -> str:
 
 
 def log_attempt(logger: logging.Logger, lease: Lease, spec: RunSpec, where: str = "") -> None:
-    logger.info("attempt %d on %s (%s%s): %s from stage %s, %d candidates recorded",
-                lease.attempt, lease.worker, spec.device, where, spec.setting, spec.stage, len(spec.done))  # fmt: skip
+    logger.info(
+        "attempt %d on %s (%s%s): %s from stage %s, %d candidates recorded",
+        lease.attempt,
+        lease.worker,
+        spec.device,
+        where,
+        spec.setting,
+        spec.stage,
+        len(spec.done),
+    )
 
 
 def conclude(store: Store, lease: Lease, sink: StoreSink, attempt: Callable[[], tuple[str, dict | None]]) -> str:

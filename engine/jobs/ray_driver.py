@@ -205,9 +205,11 @@ class RayDriver:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         # The hub lives beside the driver (its calls stay local) and takes no CPU from the tasks.
-        self.hub = ray.remote(num_cpus=0)(Hub).options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True)
-        ).remote()  # fmt: skip
+        self.hub = (
+            ray.remote(num_cpus=0)(Hub)
+            .options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True))
+            .remote()
+        )
         self.task = ray.remote(max_retries=0)(_run_task)
         self.running: dict[str, _Running] = {}
         self._slots, self._slots_at = (0, "cpu"), -RESOURCES_S
@@ -248,7 +250,9 @@ class RayDriver:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / MARKER).write_text(self.token)
             options = {"num_cpus": 1, "num_gpus": 1} if device == "cuda" else {"num_cpus": 1}
-            ref = self.task.options(**options, name=f"spikernel-job-{lease.job_id}").remote(spec, key, self.hub, self.token)
+            ref = self.task.options(**options, name=f"spikernel-job-{lease.job_id}").remote(
+                spec, key, self.hub, self.token
+            )
         except Exception as e:
             conclude(self.store, lease, sink, _raiser(e))
             close_logger(logger)
@@ -297,7 +301,7 @@ class RayDriver:
             return
         self.pump()  # the tasks flushed before returning: their last calls are in the hub
         done = set(ready)
-        for key, job in list(self.running.items()):
+        for job in list(self.running.values()):
             if job.ref in done:
                 self.settle(job, lambda job=job: self.collect(job))
 
@@ -381,12 +385,20 @@ def connect(ray, address: str, num_cpus: int | None = None) -> None:
     try:
         ray.init(address=address, **kwargs)
     except ConnectionError as e:
-        raise InputError(f"no Ray cluster at {address!r} ({e}); start one with `ray start --head`, "
-                         "or use --ray local") from None  # fmt: skip
+        raise InputError(
+            f"no Ray cluster at {address!r} ({e}); start one with `ray start --head`, or use --ray local"
+        ) from None
 
 
-def serve_ray(store: Store, *, address: str = "auto", stale_after: float = STALE_S, idle_exit: float | None = None,
-              stop: threading.Event | None = None, num_cpus: int | None = None) -> None:  # fmt: skip
+def serve_ray(
+    store: Store,
+    *,
+    address: str = "auto",
+    stale_after: float = STALE_S,
+    idle_exit: float | None = None,
+    stop: threading.Event | None = None,
+    num_cpus: int | None = None,
+) -> None:
     """Serve the store's queue with Ray tasks until ``stop`` is set or, with ``idle_exit``, after that
     long without work. Jobs that are running when it stops go back to the queue.
 

@@ -105,15 +105,25 @@ def start_worker(store: Store, *, idle_exit: float | None = 300.0) -> int | None
         command += ["--idle-exit", str(idle_exit)]
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            command, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            command,
+            cwd=PROJECT_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
     started_path(store).write_text(str(process.pid))
     return process.pid
 
 
-def run_job(store: Store, lease: Lease, device: str, shutdown: threading.Event | None = None, *,
-            on_progress: Callable | None = None) -> str:  # fmt: skip
+def run_job(
+    store: Store,
+    lease: Lease,
+    device: str,
+    shutdown: threading.Event | None = None,
+    *,
+    on_progress: Callable | None = None,
+) -> str:
     """Run one claimed job to its end; returns its final status. Failures are recorded, never raised.
 
     When ``shutdown`` is set the job stops at its next check and goes back to the queue. ``on_progress``
@@ -153,8 +163,14 @@ def slot_devices() -> list[str]:
     return ["cpu"]
 
 
-def serve(store: Store, *, devices: list[str] | None = None, stale_after: float = STALE_S,
-          idle_exit: float | None = None, stop: threading.Event | None = None) -> None:  # fmt: skip
+def serve(
+    store: Store,
+    *,
+    devices: list[str] | None = None,
+    stale_after: float = STALE_S,
+    idle_exit: float | None = None,
+    stop: threading.Event | None = None,
+) -> None:
     """Serve the store's queue until ``stop`` is set or, with ``idle_exit``, after that long without work."""
     stop = stop or threading.Event()
     name = f"{this_host()}:{os.getpid()}"

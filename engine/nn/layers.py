@@ -37,16 +37,34 @@ class PerTimestepBatchNorm(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, momentum: float, eps: float,  # type: ignore[override]
-                overwrite: bool = False):  # fmt: skip
+    def forward(
+        ctx,
+        x,
+        weight,
+        bias,
+        running_mean,
+        running_var,
+        momentum: float,
+        eps: float,  # type: ignore[override]
+        overwrite: bool = False,
+    ):
         y = x if overwrite else torch.empty_like(x)  # statistics are taken before a timestep is written
         steps, channels = x.shape[0], x.shape[2]
         mean = x.new_empty(steps, channels, dtype=torch.float32)
         invstd = torch.empty_like(mean)
         for t in range(steps):
             torch.ops.aten.native_batch_norm.out(
-                x[t], weight, bias, running_mean, running_var, True, momentum, eps,
-                out=y[t], save_mean=mean[t], save_invstd=invstd[t],
+                x[t],
+                weight,
+                bias,
+                running_mean,
+                running_var,
+                True,
+                momentum,
+                eps,
+                out=y[t],
+                save_mean=mean[t],
+                save_invstd=invstd[t],
             )
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.eps = eps
@@ -63,8 +81,19 @@ class PerTimestepBatchNorm(torch.autograd.Function):
         dw, db = torch.zeros_like(weight), torch.zeros_like(weight)
         for t in range(x.shape[0]):
             _, dw_t, db_t = torch.ops.aten.native_batch_norm_backward.out(
-                grad[t], x[t], weight, None, None, mean[t], invstd[t], True, ctx.eps, [True, True, True],
-                out0=dx[t], out1=torch.empty_like(dw), out2=torch.empty_like(db),
+                grad[t],
+                x[t],
+                weight,
+                None,
+                None,
+                mean[t],
+                invstd[t],
+                True,
+                ctx.eps,
+                [True, True, True],
+                out0=dx[t],
+                out1=torch.empty_like(dw),
+                out2=torch.empty_like(db),
             )
             dw += dw_t
             db += db_t
@@ -104,9 +133,16 @@ class SeqAvgPool2d(nn.AvgPool2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.flatten(0, 1)
         k = self.kernel_size
-        tiled = (isinstance(k, int) and self.stride == k and not self.padding and not self.ceil_mode
-                 and flat.shape[-1] % k == 0 and flat.shape[-2] % k == 0
-                 and flat.is_contiguous(memory_format=torch.channels_last) and torch.is_grad_enabled())  # fmt: skip
+        tiled = (
+            isinstance(k, int)
+            and self.stride == k
+            and not self.padding
+            and not self.ceil_mode
+            and flat.shape[-1] % k == 0
+            and flat.shape[-2] % k == 0
+            and flat.is_contiguous(memory_format=torch.channels_last)
+            and torch.is_grad_enabled()
+        )
         y = TiledAvgPool2d.apply(flat, k) if tiled else super().forward(flat)
         return y.unflatten(0, x.shape[:2])
 

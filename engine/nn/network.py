@@ -62,13 +62,17 @@ def fire_key(src: int, threshold: float) -> str:
 class Cell(nn.Module):
     """SNASNet forward cell: ``x1 = e01(x0)``, ``x2 = e02(x0) + e12(x1)``, ``x3 = e03(x0) + e13(x1) + e23(x2)``."""
 
-    def __init__(self, genotype: Genotype, space: Space, channels: int, neuron: type[nn.Module] = LIF,
-                 pool_counts_padding: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        genotype: Genotype,
+        space: Space,
+        channels: int,
+        neuron: type[nn.Module] = LIF,
+        pool_counts_padding: bool = False,
+    ):
         super().__init__()
         self.edges = [(s, d, space.op(code)) for s, d, code in genotype.edges]
-        self.ops = nn.ModuleDict(
-            {f"{s}{d}": make_op(op, channels, pool_counts_padding) for s, d, op in self.edges}
-        )
+        self.ops = nn.ModuleDict({f"{s}{d}": make_op(op, channels, pool_counts_padding) for s, d, op in self.edges})
         fanout: dict[str, tuple[float, int]] = {}
         self.last_read: dict[int, int] = {}  # the last node each node feeds: after it, the node can go
         for s, d, op in self.edges:
@@ -128,9 +132,7 @@ class SpikingNet(nn.Module):
         self.linear_gain = profile.linear_gain
         self.stem = ConvBN(3, c, 3, stride=stem_stride(data.image_size))
         self.cell1 = Cell(genotype, kernel_set, c, neuron, profile.pool_counts_padding)
-        self.down = nn.Sequential(
-            SeqBatchNorm2d(c), neuron(), ConvBN(c, 2 * c, 3), SeqAvgPool2d(2)
-        )
+        self.down = nn.Sequential(SeqBatchNorm2d(c), neuron(), ConvBN(c, 2 * c, 3), SeqAvgPool2d(2))
         self.cell2 = Cell(genotype, kernel_set, 2 * c, neuron, profile.pool_counts_padding)
         self.head = nn.Sequential(
             SeqBatchNorm2d(2 * c),

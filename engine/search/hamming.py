@@ -28,9 +28,11 @@ def gram(codes: torch.Tensor) -> torch.Tensor:
     if codes.dtype == torch.bool:
         x = codes.view(torch.int8)
         try:
-            return torch.stack([torch._int_mm(c, c.T) for c in x.reshape(-1, *x.shape[-2:])]).reshape(
-                *x.shape[:-1], x.shape[-2]
-            ).double()
+            return (
+                torch.stack([torch._int_mm(c, c.T) for c in x.reshape(-1, *x.shape[-2:])])
+                .reshape(*x.shape[:-1], x.shape[-2])
+                .double()
+            )
         except RuntimeError:  # shapes the int8 kernel does not take (CUDA wants multiples of 8)
             codes = x
     x = codes.float()

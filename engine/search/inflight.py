@@ -61,20 +61,39 @@ class ScoringProcesses:
     Use as a context manager: leaving it stops the processes (at once: candidates in flight are dropped).
     """
 
-    def __init__(self, n: int, kernel_set: Space, profile: Profile, data: ImageData, *, seed: int,
-                 device: torch.device | str, config: ScoreConfig | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        n: int,
+        kernel_set: Space,
+        profile: Profile,
+        data: ImageData,
+        *,
+        seed: int,
+        device: torch.device | str,
+        config: ScoreConfig | None,
+    ) -> None:
         if n < 2:
             raise ValueError(f"candidates in flight need 2 processes or more, got {n}")
         # The processes need the training images only, as tensors (shared memory, not copied per process).
         images, labels = data.train.tensors()
         train = ImageSplit.from_tensors(images, labels)
-        args = dict(kernel_set=kernel_set, profile=profile, data=ImageData(data.info, train, train), seed=seed,
-                    device=str(device), config=config)  # fmt: skip
+        args = dict(
+            kernel_set=kernel_set,
+            profile=profile,
+            data=ImageData(data.info, train, train),
+            seed=seed,
+            device=str(device),
+            config=config,
+        )
         context = mp.get_context("spawn")  # CUDA cannot be forked
         self.tasks, self.results = context.Queue(), context.Queue()
         self.processes = [
-            context.Process(target=_score_candidates, daemon=True, name=f"spikernel-scoring-{i}",
-                            args=(args, torch.get_num_threads(), os.getpid(), self.tasks, self.results))  # fmt: skip
+            context.Process(
+                target=_score_candidates,
+                daemon=True,
+                name=f"spikernel-scoring-{i}",
+                args=(args, torch.get_num_threads(), os.getpid(), self.tasks, self.results),
+            )
             for i in range(n)
         ]
         for process in self.processes:
@@ -93,7 +112,9 @@ class ScoringProcesses:
             except queue.Empty:
                 dead = [p.name for p in self.processes if not p.is_alive()]
                 if dead:
-                    raise ScoringProcessError(f"scoring process(es) {', '.join(dead)} exited without a result") from None
+                    raise ScoringProcessError(
+                        f"scoring process(es) {', '.join(dead)} exited without a result"
+                    ) from None
                 continue
             if item[0] == "error":
                 raise ScoringProcessError(f"a scoring process failed:\n{item[1]}")
@@ -119,4 +140,3 @@ class ScoringProcesses:
 
     def __exit__(self, *_exc) -> None:
         self.close()
-

@@ -157,7 +157,8 @@ def random_search(
         cells = kernel_set.distinct_cells()
         if iterations > len(cells):
             raise InputError(
-                f"only {len(cells):,} distinct cells exist; an exhaustive search takes {len(cells):,} iterations or fewer"
+                f"only {len(cells):,} distinct cells exist; "
+                f"an exhaustive search takes {len(cells):,} iterations or fewer"
             )
         if max_params is not None:
             within = sum(footprint(g, kernel_set, profile, data.info).params <= max_params for g in cells)
@@ -167,18 +168,33 @@ def random_search(
     proposals = _proposals(kernel_set, profile, data, iterations, seed, dedupe, exhaustive, max_params, len(done))
 
     def add(index: int, genotype: Genotype, fp, score: float, silent: int, rate: float, seconds: float) -> None:
-        result.candidates.append(Candidate(index=index, genotype=genotype, score=score, params=fp.params,
-                                           params_torch=fp.params_torch, conv_edges=kernel_set.conv_edges(genotype),
-                                           silent_layers=silent, firing_rate=rate, seconds=seconds))  # fmt: skip
+        result.candidates.append(
+            Candidate(
+                index=index,
+                genotype=genotype,
+                score=score,
+                params=fp.params,
+                params_torch=fp.params_torch,
+                conv_edges=kernel_set.conv_edges(genotype),
+                silent_layers=silent,
+                firing_rate=rate,
+                seconds=seconds,
+            )
+        )
         if on_candidate is not None:
             on_candidate(result.candidates[-1])
         if progress is not None:
             progress(len(result.candidates), iterations, result.best)
 
     if in_flight > 1:
-        result.stopped = _score_in_flight(in_flight, proposals, add, len(done), should_stop,
-                                          dict(kernel_set=kernel_set, profile=profile, data=data, seed=seed,
-                                               device=device, config=config))  # fmt: skip
+        result.stopped = _score_in_flight(
+            in_flight,
+            proposals,
+            add,
+            len(done),
+            should_stop,
+            dict(kernel_set=kernel_set, profile=profile, data=data, seed=seed, device=device, config=config),
+        )
     else:
         scorer = Scorer(kernel_set, profile, data, seed=seed, device=device, config=config)
         for index, genotype, fp in proposals:
@@ -221,8 +237,9 @@ def _proposals(kernel_set, profile, data, iterations, seed, dedupe, exhaustive, 
 
 
 def _score_in_flight(processes: int, proposals, add, start: int, should_stop, scorer_args: dict) -> bool:
-    """Candidates scored by ``processes`` processes (``engine.search.inflight``), two queued per process, handed to ``add`` in
-    index order. Returns whether ``should_stop`` ended it (candidates in flight are then dropped)."""
+    """Candidates scored by ``processes`` processes (``engine.search.inflight``), two queued per process,
+    handed to ``add`` in index order. Returns whether ``should_stop`` ended it (candidates in flight are then
+    dropped)."""
     waiting: dict[int, tuple] = {}  # submitted, not handed on yet: index -> (genotype, footprint)
     finished: dict[int, tuple] = {}  # scored out of order, waiting for an earlier index
     expected, exhausted = start, False

@@ -46,14 +46,17 @@ class Scorer:
         self.config = config or profile.score
         self.check(self.config, data)
         self.images, _labels = data.train.tensors()
-        self._shared = [self._batches(derive_seed(seed, SearchStream.SHARED_BATCHES, d)) for d in range(self.config.draws)]
+        self._shared = [
+            self._batches(derive_seed(seed, SearchStream.SHARED_BATCHES, d)) for d in range(self.config.draws)
+        ]
 
     @staticmethod
     def check(config: ScoreConfig, data: ImageData) -> None:
         """Raises ValueError when ``data`` cannot give ``config``'s batches."""
         if config.batch_size > len(data.train):
-            raise InputError(f"score batch of {config.batch_size} is larger than the training split "
-                             f"({len(data.train)} images)")  # fmt: skip
+            raise InputError(
+                f"score batch of {config.batch_size} is larger than the training split ({len(data.train)} images)"
+            )
 
     def _batches(self, seed: int) -> list[torch.Tensor]:
         """Augmented training batches in [0, 1], drawn without replacement within a draw."""
@@ -72,8 +75,14 @@ class Scorer:
         cfg = self.config
         scores, spikes, neurons, silent = [], 0.0, 0, 0
         for d in range(cfg.draws):
-            key = (self.seed, SearchStream.SHARED_WEIGHTS, d) if cfg.shared else (self.seed, SearchStream.WEIGHTS, index, d)
-            batches = self._shared[d] if cfg.shared else self._batches(derive_seed(self.seed, SearchStream.BATCHES, index, d))
+            key = (
+                (self.seed, SearchStream.SHARED_WEIGHTS, d)
+                if cfg.shared
+                else (self.seed, SearchStream.WEIGHTS, index, d)
+            )
+            batches = (
+                self._shared[d] if cfg.shared else self._batches(derive_seed(self.seed, SearchStream.BATCHES, index, d))
+            )
             with seeded(self.device, derive_seed(*key)), torch.no_grad():
                 net = build_network(genotype, self.kernel_set, self.profile, self.data.info, device=self.device)
                 net.train(cfg.train_mode)

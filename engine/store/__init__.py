@@ -32,10 +32,25 @@ from engine.store.queue import ACTIVE, STOPPED, JobLost, JobStatus, Lease, Queue
 from engine.store.results import CANDIDATE_COLUMNS, EPOCH_COLUMNS, TRAINED_CELL_COLUMNS, Results
 
 __all__ = [
-    "ACTIVE", "APPLICATION_ID", "BUSY_TIMEOUT_S", "CANDIDATE_COLUMNS", "DB_ENV", "EPOCH_COLUMNS", "MIGRATIONS",
-    "SCHEMA_VERSION", "STOPPED", "TABLES", "TRAINED_CELL_COLUMNS", "JobLost", "JobStatus", "Lease", "Store",
-    "StoreError", "default_db_path", "this_host",
-]  # fmt: skip
+    "ACTIVE",
+    "APPLICATION_ID",
+    "BUSY_TIMEOUT_S",
+    "CANDIDATE_COLUMNS",
+    "DB_ENV",
+    "EPOCH_COLUMNS",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "STOPPED",
+    "TABLES",
+    "TRAINED_CELL_COLUMNS",
+    "JobLost",
+    "JobStatus",
+    "Lease",
+    "Store",
+    "StoreError",
+    "default_db_path",
+    "this_host",
+]
 
 
 class Store(Queue, Results, Database):

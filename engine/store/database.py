@@ -200,8 +200,11 @@ def _inspect(path: Path, *, create: bool) -> bool:
     # Never open the file other than through SQLite: closing any other handle on it would drop this
     # process's POSIX locks on it, which SQLite's own connections rely on.
     if path.stat().st_size == 0:
-        raise _refuse(path, "is empty (0 bytes), not an experiment database; restore it, or move it away together "
-                            "with the experiments/ and logs/ folders beside it to start a new one")  # fmt: skip
+        raise _refuse(
+            path,
+            "is empty (0 bytes), not an experiment database; restore it, or move it away together "
+            "with the experiments/ and logs/ folders beside it to start a new one",
+        )
     try:
         conn = _connect(path, readonly=True)
         try:
@@ -367,13 +370,23 @@ class Database:
 
     # --- events: the log a user reads, written in the same transaction as what it reports
 
-    def log(self, message: str, *, level: str = "info", experiment_id: int | None = None, run_id: int | None = None) -> None:
+    def log(
+        self, message: str, *, level: str = "info", experiment_id: int | None = None, run_id: int | None = None
+    ) -> None:
         with self.write() as db:
             db["events"].insert(
-                {"time": time.time(), "experiment_id": experiment_id, "run_id": run_id, "level": level, "message": message}
+                {
+                    "time": time.time(),
+                    "experiment_id": experiment_id,
+                    "run_id": run_id,
+                    "level": level,
+                    "message": message,
+                }
             )
 
     def events(self, experiment_id: int | None = None, limit: int = 200) -> list[dict]:
         if experiment_id is None:
             return self.query("SELECT * FROM events ORDER BY id DESC LIMIT ?", [limit])
-        return self.query("SELECT * FROM events WHERE experiment_id = ? ORDER BY id DESC LIMIT ?", [experiment_id, limit])
+        return self.query(
+            "SELECT * FROM events WHERE experiment_id = ? ORDER BY id DESC LIMIT ?", [experiment_id, limit]
+        )

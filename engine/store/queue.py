@@ -143,9 +143,16 @@ class Queue(Database):
             job_id, run_id = own(db, lease)
             db.execute(
                 "UPDATE jobs SET heartbeat = ?, stage = ?, done = ?, total = ?, note = ?, eta_seconds = ? WHERE id = ?",
-                [time.time(), progress.get("stage"), progress.get("done", 0), progress.get("total", 0),
-                 progress.get("note"), progress.get("eta_seconds"), job_id],
-            )  # fmt: skip
+                [
+                    time.time(),
+                    progress.get("stage"),
+                    progress.get("done", 0),
+                    progress.get("total", 0),
+                    progress.get("note"),
+                    progress.get("eta_seconds"),
+                    job_id,
+                ],
+            )
             return bool(db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", [job_id]).fetchone()[0])
 
     def end_job(self, lease: Lease, status: str, error: str | None = None) -> None:
@@ -161,8 +168,12 @@ class Queue(Database):
             )
             job = self.job(job_id)
             message = f"{job['setting']}: {status}" + (f": {error}" if error else "")
-            self.log(message, level="error" if status == JobStatus.FAILED else "info",
-                     experiment_id=job["experiment_id"], run_id=job["run_id"])  # fmt: skip
+            self.log(
+                message,
+                level="error" if status == JobStatus.FAILED else "info",
+                experiment_id=job["experiment_id"],
+                run_id=job["run_id"],
+            )
 
     def release(self, lease: Lease) -> None:
         """The worker is shutting down: the job goes back to the queue and resumes later."""
@@ -170,8 +181,11 @@ class Queue(Database):
             job_id, run_id = own(db, lease)
             db.execute("UPDATE jobs SET status = ? WHERE id = ?", [JobStatus.QUEUED, job_id])
             job = self.job(job_id)
-            self.log(f"{job['setting']}: worker stopping; queued to resume",
-                     experiment_id=job["experiment_id"], run_id=run_id)  # fmt: skip
+            self.log(
+                f"{job['setting']}: worker stopping; queued to resume",
+                experiment_id=job["experiment_id"],
+                run_id=run_id,
+            )
 
     def request_cancel(self, job_ids: Iterable[int]) -> int:
         """Queued jobs are cancelled at once; running ones at their next check. Returns how many."""
@@ -180,12 +194,16 @@ class Queue(Database):
             for job_id in job_ids:
                 job = self.job(job_id)
                 if job["status"] == JobStatus.QUEUED:
-                    db.execute("UPDATE jobs SET status = ?, finished = ? WHERE id = ?",
-                               [JobStatus.CANCELLED, time.time(), job_id])  # fmt: skip
+                    db.execute(
+                        "UPDATE jobs SET status = ?, finished = ? WHERE id = ?",
+                        [JobStatus.CANCELLED, time.time(), job_id],
+                    )
                     self.log(f"{job['setting']}: cancelled", experiment_id=job["experiment_id"], run_id=job["run_id"])
                 elif job["status"] == JobStatus.RUNNING:
                     db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", [job_id])
-                    self.log(f"{job['setting']}: cancel requested", experiment_id=job["experiment_id"], run_id=job["run_id"])
+                    self.log(
+                        f"{job['setting']}: cancel requested", experiment_id=job["experiment_id"], run_id=job["run_id"]
+                    )
                 else:
                     continue
                 count += 1

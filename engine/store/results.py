@@ -12,10 +12,29 @@ from engine.store.database import Database, StoreError, create_new
 from engine.store.queue import JobStatus, Lease, own
 
 CANDIDATE_COLUMNS = (
-    "index", "genotype", "score", "params", "params_torch", "conv_edges", "silent_layers", "firing_rate", "seconds",
-)  # fmt: skip
-TRAINED_CELL_COLUMNS = ("genotype", "seed", "role", "candidate", "score", "conv_edges", "params", "accuracy",
-                        "train_accuracy", "firing_rate", "seconds")  # fmt: skip
+    "index",
+    "genotype",
+    "score",
+    "params",
+    "params_torch",
+    "conv_edges",
+    "silent_layers",
+    "firing_rate",
+    "seconds",
+)
+TRAINED_CELL_COLUMNS = (
+    "genotype",
+    "seed",
+    "role",
+    "candidate",
+    "score",
+    "conv_edges",
+    "params",
+    "accuracy",
+    "train_accuracy",
+    "firing_rate",
+    "seconds",
+)
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_accuracy", "firing_rate", "seconds", "lr")
 
 
@@ -36,23 +55,28 @@ class Results(Database):
 
     # --- experiments
 
-    def add_experiment(self, name: str, config: dict, *, profile: str, reduced: bool, runs: list[dict],
-                       kind: str = "experiment") -> dict:  # fmt: skip
+    def add_experiment(
+        self, name: str, config: dict, *, profile: str, reduced: bool, runs: list[dict], kind: str = "experiment"
+    ) -> dict:
         """The experiment (or study), its runs and one queued job per run, in one transaction."""
         now = time.time()
         with self.write() as db:
-            experiment_id = db["experiments"].insert(
-                {
-                    "name": name,
-                    "config": json.dumps(config, sort_keys=True),
-                    "dataset": config["dataset"],
-                    "profile": profile,
-                    "reduced": int(reduced),
-                    "baseline": config.get("baseline"),
-                    "created": now,
-                    "kind": kind,
-                }
-            ).last_pk
+            experiment_id = (
+                db["experiments"]
+                .insert(
+                    {
+                        "name": name,
+                        "config": json.dumps(config, sort_keys=True),
+                        "dataset": config["dataset"],
+                        "profile": profile,
+                        "reduced": int(reduced),
+                        "baseline": config.get("baseline"),
+                        "created": now,
+                        "kind": kind,
+                    }
+                )
+                .last_pk
+            )
             folder = create_new(self.root / "experiments", str(experiment_id), "", Path.mkdir)
             try:
                 db["experiments"].update(experiment_id, {"folder": str(folder.relative_to(self.root))})
@@ -60,7 +84,9 @@ class Results(Database):
                 for position, run in enumerate(runs):
                     row = {**run, "experiment_id": experiment_id, "position": position}
                     run_ids.append(db["runs"].insert(row).last_pk)
-                    job_ids.append(db["jobs"].insert({"run_id": run_ids[-1], "created": now, "total": run["iterations"]}).last_pk)
+                    job_ids.append(
+                        db["jobs"].insert({"run_id": run_ids[-1], "created": now, "total": run["iterations"]}).last_pk
+                    )
                 self.log(f"submitted '{name}' with {len(runs)} run(s)", experiment_id=experiment_id)
             except BaseException:
                 folder.rmdir()
@@ -99,8 +125,7 @@ class Results(Database):
         with self.write() as db:
             self.experiment(experiment_id)
             busy = db.execute(
-                "SELECT count(*) FROM jobs j JOIN runs r ON r.id = j.run_id "
-                "WHERE r.experiment_id = ? AND j.status = ?",
+                "SELECT count(*) FROM jobs j JOIN runs r ON r.id = j.run_id WHERE r.experiment_id = ? AND j.status = ?",
                 [experiment_id, JobStatus.RUNNING],
             ).fetchone()[0]
             if busy:

@@ -36,8 +36,8 @@ from engine.core.paths import BUNDLED_BENCHMARKS, default_data_root
 from engine.core.space import EDGES, SPIKENAS, Genotype, Space
 
 CITATION = (
-    "G. Sun, Z. Shang, Y. Li, et al., \"SpikeNAS-Bench: Benchmarking NAS Algorithms for Spiking Neural Network "
-    "Architecture\", IEEE Transactions on Artificial Intelligence 6(6), 2025; records from the repository "
+    'G. Sun, Z. Shang, Y. Li, et al., "SpikeNAS-Bench: Benchmarking NAS Algorithms for Spiking Neural Network '
+    'Architecture", IEEE Transactions on Artificial Intelligence 6(6), 2025; records from the repository '
     "tju-sun-lab/SpikeNAS-Bench, folder data/"
 )
 SOURCE = "SpikeNAS-Bench"
@@ -129,8 +129,14 @@ class Records:
 
     def row(self, bench_id: int) -> Record:
         i = self.index_of(bench_id)
-        return Record(int(self.ids[i]), int(self.params[i]), int(self.epochs[i]), float(self.final_val[i]),
-                      float(self.test_acc[i]), float(self.train_acc[i]))  # fmt: skip
+        return Record(
+            int(self.ids[i]),
+            int(self.params[i]),
+            int(self.epochs[i]),
+            float(self.final_val[i]),
+            float(self.test_acc[i]),
+            float(self.train_acc[i]),
+        )
 
 
 # ------------------------------------------------------------------------------------- the published files
@@ -144,8 +150,9 @@ def _dataset_folder(root: Path, dataset: str) -> Path:
             for child in sorted(base.iterdir()):
                 if child.is_dir() and child.name.lower() == FOLDERS[dataset].lower():
                     return child
-    raise BenchmarkError(f"{root} holds no {FOLDERS[dataset]}/ folder (nor data/{FOLDERS[dataset]}/) of "
-                         "<id>/train_process.txt records")  # fmt: skip
+    raise BenchmarkError(
+        f"{root} holds no {FOLDERS[dataset]}/ folder (nor data/{FOLDERS[dataset]}/) of <id>/train_process.txt records"
+    )
 
 
 def _numbers(text: str, where: str, count: int | None = None) -> list[float]:
@@ -207,8 +214,7 @@ def _parse(path: Path, shown: str, folder_id: int) -> tuple:
     return int(params), epochs[:, 3], epochs[-1, 1], test, firing, hours
 
 
-def read_published(root: Path, dataset: str = "cifar10", progress: Callable[[int, int], None] | None = None
-                   ) -> Records:  # fmt: skip
+def read_published(root: Path, dataset: str = "cifar10", progress: Callable[[int, int], None] | None = None) -> Records:
     """Every ``<id>/train_process.txt`` of ``dataset`` under ``root`` (or ``root/data``). A partial copy is
     fine; any file that is missing or malformed is a ``BenchmarkError`` naming it and its line."""
     root = Path(root)
@@ -266,21 +272,33 @@ def check_params(records: Records, count: Callable[[Genotype], int]) -> list[str
 # Accuracies are published with three decimals: thousandths of a percent as integers keep them exactly.
 _MILLI = 1000
 # What ``save`` writes, array by array: ``load`` takes nothing else.
-_DTYPES = {"ids": np.int32, "params": np.int64, "epochs": np.int16, "val_acc": np.int32, "test_acc": np.int32,
-           "train_acc": np.int32, "firing": np.int16, "hours": np.float32}  # fmt: skip
+_DTYPES = {
+    "ids": np.int32,
+    "params": np.int64,
+    "epochs": np.int16,
+    "val_acc": np.int32,
+    "test_acc": np.int32,
+    "train_acc": np.int32,
+    "firing": np.int16,
+    "hours": np.float32,
+}
 
 
 def save(records: Records, path: Path) -> None:
     """One compressed ``.npz`` (no pickles) with the citation and a format version, written atomically."""
     arrays = {
-        "format": np.asarray(FORMAT), "dataset": np.asarray(records.dataset), "citation": np.asarray(CITATION),
-        "ids": records.ids, "params": records.params, "epochs": records.epochs,
+        "format": np.asarray(FORMAT),
+        "dataset": np.asarray(records.dataset),
+        "citation": np.asarray(CITATION),
+        "ids": records.ids,
+        "params": records.params,
+        "epochs": records.epochs,
         "val_acc": np.where(np.isnan(records.val_acc), -1, np.round(records.val_acc * _MILLI)).astype(np.int32),
         "test_acc": np.round(records.test_acc * _MILLI).astype(np.int32),
         "train_acc": np.round(records.train_acc * _MILLI).astype(np.int32),
         "firing": np.where(np.isnan(records.firing), -1, np.round(records.firing * _MILLI)).astype(np.int16),
         "hours": records.hours,
-    }  # fmt: skip
+    }
     arrays = {k: np.asarray(v, dtype=_DTYPES.get(k)) for k, v in arrays.items()}
 
     with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
@@ -308,8 +326,14 @@ def load(path: Path) -> Records:
     if data["dataset"].dtype.kind != "U" or data["dataset"].shape != () or str(data["dataset"]) not in FOLDERS:
         raise BenchmarkError(f"{path}: its dataset is not one of {', '.join(FOLDERS)}")
     n = len(data["ids"])
-    shapes = {"params": (n,), "epochs": (n,), "test_acc": (n,), "train_acc": (n,), "hours": (n,),
-              "firing": (n, FIRING_LAYERS)}  # fmt: skip
+    shapes = {
+        "params": (n,),
+        "epochs": (n,),
+        "test_acc": (n,),
+        "train_acc": (n,),
+        "hours": (n,),
+        "firing": (n, FIRING_LAYERS),
+    }
     if any(data[k].shape != s for k, s in shapes.items()) or data["val_acc"].ndim != 2 or len(data["val_acc"]) != n:
         raise BenchmarkError(f"{path}: its arrays disagree in length")
     ids, epochs = data["ids"], data["epochs"]
@@ -322,10 +346,16 @@ def load(path: Path) -> Records:
     firing = data["firing"].astype(np.float32) / _MILLI
     firing[data["firing"] < 0] = np.nan
     return Records(
-        dataset=str(data["dataset"]), ids=ids, params=data["params"], val_acc=val, epochs=epochs,
-        test_acc=data["test_acc"].astype(np.float32) / _MILLI, train_acc=data["train_acc"].astype(np.float32) / _MILLI,
-        firing=firing, hours=data["hours"],
-    )  # fmt: skip
+        dataset=str(data["dataset"]),
+        ids=ids,
+        params=data["params"],
+        val_acc=val,
+        epochs=epochs,
+        test_acc=data["test_acc"].astype(np.float32) / _MILLI,
+        train_acc=data["train_acc"].astype(np.float32) / _MILLI,
+        firing=firing,
+        hours=data["hours"],
+    )
 
 
 def records_file(dataset: str, folder: Path = BUNDLED) -> Path:
@@ -355,8 +385,10 @@ def bundled(dataset: str = "cifar10") -> Records:
     """The records of ``dataset`` (``find_records``; CIFAR-10's ship with the project), cached per process."""
     path = find_records(dataset)
     if path is None:
-        raise BenchmarkError(f"no {SOURCE} records of {dataset} in {imported_folder()}: import them with "
-                             f"`python -m engine benchmark import PATH --dataset {dataset}`")  # fmt: skip
+        raise BenchmarkError(
+            f"no {SOURCE} records of {dataset} in {imported_folder()}: import them with "
+            f"`python -m engine benchmark import PATH --dataset {dataset}`"
+        )
     return _load_cached(path, path.stat().st_mtime)
 
 
@@ -450,11 +482,15 @@ def random_search_regret(proxy, val_acc, test_acc, iterations: int, searches: in
     out = {"iterations": iterations, "searches": searches, "pick_test": float(test[picks].mean())}
     for prefix, chosen in (("", picks), ("oracle_", oracle)):
         regret = best - test[chosen]
-        out.update({
-            f"{prefix}mean": float(regret.mean()), f"{prefix}median": float(np.median(regret)),
-            f"{prefix}q05": float(np.quantile(regret, 0.05)), f"{prefix}q95": float(np.quantile(regret, 0.95)),
-            f"{prefix}found_best": float(np.mean(test[chosen] == best)),
-        })  # fmt: skip
+        out.update(
+            {
+                f"{prefix}mean": float(regret.mean()),
+                f"{prefix}median": float(np.median(regret)),
+                f"{prefix}q05": float(np.quantile(regret, 0.05)),
+                f"{prefix}q95": float(np.quantile(regret, 0.95)),
+                f"{prefix}found_best": float(np.mean(test[chosen] == best)),
+            }
+        )
     return out
 
 
@@ -465,8 +501,17 @@ def exhaustive_regret(proxy, test_acc) -> float:
     return float(test.max() - test[proxy == proxy.max()].mean())
 
 
-def proxy_table(proxies: dict[str, np.ndarray], val_acc, test_acc, conv_edges, *, ks=(10, 100),
-                searches: int = 1000, iterations=(1000, 5000), seed: int = 0) -> list[dict]:  # fmt: skip
+def proxy_table(
+    proxies: dict[str, np.ndarray],
+    val_acc,
+    test_acc,
+    conv_edges,
+    *,
+    ks=(10, 100),
+    searches: int = 1000,
+    iterations=(1000, 5000),
+    seed: int = 0,
+) -> list[dict]:
     """One row per proxy over the same cells: rank agreement with validation accuracy (what a search
     chooses on), precision at each k, Kendall within the top 10 %, the partial Spearman given conv edges,
     and the regret in test accuracy of random searches and of scoring every cell."""
@@ -477,8 +522,11 @@ def proxy_table(proxies: dict[str, np.ndarray], val_acc, test_acc, conv_edges, *
         row["top10_kendall"] = top_kendall(values, val_acc)
         row["partial_spearman"] = partial_spearman(values, val_acc, conv_edges)
         row["exhaustive_regret"] = exhaustive_regret(values, test_acc)
-        row["searches"] = [random_search_regret(values, val_acc, test_acc, n, searches, seed=seed)
-                           for n in iterations if n <= 10 * len(values)]  # fmt: skip
+        row["searches"] = [
+            random_search_regret(values, val_acc, test_acc, n, searches, seed=seed)
+            for n in iterations
+            if n <= 10 * len(values)
+        ]
         rows.append(row)
     return rows
 
@@ -498,8 +546,9 @@ def _proposable() -> np.ndarray:
     return np.asarray([Genotype(ids_to_ops(i)).pruned().op(0, 3) != 0 for i in range(CELLS)])
 
 
-def proxies_for(records: Records, scored: dict[str, tuple[float, float]], label: str, *, proposable: bool = False
-                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:  # fmt: skip
+def proxies_for(
+    records: Records, scored: dict[str, tuple[float, float]], label: str, *, proposable: bool = False
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The records' rows whose cell was scored, and the proxies on them: the score, the spike activation
     rate at initialisation (LightSNN's SAR), conv edges, parameters, and the score and conv edges combined
     (the mean of their ranks). ``scored`` maps a genotype's text to ``(score, firing rate)``. With
@@ -508,8 +557,13 @@ def proxies_for(records: Records, scored: dict[str, tuple[float, float]], label:
 
     canonical = {SPIKENAS.canonical(SPIKENAS.genotype(g)).to_str(): v for g, v in scored.items()}
     names, kept = _canonical_ids(), _proposable()
-    rows = np.asarray([i for i, bench_id in enumerate(records.ids.tolist())
-                       if names[bench_id] in canonical and (kept[bench_id] or not proposable)])  # fmt: skip
+    rows = np.asarray(
+        [
+            i
+            for i, bench_id in enumerate(records.ids.tolist())
+            if names[bench_id] in canonical and (kept[bench_id] or not proposable)
+        ]
+    )
     if len(rows) < 5:
         raise BenchmarkError(f"only {len(rows)} of the scored cells have {records.source} records; a report needs 5")
     values = np.asarray([canonical[names[records.ids[i]]] for i in rows], dtype=float)
@@ -532,11 +586,22 @@ def budget_pick(records: Records, rows: np.ndarray, proxy: np.ndarray, budget: f
     inside = rows[fits]
     best = inside[int(np.argmax(records.final_val[inside]))]
     pick = inside[int(np.argmax(proxy[fits]))]
-    return {"budget": budget, "fits": int(fits.sum()),
-            "best": {"id": int(records.ids[best]), "params": int(records.params[best]),
-                     "val": float(records.final_val[best]), "test": float(records.test_acc[best])},
-            "proxy_pick": {"id": int(records.ids[pick]), "params": int(records.params[pick]),
-                           "val": float(records.final_val[pick]), "test": float(records.test_acc[pick])}}  # fmt: skip
+    return {
+        "budget": budget,
+        "fits": int(fits.sum()),
+        "best": {
+            "id": int(records.ids[best]),
+            "params": int(records.params[best]),
+            "val": float(records.final_val[best]),
+            "test": float(records.test_acc[best]),
+        },
+        "proxy_pick": {
+            "id": int(records.ids[pick]),
+            "params": int(records.params[pick]),
+            "val": float(records.final_val[pick]),
+            "test": float(records.test_acc[pick]),
+        },
+    }
 
 
 def _number(value: float, spec: str) -> str:
@@ -547,21 +612,39 @@ def format_table(rows: list[dict]) -> str:
     """Proxy rows as a Markdown table (readable as plain text too), then what a perfect proxy would reach."""
     iterations = sorted({s["iterations"] for r in rows for s in r["searches"]})
     ks = [key for key in rows[0] if key.startswith("p@")] if rows else []
-    head = ["proxy", "cells", "Spearman [95 %]", "Kendall [95 %]", *ks, "Kendall top 10 %",
-            "partial Spearman (given conv edges)", *[f"regret {n}x (mean, q95)" for n in iterations], "regret all"]
+    head = [
+        "proxy",
+        "cells",
+        "Spearman [95 %]",
+        "Kendall [95 %]",
+        *ks,
+        "Kendall top 10 %",
+        "partial Spearman (given conv edges)",
+        *[f"regret {n}x (mean, q95)" for n in iterations],
+        "regret all",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         by_n = {s["iterations"]: s for s in r["searches"]}
-        cells = [r["proxy"], f"{r['n']:,}",
-                 *[f"{_number(r[c], '+.3f')} [{_number(r[c + '_ci'][0], '+.3f')}, {_number(r[c + '_ci'][1], '+.3f')}]"
-                   for c in ("spearman", "kendall")],
-                 *[_number(r[k], ".2f") for k in ks], _number(r["top10_kendall"], "+.3f"),
-                 _number(r["partial_spearman"], "+.3f"),
-                 *[f"{by_n[n]['mean']:.2f}, {by_n[n]['q95']:.2f}" if n in by_n else "–" for n in iterations],
-                 f"{r['exhaustive_regret']:.2f}"]  # fmt: skip
+        cells = [
+            r["proxy"],
+            f"{r['n']:,}",
+            *[
+                f"{_number(r[c], '+.3f')} [{_number(r[c + '_ci'][0], '+.3f')}, {_number(r[c + '_ci'][1], '+.3f')}]"
+                for c in ("spearman", "kendall")
+            ],
+            *[_number(r[k], ".2f") for k in ks],
+            _number(r["top10_kendall"], "+.3f"),
+            _number(r["partial_spearman"], "+.3f"),
+            *[f"{by_n[n]['mean']:.2f}, {by_n[n]['q95']:.2f}" if n in by_n else "–" for n in iterations],
+            f"{r['exhaustive_regret']:.2f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     oracle = {s["iterations"]: s for r in rows[:1] for s in r["searches"]}  # the same draws for every proxy
     if oracle:
-        lines += ["", "Picking on validation accuracy itself among the same draws (a perfect proxy): regret "
-                  + ", ".join(f"{s['oracle_mean']:.2f} ({n}x)" for n, s in sorted(oracle.items()))]  # fmt: skip
+        lines += [
+            "",
+            "Picking on validation accuracy itself among the same draws (a perfect proxy): regret "
+            + ", ".join(f"{s['oracle_mean']:.2f} ({n}x)" for n, s in sorted(oracle.items())),
+        ]
     return "\n".join(lines)

@@ -51,8 +51,10 @@ class StudyConfig:
 def check_counts(cells, trained, top, seeds) -> dict[str, str]:
     """The study's own limits, by field (the fields it shares with an experiment are checked as there)."""
     errors: dict[str, str] = {}
-    whole = {k: isinstance(v, int) and not isinstance(v, bool) for k, v in
-             dict(cells=cells, trained=trained, top=top, seeds=seeds).items()}  # fmt: skip
+    whole = {
+        k: isinstance(v, int) and not isinstance(v, bool)
+        for k, v in dict(cells=cells, trained=trained, top=top, seeds=seeds).items()
+    }
     for name, ok in whole.items():
         if not ok:
             errors[name] = f"{name} must be a whole number"
@@ -117,8 +119,15 @@ def plan(candidates: Sequence[dict], *, trained: int, top: int, seeds: int, seed
         picked_edges[c["conv_edges"]] += 1
         chosen.append((c, "spread"))
     return [
-        PlannedCell(c["index"], c["genotype"], float(c["score"]), int(c["conv_edges"]), int(c["params"]), role,
-                    tuple(range(seed, seed + seeds)) if role == "top" else (seed,))  # fmt: skip
+        PlannedCell(
+            c["index"],
+            c["genotype"],
+            float(c["score"]),
+            int(c["conv_edges"]),
+            int(c["params"]),
+            role,
+            tuple(range(seed, seed + seeds)) if role == "top" else (seed,),
+        )
         for c, role in chosen
     ]
 
@@ -189,11 +198,20 @@ def _cell_rows(trained_rows: Sequence[dict]) -> list[dict]:
     for (kernel_set, genotype), rows in grouped.items():
         accuracies = [r["accuracy"] for r in sorted(rows, key=lambda r: r["seed"])]
         first = rows[0]
-        cells.append({
-            "kernel_set": kernel_set, "genotype": genotype, "role": first["role"], "candidate": first["candidate"],
-            "score": first["score"], "conv_edges": first["conv_edges"], "params": first["params"],
-            "accuracy": float(np.mean(accuracies)), "seeds": len(accuracies), "accuracies": accuracies,
-        })  # fmt: skip
+        cells.append(
+            {
+                "kernel_set": kernel_set,
+                "genotype": genotype,
+                "role": first["role"],
+                "candidate": first["candidate"],
+                "score": first["score"],
+                "conv_edges": first["conv_edges"],
+                "params": first["params"],
+                "accuracy": float(np.mean(accuracies)),
+                "seeds": len(accuracies),
+                "accuracies": accuracies,
+            }
+        )
     return sorted(cells, key=lambda c: (c["kernel_set"], -c["score"], c["candidate"]))
 
 
@@ -208,8 +226,9 @@ def replayed_cells(space: Space, seed: int, size: int) -> tuple[str, ...]:
     return tuple(space.canonical(g).to_str() for g in itertools.islice(space.random_cells(seed), size))
 
 
-def search_regret(space: Space, scores: dict[str, float], sizes: Sequence[int] = SEARCH_SIZES,
-                  searches: int = SIMULATED_SEARCHES) -> list[SearchRegret]:  # fmt: skip
+def search_regret(
+    space: Space, scores: dict[str, float], sizes: Sequence[int] = SEARCH_SIZES, searches: int = SIMULATED_SEARCHES
+) -> list[SearchRegret]:
     """Random searches replayed over every distinct cell's score (canonical genotype -> score): each seed's
     sampled cells, in the search's order, are looked up instead of scored."""
     if not scores:
@@ -224,12 +243,21 @@ def search_regret(space: Space, scores: dict[str, float], sizes: Sequence[int] =
             found.append(pick == top)
             gaps.append(top - pick)
             percentiles.append(np.searchsorted(ranked, pick, side="left") / len(ranked))
-        out.append(SearchRegret(size, searches, float(np.mean(found)), float(np.mean(gaps)), float(np.mean(percentiles))))
+        out.append(
+            SearchRegret(size, searches, float(np.mean(found)), float(np.mean(gaps)), float(np.mean(percentiles)))
+        )
     return out
 
 
-def report(runs: Sequence[dict], trained_rows: Sequence[dict], candidates: dict[int, Sequence[dict]], *,
-           exhaustive: bool = False, seed: int = 0, resamples: int = 2000) -> StudyReport:  # fmt: skip
+def report(
+    runs: Sequence[dict],
+    trained_rows: Sequence[dict],
+    candidates: dict[int, Sequence[dict]],
+    *,
+    exhaustive: bool = False,
+    seed: int = 0,
+    resamples: int = 2000,
+) -> StudyReport:
     """The study's statistics from its stored rows.
 
     Args:
@@ -250,23 +278,28 @@ def report(runs: Sequence[dict], trained_rows: Sequence[dict], candidates: dict[
         edges = [c["conv_edges"] for c in mine]
         top_cell = mine[0] if mine else None
         scored = candidates.get(run["id"], [])
-        per_set.append(KernelSetReport(
-            kernel_set=name,
-            scored=len(scored),
-            trained=len(mine),
-            correlation=stats.correlation(scores, accuracy, seed=seed, resamples=resamples),
-            within_edges=stats.pooled_within_spearman(scores, accuracy, edges, seed=seed, resamples=resamples),
-            by_edges=stats.within_groups(scores, accuracy, edges, seed=seed, resamples=resamples),
-            top1=stats.summarise(top_cell["accuracies"]) if top_cell else NO_SUMMARY,
-            regret=_regret(mine),
-            search_regret=search_regret(space, {c["genotype"]: c["score"] for c in scored}) if exhaustive else [],
-        ))  # fmt: skip
+        per_set.append(
+            KernelSetReport(
+                kernel_set=name,
+                scored=len(scored),
+                trained=len(mine),
+                correlation=stats.correlation(scores, accuracy, seed=seed, resamples=resamples),
+                within_edges=stats.pooled_within_spearman(scores, accuracy, edges, seed=seed, resamples=resamples),
+                by_edges=stats.within_groups(scores, accuracy, edges, seed=seed, resamples=resamples),
+                top1=stats.summarise(top_cell["accuracies"]) if top_cell else NO_SUMMARY,
+                regret=_regret(mine),
+                search_regret=search_regret(space, {c["genotype"]: c["score"] for c in scored}) if exhaustive else [],
+            )
+        )
     overall = None
     if len(cells) >= stats.MIN_POINTS:
-        overall = stats.correlation([c["score"] for c in cells], [c["accuracy"] for c in cells], seed=seed,
-                                    resamples=resamples)  # fmt: skip
-    by_edges = [_summary_row({"kernel_set": k, "conv_edges": e}, v) for (k, e), v in
-                sorted(_grouped(cells, lambda c: (c["kernel_set"], c["conv_edges"])).items())]  # fmt: skip
+        overall = stats.correlation(
+            [c["score"] for c in cells], [c["accuracy"] for c in cells], seed=seed, resamples=resamples
+        )
+    by_edges = [
+        _summary_row({"kernel_set": k, "conv_edges": e}, v)
+        for (k, e), v in sorted(_grouped(cells, lambda c: (c["kernel_set"], c["conv_edges"])).items())
+    ]
     return StudyReport(per_set, overall, cells, by_edges, _by_params(cells))
 
 
@@ -279,8 +312,9 @@ def _regret(cells: Sequence[dict]) -> stats.Regret | None:
     if not randoms:
         return base
     mean = float(np.mean(randoms))
-    return stats.Regret(base.top1_accuracy, base.best_accuracy, base.regret, mean, base.top1_accuracy - mean,
-                        base.top1_index, base.n)  # fmt: skip
+    return stats.Regret(
+        base.top1_accuracy, base.best_accuracy, base.regret, mean, base.top1_accuracy - mean, base.top1_index, base.n
+    )
 
 
 def _grouped(cells: Sequence[dict], key) -> dict:
@@ -298,10 +332,25 @@ def _by_params(cells: Sequence[dict], bins: int = 4) -> list[dict]:
     logs = np.log10([c["params"] for c in cells])
     edges = np.linspace(logs.min(), logs.max(), bins + 1)
     rows = []
-    for (kernel_set, b), values in sorted(_grouped(
-            cells, lambda c: (c["kernel_set"], int(min(np.searchsorted(edges, math.log10(c["params"]), "right") - 1,
-                                                    bins - 1)))).items()):  # fmt: skip
+    for (kernel_set, b), values in sorted(
+        _grouped(
+            cells,
+            lambda c: (
+                c["kernel_set"],
+                int(min(np.searchsorted(edges, math.log10(c["params"]), "right") - 1, bins - 1)),
+            ),
+        ).items()
+    ):
         low, high = 10 ** edges[b], 10 ** edges[b + 1]
-        rows.append(_summary_row({"kernel_set": kernel_set, "params_bin": f"{low / 1e6:.2f}-{high / 1e6:.2f} M",
-                                  "params_low": int(low), "params_high": int(high)}, values))  # fmt: skip
+        rows.append(
+            _summary_row(
+                {
+                    "kernel_set": kernel_set,
+                    "params_bin": f"{low / 1e6:.2f}-{high / 1e6:.2f} M",
+                    "params_low": int(low),
+                    "params_high": int(high),
+                },
+                values,
+            )
+        )
     return rows

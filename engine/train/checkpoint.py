@@ -171,8 +171,9 @@ def _open(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} has format {meta.get('format')!r}; this version reads {FORMAT}")
     if header.get("sha256") != _content_digest(header["spikernel"], _weights_digest(tensors)):
-        raise CheckpointError(f"{path} was modified after it was saved: its metadata and weights do not match "
-                              "their checksum")  # fmt: skip
+        raise CheckpointError(
+            f"{path} was modified after it was saved: its metadata and weights do not match their checksum"
+        )
     return meta, tensors
 
 
@@ -193,21 +194,35 @@ def _describe(path: Path, meta: dict, tensors: dict[str, torch.Tensor]):
     """Every field checked (type, range) and the network bounded by the profiles and by the file's own
     tensors, without allocating anything: (genotype, kernel set, profile, dataset)."""
 
-    required = ("genotype", "kernel_set", "profile", "dataset", "encoding", "timesteps", "accuracy", "params",
-                "params_torch", "seed", "epochs", "eval_seed")  # fmt: skip
+    required = (
+        "genotype",
+        "kernel_set",
+        "profile",
+        "dataset",
+        "encoding",
+        "timesteps",
+        "accuracy",
+        "params",
+        "params_torch",
+        "seed",
+        "epochs",
+        "eval_seed",
+    )
     missing = [k for k in required if k not in meta]
     _check(not missing, path, f"missing {', '.join(missing)}")
     try:
         kernel_set = Space.parse(meta["kernel_set"]) if isinstance(meta["kernel_set"], str) else None
-        genotype = (kernel_set.check(Genotype.from_str(meta["genotype"]))
-                    if isinstance(meta["genotype"], str) and kernel_set is not None else None)  # fmt: skip
+        genotype = (
+            kernel_set.check(Genotype.from_str(meta["genotype"]))
+            if isinstance(meta["genotype"], str) and kernel_set is not None
+            else None
+        )
     except ValueError as exc:
         raise CheckpointError(f"{path} has invalid metadata: {exc}") from None
     _check(genotype is not None and kernel_set is not None, path, "genotype and kernel_set must be text")
 
     p = meta["profile"]
-    _check(isinstance(p, dict) and p.get("name") in PROFILES, path,
-           f"profile must be one of {', '.join(PROFILES)}")  # fmt: skip
+    _check(isinstance(p, dict) and p.get("name") in PROFILES, path, f"profile must be one of {', '.join(PROFILES)}")
     known = PROFILES[p["name"]]
     try:
         profile = _profile_from_dict(p)
@@ -217,8 +232,11 @@ def _describe(path: Path, meta: dict, tensors: dict[str, torch.Tensor]):
     shape_fields = [k for k in asdict(known) if k not in ("score", "description", "epochs", "batch_size")]
     differ = [k for k in shape_fields if getattr(profile, k) != getattr(known, k)]
     _check(not differ, path, f"profile {known.name!r} differs from this release's in {', '.join(differ)}")
-    _check(meta["encoding"] == profile.encoding and meta["timesteps"] == profile.timesteps, path,
-           "encoding and timesteps must be the profile's")  # fmt: skip
+    _check(
+        meta["encoding"] == profile.encoding and meta["timesteps"] == profile.timesteps,
+        path,
+        "encoding and timesteps must be the profile's",
+    )
 
     d = meta["dataset"]
     _check(isinstance(d, dict), path, "dataset must be an object")
@@ -227,8 +245,11 @@ def _describe(path: Path, meta: dict, tensors: dict[str, torch.Tensor]):
     _check(isinstance(d["name"], str) and len(d["name"]) <= 4096, path, "dataset name must be text")
     _check(d["macro"] in profile.macros, path, f"dataset macro must be one of {', '.join(profile.macros)}")
     classes = d["classes"]
-    _check(isinstance(classes, list) and 2 <= len(classes) <= MAX_CLASSES and all(isinstance(c, str) for c in classes),
-           path, f"dataset classes must be 2 to {MAX_CLASSES:,} names")  # fmt: skip
+    _check(
+        isinstance(classes, list) and 2 <= len(classes) <= MAX_CLASSES and all(isinstance(c, str) for c in classes),
+        path,
+        f"dataset classes must be 2 to {MAX_CLASSES:,} names",
+    )
     size = d["image_size"]
     _check(_is_int(size) and 1 <= size <= MAX_IMAGE_SIZE, path, f"image_size must be 1 to {MAX_IMAGE_SIZE}")
     _check(_is_int(d["crop_padding"]) and 0 <= d["crop_padding"] <= size, path, "crop_padding out of range")
@@ -236,7 +257,9 @@ def _describe(path: Path, meta: dict, tensors: dict[str, torch.Tensor]):
         v = d[key]
         _check(isinstance(v, list) and len(v) == 3 and all(_is_number(x) for x in v), path, f"{key} must be 3 numbers")
     _check(all(x > 0 for x in d["std"]), path, "std must be positive")
-    info = DatasetInfo(d["name"], d["macro"], tuple(classes), size, tuple(d["mean"]), tuple(d["std"]), d["crop_padding"])
+    info = DatasetInfo(
+        d["name"], d["macro"], tuple(classes), size, tuple(d["mean"]), tuple(d["std"]), d["crop_padding"]
+    )
 
     acc = meta["accuracy"]
     _check(acc is None or (_is_number(acc) and 0 <= acc <= 1), path, "accuracy must be empty or from 0 to 1")
@@ -246,8 +269,11 @@ def _describe(path: Path, meta: dict, tensors: dict[str, torch.Tensor]):
         fp = footprint(genotype, kernel_set, profile, info)
     except ValueError as exc:
         raise CheckpointError(f"{path} has invalid metadata: {exc}") from None
-    _check(meta["params"] == fp.params and meta["params_torch"] == fp.params_torch, path,
-           "the parameter counts do not match the network it describes")  # fmt: skip
+    _check(
+        meta["params"] == fp.params and meta["params_torch"] == fp.params_torch,
+        path,
+        "the parameter counts do not match the network it describes",
+    )
     held = sum(t.numel() for t in tensors.values())
     _check(fp.params_torch <= held, path, f"the network needs {fp.params_torch:,} parameters, the file holds {held:,}")
     return genotype, kernel_set, profile, info

@@ -101,8 +101,9 @@ class TrainStateMismatch(InputError):
 STATE_FORMAT = "spikernel-train-state/2"
 
 
-def training_identity(genotype: Genotype, kernel_set: Space, profile: Profile, data: ImageData,
-                      config: TrainConfig) -> dict:  # fmt: skip
+def training_identity(
+    genotype: Genotype, kernel_set: Space, profile: Profile, data: ImageData, config: TrainConfig
+) -> dict:
     """Everything that decides what a training computes, the device aside (a run may resume elsewhere).
 
     A state file records it; a resume must present the same, so no run continues another one's weights.
@@ -127,8 +128,11 @@ def training_identity(genotype: Genotype, kernel_set: Space, profile: Profile, d
 def _differences(recorded, wanted, prefix: str = "") -> list[str]:
     """``key: recorded -> wanted`` for every leaf that differs (nested dicts by dotted key)."""
     if isinstance(recorded, dict) and isinstance(wanted, dict):
-        return [d for k in sorted(set(recorded) | set(wanted), key=str)
-                for d in _differences(recorded.get(k), wanted.get(k), f"{prefix}{k}.")]  # fmt: skip
+        return [
+            d
+            for k in sorted(set(recorded) | set(wanted), key=str)
+            for d in _differences(recorded.get(k), wanted.get(k), f"{prefix}{k}.")
+        ]
     if recorded == wanted:
         return []
     return [f"{prefix.rstrip('.')} {_short(recorded)} (now {_short(wanted)})"]
@@ -144,8 +148,9 @@ def _load_state(path: Path, identity: dict, device: torch.device) -> dict:
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # a torn, foreign or pickled-object file: never guessed at
-        raise TrainStateMismatch(f"{path} is not a readable training state ({type(exc).__name__}); delete it to "
-                                 "start this training afresh") from None  # fmt: skip
+        raise TrainStateMismatch(
+            f"{path} is not a readable training state ({type(exc).__name__}); delete it to start this training afresh"
+        ) from None
     recorded = state.get("identity") if isinstance(state, dict) else None
     if not isinstance(recorded, dict):
         raise TrainStateMismatch(f"{path} does not say which training it belongs to; delete it to start afresh")
@@ -229,8 +234,9 @@ def _lr_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch
     )
 
 
-def _save_state(path: Path, identity: dict, model, optimizer, scheduler, epoch: int, records: list[EpochRecord],
-                config) -> None:  # fmt: skip
+def _save_state(
+    path: Path, identity: dict, model, optimizer, scheduler, epoch: int, records: list[EpochRecord], config
+) -> None:
     """Resume state (what training it is, weights, optimiser, scheduler, epoch, history), written atomically."""
     state = {
         "identity": identity,
