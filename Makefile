@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test quick bench clean
+.PHONY: setup run test quick lint bench clean
 
 setup: $(STAMP)
 
@@ -19,8 +19,13 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-ray.txt pyproject.t
 run: setup
 	$(PY) -m streamlit run app.py --server.address 127.0.0.1
 
-test: setup
+test: setup lint
 	$(PY) -m pytest tests -q
+
+# Formatting, import order, unused names and likely bugs (ruff, configured in pyproject.toml).
+lint: setup
+	$(PY) -m ruff format --check .
+	$(PY) -m ruff check .
 
 # The suite without its slow tests (real processes, the browser, Ray, long trainings): about 2 minutes.
 quick: setup
