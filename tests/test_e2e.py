@@ -450,3 +450,32 @@ def visit_study(page, store) -> None:
     expect(page.get_by_role("combobox", name="Dataset")).to_have_value("Bundled CIFAR-10 sample")
     expect(page.get_by_role("button", name=re.compile(r"Launch study$"))).to_be_enabled()
     screenshot(page, "study")
+
+
+def test_a_first_visit_straight_to_a_page_gets_the_whole_app(browser, dashboard):
+    """A bookmark of /jobs opened right after the server starts: the app's own navigation (its five pages,
+    nothing else from ``pages/``) and the sidebar; queued work then starts the worker from that page."""
+    from playwright.sync_api import expect
+
+    from engine import api
+
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
+    try:
+        page.goto(f"{dashboard['url']}/jobs")
+        expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
+        sidebar = page.get_by_test_id("stSidebar")
+        expect(sidebar.get_by_text("Worker idle")).to_be_visible()
+        links = page.get_by_role("navigation", name="App pages").get_by_role("link")
+        expect(links).to_have_text(
+            [re.compile(f"{title}$") for title in ("Launch", "Jobs", "Results", "Study", "Model")]
+        )
+
+        config = api.ExperimentConfig(
+            dataset="sample", kernel_sets=("1x1_3x3",), iterations=2, epochs=1, device="cpu", baseline=None
+        )
+        api.submit_experiment(config, store=dashboard["store"])
+        page.reload()
+        expect(sidebar.get_by_text(re.compile(r"Worker (starting|running)"))).to_be_visible()
+    finally:
+        page.close()

@@ -26,14 +26,19 @@ def frame() -> None:
     """First thing on every page: the page setup, the database check and the sidebar with the worker.
 
     Each page draws its own frame rather than ``app.py``: Streamlit remembers, once per process, that the app
-    has a ``pages/`` folder and, until some run has called ``st.navigation``, runs a page visited straight
-    by its address (a bookmark, a reload after a restart) on its own, without ``app.py``. The frame is then
-    still drawn, and the worker still started; the flag is cleared as ``st.navigation`` would, so the next
-    run goes through ``app.py``'s navigation.
+    has a ``pages/`` folder and, until some run has called ``st.navigation``, runs a page visited straight by
+    its address (a bookmark, a reload after a restart) on its own, without ``app.py`` and with a page list
+    of its own making. The frame is drawn all the same; the flag is cleared as ``st.navigation`` would, and
+    a session's first run reruns at once (nothing clicked yet, so nothing lost) through ``app.py``.
     """
     from streamlit.runtime.pages_manager import PagesManager
 
+    without_app = PagesManager.uses_pages_directory
     PagesManager.uses_pages_directory = False
+    first_run = "frame_drawn" not in st.session_state
+    st.session_state["frame_drawn"] = True
+    if without_app and first_run:
+        st.rerun()
     st.set_page_config(page_title="SpiKernel Studio", page_icon=":material/neurology:", layout="wide")
     try:
         store()
