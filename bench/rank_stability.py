@@ -2,7 +2,7 @@
 
 For one profile and kernel set, ``run`` samples distinct cells and scores each one with ``draws=1`` under
 several seeds, so every seed is one (init, batch) draw and "the mean of k draws" is the mean of k per-seed
-scores. Scoring goes through ``engine.search.sampling.Scorer`` unchanged; three things are patched, in this
+scores. Scoring goes through ``engine.search.scorer.Scorer`` unchanged; three things are patched, in this
 script's process only, to see more per forward pass:
 
 * ``KernelAccumulator`` is wrapped so that one forward gives both ``count_silent`` variants (the other
@@ -55,11 +55,12 @@ import torch
 from scipy.stats import spearmanr
 
 import engine.nn.network as en  # noqa: E402
-import engine.search.sampling as es  # noqa: E402
+import engine.search.scorer as es  # noqa: E402
 from engine.core.profiles import get_profile  # noqa: E402
 from engine.core.seeds import derive_seed  # noqa: E402
 from engine.core.space import KernelSet  # noqa: E402
 from engine.data.images import load_dataset  # noqa: E402
+from engine.search import RandomSampler  # noqa: E402
 from engine.search.hamming import KernelAccumulator  # noqa: E402
 
 MODES = ("shared", "fresh", "pinned", "aligned")
@@ -182,7 +183,7 @@ def uninstall_probes() -> None:
 def sample_cells(n: int, seed: int):
     seen, cells = set(), []
     space = KernelSet(1, 3)  # every two-size set samples the same cells
-    for g in es.RandomSampler(space, seed):
+    for g in RandomSampler(space, seed):
         key = space.canonical(g)
         if key in seen:
             continue
