@@ -388,6 +388,10 @@ def connect(ray, address: str, num_cpus: int | None = None) -> None:
         raise InputError(
             f"no Ray cluster at {address!r} ({e}); start one with `ray start --head`, or use --ray local"
         ) from None
+    except ValueError as e:  # Ray's word for an address it cannot parse
+        raise InputError(
+            f"{address!r} is not a Ray cluster address ({e}); use auto, local or a head node's host:port"
+        ) from None
 
 
 def serve_ray(

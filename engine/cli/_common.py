@@ -1,0 +1,121 @@
+"""What the commands share: the parser that fails in one line, the argument types, the plain-text table,
+the dataset a command line names, where text output goes, and Ctrl-C handling."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import NoReturn
+
+from engine.core.errors import InputError
+from engine.core.files import write_atomic
+
+
+class CliError(InputError):
+    """A bad argument or input that the command line itself finds: printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (a ``CliError``), without the usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(message)
+
+
+def whole(low: int, high: int | None = None):
+    """An argument type: a whole number from ``low`` (to ``high``), refused with the range it takes."""
+    span = f"from {low:,} to {high:,}" if high is not None else f"of at least {low:,}"
+
+    def parse(text: str) -> int:
+        value = int(text) if re.fullmatch(r"\s*[-+]?\d{1,19}\s*", text) else None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected a whole number {span}, got {text[:40]!r}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def number(low: float, *, above: bool = False):
+    """An argument type: a finite number of at least ``low`` (above it with ``above``)."""
+    bound = f"{'above' if above else 'of at least'} {low:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < low or (above and value == low):
+            raise argparse.ArgumentTypeError(f"expected a finite number {bound}, got {text[:40]!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(str(row[column])) for row in [header, *rows]) for column in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(
+            str(value).rjust(width) if column else str(value).ljust(width)
+            for column, (value, width) in enumerate(zip(row, widths))
+        )
+
+    return "\n".join([line(header), line(["-" * width for width in widths]), *map(line, rows)])
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line (its class name when it has none)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def named_dataset(spec: str):
+    """A dataset this command line names: a ``folder:`` path on it may lie outside the data roots (it is
+    read because it was typed here, and we say so); nothing under it may lead elsewhere."""
+    from engine.data import outside_roots
+    from engine.data.images import load_dataset
+
+    where = outside_roots(spec)
+    data = load_dataset(spec, named_path=True)
+    if where is not None:
+        print(f"note: read {where}, outside the data roots, because this command line names it", file=sys.stderr)
+    return data
+
+
+def print_or_write(text: str, out: Path | None) -> None:
+    """``text`` on standard output, or written to ``out`` (checked with ``check_output_file`` before the work)."""
+    if out is None:
+        sys.stdout.write(text)
+        return
+    write_atomic(out, text)
+    print(f"wrote {out}")
+
+
+class StopOnInterrupt:
+    """First Ctrl-C asks the work to stop at the next safe point; a second one aborts at once."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def __enter__(self) -> StopOnInterrupt:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, *_):
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.event.set()
+        print("\nstopping after the current step (Ctrl-C again to abort)...", file=sys.stderr)
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def __call__(self) -> bool:
+        return self.event.is_set()

@@ -1,0 +1,41 @@
+"""``export-model``: a trained model (a run of the database, or a model file) as NIR or with 8/4-bit weights."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from engine.cli._common import whole
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export-model", help="a trained model as NIR (neuromorphic hardware) or with 8/4-bit weights"
+    )
+    parser.add_argument("model", help="a run id of the database, or a model file (.safetensors)")
+    parser.add_argument("--format", required=True, choices=["nir", "int8", "int4"])
+    parser.add_argument("--out", type=Path, required=True, help="file to write")
+    parser.add_argument(
+        "--check",
+        type=whole(0),
+        default=8,
+        metavar="IMAGES",
+        help="NIR: read the file back (snntorch) and compare it with the engine on this many test images (0: skip)",
+    )
+    parser.set_defaults(run_command=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from engine import api, deploy
+
+    if args.model.isdigit():
+        store = api.get_store(args.db)
+        run_id = int(args.model)
+        source = api.checkpoint_path(run_id, store=store)
+        accuracy = api.measured_accuracy(run_id, args.format, store=store)
+    else:
+        source, accuracy = Path(args.model), None
+    out = deploy.export(source, args.format, args.out, accuracy=accuracy)
+    print(f"wrote {out} ({args.format}, {out.stat().st_size / 1e6:.2f} MB)")
+    if args.format == "nir" and args.check:
+        print(deploy.check_file(source, out, images=args.check))

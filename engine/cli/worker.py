@@ -1,0 +1,52 @@
+"""``worker``: run the database's queued jobs in the foreground (here, or as Ray tasks on a cluster)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from engine import api
+from engine.cli._common import CliError, number
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("worker", help="run queued jobs (foreground); one job per GPU, else one on the CPU")
+    parser.add_argument("--idle-exit", type=number(0), help="exit after this many seconds without work")
+    parser.add_argument(
+        "--stale-after",
+        type=number(0, above=True),
+        default=60.0,
+        help="take over running jobs silent this long (s)",
+    )
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        help="run jobs as Ray tasks: 'auto' (the cluster this machine joined), 'local' or a cluster address",
+    )
+    parser.set_defaults(run_command=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from engine.jobs.worker import WorkerBusy, serve
+
+    store = api.get_store(args.db)
+    if args.ray is not None:
+        from engine.jobs.ray_driver import import_ray, serve_ray
+
+        import_ray()  # one line of error when Ray is missing
+    stop = threading.Event()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signal_number, lambda *_: stop.set())
+    try:
+        if args.ray is not None:
+            where = f"Ray worker serving {store.path} on {args.ray}"
+            print(f"{where} (Ctrl-C stops; running jobs resume later)", file=sys.stderr)
+            serve_ray(store, address=args.ray, stale_after=args.stale_after, idle_exit=args.idle_exit, stop=stop)
+        else:
+            print(f"worker serving {store.path} (Ctrl-C stops; running jobs resume later)", file=sys.stderr)
+            serve(store, stale_after=args.stale_after, idle_exit=args.idle_exit, stop=stop)
+    except WorkerBusy as busy:
+        raise CliError(str(busy)) from None
