@@ -87,19 +87,67 @@ def test_nir_read_back_into_snntorch_equals_the_engine(sample, test_images, tmp_
         assert differ <= total * 1e-4, (node, differ, total)
 
 
-def test_cell_sums_become_edges_and_a_repeated_source_is_scaled(sample, test_images, tmp_path):
-    """x1 = skip(x0), x3 = skip(x0) + skip(x1) = 2 x0: the stem reaches the next LIF through a Scale of 2.
-    Also direct encoding: the analog image at every timestep."""
+def test_cell_sums_become_edges_and_a_repeated_source_is_folded(sample, test_images, tmp_path):
+    """x1 = skip(x0), x3 = skip(x0) + skip(x1) = 2 x0: the stem reaches down's LIF once, with 2 and down's
+    BatchNorm folded into its weights; cell 2's input (down's pool, no weights to fold into) reaches the head's
+    LIF through a 1x1 convolution carrying 2 and the head's BatchNorm. Only plain nodes: no Scale, no
+    AvgPool2d, every LIF with r = 1 and v_leak = 0. Also direct encoding: the analog image at every timestep."""
+    import nir
+
     base = make_model(tmp_path / "m.safetensors", sample.info, "0101 0001 0000 0000", "1x1_3x3")
     direct = LoadedModel(
         base.model, base.meta, base.genotype, base.kernel_set, dataclasses.replace(LAPTOP, encoding="direct"), base.data
     )
-    graph = deploy.to_nir(direct)
-    assert ("stem", "stem.times2") in graph.edges and ("stem.times2", "down.lif") in graph.edges
-    assert np.all(graph.nodes["stem.times2"].scale == 2)
+    graph = deploy.to_nir(direct, dtype=np.float64)
+    kinds = {type(n) for n in graph.nodes.values()}
+    assert kinds <= {nir.Input, nir.Output, nir.Conv2d, nir.SumPool2d, nir.Flatten, nir.Linear, nir.Affine, nir.LIF}
+    for node in graph.nodes.values():
+        if isinstance(node, nir.LIF):
+            assert np.all(node.r == 1) and np.all(node.v_leak == 0) and np.all(node.v_reset == 0)
+    assert ("stem", "down.lif") in graph.edges
+    net = base.model
+    a_stem, b_stem = deploy.nir._bn_affine(net.stem[1])
+    a_down, b_down = deploy.nir._bn_affine(net.down[0])
+    stem = graph.nodes["stem"]
+    expected = net.stem[0].weight.detach().double().numpy() * (a_stem * 2 * a_down)[:, None, None, None]
+    assert np.allclose(stem.weight, expected, rtol=1e-12, atol=0)
+    assert np.allclose(stem.bias, b_stem * 2 * a_down + b_down, rtol=1e-12, atol=1e-15)
+    carrier = "down.pool.to.head.lif"
+    assert ("down.pool", carrier) in graph.edges and (carrier, "head.lif") in graph.edges
+    a_head, b_head = deploy.nir._bn_affine(net.head[0])
+    assert np.allclose(graph.nodes[carrier].weight[:, :, 0, 0], np.diag(2 * a_head)) and np.allclose(
+        graph.nodes[carrier].bias, b_head
+    )
     assert graph.metadata["encoding"] == "direct"
     report = deploy.check_nir(direct, test_images, dtype=torch.float64)
     assert report.spikes_equal and report.ok, report.summary()
+
+
+@pytest.mark.parametrize("include_pad", [False, True], ids=["padding-not-counted", "padding-counted"])
+def test_the_cells_average_pool_becomes_exact_convolutions(include_pad):
+    """At a border the pool divides by the pixels its window covers (4, 6 or 9 for 3x3): the convolutions it
+    becomes do the same, on every map size from 1 pixel up."""
+    import nir
+
+    from engine.deploy.nir import _Builder
+
+    gen = torch.Generator().manual_seed(0)
+    for h, w in ((1, 1), (1, 2), (2, 2), (3, 5), (4, 4), (7, 3), (16, 16)):
+        g = _Builder()
+        g.add("input", nir.Input(input_type=np.array([3, h, w])), (3, h, w))
+        pool = nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=include_pad)
+        out = g.cell_pool("pool", pool, {"input": np.ones(3)})
+        g.finish(np.float64)
+        values = {"input": torch.rand(2, 3, h, w, generator=gen, dtype=torch.float64) - 0.5}
+        for src, dst in g.edges:  # in order of creation: a chain
+            node = g.nodes[dst]
+            weight = torch.from_numpy(node.weight)
+            bias = torch.from_numpy(node.bias)
+            values[dst] = nn.functional.conv2d(values[src], weight, bias, node.stride, node.padding)
+        assert all(type(n) is nir.Conv2d and n.groups == 1 for k, n in g.nodes.items() if k != "input")
+        assert len(g.nodes) == (2 if include_pad else 6)
+        expected = pool(values["input"])
+        assert float((values[out] - expected).abs().max()) < 1e-14, (h, w)
 
 
 def test_to_snntorch_is_a_trainable_snntorch_module(sample, test_images, tmp_path):
@@ -318,6 +366,13 @@ def test_the_worker_measures_and_stores_what_deploy_delivers(finished, tmp_path)
     assert again == pytest.approx(run.accuracy_8bit)
     nir_file = api.deploy_file(int(run.run_id), "nir")
     assert "equal to the engine" in deploy.check_file(api.checkpoint_path(int(run.run_id)), nir_file, images=4)
+    # A NIR file of the format before (no other importer read it) is made again, though newer than the model.
+    import nir
+
+    graph = deploy.read_nir(nir_file)
+    graph.metadata["format"] = "spikernel-nir/1"
+    nir.write(str(nir_file), graph)
+    assert deploy.read_nir(api.deploy_file(int(run.run_id), "nir")).metadata["format"] == deploy.NIR_FORMAT
 
 
 def test_unfinished_runs_and_unknown_formats_are_refused(studio):

@@ -39,14 +39,17 @@ DEPLOY_FILES = {"nir": "model.nir", "int8": "model-int8.safetensors", "int4": "m
 
 def deploy_file(run_id: int, fmt: str, *, store: Store | None = None) -> Path:
     """A finished run's model as ``nir`` (the NIR graph) or ``int8``/``int4`` (integer weights), made beside the
-    model on first use (and again if the model file is newer)."""
-    from engine.deploy import DeployError, export  # torch: the export rebuilds the network from its weights
+    model on first use (and again if the model file is newer, or a NIR file is of an older format)."""
+    from engine.deploy import NIR_FORMAT, DeployError, export, read_nir  # torch: the export rebuilds the network
 
     if fmt not in DEPLOY_FILES:
         raise DeployError(f"unknown format {fmt!r}; choose one of {', '.join(DEPLOY_FILES)}")
     source = checkpoint_path(run_id, store=store)
     out = source.with_name(DEPLOY_FILES[fmt])
-    if not out.is_file() or out.stat().st_mtime < source.stat().st_mtime:
+    stale = not out.is_file() or out.stat().st_mtime < source.stat().st_mtime
+    if not stale and fmt == "nir":  # written before the format changed (other importers could not read it)
+        stale = read_nir(out).metadata.get("format") != NIR_FORMAT
+    if stale:
         export(source, fmt, out, accuracy=measured_accuracy(run_id, fmt, store=store))
     return out
 
