@@ -214,11 +214,12 @@ def evaluate(
         spikes += float(out.sum()) * _module.fanout
         neurons += out.numel() * _module.fanout
 
+    precision = Precision.parse(precision)
     hooks = [m.register_forward_hook(count) for m in spike_layers(model)]
     try:
         with seeded(device, seed), torch.no_grad():
             for x, y in images.batches(batch_size):
-                with Precision.parse(precision).autocast(device):
+                with precision.autocast(device):
                     out = model(encode(profile.encoding, x, profile.timesteps, data.info))
                 correct += int((out.argmax(1) == y).sum())
     finally:
