@@ -176,9 +176,18 @@ _V5 = """
 ALTER TABLE runs ADD COLUMN val_accuracy REAL;
 """
 
+# A study's correlation sample is a uniform draw of distinct cells, which may include a top-scored cell: ``sampled``
+# marks the rows that belong to it (a study of an earlier release sampled its 'random' cells). Trainings hold out
+# a validation part of the training set: ``val_accuracy`` is what a study chooses on, ``accuracy`` what it reports.
+_V6 = """
+ALTER TABLE trained_cells ADD COLUMN sampled INTEGER NOT NULL DEFAULT 0 CHECK (sampled IN (0, 1));
+ALTER TABLE trained_cells ADD COLUMN val_accuracy REAL;
+UPDATE trained_cells SET sampled = 1 WHERE role = 'random';
+"""
+
 # Each entry upgrades the schema by one version; a database remembers its version in user_version.
 # Append, never edit: a newer release opens an older database by running the entries it lacks.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -34,6 +34,8 @@ TRAINED_CELL_COLUMNS = (
     "train_accuracy",
     "firing_rate",
     "seconds",
+    "sampled",
+    "val_accuracy",
 )
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_accuracy", "firing_rate", "seconds", "lr")
 
