@@ -1,242 +1,193 @@
+"""The study's statistics: scipy's where scipy has them, and what the study adds checked by simulation."""
+
 import math
-import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
+from engine.study.estimates import cells_needed, correlation_power, detectable_correlation
 from engine.study.statistics import (
-    Interval,
-    bootstrap_interval,
-    correlation,
+    correlation_difference,
     kendall,
-    pooled_within_spearman,
-    regret,
+    mean_difference,
+    partial_spearman,
+    pick_quality,
+    pooled_spearman,
+    reliability,
     spearman,
+    spearman_rows,
     summarise,
-    t_quantile_975,
-    within_groups,
 )
 
 
-def test_module_loads_without_torch_or_scipy():
-    code = "import sys, engine.study.statistics; print(sorted({'torch', 'scipy'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+def test_the_pages_load_the_design_without_scipy_or_torch():
+    code = "import sys, engine.study, engine.study.estimates; print(sorted({'torch', 'scipy'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
-# ------------------------------------------------------------------------------ known correlations
+def bivariate(n: int, rho: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    x = rng.normal(size=n)
+    return x, rho * x + math.sqrt(1 - rho**2) * rng.normal(size=n)
 
 
-def test_perfect_monotone_and_reversed():
-    x = [1, 2, 3, 4, 5]
-    y = [1, 4, 9, 16, 100]  # monotone, not linear
-    assert spearman(x, y) == pytest.approx(1.0)
-    assert kendall(x, y) == pytest.approx(1.0)
-    assert spearman(x, y[::-1]) == pytest.approx(-1.0)
-    assert kendall(x, y[::-1]) == pytest.approx(-1.0)
+def test_spearman_and_kendall_are_scipys_with_a_permutation_p_value():
+    x, y = bivariate(30, 0.5, np.random.default_rng(1))
+    rho = spearman(x, y, resamples=2000)
+    assert rho.estimate == pytest.approx(scipy_stats.spearmanr(x, y).statistic)
+    assert rho.low < rho.estimate < rho.high
+    # the permutation p-value agrees with scipy's t approximation at this size
+    assert rho.p == pytest.approx(scipy_stats.spearmanr(x, y).pvalue, abs=0.02)
+    tau = kendall(x, y)
+    assert (tau.estimate, tau.p) == pytest.approx(tuple(scipy_stats.kendalltau(x, y)))
+    assert math.isnan(tau.low)
 
 
-def test_ties_by_hand():
-    # pairs: 4 concordant, 0 discordant, one tied in x only, one tied in y only -> 4 / sqrt(5 * 5)
-    x, y = [1, 2, 2, 3], [1, 2, 3, 3]
-    assert kendall(x, y) == pytest.approx(0.8)
-    # average ranks [1, 2.5, 2.5, 4] and [1, 2, 3.5, 3.5]: covariance 3.75 over variance 4.5
-    assert spearman(x, y) == pytest.approx(3.75 / 4.5)
+def test_the_vectorised_spearman_matches_scipy_row_by_row():
+    rng = np.random.default_rng(2)
+    x, y = rng.integers(0, 5, size=(50, 12)).astype(float), rng.normal(size=(50, 12))  # ties in x
+    expected = [scipy_stats.spearmanr(a, b).statistic for a, b in zip(x, y)]
+    assert spearman_rows(x, y) == pytest.approx(expected)
 
 
-def test_textbook_examples():
-    # IQ against weekly hours of TV (Wikipedia, "Spearman's rank correlation coefficient"): 1 - 6*194/990
-    iq = [106, 86, 100, 101, 99, 103, 97, 113, 112, 110]
-    tv = [7, 0, 27, 50, 28, 29, 20, 12, 6, 17]
-    assert spearman(iq, tv) == pytest.approx(-29 / 165)
-    # 7 concordant and 3 discordant pairs of 10
-    assert kendall([1, 2, 3, 4, 5], [3, 1, 2, 5, 4]) == pytest.approx(0.4)
-
-
-def test_undefined_cases_are_nan():
-    assert math.isnan(spearman([1, 2], [2, 1]))
-    assert math.isnan(kendall([1, 2], [2, 1]))
-    assert math.isnan(spearman([1, 2, 3], [5, 5, 5]))
-    assert math.isnan(kendall([4, 4, 4], [1, 2, 3]))
-
-
-def test_agrees_with_scipy_on_random_data():
-    stats = pytest.importorskip("scipy.stats")
-    rng = np.random.default_rng(7)
-    for n in (3, 4, 10, 57, 200):
-        for _ in range(5):
-            x = rng.integers(0, 6, n).astype(float)  # many ties
-            y = x + rng.normal(size=n).round(1)
-            assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y)[0], abs=1e-12)
-            assert kendall(x, y) == pytest.approx(stats.kendalltau(x, y)[0], abs=1e-12)
-
-
-def test_t_quantile_against_scipy():
-    stats = pytest.importorskip("scipy.stats")
-    for df in (1, 2, 5, 29, 30, 31, 45, 100, 10_000):
-        assert t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-6)
-
-
-# ------------------------------------------------------------------------------------------ bootstrap
-
-
-def test_bootstrap_is_deterministic_for_a_seed():
+def test_an_interval_is_the_same_for_a_seed_and_covers_at_its_level():
     rng = np.random.default_rng(3)
-    x = rng.normal(size=40)
-    y = x + rng.normal(size=40)
-    first = bootstrap_interval(x, y, spearman, resamples=300, seed=11)
-    assert first == bootstrap_interval(x, y, spearman, resamples=300, seed=11)
-    assert first != bootstrap_interval(x, y, spearman, resamples=300, seed=12)
-    assert first.estimate == spearman(x, y) and first.n == 40
-    assert first.low < first.estimate < first.high
+    x, y = bivariate(40, 0.4, rng)
+    assert spearman(x, y, seed=5, resamples=1000) == spearman(x, y, seed=5, resamples=1000)
+    population = 6 / math.pi * math.asin(0.4 / 2)  # Spearman's rho of a bivariate normal
+    covered = [
+        (lambda e: e.low <= population <= e.high)(spearman(*bivariate(40, 0.4, rng), seed=i, resamples=1000))
+        for i in range(120)
+    ]
+    assert 0.87 <= np.mean(covered) <= 0.99
 
 
-def test_batched_statistics_match_the_generic_path():
-    rng = np.random.default_rng(4)
-    x = rng.integers(0, 5, 30).astype(float)
-    y = x + rng.integers(0, 3, 30)
-    for statistic in (spearman, kendall):
-        fast = bootstrap_interval(x, y, statistic, resamples=200, seed=5)
-        slow = bootstrap_interval(x, y, lambda a, b: statistic(a, b), resamples=200, seed=5)
-        assert fast.low == pytest.approx(slow.low) and fast.high == pytest.approx(slow.high)
-
-
-def test_bootstrap_takes_any_statistic_and_drops_nan_resamples():
-    x = [0.0, 0.0, 0.0, 0.0, 1.0]  # many resamples have a constant x, where Spearman is NaN
-    y = [1.0, 2.0, 3.0, 4.0, 5.0]
-    interval = bootstrap_interval(x, y, spearman, resamples=200)
-    assert -1 <= interval.low <= interval.high <= 1
-    mean_gap = bootstrap_interval(x, y, lambda a, b: float(np.mean(b - a)), resamples=200)
-    assert mean_gap.estimate == pytest.approx(2.8) and mean_gap.low < 2.8 < mean_gap.high
-
-
-def test_bootstrap_coverage_on_bivariate_normal():
-    rho = 0.6
-    truth = 6 / math.pi * math.asin(rho / 2)  # population Spearman of a bivariate normal
-    rng = np.random.default_rng(2024)
-    cov = [[1, rho], [rho, 1]]
-    repetitions, hits = 200, 0
-    for rep in range(repetitions):
-        sample = rng.multivariate_normal([0, 0], cov, size=60)
-        interval = bootstrap_interval(sample[:, 0], sample[:, 1], spearman, resamples=200, seed=rep)
-        hits += interval.low <= truth <= interval.high
-    assert 0.88 <= hits / repetitions <= 0.99
-
-
-def test_too_few_points_give_a_nan_interval():
-    interval = bootstrap_interval([1, 2], [3, 4], spearman)
-    assert interval.n == 2 and all(math.isnan(v) for v in (interval.estimate, interval.low, interval.high))
-
-
-def test_correlation_reports_both_statistics():
-    x = np.arange(20.0)
-    y = x + np.tile([0.0, 3.0], 10)
-    result = correlation(x, y, resamples=200)
-    assert result.n == 20
-    assert result.spearman.estimate == pytest.approx(spearman(x, y))
-    assert result.kendall.estimate == pytest.approx(kendall(x, y))
-    assert result.kendall.low <= result.kendall.estimate <= result.kendall.high
-
-
-# -------------------------------------------------------------------------------------- within groups
-
-
-def grouped(sizes):
-    """Points whose only correlation comes from the group: within each group the ranks are uncorrelated."""
-    within = {4: ([1, 2, 3, 4], [2, 4, 1, 3]), 5: ([1, 2, 3, 4, 5], [2, 5, 3, 1, 4])}  # Spearman 0 each
-    x, y, groups = [], [], []
-    for g, size in enumerate(sizes):
-        gx, gy = within[size]
-        x += [10 * g + v for v in gx]
-        y += [10 * g + v for v in gy]
-        groups += [g] * size
-    return x, y, groups
-
-
-def test_pooled_within_group_removes_the_between_group_effect():
-    x, y, groups = grouped([4, 5, 4, 5, 4])
-    assert spearman(x, y) > 0.9  # only because of the groups
-    pooled = pooled_within_spearman(x, y, groups, resamples=300)
-    assert pooled.estimate == pytest.approx(0.0, abs=1e-12)  # groups of 4 and 5 add nothing of their own
-    assert pooled.low < 0 < pooled.high and pooled.n == 22
-    per_group = within_groups(x, y, groups, resamples=100)
-    assert list(per_group) == [0, 1, 2, 3, 4]
-    assert all(c.spearman.estimate == pytest.approx(0.0, abs=1e-12) for c in per_group.values())
-
-
-def test_pooled_within_group_sees_a_real_within_group_effect():
-    x, y, groups = grouped([4, 4, 4])
-    y = [v if i % 4 != 3 else v + 100 for i, v in enumerate(x)]  # y follows x inside groups
-    assert pooled_within_spearman(x, y, groups, resamples=100).estimate == pytest.approx(1.0)
-
-
-def test_small_groups_give_nan_not_errors():
-    result = within_groups([1, 2, 3, 4, 5], [1, 3, 2, 5, 4], ["a", "a", "b", "b", "b"], resamples=50)
-    assert math.isnan(result["a"].spearman.estimate) and math.isnan(result["a"].kendall.high)
-    assert result["a"].n == 2
-    assert result["b"].spearman.estimate == pytest.approx(0.5)
-
-
-# -------------------------------------------------------------------------------------- summary, regret
-
-
-def test_summarise_t_interval():
-    summary = summarise([1, 2, 3, 4, 5])
-    half = 2.776445 * math.sqrt(2.5) / math.sqrt(5)  # t(0.975, df 4) * s / sqrt(n)
-    assert (summary.mean, summary.n) == (3.0, 5)
-    assert summary.std == pytest.approx(math.sqrt(2.5))
-    assert summary.low == pytest.approx(3 - half) and summary.high == pytest.approx(3 + half)
-
-
-def test_summarise_one_value():
-    summary = summarise([0.7])
-    assert summary.mean == 0.7 and summary.n == 1
-    assert math.isnan(summary.std) and math.isnan(summary.low) and math.isnan(summary.high)
-
-
-def test_regret_by_hand():
-    result = regret([(0.5, 80.0), (0.9, 70.0), (0.9, 90.0), (0.1, 85.0)])
-    assert result.top1_index == 1  # the tie at 0.9 goes to the first
-    assert (result.top1_accuracy, result.best_accuracy, result.regret) == (70.0, 90.0, 20.0)
-    assert result.random_mean == pytest.approx(81.25) and result.gain == pytest.approx(-11.25)
-    assert result.n == 4
-
-
-def test_regret_of_a_perfect_score_is_zero():
-    result = regret([(1.0, 60.0), (3.0, 80.0), (2.0, 70.0)])
-    assert result.regret == 0.0 and result.gain == pytest.approx(10.0)
-
-
-# ------------------------------------------------------------------------------------------ validation
+def test_undefined_statistics_are_nan_and_small_samples_get_no_interval():
+    assert math.isnan(spearman([1, 2], [3, 4]).estimate)
+    assert math.isnan(spearman([1, 1, 1, 1], [1, 2, 3, 4]).estimate)
+    few = spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5])
+    assert not math.isnan(few.estimate) and not math.isnan(few.p)
+    assert math.isnan(few.low) and math.isnan(few.high)  # five points: no interval that collapses to a point
 
 
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: spearman([1, 2, 3], [1, 2]), "same length, got 3 and 2"),
-        (lambda: kendall([1, math.nan, 3], [1, 2, 3]), "x must be finite, got nan at index 1"),
-        (lambda: spearman([1, 2, 3], [1, 2, math.inf]), "y must be finite, got inf at index 2"),
-        (lambda: spearman([[1, 2], [3, 4]], [1, 2]), "x must be one-dimensional"),
-        (lambda: spearman(["a", "b", "c"], [1, 2, 3]), "x must be numbers"),
-        (lambda: bootstrap_interval([1, 2, 3], [1, 2, 3], spearman, level=1.5), "level must be between 0 and 1"),
-        (lambda: bootstrap_interval([1, 2, 3], [1, 2, 3], spearman, resamples=0), "resamples must be a positive"),
-        (lambda: within_groups([1, 2, 3], [1, 2, 3], [0, 1]), "one label per point, got 2 labels for 3"),
-        (lambda: pooled_within_spearman([1, 2, 3], [1, 2, 3], [0, math.nan, 0]), "must not be NaN"),
-        (lambda: summarise([]), "at least one value"),
-        (lambda: summarise([1.0, math.nan]), "values must be finite"),
-        (lambda: regret([]), "at least one trained"),
-        (lambda: regret([(1.0, 2.0, 3.0)]), "(score, accuracy) pair"),
-        (lambda: regret([(1.0, math.nan)]), "accuracies must be finite"),
+        (lambda: spearman([1, 2, 3], [1, 2]), "same length"),
+        (lambda: spearman([1, 2, float("nan")], [1, 2, 3]), "finite"),
+        (lambda: spearman([[1, 2]], [[1, 2]]), "one-dimensional"),
+        (lambda: spearman(["a", "b", "c"], [1, 2, 3]), "numbers"),
+        (lambda: summarise([]), "at least one"),
+        (lambda: pick_quality(0.3, []), "at least one sampled cell"),
+        (lambda: mean_difference([1, 2], [1, 2, 3], paired=True), "same length"),
     ],
 )
-def test_validation_errors(call, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
+def test_bad_input_gets_a_clear_error(call, message):
+    with pytest.raises(ValueError, match=message):
         call()
 
 
-def test_interval_is_frozen():
-    interval = Interval(0.5, 0.1, 0.9, 10)
-    with pytest.raises(AttributeError):
-        interval.low = 0.0  # type: ignore[misc]
+def test_the_partial_correlation_removes_what_conv_edges_explain():
+    rng = np.random.default_rng(4)
+    edges = rng.integers(0, 7, size=200).astype(float)
+    accuracy = edges + rng.normal(size=200)
+    score = edges + rng.normal(size=200)  # knows only the edges
+    assert spearman(score, accuracy, resamples=500).estimate > 0.6
+    partial = partial_spearman(score, accuracy, edges, resamples=1000)
+    assert partial.low < 0 < partial.high
+    better = partial_spearman(score + accuracy, accuracy, edges, resamples=1000)
+    assert better.low > 0.3
+
+
+def test_the_difference_against_a_baseline_is_paired():
+    rng = np.random.default_rng(5)
+    edges = rng.integers(0, 7, size=60).astype(float)
+    accuracy = edges + rng.normal(size=60)
+    same = correlation_difference(edges + 1e-3 * rng.normal(size=60), edges, accuracy, resamples=1000)
+    assert same.low < 0 < same.high and same.high - same.low < 0.2  # paired: the shared noise cancels
+    worse = correlation_difference(rng.normal(size=60), edges, accuracy, resamples=1000)
+    assert worse.high < 0
+
+
+def test_pooling_within_kernel_sets_keeps_their_difference_out():
+    rng = np.random.default_rng(6)
+    sets = np.repeat([0, 1, 2], 20)
+    score = sets * 10 + rng.normal(size=60)  # sets differ in score and accuracy, nothing within them
+    accuracy = sets * 10 + rng.normal(size=60)
+    assert spearman(score, accuracy, resamples=200).estimate > 0.8
+    pooled = pooled_spearman(score, accuracy, sets, list(range(60)), resamples=2000)
+    assert pooled.low < 0 < pooled.high and pooled.p > 0.05
+
+
+def test_resampling_by_genotype_widens_the_interval_when_kernel_sets_share_cells():
+    rng = np.random.default_rng(7)
+    genotypes = np.tile(np.arange(20), 3)  # the same 20 genotypes in three kernel sets
+    quality = rng.normal(size=20)
+    # a genotype scores and trains about alike whatever its kernels: three near-copies of 20 points, not 60
+    score = (quality + rng.normal(size=20))[genotypes] + 0.1 * rng.normal(size=60)
+    accuracy = (quality + rng.normal(size=20))[genotypes] + 0.1 * rng.normal(size=60)
+    sets = np.repeat([0, 1, 2], 20)
+    clustered = pooled_spearman(score, accuracy, sets, genotypes, resamples=2000)
+    naive = pooled_spearman(score, accuracy, sets, list(range(60)), resamples=2000)
+    assert clustered.estimate == naive.estimate
+    assert clustered.high - clustered.low > 1.4 * (naive.high - naive.low)  # about sqrt(3) in theory
+
+
+def test_reliability_recovers_the_split_between_cells_and_seeds():
+    rng = np.random.default_rng(8)
+    cells = rng.normal(0.25, 0.02, size=400)
+    runs = cells[:, None] + rng.normal(0, 0.02, size=(400, 2))  # ICC 0.5
+    r = reliability(runs)
+    assert r.icc == pytest.approx(0.5, abs=0.08)
+    assert r.reliability == pytest.approx(2 * r.icc / (1 + r.icc))
+    assert r.ceiling == pytest.approx(math.sqrt(r.reliability))
+    assert (r.cell_std, r.seed_std) == pytest.approx((0.02, 0.02), abs=0.003)
+    assert math.isnan(reliability([[0.3], [0.4]]).icc)  # one seed each: no split
+
+
+def test_a_useless_score_puts_the_pick_at_zero_standard_errors():
+    rng = np.random.default_rng(9)
+    zs = []
+    for _ in range(400):
+        true = rng.normal(0.25, 0.02, size=31)
+        measured = true + rng.normal(0, 0.015, size=31)  # one seed each, the pick's too
+        zs.append(pick_quality(measured[0], measured[1:]).z)  # the "pick" is one more random cell
+    assert abs(np.mean(zs)) < 0.15 and 0.85 < np.std(zs) < 1.15
+
+
+def test_the_pick_s_best_comparison_is_chosen_on_validation():
+    q = pick_quality(0.30, [0.20, 0.35, 0.25], [0.40, 0.10, 0.20])
+    assert (q.best, q.chosen_on) == (0.20, "validation") and q.regret == pytest.approx(-0.10)
+    assert pick_quality(0.30, [0.20, 0.35, 0.25]).chosen_on == "test"
+
+
+def test_mean_differences_paired_and_independent():
+    rng = np.random.default_rng(10)
+    base = rng.normal(0.25, 0.03, size=30)
+    larger = base + 0.01 + rng.normal(0, 0.002, size=30)
+    paired = mean_difference(base, larger, paired=True, resamples=2000)
+    assert paired.low > 0 and paired.p < 0.01
+    independent = mean_difference(base, larger, paired=False, resamples=2000)
+    assert independent.low < 0 < independent.high  # the cells' spread hides it without the pairing
+
+
+def test_the_power_figure_matches_a_simulation():
+    rng = np.random.default_rng(11)
+    n, rho_s = 20, 0.5
+    rho = 2 * math.sin(math.pi * rho_s / 6)  # the normal correlation whose Spearman is rho_s
+    found = [scipy_stats.spearmanr(*bivariate(n, rho, rng)).pvalue < 0.05 for _ in range(3000)]
+    assert correlation_power(n, rho_s) == pytest.approx(np.mean(found), abs=0.04)
+    assert correlation_power(12, 0.3) == pytest.approx(0.15, abs=0.01)
+    assert cells_needed(0.3) in (89, 90)
+    assert correlation_power(cells_needed(0.3), 0.3) >= 0.8
+    assert correlation_power(32, detectable_correlation(32)) == pytest.approx(0.8, abs=0.005)
+
+
+def test_summarise_uses_students_t():
+    s = summarise([0.2, 0.3])
+    assert s.mean == pytest.approx(0.25)
+    assert s.high - s.mean == pytest.approx(scipy_stats.t.ppf(0.975, 1) * s.std / math.sqrt(2))
+    assert math.isnan(summarise([0.4]).std)

@@ -115,8 +115,14 @@ from engine.store import (
     StoreError,
 )
 from engine.study import (
+    POWER,
+    WEAK_DESIGN,
     StudyConfig,
     StudyReport,
+    cells_needed,
+    design_power,
+    detectable_correlation,
+    trainings_per_kernel_set,
 )
 
 __all__ = [
@@ -131,6 +137,7 @@ __all__ = [
     "budget_in_bytes",
     "cancel",
     "candidates_frame",
+    "cells_needed",
     "checkpoint_path",
     "choose",
     "ConfigError",
@@ -140,6 +147,8 @@ __all__ = [
     "delete_experiment",
     "deploy_file",
     "DEPLOY_FILES",
+    "design_power",
+    "detectable_correlation",
     "devices",
     "distinct_cell_count",
     "download_name",
@@ -175,6 +184,7 @@ __all__ = [
     "network_sizes",
     "PACE_DEFAULTS",
     "pareto_models",
+    "POWER",
     "PRECISIONS",
     "PROFILES",
     "retry",
@@ -199,8 +209,10 @@ __all__ = [
     "TABLE_I",
     "TRAIN_IMAGES",
     "trained_models",
+    "trainings_per_kernel_set",
     "validate",
     "validate_study",
+    "WEAK_DESIGN",
     "weight_bytes",
     "worker_status",
 ]

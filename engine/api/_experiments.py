@@ -28,7 +28,7 @@ from engine.core import (
 )
 from engine.jobs import start_worker, worker_state
 from engine.store import TRAINED_CELL_COLUMNS, JobStatus, Store, StoreError
-from engine.study import StudyConfig, StudyReport, check_counts
+from engine.study import RESAMPLES, StudyConfig, StudyReport, check_counts
 from engine.study import report as study_statistics
 
 LOG_TAIL_BYTES = 64 * 1024
@@ -86,8 +86,10 @@ def validate_study(config: StudyConfig, *, check_data: bool = True) -> dict[str,
     experiment are checked by ``validate`` (its ``iterations`` are the study's ``cells``)."""
     shared = validate(study_searches(config), check_data=check_data)
     errors = {("cells" if k == "iterations" else k): v for k, v in shared.items()}
-    for name, message in check_counts(config.cells, config.trained, config.top, config.seeds).items():
+    for name, message in check_counts(config.cells, config.sample, config.top, config.seeds).items():
         errors.setdefault(name, message)
+    if not isinstance(config.paired, bool):
+        errors["paired"] = "paired is true or false"
     benchmarked = benchmark_records_of(config.kernel_sets, config.dataset) if "kernel_sets" not in errors else []
     if benchmarked:
         errors["kernel_sets"] = (
@@ -101,6 +103,10 @@ def validate_study(config: StudyConfig, *, check_data: bool = True) -> dict[str,
         distinct = distinct_cell_count(config.kernel_sets)
         if config.cells > distinct:
             errors["cells"] = f"only {distinct:,} distinct cells exist; an exhaustive study scores at most that"
+    if not {"sample", "kernel_sets"} & set(errors):
+        distinct = distinct_cell_count(config.kernel_sets)
+        if config.sample > distinct:
+            errors["sample"] = f"only {distinct:,} distinct cells exist; a uniform sample takes at most that many"
     if "seed" not in errors and "seeds" not in errors and config.seed + config.seeds - 1 > MAX_SEED:
         errors["seeds"] = f"the training seeds run from the seed up; keep seed + seeds - 1 within {MAX_SEED:,}"
     return errors
@@ -128,14 +134,14 @@ def submit_study(config: StudyConfig | dict, *, store: Store | None = None) -> d
         **asdict(config),
         "name": name,
         "kernel_sets": [s.kernel_set.name for s in settings],
-        "study": {"trained": config.trained, "top": config.top, "seeds": config.seeds},
+        "study": {"sample": config.sample, "top": config.top, "seeds": config.seeds, "paired": config.paired},
     }
     return _store(store).add_experiment(
         name, payload, profile=profile.name, reduced=profile.reduced, runs=runs, kind="study"
     )
 
 
-def study_report(experiment_id: int, *, resamples: int = 2000, store: Store | None = None) -> StudyReport:
+def study_report(experiment_id: int, *, resamples: int = RESAMPLES, store: Store | None = None) -> StudyReport:
     """The statistics of a study from what it has trained so far (``engine.study.studies.report``)."""
     s = _store(store)
     experiment = s.experiment(experiment_id)

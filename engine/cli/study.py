@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import replace
 
 from engine import api
 from engine.cli import _arguments
@@ -31,11 +32,26 @@ def add_parser(subparsers) -> None:
         help="score the first --cells of every distinct cell (7,012) in a seeded order, and replay the paper's "
         "1000- and 5000-iteration random searches over those scores",
     )
-    study.add_argument("--trained", type=whole(1), default=defaults.trained, help="cells trained per kernel set")
     study.add_argument(
-        "--top", type=whole(1), default=defaults.top, help="the score's top cells, trained with every seed"
+        "--sample",
+        type=whole(3),
+        default=defaults.sample,
+        help="distinct cells drawn uniformly from each kernel set's space and trained: the correlation's sample. "
+        f"Power (80 %%, two-sided 5 %%): {defaults.sample} cells detect a Spearman correlation of "
+        f"{api.detectable_correlation(defaults.sample):.2f} or more; {api.cells_needed(0.3)} cells detect 0.3",
     )
-    study.add_argument("--seeds", type=whole(1), default=defaults.seeds, help="training seeds of each top cell")
+    study.add_argument(
+        "--paired",
+        action="store_true",
+        help="draw the same genotypes in every kernel set (one sample shared), so kernel sizes are compared "
+        "cell for cell; by default each kernel set draws its own",
+    )
+    study.add_argument(
+        "--top", type=whole(1), default=defaults.top, help="the score's top cells (the first is the search's pick)"
+    )
+    study.add_argument(
+        "--seeds", type=whole(1), default=defaults.seeds, help="training seeds of every trained cell, top and sampled"
+    )
     _arguments.add_epochs(study, defaults.epochs)
     _arguments.add_profile(study, defaults.profile)
     _arguments.add_precision(study, defaults.precision)
@@ -64,9 +80,10 @@ def run_study(args: argparse.Namespace) -> None:
         kernel_sets=tuple(kernel_set.name for kernel_set in parse_kernel_sets(args.kernel_sets)),
         cells=args.cells,
         exhaustive=args.exhaustive,
-        trained=args.trained,
+        sample=args.sample,
         top=args.top,
         seeds=args.seeds,
+        paired=args.paired,
         profile=args.profile,
         epochs=args.epochs,
         seed=args.seed,
@@ -82,6 +99,7 @@ def run_study(args: argparse.Namespace) -> None:
     ids = api.submit_study(config, store=store)
     study_id = ids["experiment_id"]
     print(f"study {study_id}: {len(ids['job_ids'])} job(s) queued, one per kernel set")
+    print(power_text(config))
     report_later = f"`python -m engine study-report {study_id}` shows what it found so far"
     if args.detach:
         print(f"the worker runs it; {report_later}")
@@ -109,34 +127,48 @@ def run_study_report(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------------ the report
 
 
+def power_text(config: api.StudyConfig) -> str:
+    """What the design can detect, said before anything is trained; a warning when that is weak."""
+    detectable = api.design_power(config)
+    text = (
+        f"design: {config.sample} sampled cells per kernel set detect a Spearman correlation of "
+        f"{detectable:.2f} or more with {api.POWER:.0%} power; "
+        f"{api.trainings_per_kernel_set(config)} trainings per kernel set at most"
+    )
+    if detectable > api.WEAK_DESIGN:
+        text += (
+            f"\nwarning: this design misses correlations below {detectable:.2f} most of the time; "
+            f"--sample {api.cells_needed(api.WEAK_DESIGN)} detects {api.WEAK_DESIGN}, "
+            f"--sample {api.cells_needed(0.3)} detects 0.3"
+        )
+    return text
+
+
 def study_text(report) -> str:
-    """A study's report as plain-text tables: one row per kernel set, then the cross-tabulations."""
+    """A study's report as plain-text tables: the score per kernel set, the pick, kernel sets compared."""
     parts = [
-        "score against trained accuracy (95% bootstrap intervals; '-': fewer than 3 cells or no variation)",
-        kernel_sets_table(report.kernel_sets),
+        "score against trained accuracy over each kernel set's uniform sample (seed means; 95% BCa bootstrap "
+        "intervals, permutation p-values; '-': fewer than 3 cells or no variation)",
+        correlations_table(report.kernel_sets),
     ]
-    all_kernel_sets = {cell["kernel_set"] for cell in report.cells}
-    drawn_at_random = {cell["kernel_set"] for cell in report.cells if cell["role"] == "random"}
-    unsampled = sorted(all_kernel_sets - drawn_at_random)
-    if unsampled:
+    pooled = report.pooled
+    if math.isfinite(pooled.estimate):
         parts.append(
-            f"(no cell was drawn at random for {', '.join(unsampled)}: train at least top + 3 cells; "
-            "its gain is over the mean of all its trained cells)"
+            f"all kernel sets, ranked within each: Spearman {estimate_text(pooled)} over {pooled.n} cells "
+            f"(resampled by genotype; {report.shared} genotype(s) sampled in more than one kernel set)"
         )
-    if report.overall is not None:
-        parts.append(
-            f"all kernel sets together: Spearman {interval_text(report.overall.spearman)}, "
-            f"Kendall {interval_text(report.overall.kendall)}"
-        )
+    parts += ["\nthe noise: seeds against cells over the sample", reliability_table(report.kernel_sets)]
+    parts += ["\nthe search's pick against the uniform sample, at the same seeds", pick_table(report.kernel_sets)]
+    if report.differences:
+        parts += ["\nmean accuracy between kernel sets, over their samples", differences_table(report.differences)]
     searches = [(entry.kernel_set, search) for entry in report.kernel_sets for search in entry.search_regret]
     if searches:
         parts += ["\nrandom searches replayed over the exhaustive scores", replayed_searches_table(searches)]
-    for title, rows, key in (
-        ("accuracy at equal conv-edge count", report.by_edges, "conv_edges"),
-        ("accuracy at equal parameter count", report.by_params, "params_bin"),
-    ):
-        if rows:
-            parts += [f"\n{title} (mean over cells, 95% t interval)", equal_size_table(rows, key)]
+    if report.by_edges:
+        parts += [
+            "\nthe sample's accuracy at equal conv-edge count (mean over cells, 95% t interval)",
+            equal_size_table(report.by_edges, "conv_edges"),
+        ]
     return "\n".join(parts)
 
 
@@ -145,45 +177,116 @@ def number_text(value: float | None, form: str = ".2f") -> str:
     return "-" if value is None or math.isnan(value) else format(value, form)
 
 
-def interval_text(interval) -> str:
-    """A correlation with its 95% interval, like '+0.42 [+0.10, +0.70]'."""
-    if math.isnan(interval.estimate):
+def estimate_text(estimate) -> str:
+    """An estimate with its 95% interval and p-value, like '+0.42 [+0.10, +0.70] p=0.012'; '-' when undefined."""
+    if math.isnan(estimate.estimate):
         return "-"
-    return f"{interval.estimate:+.2f} [{number_text(interval.low, '+.2f')}, {number_text(interval.high, '+.2f')}]"
+    text = f"{estimate.estimate:+.2f}"
+    if not math.isnan(estimate.low):
+        text += f" [{estimate.low:+.2f}, {estimate.high:+.2f}]"
+    if not math.isnan(estimate.p):
+        text += f" p={estimate.p:.3f}"
+    return text
 
 
-def kernel_sets_table(kernel_sets) -> str:
-    """Per kernel set: cells scored and trained, rank correlations, the top cell's accuracy and the regret."""
+def correlations_table(kernel_sets) -> str:
+    """Per kernel set: the score's correlations, against what counting conv edges or parameters gives."""
+    rows = [
+        [
+            entry.kernel_set,
+            str(entry.scored),
+            str(entry.sampled),
+            number_text(entry.detectable),
+            estimate_text(entry.spearman),
+            estimate_text(entry.kendall),
+            estimate_text(entry.partial),
+            estimate_text(entry.baselines["conv edges"]),
+            estimate_text(entry.versus["conv edges"]),
+            estimate_text(entry.versus["parameters"]),
+        ]
+        for entry in kernel_sets
+    ]
+    header = [
+        "kernel set",
+        "scored",
+        "sampled",
+        "detects (80%)",
+        "Spearman",
+        "Kendall",
+        "partial, conv edges fixed",
+        "conv edges' Spearman",
+        "score minus conv edges",
+        "score minus parameters",
+    ]
+    return table(rows, header)
+
+
+def reliability_table(kernel_sets) -> str:
+    """How much of the accuracy is the cell and how much the seed, and the ceiling on any correlation."""
+    rows = [
+        [
+            entry.kernel_set,
+            str(entry.reliability.cells),
+            str(entry.reliability.seeds),
+            number_text(entry.reliability.icc),
+            number_text(entry.reliability.cell_std * 100, ".1f"),
+            number_text(entry.reliability.seed_std * 100, ".1f"),
+            number_text(entry.reliability.ceiling),
+        ]
+        for entry in kernel_sets
+    ]
+    header = ["kernel set", "cells", "seeds", "ICC", "cells' spread (pts)", "seeds' spread (pts)", "ceiling on rho"]
+    return table(rows, header)
+
+
+def pick_table(kernel_sets) -> str:
+    """The top-scored cell against a uniformly drawn one: gain in points and in standard errors, and regret."""
     rows = []
     for entry in kernel_sets:
-        regret = entry.regret
+        pick = entry.pick
         rows.append(
             [
                 entry.kernel_set,
-                str(entry.scored),
-                str(entry.trained),
-                interval_text(entry.correlation.spearman),
-                interval_text(entry.correlation.kendall),
-                interval_text(entry.within_edges),
                 f"{number_text(entry.top1.mean, '.1%')} ({entry.top1.n})",
-                number_text(regret.best_accuracy, ".1%") if regret else "-",
-                number_text(regret.regret, "+.1%") if regret else "-",
-                number_text(regret.gain, "+.1%") if regret else "-",
+                number_text(pick.sample_mean, ".1%") if pick else "-",
+                number_text(pick.gain * 100, "+.1f") if pick else "-",
+                number_text(pick.z, "+.1f") if pick else "-",
+                number_text(pick.percentile, ".0%") if pick else "-",
+                f"{number_text(pick.best, '.1%')} (on {pick.chosen_on})" if pick else "-",
+                number_text(pick.regret * 100, "+.1f") if pick else "-",
             ]
         )
     header = [
         "kernel set",
-        "scored",
-        "trained",
-        "Spearman",
-        "Kendall",
-        "within equal conv edges",
-        "top-1 acc (seeds)",
+        "pick (seeds)",
+        "sample mean",
+        "gain (pts)",
+        "gain (SE)",
+        "pick's percentile",
         "best",
-        "regret",
-        "gain vs random",
+        "regret (pts)",
     ]
     return table(rows, header)
+
+
+def in_points(estimate):
+    """An accuracy estimate (a fraction) in points of accuracy."""
+    return replace(estimate, estimate=estimate.estimate * 100, low=estimate.low * 100, high=estimate.high * 100)
+
+
+def differences_table(differences) -> str:
+    """Mean accuracy of each pair of kernel sets, with what the larger kernels cost in parameters."""
+    rows = [
+        [
+            f"{d.second} - {d.first}",
+            "paired by genotype" if d.paired else "independent samples",
+            str(d.difference.n),
+            estimate_text(in_points(d.difference)),
+            number_text(d.params_ratio, ".2f"),
+        ]
+        for d in differences
+    ]
+    return table(rows, ["kernel sets", "design", "n", "accuracy difference (pts)", "parameters ratio"])
 
 
 def replayed_searches_table(searches) -> str:

@@ -37,7 +37,13 @@ class TrainStream(IntEnum):
     EVALUATION = 3  # (seed, EVALUATION, epoch): the rate-encoding spikes of the epoch's test evaluation
 
 
-def derive_seed(seed: int, stream: SearchStream | TrainStream | int, *indices: int) -> int:
+class StudyStream(IntEnum):
+    """The random streams of a study's design. Fixed for good: a resumed study trains the cells it planned."""
+
+    SAMPLE = 0  # (seed, SAMPLE) or (seed, SAMPLE, kernel set): the uniform sample of distinct cells
+
+
+def derive_seed(seed: int, stream: SearchStream | TrainStream | StudyStream | int, *indices: int) -> int:
     """A 63-bit seed for one stream of ``seed`` (independent per key, stable across platforms)."""
     keys = [int(seed), int(stream), *map(int, indices)]
     state = np.random.SeedSequence(keys).generate_state(2, dtype=np.uint32)

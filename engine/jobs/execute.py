@@ -24,7 +24,9 @@ from engine.core.space import Genotype, Setting
 from engine.data.images import ImageData, load_dataset
 from engine.deploy import measure
 from engine.search.sampling import Candidate, SearchResult, random_search
+from engine.search.scorer import Scorer
 from engine.study.benchmark import BENCHMARK_PROFILE, benchmark_records, ops_to_id
+from engine.study.estimates import MIN_POINTS
 from engine.study.studies import plan, trainings
 from engine.train.checkpoint import save_trained
 from engine.train.training import EpochRecord, TrainConfig, eval_seed, train
@@ -52,7 +54,9 @@ class RunSpec:
     best: dict | None = None  # the best candidate, once the search is done
     exhaustive: bool = False  # score every distinct cell (in the seed's order) instead of sampling
     in_flight: int = 1  # candidates scored at once (``engine.search.inflight``)
-    study: dict | None = None  # a study's run: ``trained``, ``top`` and ``seeds`` (engine.study.studies.plan)
+    study: dict | None = (
+        None  # a study's design: ``sample``, ``top``, ``seeds``, ``paired`` (engine.study.studies.plan)
+    )
     trained: list[dict] = field(default_factory=list)  # a study's (cell, seed) trainings recorded so far
 
 
@@ -261,19 +265,35 @@ def _study(
 ) -> dict | None:
     """Train a study's planned cells, one (cell, seed) at a time, each recorded as soon as it is trained.
 
-    The plan depends only on the scored candidates, so a resumed job trains the same cells; a training cut
-    short resumes from its own state file. Returns the run's results: the score's top cell, its seeds averaged.
+    The plan depends only on the scored candidates and the seed, so a resumed job trains the same cells; a
+    sampled cell the search did not score is scored (as its own candidate index) before it trains, the same on
+    every attempt; a training cut short resumes from its own state file. Returns the run's results: the score's
+    top cell, its seeds averaged.
     """
+    space, design = setting.kernel_set, spec.study
+    top = design["top"]
+    sample = design.get("sample", max(design.get("trained", 0) - top, MIN_POINTS))  # a study of an earlier release
     cells = plan(
-        scored, trained=spec.study["trained"], top=spec.study["top"], seeds=spec.study["seeds"], seed=spec.seed
+        space, scored, sample=sample, top=top, seeds=design["seeds"], seed=spec.seed, paired=design.get("paired", False)
     )
     todo = trainings(cells)
     results = {(r["genotype"], r["seed"]): r for r in spec.trained}
     folder.mkdir(parents=True, exist_ok=True)
     eta = _Eta(sum((c.genotype, s) in results for c, s in todo))
+    scorer = None
     for n, (cell, seed) in enumerate(todo):
         if (cell.genotype, seed) in results:
             continue
+        genotype = Genotype.from_str(cell.genotype)
+        if cell.score is None:
+            if scorer is None:
+                config = replace(profile.score, precision=spec.precision)
+                scorer = Scorer(space, profile, data, seed=spec.seed, device=spec.device, config=config)
+            cell = replace(
+                cell,
+                score=scorer.score(genotype, cell.candidate)[0],
+                params=footprint(genotype, space, profile, data.info).params,
+            )
         what = f"cell {n + 1}/{len(todo)} ({cell.role}, score {cell.score:.2f}, seed {seed})"
 
         def progress(epoch: int, batch: int, batches: int, loss: float, accuracy: float, _n=n, _what=what) -> None:
@@ -286,8 +306,8 @@ def _study(
         )
         state = folder / f"study-{cell.candidate}-{seed}.pt"
         trained = train(
-            Genotype.from_str(cell.genotype),
-            setting.kernel_set,
+            genotype,
+            space,
             profile,
             data,
             config,
@@ -302,11 +322,13 @@ def _study(
             "genotype": cell.genotype,
             "seed": seed,
             "role": cell.role,
+            "sampled": int(cell.sampled),
             "candidate": cell.candidate,
             "score": cell.score,
             "conv_edges": cell.conv_edges,
             "params": cell.params,
             "accuracy": trained.accuracy,
+            "val_accuracy": getattr(trained, "val_accuracy", None),
             "train_accuracy": last.train_accuracy,
             "firing_rate": last.firing_rate,
             "seconds": sum(e.seconds for e in trained.epochs),
@@ -314,5 +336,5 @@ def _study(
         sink.trained_cell(row)
         results[(cell.genotype, seed)] = row
         state.unlink(missing_ok=True)
-    top = cells[0]
-    return {"accuracy": sum(results[(top.genotype, s)]["accuracy"] for s in top.seeds) / len(top.seeds)}
+    pick = cells[0]
+    return {"accuracy": sum(results[(pick.genotype, s)]["accuracy"] for s in pick.seeds) / len(pick.seeds)}

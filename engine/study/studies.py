@@ -1,15 +1,24 @@
 """A study: does the training-free score pick good cells, and do larger kernels help?
 
-Per kernel set the search scores N cells (sampled, or every distinct cell in a seeded order), then a
-stratified subset is trained (``plan``): the score's top cells with several seeds, cells drawn at random
-(what "a random cell" means in the regret) and cells spread over the score range and the conv-edge counts
-(so the score is tested where it is hard, not only between extremes). ``report`` turns the stored rows
-into the statistics of ``engine.study.statistics``. Plain values only: the dashboard reads reports without torch.
+The design, per kernel set:
+
+- the search scores ``cells`` candidates as the paper's does (or every distinct cell, ``exhaustive``); its
+  ``top`` distinct cells by score are trained: the first is the search's pick;
+- a uniform random sample of ``sample`` distinct canonical cells, drawn from the whole space by the kernel
+  set's own stream (or, ``paired``, one draw shared by every kernel set, so each genotype is trained with each
+  set's kernels), is scored and trained: the correlation between score and accuracy is about this sample alone,
+  so it estimates the space's, never mixing in the score's extremes;
+- every trained cell gets the same ``seeds`` training seeds, so the pick is compared with the sample at equal
+  noise, and the sample's seeds split accuracy's variance between cells and seeds.
+
+``report`` turns the stored rows into the statistics of ``engine.study.statistics`` (imported there: scipy
+loads only when a report is computed). Plain values only: the dashboard reads reports without torch.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import math
 from collections import defaultdict
@@ -18,27 +27,39 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from engine.core.space import Space
-from engine.study import statistics as stats
+from engine.core.seeds import StudyStream, derive_seed
+from engine.core.space import Genotype, Space
+from engine.study.estimates import (
+    MIN_POINTS,
+    RESAMPLES,
+    Difference,
+    Estimate,
+    PickQuality,
+    Reliability,
+    Summary,
+    detectable_correlation,
+)
 
-ROLES = ("top", "random", "spread")  # why a cell was trained; see ``plan``
+ROLES = ("top", "random", "spread")  # why a cell was trained ("spread": a study of an earlier release)
+SAMPLE_INDEX = 1 << 40  # sampled cells are scored as candidates from this index on, apart from the search's
 SIMULATED_SEARCHES = 20  # random searches replayed over an exhaustive run's scores, per size
 SEARCH_SIZES = (1000, 5000)  # the paper's iterations per kernel set and its baseline's
-NO_SUMMARY = stats.Summary(math.nan, math.nan, 0, math.nan, math.nan)  # a kernel set with nothing trained yet
+NO_SUMMARY = Summary(math.nan, math.nan, 0, math.nan, math.nan)  # a kernel set with nothing trained yet
 
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """One study: ``cells`` scored per kernel set, ``trained`` of them trained for ``epochs``; the ``top``
-    cells by score are trained with ``seeds`` seeds each, the others with one."""
+    """One study: per kernel set, ``cells`` searched and their ``top`` trained, plus a uniform ``sample`` of
+    distinct cells; every trained cell trained with ``seeds`` seeds for ``epochs``."""
 
     dataset: str = "sample"
     kernel_sets: tuple[str, ...] = ("1x1_3x3", "3x3_5x5", "5x5_7x7")
     cells: int = 100
     exhaustive: bool = False
-    trained: int = 12
+    sample: int = 32
     top: int = 3
     seeds: int = 2
+    paired: bool = False
     profile: str = "laptop"
     epochs: int | None = None  # None: the profile's
     seed: int = 0
@@ -48,94 +69,118 @@ class StudyConfig:
     name: str = ""
 
 
-def check_counts(cells, trained, top, seeds) -> dict[str, str]:
+def check_counts(cells, sample, top, seeds) -> dict[str, str]:
     """The study's own limits, by field (the fields it shares with an experiment are checked as there)."""
     errors: dict[str, str] = {}
-    whole = {
-        k: isinstance(v, int) and not isinstance(v, bool)
-        for k, v in dict(cells=cells, trained=trained, top=top, seeds=seeds).items()
-    }
-    for name, ok in whole.items():
-        if not ok:
+    for name, value in dict(cells=cells, sample=sample, top=top, seeds=seeds).items():
+        if isinstance(value, bool) or not isinstance(value, int):
             errors[name] = f"{name} must be a whole number"
     if errors:
         return errors
     if top < 1:
         errors["top"] = "train at least the score's top cell (top >= 1)"
     if seeds < 1:
-        errors["seeds"] = "seeds must be at least 1 (each top cell is trained once per seed)"
-    if trained < top:
-        errors["trained"] = f"the trained subset ({trained}) must include the top {top} cells"
-    if cells < trained:
-        errors["cells"] = f"score at least as many cells ({cells}) as are trained ({trained})"
+        errors["seeds"] = "seeds must be at least 1 (every trained cell is trained once per seed)"
+    if sample < MIN_POINTS:
+        errors["sample"] = f"sample at least {MIN_POINTS} cells: a rank correlation of fewer says nothing"
+    if cells < top:
+        errors["cells"] = f"score at least as many cells ({cells}) as the top cells trained ({top})"
     return errors
+
+
+def trainings_per_kernel_set(config: StudyConfig) -> int:
+    """At most this many trainings per kernel set (fewer where a top cell is also in the sample)."""
+    return (config.top + config.sample) * config.seeds
+
+
+def design_power(config: StudyConfig) -> float:
+    """The smallest correlation each kernel set's sample detects with 80 % power (two-sided, 5 %)."""
+    return detectable_correlation(config.sample)
 
 
 # ------------------------------------------------------------------------------------------ plan
 
 
+def _space_key(space: Space) -> int:
+    """A kernel set's own stream key, stable across releases and machines (Python's hash is neither)."""
+    return int.from_bytes(hashlib.sha256(space.name.encode()).digest()[:8], "big") >> 1
+
+
+def sample_cells(space: Space, seed: int, count: int, *, paired: bool = False) -> list[Genotype]:
+    """``count`` distinct canonical cells drawn uniformly without replacement from the whole space: from the
+    kernel set's own stream, or with ``paired`` from one stream shared by every kernel set (spaces with the same
+    cells then draw the same genotypes)."""
+    distinct = space.distinct_cells()
+    if not 0 <= count <= len(distinct):
+        raise ValueError(f"a sample of {count} cells from {len(distinct):,} distinct ones")
+    key = derive_seed(seed, StudyStream.SAMPLE) if paired else derive_seed(seed, StudyStream.SAMPLE, _space_key(space))
+    return [distinct[i] for i in np.random.default_rng(key).choice(len(distinct), size=count, replace=False)]
+
+
 @dataclass(frozen=True)
 class PlannedCell:
-    """A cell to train, with why (``role``) and under which training seeds."""
+    """A cell to train, why (``role``, ``sampled``) and under which seeds. A sampled cell the search did not
+    score has no ``score`` or ``params`` yet: the job scores it (as candidate ``candidate``) when it trains it."""
 
-    candidate: int  # its index among the scored candidates (the first, for a cell scored twice)
-    genotype: str
-    score: float
+    candidate: int  # its index among the scored candidates (the first, for a cell scored twice), or SAMPLE_INDEX + k
+    genotype: str  # canonical
+    score: float | None
     conv_edges: int
-    params: int
-    role: str
+    params: int | None
+    role: str  # "top" or "random"
+    sampled: bool  # in the uniform sample (a top cell may be too)
     seeds: tuple[int, ...]
 
 
-def plan(candidates: Sequence[dict], *, trained: int, top: int, seeds: int, seed: int) -> list[PlannedCell]:
-    """The cells to train from the scored ``candidates`` (dicts with index, genotype, score, conv_edges,
-    params): the same list for the same candidates, so a resumed study trains the same cells.
-
-    - ``top``: the highest scores (earliest first on a tie), each with ``seeds`` seeds;
-    - ``random``: a third of the rest drawn uniformly (seeded): what the search's pick is compared with;
-    - ``spread``: the rest, one per equal-width slice of the remaining cells ordered by score, in each slice
-      the cell whose conv-edge count has been picked least, so both the score range and the counts are covered.
-    """
-    unique: dict[str, dict] = {}
-    for c in sorted(candidates, key=lambda c: c["index"]):
-        unique.setdefault(c["genotype"], c)
-    pool = sorted(unique.values(), key=lambda c: (-c["score"], c["index"]))
-    chosen: list[tuple[dict, str]] = [(c, "top") for c in pool[:top]]
-    rest = pool[top:]
-    wanted = max(0, min(trained, len(pool)) - len(chosen))
-    n_random = wanted // 3 if wanted >= 3 else 0
-    rng = np.random.default_rng(seed)
-    drawn = sorted(rng.choice(len(rest), size=n_random, replace=False).tolist()) if n_random else []
-    chosen += [(rest[i], "random") for i in drawn]
-    taken = set(drawn)
-    rest = [c for i, c in enumerate(rest) if i not in taken]
-    n_spread = wanted - n_random
-    picked_edges: dict[int, int] = defaultdict(int)
-    for b in range(n_spread):
-        lo, hi = b * len(rest) // n_spread, (b + 1) * len(rest) // n_spread
-        slice_ = rest[lo:hi] or rest[lo : lo + 1]
-        middle = (len(slice_) - 1) / 2
-        c = min(enumerate(slice_), key=lambda ic: (picked_edges[ic[1]["conv_edges"]], abs(ic[0] - middle), ic[0]))[1]
-        picked_edges[c["conv_edges"]] += 1
-        chosen.append((c, "spread"))
-    return [
+def plan(
+    space: Space, candidates: Sequence[dict], *, sample: int, top: int, seeds: int, seed: int, paired: bool = False
+) -> list[PlannedCell]:
+    """The cells to train: the ``top`` distinct cells of the scored ``candidates`` (dicts with index, genotype,
+    score, conv_edges, params; the highest scores, earliest first on a tie), then the uniform sample's others.
+    Relabelled copies are one cell (canonical forms). The same inputs give the same plan, so a resumed study
+    trains the same cells."""
+    training_seeds = tuple(range(seed, seed + seeds))
+    drawn = [g.to_str() for g in sample_cells(space, seed, sample, paired=paired)]
+    in_sample = set(drawn)
+    best: dict[str, dict] = {}
+    for c in sorted(candidates, key=lambda c: (-c["score"], c["index"])):
+        best.setdefault(space.canonical(Genotype.from_str(c["genotype"])).to_str(), c)
+    cells = [
         PlannedCell(
             c["index"],
-            c["genotype"],
+            genotype,
             float(c["score"]),
             int(c["conv_edges"]),
             int(c["params"]),
-            role,
-            tuple(range(seed, seed + seeds)) if role == "top" else (seed,),
+            "top",
+            genotype in in_sample,
+            training_seeds,
         )
-        for c, role in chosen
+        for genotype, c in itertools.islice(best.items(), top)
     ]
+    topped = {c.genotype for c in cells}
+    cells += [
+        PlannedCell(
+            SAMPLE_INDEX + k,
+            genotype,
+            None,
+            space.conv_edges(Genotype.from_str(genotype)),
+            None,
+            "random",
+            True,
+            training_seeds,
+        )
+        for k, genotype in enumerate(drawn)
+        if genotype not in topped
+    ]
+    return cells
 
 
 def trainings(cells: Sequence[PlannedCell]) -> list[tuple[PlannedCell, int]]:
-    """Every (cell, seed) training, in the order they run: all cells once first, then the extra seeds."""
-    first = [(c, c.seeds[0]) for c in cells]
-    return first + [(c, s) for c in cells for s in c.seeds[1:]]
+    """Every (cell, seed) training, in the order they run: every cell with the first seed, then the next seed..."""
+    return [
+        (c, s) for i in range(max((len(c.seeds) for c in cells), default=0)) for c in cells for s in c.seeds[i : i + 1]
+    ]
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -155,24 +200,31 @@ class SearchRegret:
 
 @dataclass(frozen=True)
 class KernelSetReport:
+    """One kernel set: the score against accuracy over its uniform sample, and its pick against the sample."""
+
     kernel_set: str
-    scored: int
-    trained: int  # distinct cells trained
-    correlation: stats.Correlation  # score against accuracy (seed means), over the trained cells
-    within_edges: stats.Interval  # the same, ranked within equal conv-edge counts and pooled
-    by_edges: dict[int, stats.Correlation]
-    top1: stats.Summary  # the score's top cell, over its seeds
-    regret: stats.Regret | None
+    scored: int  # candidates the search scored
+    sampled: int  # cells of the uniform sample trained so far (the correlations' n)
+    detectable: float  # the smallest correlation this many cells detect with 80 % power
+    spearman: Estimate  # score against accuracy (seed means): BCa interval, permutation p
+    kendall: Estimate  # tau-b, scipy's p
+    baselines: dict[str, Estimate]  # what counting alone gives: "conv edges", "parameters"
+    versus: dict[str, Estimate]  # the score's Spearman minus each baseline's, paired interval
+    partial: Estimate  # the score's Spearman with conv edges held fixed
+    reliability: Reliability  # seeds against cells, and the ceiling on any correlation
+    top1: Summary  # the pick (the score's top cell) over its seeds
+    pick: PickQuality | None  # the pick against the sample, over the seeds both have
     search_regret: list[SearchRegret] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class StudyReport:
     kernel_sets: list[KernelSetReport]
-    overall: stats.Correlation | None  # every trained cell of every kernel set
-    cells: list[dict]  # one row per trained cell: kernel set, genotype, role, score, conv edges, params, accuracies
-    by_edges: list[dict]  # accuracy by kernel set at equal conv-edge count
-    by_params: list[dict]  # accuracy by kernel set within shared parameter-count bins
+    pooled: Estimate  # every kernel set's sample, ranked within its set, resampled by genotype
+    shared: int  # genotypes sampled in more than one kernel set
+    differences: list[Difference]  # mean accuracy between kernel sets, over their samples
+    cells: list[dict]  # one row per trained cell: kernel set, genotype, role, sampled, score, accuracies...
+    by_edges: list[dict]  # the samples' accuracy by kernel set at equal conv-edge count
 
     def to_dict(self) -> dict:
         return _plain(asdict(self))
@@ -189,34 +241,39 @@ def _plain(value):
     return value
 
 
+def _mean_or_none(values: Sequence[float | None]) -> float | None:
+    return float(np.mean(values)) if values and all(v is not None for v in values) else None
+
+
 def _cell_rows(trained_rows: Sequence[dict]) -> list[dict]:
-    """Trained (cell, seed) rows folded into one row per cell of a kernel set, accuracy averaged over seeds."""
+    """Trained (cell, seed) rows folded into one row per cell of a kernel set, accuracies averaged over seeds."""
     grouped: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in trained_rows:
         grouped[(r["kernel_set"], r["genotype"])].append(r)
     cells = []
     for (kernel_set, genotype), rows in grouped.items():
-        accuracies = [r["accuracy"] for r in sorted(rows, key=lambda r: r["seed"])]
+        rows = sorted(rows, key=lambda r: r["seed"])
         first = rows[0]
+        accuracies = [r["accuracy"] for r in rows]
         cells.append(
             {
                 "kernel_set": kernel_set,
                 "genotype": genotype,
                 "role": first["role"],
+                "sampled": bool(first.get("sampled", first["role"] == "random")),
                 "candidate": first["candidate"],
                 "score": first["score"],
                 "conv_edges": first["conv_edges"],
                 "params": first["params"],
                 "accuracy": float(np.mean(accuracies)),
-                "seeds": len(accuracies),
+                "val_accuracy": _mean_or_none([r.get("val_accuracy") for r in rows]),
+                "seeds": len(rows),
+                "seed_list": [r["seed"] for r in rows],
                 "accuracies": accuracies,
+                "val_accuracies": [r.get("val_accuracy") for r in rows],
             }
         )
-    return sorted(cells, key=lambda c: (c["kernel_set"], -c["score"], c["candidate"]))
-
-
-def _summary_row(keys: dict, values: Sequence[float]) -> dict:
-    return {**keys, **asdict(stats.summarise(values))}
+    return sorted(cells, key=lambda c: (c["kernel_set"], c["role"] != "top", -c["score"], c["candidate"]))
 
 
 @functools.cache
@@ -249,6 +306,82 @@ def search_regret(
     return out
 
 
+def _canonical_scores(space: Space, scored: Sequence[dict]) -> dict[str, float]:
+    return {space.canonical(Genotype.from_str(c["genotype"])).to_str(): c["score"] for c in scored}
+
+
+def _at_seeds(cell: dict, seeds: set[int], key: str = "accuracies") -> float | None:
+    values = [v for s, v in zip(cell["seed_list"], cell[key]) if s in seeds]
+    return float(np.mean(values)) if values and all(v is not None for v in values) else None
+
+
+def _pick_quality(stats, pick: dict | None, sample: list[dict]) -> PickQuality | None:
+    """The pick against the sample over the seeds the pick and every sampled cell have (noise-matched)."""
+    if pick is None or not sample:
+        return None
+    common = set(pick["seed_list"]).intersection(*(c["seed_list"] for c in sample))
+    if not common:
+        return None
+    validation = [_at_seeds(c, common, "val_accuracies") for c in sample]
+    return stats.pick_quality(
+        _at_seeds(pick, common), [_at_seeds(c, common) for c in sample], validation if None not in validation else None
+    )
+
+
+def _kernel_set_report(
+    stats, run: dict, mine: list[dict], scored: Sequence[dict], seed: int, resamples: int, exhaustive: bool
+) -> KernelSetReport:
+    space = Space.parse(run["kernel_set"])
+    sample = [c for c in mine if c["sampled"]]
+    score = [c["score"] for c in sample]
+    accuracy = [c["accuracy"] for c in sample]
+    edges = [c["conv_edges"] for c in sample]
+    params = [c["params"] for c in sample]
+    options = dict(seed=seed, resamples=resamples)
+    pick = next((c for c in mine if c["role"] == "top"), None)
+    return KernelSetReport(
+        kernel_set=space.name,
+        scored=len(scored),
+        sampled=len(sample),
+        detectable=detectable_correlation(len(sample)),
+        spearman=stats.spearman(score, accuracy, **options),
+        kendall=stats.kendall(score, accuracy),
+        baselines={
+            "conv edges": stats.spearman(edges, accuracy, **options),
+            "parameters": stats.spearman(params, accuracy, **options),
+        },
+        versus={
+            "conv edges": stats.correlation_difference(score, edges, accuracy, **options),
+            "parameters": stats.correlation_difference(score, params, accuracy, **options),
+        },
+        partial=stats.partial_spearman(score, accuracy, edges, **options),
+        reliability=stats.reliability([c["accuracies"] for c in sample]),
+        top1=stats.summarise(pick["accuracies"]) if pick else NO_SUMMARY,
+        pick=_pick_quality(stats, pick, sample),
+        search_regret=search_regret(space, _canonical_scores(space, scored)) if exhaustive else [],
+    )
+
+
+def _differences(stats, cells: list[dict], order: list[str], seed: int, resamples: int) -> list[Difference]:
+    """Each pair of kernel sets: paired over the genotypes both sampled (where at least 3), otherwise independent."""
+    samples = {k: {c["genotype"]: c for c in cells if c["kernel_set"] == k and c["sampled"]} for k in order}
+    out = []
+    for first, second in itertools.combinations(order, 2):
+        a, b = samples[first], samples[second]
+        shared = [g for g in a if g in b]
+        paired = len(shared) >= MIN_POINTS
+        xs = [a[g] for g in shared] if paired else list(a.values())
+        ys = [b[g] for g in shared] if paired else list(b.values())
+        if not xs or not ys:
+            continue
+        difference = stats.mean_difference(
+            [c["accuracy"] for c in xs], [c["accuracy"] for c in ys], paired=paired, seed=seed, resamples=resamples
+        )
+        ratio = float(np.mean([c["params"] for c in ys]) / np.mean([c["params"] for c in xs]))
+        out.append(Difference(first, second, paired, difference, ratio))
+    return out
+
+
 def report(
     runs: Sequence[dict],
     trained_rows: Sequence[dict],
@@ -256,64 +389,56 @@ def report(
     *,
     exhaustive: bool = False,
     seed: int = 0,
-    resamples: int = 2000,
+    resamples: int = RESAMPLES,
 ) -> StudyReport:
     """The study's statistics from its stored rows.
 
     Args:
         runs: one per kernel set (``id``, ``kernel_set``).
-        trained_rows: one per (cell, seed) trained, with ``kernel_set``, ``genotype``, ``role``, ``candidate``,
-            ``score``, ``conv_edges``, ``params``, ``seed``, ``accuracy``.
+        trained_rows: one per (cell, seed) trained, with ``kernel_set``, ``genotype``, ``role``, ``sampled``,
+            ``candidate``, ``score``, ``conv_edges``, ``params``, ``seed``, ``accuracy``, ``val_accuracy``.
         candidates: each run's scored candidates (``genotype``, ``score``), by run id.
         exhaustive: the runs scored every distinct cell, so random searches can be replayed over them.
     """
+    from engine.study import statistics as stats  # scipy: loaded when a report is computed, not with the pages
+
     cells = _cell_rows(trained_rows)
-    per_set = []
-    for run in runs:
-        space = Space.parse(run["kernel_set"])
-        name = space.name
-        mine = [c for c in cells if c["kernel_set"] == name]
-        scores = [c["score"] for c in mine]
-        accuracy = [c["accuracy"] for c in mine]
-        edges = [c["conv_edges"] for c in mine]
-        top_cell = mine[0] if mine else None
-        scored = candidates.get(run["id"], [])
-        per_set.append(
-            KernelSetReport(
-                kernel_set=name,
-                scored=len(scored),
-                trained=len(mine),
-                correlation=stats.correlation(scores, accuracy, seed=seed, resamples=resamples),
-                within_edges=stats.pooled_within_spearman(scores, accuracy, edges, seed=seed, resamples=resamples),
-                by_edges=stats.within_groups(scores, accuracy, edges, seed=seed, resamples=resamples),
-                top1=stats.summarise(top_cell["accuracies"]) if top_cell else NO_SUMMARY,
-                regret=_regret(mine),
-                search_regret=search_regret(space, {c["genotype"]: c["score"] for c in scored}) if exhaustive else [],
-            )
+    order = [Space.parse(r["kernel_set"]).name for r in runs]
+    per_set = [
+        _kernel_set_report(
+            stats,
+            run,
+            [c for c in cells if c["kernel_set"] == name],
+            candidates.get(run["id"], []),
+            seed,
+            resamples,
+            exhaustive,
         )
-    overall = None
-    if len(cells) >= stats.MIN_POINTS:
-        overall = stats.correlation(
-            [c["score"] for c in cells], [c["accuracy"] for c in cells], seed=seed, resamples=resamples
-        )
-    by_edges = [
-        _summary_row({"kernel_set": k, "conv_edges": e}, v)
-        for (k, e), v in sorted(_grouped(cells, lambda c: (c["kernel_set"], c["conv_edges"])).items())
+        for run, name in zip(runs, order)
     ]
-    return StudyReport(per_set, overall, cells, by_edges, _by_params(cells))
-
-
-def _regret(cells: Sequence[dict]) -> stats.Regret | None:
-    """The score's top cell against the best trained one and against the cells drawn at random."""
-    if not cells:
-        return None
-    base = stats.regret([(c["score"], c["accuracy"]) for c in cells])
-    randoms = [c["accuracy"] for c in cells if c["role"] == "random"]
-    if not randoms:
-        return base
-    mean = float(np.mean(randoms))
-    return stats.Regret(
-        base.top1_accuracy, base.best_accuracy, base.regret, mean, base.top1_accuracy - mean, base.top1_index, base.n
+    sample = [c for c in cells if c["sampled"]]
+    pooled = stats.pooled_spearman(
+        [c["score"] for c in sample],
+        [c["accuracy"] for c in sample],
+        [c["kernel_set"] for c in sample],
+        [c["genotype"] for c in sample],
+        seed=seed,
+        resamples=resamples,
+    )
+    sets_of: dict[str, set[str]] = defaultdict(set)
+    for c in sample:
+        sets_of[c["genotype"]].add(c["kernel_set"])
+    by_edges = [
+        {"kernel_set": k, "conv_edges": e, **asdict(stats.summarise(v))}
+        for (k, e), v in sorted(_grouped(sample, lambda c: (c["kernel_set"], c["conv_edges"])).items())
+    ]
+    return StudyReport(
+        kernel_sets=per_set,
+        pooled=pooled,
+        shared=sum(len(s) > 1 for s in sets_of.values()),
+        differences=_differences(stats, cells, order, seed, resamples),
+        cells=cells,
+        by_edges=by_edges,
     )
 
 
@@ -322,35 +447,3 @@ def _grouped(cells: Sequence[dict], key) -> dict:
     for c in cells:
         groups[key(c)].append(c["accuracy"])
     return groups
-
-
-def _by_params(cells: Sequence[dict], bins: int = 4) -> list[dict]:
-    """Accuracy by kernel set within parameter-count bins shared by all kernel sets (equal-width in log
-    parameters), so a larger kernel is compared with a smaller one of about the same size."""
-    if not cells:
-        return []
-    logs = np.log10([c["params"] for c in cells])
-    edges = np.linspace(logs.min(), logs.max(), bins + 1)
-    rows = []
-    for (kernel_set, b), values in sorted(
-        _grouped(
-            cells,
-            lambda c: (
-                c["kernel_set"],
-                int(min(np.searchsorted(edges, math.log10(c["params"]), "right") - 1, bins - 1)),
-            ),
-        ).items()
-    ):
-        low, high = 10 ** edges[b], 10 ** edges[b + 1]
-        rows.append(
-            _summary_row(
-                {
-                    "kernel_set": kernel_set,
-                    "params_bin": f"{low / 1e6:.2f}-{high / 1e6:.2f} M",
-                    "params_low": int(low),
-                    "params_high": int(high),
-                },
-                values,
-            )
-        )
-    return rows
