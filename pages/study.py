@@ -1,9 +1,9 @@
 """Study: does the training-free score pick good cells, and do larger kernels help?
 
-A study scores N cells per kernel set, trains a stratified subset of them (the score's top cells with
-several seeds, cells drawn at random, cells spread over the score range) and reports rank correlations,
-regret and accuracy by kernel set (``engine.study.studies``). The page launches studies, follows a running one
-live and shows the report of what has been trained so far.
+Per kernel set a study searches N cells and trains the score's top cells, plus a uniform random sample of
+distinct cells, every one with the same seeds; it reports the score's correlation with accuracy over the
+sample, the pick against a random cell, and kernel sets compared (``engine.study.studies``). The page
+launches studies, follows a running one live and shows the report of what has been trained so far.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import streamlit as st
 from engine import api
 from engine.api import StudyReport
 from ui import widgets
-from ui.charts import format_seconds, grouped_chart, nan, study_score_chart, top1_chart
+from ui.charts import differences_chart, format_seconds, grouped_chart, nan, study_score_chart, top1_chart
 
 widgets.frame()
 
@@ -45,15 +45,6 @@ def study_report(experiment_id: int, progress_key: tuple, database: str, created
 
 
 badge = widgets.status_badge
-
-
-def interval_text(interval) -> str:
-    """'+0.42 [+0.10, +0.71]'; '—' when the statistic is undefined."""
-    if nan(interval.estimate):
-        return DASH
-    if nan(interval.low):
-        return f"{interval.estimate:+.2f} [{DASH}]"
-    return f"{interval.estimate:+.2f} [{interval.low:+.2f}, {interval.high:+.2f}]"
 
 
 def top1_text(summary) -> str:
@@ -125,16 +116,16 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
             help="N: how many cells the training-free score ranks per kernel set.",
         )
         slots["cells"] = left.empty()
-        trained = right.number_input(
-            "Cells trained per kernel set",
+        sample = right.number_input(
+            "Sampled cells per kernel set",
             min_value=0,
             max_value=api.MAX_ITERATIONS,
-            value=DEFAULTS.trained,
-            key="study_trained",
-            help="A stratified subset of the N scored cells: the top cells, some drawn at "
-            "random, the rest spread over the score range and the conv-edge counts.",
+            value=DEFAULTS.sample,
+            key="study_sample",
+            help="Distinct cells drawn uniformly from the whole space and trained: the sample the score's "
+            "correlation with accuracy is measured on. More cells detect weaker correlations (see below).",
         )
-        slots["trained"] = right.empty()
+        slots["sample"] = right.empty()
         exhaustive = st.checkbox(
             "Exhaustive: distinct cells, in a seeded order",
             value=DEFAULTS.exhaustive,
@@ -148,6 +139,14 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
                 "then also replays random searches of 1,000 and 5,000 iterations over those scores."
             )
         slots["exhaustive"] = st.empty()
+        paired = st.checkbox(
+            "Paired: the same sampled genotypes in every kernel set",
+            value=DEFAULTS.paired,
+            key="study_paired",
+            help="Kernel sets are then compared cell for cell (same structure, other kernels), which removes "
+            "the cells' own spread from the comparison. Off: each kernel set draws its own sample.",
+        )
+        slots["paired"] = st.empty()
     with how:
         profile = widgets.profile_select("study_profile", "study_epochs", DEFAULTS.profile)
         slots["profile"] = st.empty()
@@ -157,15 +156,16 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
             min_value=0,
             value=DEFAULTS.top,
             key="study_top",
-            help="The score's highest cells, each trained with every seed: what a search would pick.",
+            help="The score's highest cells among the N searched: the first is the search's pick.",
         )
         slots["top"] = left.empty()
         seeds = right.number_input(
-            "Seeds per top cell",
+            "Seeds per trained cell",
             min_value=0,
             value=DEFAULTS.seeds,
             key="study_seeds",
-            help="Training seeds for each top cell: the error bars of the top-1 accuracy. Other cells train once.",
+            help="Training seeds of every trained cell, top and sampled alike: the pick is compared with the "
+            "sample at equal noise, and the seeds tell how much of the accuracy is the cell's.",
         )
         slots["seeds"] = right.empty()
         left, right = st.columns(2)
@@ -199,9 +199,10 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
         kernel_sets=kernel_sets,
         cells=int(cells),
         exhaustive=exhaustive,
-        trained=int(trained),
+        sample=int(sample),
         top=int(top),
         seeds=int(seeds),
+        paired=paired,
         profile=profile,
         epochs=int(epochs),
         seed=int(seed),
@@ -216,18 +217,19 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
     if errors:
         st.caption(f"Fix the {len(errors)} field(s) marked above to launch.")
     else:
-        per_set = min(config.trained, config.cells) + config.top * (config.seeds - 1)
+        per_set = api.trainings_per_kernel_set(config)
         seconds = estimate_seconds(config, per_set, store)
         st.caption(
-            f"{len(kernel_sets)} kernel set(s), each: {config.cells:,} cells scored, {config.trained:,} of them "
-            f"trained, {per_set:,} trainings of {config.epochs} epoch(s) (the top {config.top} with "
-            f"{config.seeds} seed(s) each)."
+            f"{len(kernel_sets)} kernel set(s), each: {config.cells:,} cells searched, the top {config.top} and "
+            f"{config.sample:,} sampled cells trained with {config.seeds} seed(s) each: up to {per_set:,} trainings "
+            f"of {config.epochs} epoch(s)."
             + (
                 f" Roughly {format_seconds(seconds)} in all (from this database's pace when it has one)."
                 if seconds is not None
                 else ""
             )
         )
+        power_notice(config)
     widgets.launch_button(
         "Launch study",
         icon=":material/science:",
@@ -242,11 +244,28 @@ def launch_form(store, roots: tuple[str, ...]) -> None:
     )
 
 
+def power_notice(config: api.StudyConfig) -> None:
+    """What the design can detect, before anything runs: a warning when it misses moderate correlations."""
+    detectable = api.design_power(config)
+    text = (
+        f"With {config.sample} sampled cells per kernel set, a Spearman correlation of {detectable:.2f} or more "
+        f"is detected {api.POWER:.0%} of the time (two-sided, 5 %)."
+    )
+    if detectable > api.WEAK_DESIGN:
+        st.warning(
+            f"{text} Weaker ones mostly go unseen: {api.cells_needed(api.WEAK_DESIGN)} cells detect "
+            f"{api.WEAK_DESIGN}, {api.cells_needed(0.3)} detect 0.3.",
+            icon=":material/warning:",
+        )
+    else:
+        st.caption(f"{text} {api.cells_needed(0.3)} cells detect 0.3.")
+
+
 def launch_section(store, first: bool) -> None:
     with st.expander("Launch a study", expanded=first, icon=":material/add_circle:"):
         st.caption(
-            "Per kernel set: score N cells without training, then train a stratified subset of them: the score's "
-            "top cells (several seeds), cells drawn at random, and cells spread over the score range."
+            "Per kernel set: search N cells without training and train the score's top cells, plus a uniform "
+            "random sample of distinct cells that the score's correlation with accuracy is measured on."
         )
         launch_form(store, tuple(str(p) for p in api.data_roots()))
     widgets.launched_notice("study_launched")
@@ -272,11 +291,14 @@ def config_text(experiment: dict) -> str:
     config = experiment["config"]
     plan = config.get("study", {})
     how = "first N of the distinct cells" if config.get("exhaustive") else "sampled"
+    sample = plan.get("sample", f"{plan.get('trained', '?')} trained (an earlier design)")
+    paired = " (paired across kernel sets)" if plan.get("paired") else ""
     return (
         f"{widgets.escape_markdown(experiment['dataset'])} · "
         f"{widgets.profile_label(experiment['profile'], bool(experiment['reduced']))} · per kernel set "
-        f"{config['cells']:,} cells scored ({how}), {plan.get('trained', '?')} trained for {config['epochs']} "
-        f"epoch(s), the top {plan.get('top', '?')} with {plan.get('seeds', '?')} seed(s) · seed {config['seed']}"
+        f"{config['cells']:,} cells searched ({how}), the top {plan.get('top', '?')} and {sample} sampled "
+        f"cells{paired} trained for {config['epochs']} epoch(s) with {plan.get('seeds', '?')} seed(s) · "
+        f"seed {config['seed']}"
     )
 
 
@@ -326,32 +348,44 @@ def status_section(experiment_id: int, key: tuple, active: bool, store) -> None:
 
 def undefined_reason(report: StudyReport, kernel_set: str) -> str | None:
     """Why a kernel set's rank correlation is '—', in words (None when it is defined)."""
-    mine = [c for c in report.cells if c["kernel_set"] == kernel_set]
+    mine = [c for c in report.cells if c["kernel_set"] == kernel_set and c["sampled"]]
     if len(mine) < 3:
-        return f"only {len(mine)} cell(s) trained; a rank correlation needs at least 3"
+        return f"only {len(mine)} sampled cell(s) trained; a rank correlation needs at least 3"
     if len({c["score"] for c in mine}) == 1:
-        return "every trained cell has the same score (constant values)"
+        return "every sampled cell has the same score (constant values)"
     if len({c["accuracy"] for c in mine}) == 1:
-        return f"every trained cell reached the same accuracy, {mine[0]['accuracy']:.1%} (constant values)"
+        return f"every sampled cell reached the same accuracy, {mine[0]['accuracy']:.1%} (constant values)"
     return None
 
 
+def estimate_text(estimate, p: bool = True) -> str:
+    """'+0.42 [+0.10, +0.71] · p 0.012'; '—' when the statistic is undefined; no interval below 8 cells."""
+    if nan(estimate.estimate):
+        return DASH
+    text = f"{estimate.estimate:+.2f}"
+    if not nan(estimate.low):
+        text += f" [{estimate.low:+.2f}, {estimate.high:+.2f}]"
+    if p and not nan(estimate.p):
+        text += f" · p {estimate.p:.3f}"
+    return text
+
+
 def kernel_set_table(report: StudyReport) -> None:
-    rows = []
-    for k in report.kernel_sets:
-        rows.append(
-            {
-                "kernel_set": k.kernel_set,
-                "scored": k.scored,
-                "trained": k.trained,
-                "spearman": interval_text(k.correlation.spearman),
-                "kendall": interval_text(k.correlation.kendall),
-                "within": interval_text(k.within_edges),
-                "top1": top1_text(k.top1),
-                "regret": points(k.regret.regret if k.regret else None),
-                "gain": points(k.regret.gain if k.regret else None, signed=True),
-            }
-        )
+    rows = [
+        {
+            "kernel_set": k.kernel_set,
+            "scored": k.scored,
+            "sampled": k.sampled,
+            "detectable": None if nan(k.detectable) else k.detectable,
+            "spearman": estimate_text(k.spearman),
+            "kendall": estimate_text(k.kendall),
+            "partial": estimate_text(k.partial),
+            "edges": estimate_text(k.versus["conv edges"], p=False),
+            "params": estimate_text(k.versus["parameters"], p=False),
+            "ceiling": None if nan(k.reliability.ceiling) else k.reliability.ceiling,
+        }
+        for k in report.kernel_sets
+    ]
     st.dataframe(
         pd.DataFrame(rows),
         hide_index=True,
@@ -359,65 +393,104 @@ def kernel_set_table(report: StudyReport) -> None:
         column_config={
             "kernel_set": "Kernel set",
             "scored": st.column_config.NumberColumn(
-                "Scored", format="localized", width="small", help="cells the score ranked"
+                "Searched", format="localized", width="small", help="cells the search scored (its pick's pool)"
             ),
-            "trained": st.column_config.NumberColumn("Trained", width="small", help="distinct cells trained"),
+            "sampled": st.column_config.NumberColumn(
+                "Sampled", width="small", help="cells of the uniform sample trained so far: the correlations' n"
+            ),
+            "detectable": st.column_config.NumberColumn(
+                "Detects ρ ≥", format="%.2f", help="the smallest correlation this many cells detect 80 % of the time"
+            ),
             "spearman": st.column_config.TextColumn(
-                "Spearman ρ [CI]", help="score against trained accuracy (mean over seeds); bootstrap interval"
+                "Spearman ρ [CI] · p",
+                help="score against trained accuracy (mean over seeds) over the sample; BCa bootstrap interval, "
+                "permutation p-value",
             ),
             "kendall": st.column_config.TextColumn(
-                "Kendall τ [CI]", help="the share of pairs the score orders as accuracy does, corrected for ties"
+                "Kendall τ · p", help="the share of pairs ordered alike, tie-corrected"
             ),
-            "within": st.column_config.TextColumn(
-                "ρ at equal edges [CI]",
-                help="ranked inside groups of cells with the same number of "
-                "conv edges, pooled: the score beyond counting conv edges",
+            "partial": st.column_config.TextColumn(
+                "ρ, conv edges fixed [CI]",
+                help="partial rank correlation: does the score order cells beyond counting their conv edges?",
             ),
-            "top1": st.column_config.TextColumn(
-                "Top-1 accuracy", help="the highest-scored cell: mean over its seeds ± half its 95% t interval"
+            "edges": st.column_config.TextColumn(
+                "ρ − conv edges' ρ [CI]", help="the score's ρ minus that of counting conv edges (paired interval)"
             ),
-            "regret": st.column_config.TextColumn(
-                "Regret",
-                help="best − top-1: accuracy the search leaves on the "
-                "table: the best trained cell's minus the top-scored cell's",
+            "params": st.column_config.TextColumn(
+                "ρ − parameters' ρ [CI]", help="the score's ρ minus that of counting parameters (paired interval)"
             ),
-            "gain": st.column_config.TextColumn(
-                "Gain vs random",
-                help="top-1 minus the mean of the cells drawn at random (of all trained cells when none was)",
+            "ceiling": st.column_config.NumberColumn(
+                "Ceiling on ρ",
+                format="%.2f",
+                help="the most any score could reach with this much seed noise (√ reliability of the seed mean)",
             ),
         },
     )
     notes: dict[str, list[str]] = {}  # reason -> the kernel sets it applies to
     for k in report.kernel_sets:
-        reason = undefined_reason(report, k.kernel_set) if nan(k.correlation.spearman.estimate) else None
+        reason = undefined_reason(report, k.kernel_set) if nan(k.spearman.estimate) else None
         if reason:
             notes.setdefault(reason, []).append(k.kernel_set)
-        elif nan(k.within_edges.estimate) and k.trained:
-            notes.setdefault(
-                "ρ within equal conv edges: no group of cells with the same count varies in both score and accuracy", []
-            ).append(k.kernel_set)
-    no_random = [
-        k.kernel_set
-        for k in report.kernel_sets
-        if k.regret and not any(c["kernel_set"] == k.kernel_set and c["role"] == "random" for c in report.cells)
-    ]
-    legend = "[…]: 95% bootstrap interval. Top-1: mean over its seeds ± half the 95% t interval."
+    legend = (
+        "[…]: 95% bootstrap interval (none below 8 cells); p: two-sided. Ceiling: from the seeds' spread within "
+        "cells against the cells' spread (ICC)."
+    )
     if notes:
         legend += f" {DASH}: not defined. " + " ".join(
             f"{widgets.escape_markdown(', '.join(sets))}: {widgets.escape_markdown(reason)}."
             for reason, sets in notes.items()
         )
-    if no_random:
-        legend += (
-            f" {widgets.escape_markdown(', '.join(no_random))}: no cell was drawn at random (too few trained), "
-            "so the gain is over the mean of all trained cells."
-        )
     st.caption(legend)
-    if report.overall is not None and not nan(report.overall.spearman.estimate):
+    if not nan(report.pooled.estimate):
         st.caption(
-            f"All kernel sets together: Spearman ρ = {interval_text(report.overall.spearman)} over "
-            f"{report.overall.n} trained cells."
+            f"All kernel sets, each ranked within itself: Spearman ρ = {estimate_text(report.pooled)} over "
+            f"{report.pooled.n} sampled cells (resampled by genotype; {report.shared} genotype(s) in more than one "
+            "kernel set)."
         )
+
+
+def pick_table(report: StudyReport) -> None:
+    """The search's pick against a uniformly drawn cell trained with the same seeds."""
+    rows = []
+    for k in report.kernel_sets:
+        q = k.pick
+        rows.append(
+            {
+                "kernel_set": k.kernel_set,
+                "pick": top1_text(k.top1),
+                "sample": None if q is None else q.sample_mean * 100,
+                "gain": points(q.gain if q else None, signed=True),
+                "z": None if q is None or nan(q.z) else q.z,
+                "percentile": None if q is None else q.percentile * 100,
+                "regret": points(q.regret if q else None, signed=True),
+                "chosen_on": None if q is None else q.chosen_on,
+            }
+        )
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        key="study_pick_table",
+        column_config={
+            "kernel_set": "Kernel set",
+            "pick": st.column_config.TextColumn(
+                "Pick's accuracy", help="the search's top-scored cell: mean over its seeds ± half its 95% t interval"
+            ),
+            "sample": st.column_config.NumberColumn("Sample mean", format="%.1f %%", help="over the same seeds"),
+            "gain": st.column_config.TextColumn("Gain over a random cell", help="pick − the sample's mean"),
+            "z": st.column_config.NumberColumn(
+                "Gain in SE",
+                format="%+.1f",
+                help="the gain over the spread of one random cell: a score with no information gives about 0 ± 1",
+            ),
+            "percentile": st.column_config.NumberColumn("Pick's percentile", format="%.0f %%"),
+            "regret": st.column_config.TextColumn(
+                "Regret", help="the sample's best cell minus the pick; the best is chosen on validation accuracy"
+            ),
+            "chosen_on": st.column_config.TextColumn(
+                "Best chosen on", help="test: optimistic (chosen and reported alike)"
+            ),
+        },
+    )
 
 
 def search_regret_table(report: StudyReport) -> None:
@@ -451,69 +524,54 @@ def search_regret_table(report: StudyReport) -> None:
 
 
 def verdict(report: StudyReport, experiment: dict) -> str:
-    """What the numbers support, in plain words, with the scale caveat."""
+    """What the numbers support, each claim exactly as strong as its interval, with the scale caveat."""
     lines = []
     for k in report.kernel_sets:
-        rho, within = k.correlation.spearman, k.within_edges
+        rho = k.spearman
         if nan(rho.estimate) or nan(rho.low):
             lines.append(
-                f"**{k.kernel_set}**: too few (or too uniform) trained cells to say whether the score orders them."
+                f"**{k.kernel_set}**: too few (or too uniform) sampled cells to say whether the score orders them."
             )
             continue
         if rho.low > 0:
-            text = f"the score orders the trained cells by accuracy better than chance (ρ = {rho.estimate:+.2f})"
+            text = f"the score orders the sampled cells by accuracy (ρ = {estimate_text(rho)})"
         elif rho.high < 0:
-            text = f"the score orders the trained cells against their accuracy (ρ = {rho.estimate:+.2f})"
+            text = f"the score orders the sampled cells against their accuracy (ρ = {estimate_text(rho)})"
         else:
-            text = f"no evidence either way at {k.trained} cells (ρ = {rho.estimate:+.2f}, its interval includes 0)"
-        if nan(within.low):
-            pass
-        elif within.low > 0:
-            text += f"; among cells with the same number of conv edges it orders them too (ρ = {within.estimate:+.2f})"
-        elif within.high < 0:
-            text += (
-                f"; among cells with the same number of conv edges it orders them backwards "
-                f"(ρ = {within.estimate:+.2f})"
+            text = (
+                f"no evidence either way (ρ = {estimate_text(rho)}); at {k.sampled} cells only correlations of "
+                f"{k.detectable:.2f} or more are reliably seen"
             )
-        elif rho.low > 0:
-            text += (
-                f"; among cells with the same number of conv edges the evidence is too thin (ρ = "
-                f"{within.estimate:+.2f}, its interval includes 0): counting conv edges may be all it does"
-            )
+        partial, versus = k.partial, k.versus["conv edges"]
+        if not nan(partial.low) and partial.low > 0:
+            text += f"; it orders cells beyond their conv-edge count (partial ρ = {estimate_text(partial)})"
+        elif not nan(partial.low) and rho.low > 0:
+            text += f"; with conv edges held fixed the evidence is too thin (partial ρ = {estimate_text(partial)})"
+        if not nan(versus.low) and versus.high < 0:
+            text += "; counting conv edges orders them better than the score"
+        q = k.pick
+        if q is not None and not nan(q.z):
+            text += f". Its pick is {q.gain * 100:+.1f} points from a random cell ({q.z:+.1f} SE)"
         lines.append(f"**{k.kernel_set}**: {text}.")
-    ranked = [k for k in report.kernel_sets if not nan(k.top1.mean)]
-    if len(ranked) >= 2 and len({k.top1.mean for k in ranked}) == 1:
-        lines.append(
-            f"**Larger kernels**: every kernel set's top-1 cell reached {ranked[0].top1.mean:.1%}: no "
-            "difference to see here."
-        )
-    elif len(ranked) >= 2:
-        best = max(ranked, key=lambda k: k.top1.mean)
-        others = [k for k in ranked if k is not best]
-        single = [k.kernel_set for k in others if nan(k.top1.high)]
-        overlap = [k.kernel_set for k in others if k.kernel_set not in single and k.top1.high >= best.top1.low]
-        text = f"**Larger kernels**: the top-1 cell is most accurate with {best.kernel_set} ({best.top1.mean:.1%})"
-        if nan(best.top1.low):
-            text += ", but from a single seed: no interval to tell it from the others"
-        elif overlap:
-            text += (
-                f", but its 95% interval over seeds overlaps that of {', '.join(overlap)}: this study cannot "
-                "tell them apart"
-            )
-            if single:
-                text += f" ({', '.join(single)}: a single seed, no interval)"
-        elif single:
-            text += f"; {', '.join(single)} had a single seed, so no interval to compare"
+    for d in report.differences:
+        e = d.difference
+        if nan(e.low):
+            continue
+        how = "cell for cell" if d.paired else "over independent samples"
+        if e.low > 0 or e.high < 0:
+            word = "more" if e.low > 0 else "less"
+            text = f"{d.second} is {word} accurate than {d.first} {how}"
         else:
-            text += ", and the 95% intervals over seeds do not overlap"
-        text += ". Compare at equal conv edges and parameters below."
-        lines.append(text)
+            text = f"{d.second} and {d.first} cannot be told apart {how}"
+        lines.append(
+            f"**{d.second} vs {d.first}**: {text} ({e.estimate * 100:+.1f} points, 95% [{e.low * 100:+.1f}, "
+            f"{e.high * 100:+.1f}]), at {d.params_ratio:.2f}× the parameters."
+        )
     profile = widgets.profile_label(experiment["profile"], bool(experiment["reduced"]))
     if experiment["reduced"]:
         lines.append(
-            f"**Scale**: {profile}. At this small width the score mostly counts conv edges, so trust ρ at "
-            "equal conv edges more than the overall ρ, and do not read these numbers as the "
-            "paper's."
+            f"**Scale**: {profile}. At this small width the score mostly counts conv edges, so trust the partial ρ "
+            "more than the overall ρ, and do not read these numbers as the paper's."
         )
     else:
         lines.append(f"**Scale**: {profile}; the intervals still reflect only the cells trained here.")
@@ -539,7 +597,7 @@ def downloads(experiment: dict, store) -> None:
 def report_section(experiment: dict, key: tuple, store) -> None:
     try:
         report = study_report(experiment["id"], key, str(store.path), experiment["created"])
-    except ValueError:  # engine.study.studies.report refuses a kernel set with no trained cell yet (stats.summarise)
+    except ValueError:  # a report of rows it cannot read: shown as nothing trained yet
         report = None
     if report is None or not report.cells:
         trained_any = any(stage == "train" and done or status == api.JobStatus.DONE for _, status, stage, done in key)
@@ -551,41 +609,35 @@ def report_section(experiment: dict, key: tuple, store) -> None:
             icon=":material/hourglass:",
         )
         return
-    st.header("Per kernel set")
+    st.header("Does the score order cells by accuracy?")
     kernel_set_table(report)
     st.markdown(verdict(report, experiment))
-
-    st.header("Does the score pick good cells?")
     left, right = st.columns(2)
     left.plotly_chart(study_score_chart(report, experiment), key="study_score_chart")
-    left.caption("Each point is a trained cell: ★ the score's top cells, ● drawn at random, ■ spread over the scores.")
+    left.caption("Each point is a trained cell: ● the uniform sample (the correlations), ★ the score's top cells.")
     right.plotly_chart(top1_chart(report, experiment), key="study_top1_chart")
-    right.caption("Bars: the highest-scored cell's accuracy averaged over its seeds; dashes: each seed.")
+    right.caption("Bars: the search's pick, its accuracy averaged over its seeds; dashes: each seed.")
+
+    st.header("Is the search's pick better than a random cell?")
+    pick_table(report)
 
     st.header("Do larger kernels help?")
     left, right = st.columns(2)
-    left.plotly_chart(
+    if report.differences:
+        left.plotly_chart(differences_chart(report, experiment), key="study_differences_chart")
+        left.caption(
+            "Mean accuracy of the second kernel set minus the first over their samples, with its 95% interval "
+            "(paired by genotype where both sampled the same cells)."
+        )
+    right.plotly_chart(
         grouped_chart(
             report.by_edges, "conv_edges", "Accuracy at equal conv-edge count", "Conv edges in the cell", experiment
         ),
         key="study_edges_chart",
     )
-    bins = [r["params_bin"] for r in sorted(report.by_params, key=lambda r: r["params_low"])]
-    right.plotly_chart(
-        grouped_chart(
-            report.by_params,
-            "params_bin",
-            "Accuracy at equal parameter count",
-            "Parameters (Eq. 2-3)",
-            experiment,
-            list(dict.fromkeys(bins)),
-        ),
-        key="study_params_chart",
-    )
-    st.caption(
-        "Each point averages the trained cells of one kernel set in one group (error bars: 95% t interval, "
-        "none for a single cell; hover for the count): the same number of conv edges, or about the same "
-        "size, with different kernels."
+    right.caption(
+        "Each point averages the sampled cells of one kernel set with that many conv edges (error bars: 95% t "
+        "interval, none for a single cell; hover for the count)."
     )
 
     if experiment["config"].get("exhaustive"):
@@ -607,8 +659,8 @@ def report_section(experiment: dict, key: tuple, store) -> None:
 
 st.title("Study")
 st.caption(
-    "Does the training-free score pick good cells, and do larger kernels help? A study trains a subset of "
-    "the cells it scores and measures both."
+    "Does the training-free score pick good cells, and do larger kernels help? A study trains the score's top "
+    "cells and a uniform sample of the space, and measures both."
 )
 
 store = widgets.store()

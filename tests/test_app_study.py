@@ -20,8 +20,8 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 CHART_TITLES = [
     "Training-free score vs trained accuracy",
     "Top-1 accuracy by kernel set (error bars: 95% over seeds)",
+    "Accuracy difference between kernel sets (95% interval)",
     "Accuracy at equal conv-edge count",
-    "Accuracy at equal parameter count",
 ]
 
 
@@ -35,11 +35,12 @@ def finished_study(studio):
         dataset=studio["mini"],
         kernel_sets=("1x1_3x3", "3x3_5x5"),
         cells=6,
-        trained=4,
-        top=2,
+        sample=3,
+        top=1,
         seeds=2,
         epochs=1,
         device="cpu",
+        paired=True,
         name="finished study",
     )
     ids = api.submit_study(config, store=store)
@@ -87,11 +88,11 @@ def test_empty_state_opens_the_launch_form(own_db):
 
 def test_launch_explains_each_problem_and_writes_nothing(own_db):
     at = app(PAGE)
-    set_form(at, cells=3, trained=4)
-    assert "score at least as many cells (3) as are trained (4)" in texts(at)
+    set_form(at, cells=3, top=4)
+    assert "score at least as many cells (3) as the top cells trained (4)" in texts(at)
     assert at.button(key="study_launch").disabled
 
-    set_form(at, cells=10, seeds=0)
+    set_form(at, cells=10, top=3, seeds=0)
     assert "score at least as many cells" not in texts(at)
     assert "seeds must be at least 1" in texts(at)
     assert at.button(key="study_launch").disabled
@@ -108,8 +109,9 @@ def test_launch_explains_each_problem_and_writes_nothing(own_db):
 
     at.multiselect(key="study_sets").set_value(["1x1_3x3"]).run()
     at.checkbox(key="study_exhaustive").check().run()
-    set_form(at, cells=8000, trained=4)
-    assert "only 7,012 distinct cells exist" in texts(at)
+    set_form(at, cells=8000, sample=8000)
+    assert "only 7,012 distinct cells exist; an exhaustive study" in texts(at)
+    assert "only 7,012 distinct cells exist; a uniform sample" in texts(at)
     assert at.button(key="study_launch").disabled
     assert not at.exception
     assert api.list_experiments(store=own_db["store"]).empty
@@ -123,11 +125,16 @@ def test_launch_queues_a_study_and_shows_it(own_db, studio):
     assert "on disk" in texts(at)
     at.multiselect(key="study_sets").set_value(["1x1_3x3", "3x3_5x5"])
     at.text_input(key="study_custom_sets").input("5,9")
-    set_form(at, cells=6, trained=4, top=2, seeds=2, epochs=1)
+    set_form(at, cells=6, sample=4, top=2, seeds=2, epochs=1)
     at.selectbox(key="study_device").select("cpu")
     at.text_input(key="study_name").input("from the study test").run()
-    assert "3 kernel set(s), each: 6 cells scored, 4 of them trained, 6 trainings of 1 epoch(s) (the top 2" in texts(at)
-    assert "Roughly" in texts(at)  # Launch's estimate, for the study's trainings
+    shown = texts(at)
+    assert (
+        "3 kernel set(s), each: 6 cells searched, the top 2 and 4 sampled cells trained with 2 seed(s) each: " in shown
+    )
+    assert "up to 12 trainings of 1 epoch(s)" in shown and "Roughly" in shown  # Launch's estimate for the trainings
+    assert "With 4 sampled cells per kernel set, a Spearman correlation of 0.9" in shown
+    assert at.warning and "Weaker ones mostly go unseen" in at.warning[0].value  # a weak design is warned about
     assert not at.button(key="study_launch").disabled
 
     at.button(key="study_launch").click().run()
@@ -141,7 +148,7 @@ def test_launch_queues_a_study_and_shows_it(own_db, studio):
     assert (study.kind, study.name) == ("study", "from the study test")
     config = api.get_experiment(study.id, store=store)["config"]
     assert tuple(config["kernel_sets"]) == ("1x1_3x3", "3x3_5x5", "5x5_9x9")
-    assert (config["cells"], config["trained"], config["top"], config["seeds"], config["epochs"]) == (6, 4, 2, 2, 1)
+    assert (config["cells"], config["sample"], config["top"], config["seeds"], config["epochs"]) == (6, 4, 2, 2, 1)
     assert (config["dataset"], config["device"]) == ("folder:mini", "cpu")
     assert at.selectbox(key="study_pick").value == study.id
     shown = texts(at)
@@ -160,16 +167,18 @@ def test_the_finished_study_shows_its_report_charts_and_downloads(finished_study
     assert not at.expander[0].proto.expanded  # a study exists: the form stays folded
     report = api.study_report(eid, store=store)
 
-    (table,) = [d.value for d in at.dataframe]  # per kernel set (no search-regret table: not exhaustive)
+    table, picks = [d.value for d in at.dataframe]  # correlations, then the pick (not exhaustive: no search regret)
     assert list(table["kernel_set"]) == ["1x1_3x3", "3x3_5x5"]
-    assert list(table["scored"]) == [6, 6] and list(table["trained"]) == [4, 4]
+    assert list(table["scored"]) == [6, 6] and list(table["sampled"]) == [3, 3]
     for row, k in zip(table.itertuples(), report.kernel_sets):
-        assert row.top1.startswith(f"{k.top1.mean:.1%}") and "(n=2)" in row.top1
-        if math.isnan(k.correlation.spearman.estimate):  # shown as a dash, with why
+        if math.isnan(k.spearman.estimate):  # shown as a dash, with why
             assert row.spearman == "—"
             assert "—: not defined" in texts(at)
         else:
-            assert row.spearman.startswith(f"{k.correlation.spearman.estimate:+.2f}")
+            assert row.spearman.startswith(f"{k.spearman.estimate:+.2f}") and "· p " in row.spearman
+    for row, k in zip(picks.itertuples(), report.kernel_sets):
+        assert row.pick.startswith(f"{k.top1.mean:.1%}") and "(n=2)" in row.pick
+        assert row.sample == pytest.approx(k.pick.sample_mean * 100)
     shown = texts(at)
     assert "Done: the score's top cell reached" in shown
     assert "laptop profile (reduced scale)" in shown and "**Scale**" in shown
@@ -189,7 +198,8 @@ def test_the_finished_study_shows_its_report_charts_and_downloads(finished_study
         assert name in downloads["deferred"], "exports are built when asked, not on every run"
         assert downloads["files"][name] == api.export_study(eid, fmt, store=store)
     rows = downloads["files"][api.export_name(experiment, "csv")].splitlines()
-    assert len(rows) == 1 + 2 * (4 + 2)  # a header, then per kernel set 4 cells and the top 2's second seeds
+    trained = {tuple(row.split(",")[:2]) for row in rows[1:]}
+    assert len(rows) == 1 + 2 * len(trained) and len(trained) in (6, 7, 8)  # per set the pick and 3 sampled, 2 seeds
 
 
 def test_results_lists_experiments_but_not_studies(own_db, studio):
@@ -201,9 +211,7 @@ def test_results_lists_experiments_but_not_studies(own_db, studio):
         reduced=True,
         runs=[{"setting": "1x1_3x3_3x", "kernel_set": "1x1_3x3", "iterations": 3}],
     )
-    study = api.submit_study(
-        api.StudyConfig(kernel_sets=("1x1_3x3",), cells=4, trained=3, top=1, epochs=1), store=store
-    )
+    study = api.submit_study(api.StudyConfig(kernel_sets=("1x1_3x3",), cells=4, sample=3, top=1, epochs=1), store=store)
     at = app("pages/results.py")
     assert at.selectbox(key="results_experiment").options == [f"#{plain['experiment_id']} · plain · 0 finished"]
     assert study["experiment_id"] not in (at.selectbox(key="results_experiment").value,)
@@ -212,9 +220,7 @@ def test_results_lists_experiments_but_not_studies(own_db, studio):
     assert at.selectbox(key="study_pick").value == study["experiment_id"]
     assert len(at.selectbox(key="study_pick").options) == 1
 
-    newer = api.submit_study(
-        api.StudyConfig(kernel_sets=("3x3_5x5",), cells=4, trained=3, top=1, epochs=1), store=store
-    )
+    newer = api.submit_study(api.StudyConfig(kernel_sets=("3x3_5x5",), cells=4, sample=3, top=1, epochs=1), store=store)
     assert app(PAGE).selectbox(key="study_pick").value == newer["experiment_id"]  # the newest by default
     linked = AppTest.from_file(APP, default_timeout=60)
     linked.query_params["study"] = str(study["experiment_id"])  # a link to the older one: /study?study=N

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -14,6 +15,7 @@ from helpers import ROOT
 
 from engine import api
 from engine.core.space import TABLE_I
+from engine.study.estimates import Difference, Estimate
 from engine.study.studies import report as study_report
 from ui import charts
 from ui.charts import kernel_set_color
@@ -348,6 +350,18 @@ def test_top1_bars_carry_the_interval_over_seeds_and_each_seed():
     assert list(seeds.y) == pytest.approx([70.0, 74.0])
     one_seed = charts.top1_chart(small_study_with_one_seed(), EXPERIMENT).data[0]
     assert one_seed.error_y.array is None  # one seed: no interval to draw
+
+
+def test_the_differences_chart_shows_each_pair_with_its_interval_and_design():
+    paired = Difference("1x1_3x3", "3x3_5x5", True, Estimate(0.02, 0.005, 0.03, 0.01, 30), 1.24)
+    unpaired = Difference("1x1_3x3", "5x5_7x7", False, Estimate(0.01, NAN, NAN, NAN, 4), 1.61)
+    fig = charts.differences_chart(SimpleNamespace(differences=[paired, unpaired]), EXPERIMENT)
+    first, second = fig.data
+    assert first.y[0] == "3x3_5x5 − 1x1_3x3" and first.x[0] == pytest.approx(2.0)
+    assert first.error_x.array[0] == pytest.approx(1.0) and first.error_x.arrayminus[0] == pytest.approx(1.5)
+    assert first.marker.symbol == "diamond" and first.customdata[0][0] == "paired by genotype"
+    assert second.error_x.array is None and second.customdata[0][0] == "independent samples"
+    assert first.marker.color == kernel_set_color("3x3_5x5")
 
 
 def test_grouped_chart_clips_intervals_to_0_100_and_follows_the_given_order():

@@ -518,7 +518,11 @@ def operations_per_layer(layer_ops: pd.DataFrame, run: dict, experiment: dict) -
 # Each takes the study's ``experiment`` (``api.get_experiment``) for its subtitle.
 
 ROLE_SYMBOLS = {"top": "star", "random": "circle", "spread": "square"}
-ROLE_NAMES = {"top": "score's top cells", "random": "drawn at random", "spread": "spread over the scores"}
+ROLE_NAMES = {
+    "top": "score's top cells",
+    "random": "uniform sample",
+    "spread": "spread over the scores (earlier design)",
+}
 
 
 def study_subtitle(experiment: dict) -> str:
@@ -613,6 +617,41 @@ def top1_chart(report: StudyReport, experiment: dict) -> go.Figure:
         "Kernel set",
         "Test accuracy (%)",
         "Kernel set",
+    )
+
+
+def differences_chart(report: StudyReport, experiment: dict) -> go.Figure:
+    """Each pair of kernel sets: the mean accuracy difference over their samples with its 95% interval."""
+    fig = go.Figure()
+    for d in report.differences:
+        e = d.difference
+        label = f"{d.second} − {d.first}"
+        error = (
+            None
+            if nan(e.low)
+            else {"type": "data", "array": [(e.high - e.estimate) * 100], "arrayminus": [(e.estimate - e.low) * 100]}
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[e.estimate * 100],
+                y=[label],
+                mode="markers",
+                marker={"color": kernel_set_color(d.second), "size": 12, "symbol": "diamond" if d.paired else "circle"},
+                error_x=error,
+                name=label,
+                customdata=[["paired by genotype" if d.paired else "independent samples", e.n, d.params_ratio]],
+                hovertemplate=f"<b>{label}</b><br>%{{x:+.2f}} points (%{{customdata[0]}}, n = %{{customdata[1]}})"
+                "<br>%{customdata[2]:.2f}× the parameters<extra></extra>",
+            )
+        )
+    fig.add_vline(x=0, line={"color": "#888", "dash": "dot"})
+    fig.update_layout(showlegend=False)
+    return titled(
+        fig,
+        "Accuracy difference between kernel sets (95% interval)",
+        study_subtitle(experiment),
+        "Mean test accuracy difference (points)",
+        "Kernel sets",
     )
 
 
