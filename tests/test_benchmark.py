@@ -372,11 +372,11 @@ def test_a_study_of_the_benchmarked_space_is_refused_with_the_way_to_measure_it(
     from engine import api
 
     errors = api.validate_study(
-        api.StudyConfig(dataset="sample", kernel_sets=("spikenas",), cells=20, trained=4, top=1, seeds=1)
+        api.StudyConfig(dataset="sample", kernel_sets=("spikenas",), cells=20, sample=4, top=1, seeds=1)
     )
     assert "benchmark report" in errors["kernel_sets"]
     assert not api.validate_study(
-        api.StudyConfig(dataset="sample", kernel_sets=("1x1_3x3",), cells=20, trained=4, top=1, seeds=1)
+        api.StudyConfig(dataset="sample", kernel_sets=("1x1_3x3",), cells=20, sample=4, top=1, seeds=1)
     )
 
 
