@@ -301,8 +301,13 @@ def _study(
             sink.progress("train", _n, len(todo), note, eta(_n, len(todo)))
 
         sink.progress("train", n, len(todo), what, eta(n, len(todo)))
-        config = TrainConfig(
-            epochs=spec.epochs, batch_size=profile.batch_size, seed=seed, device=spec.device, precision=spec.precision
+        config = TrainConfig(  # evaluated once, at the end: a study records only where each training ends
+            epochs=spec.epochs,
+            batch_size=profile.batch_size,
+            seed=seed,
+            device=spec.device,
+            precision=spec.precision,
+            eval_every=spec.epochs,
         )
         state = folder / f"study-{cell.candidate}-{seed}.pt"
         trained = train(
