@@ -3,6 +3,7 @@ and the command line. Runs on ``folder:mini`` (real sample images, 2 classes).""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import replace
@@ -188,12 +189,24 @@ def test_paired_kernel_sets_are_compared_cell_for_cell():
     assert r.pooled.n == 60
 
 
-def test_replayed_random_searches_find_more_with_more_iterations():
-    scores = {g.to_str(): float(i % 997) for i, g in enumerate(SNASNET.distinct_cells())}
-    small, large = search_regret(SNASNET, scores, sizes=(50, 2000), searches=6)
-    assert small.iterations == 50 and large.iterations == 2000
-    assert large.score_gap <= small.score_gap and large.percentile >= small.percentile  # the first 50 are within 2000
-    assert 0 <= small.percentile <= 1 and 0 <= large.found_top1 <= 1
+def test_replayed_random_searches_look_up_the_cells_each_search_would_propose():
+    """One cell scores 1, every other 0: a search finds the top cell exactly when its own stream proposes it."""
+    first_of_seed_0 = SNASNET.canonical(next(SNASNET.random_cells(0))).to_str()
+    scores = {g.to_str(): 0.0 for g in SNASNET.distinct_cells()}
+    scores[first_of_seed_0] = 1.0
+
+    def proposes(seed: int, size: int) -> bool:
+        stream = itertools.islice(SNASNET.random_cells(seed), size)
+        return any(SNASNET.canonical(g).to_str() == first_of_seed_0 for g in stream)
+
+    small, large = search_regret(SNASNET, scores, sizes=(1, 3000), searches=5)
+    assert small.found_top1 == pytest.approx(np.mean([proposes(s, 1) for s in range(5)]))
+    assert large.found_top1 == pytest.approx(np.mean([proposes(s, 3000) for s in range(5)]))
+    assert small.found_top1 >= 0.2  # seed 0's first cell is the top cell
+    assert small.score_gap == pytest.approx(1 - small.found_top1)  # the others pick a 0
+    below_zero, below_one = 0, (len(scores) - 1) / len(scores)  # share of cells scoring below the pick
+    expected = small.found_top1 * below_one + (1 - small.found_top1) * below_zero
+    assert small.percentile == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
