@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from engine.core.errors import InputError
-from engine.core.files import write_atomic
+from engine.core.files import check_output_file, write_atomic
+from engine.store import default_db_path
 
 
 class CliError(InputError):
@@ -87,6 +88,12 @@ def named_dataset(spec: str):
     if where is not None:
         print(f"note: read {where}, outside the data roots, because this command line names it", file=sys.stderr)
     return data
+
+
+def check_output(out: Path, args: argparse.Namespace, *inputs: Path) -> Path:
+    """A command's output file under the one output rule (``check_output_file``): never a device, FIFO or
+    folder, and never one of its inputs, among which the experiment database every command may read."""
+    return check_output_file(out, inputs=[getattr(args, "db", None) or default_db_path(), *inputs])
 
 
 def print_or_write(text: str, out: Path | None) -> None:

@@ -14,8 +14,8 @@ import numpy as np
 
 from engine import api
 from engine.cli import _arguments
-from engine.cli._common import CliError, Parser, one_line, whole
-from engine.core.files import check_output_file, write_json
+from engine.cli._common import CliError, Parser, check_output, one_line, whole
+from engine.core.files import write_json
 from engine.core.footprint import footprint
 from engine.core.profiles import get_profile
 from engine.core.selection import Budget
@@ -70,7 +70,7 @@ def add_parser(subparsers) -> None:
 
 
 def run_import(args: argparse.Namespace) -> None:
-    out = check_output_file(args.out or benchmark.records_file(args.dataset, benchmark.imported_folder()))
+    out = check_output(args.out or benchmark.records_file(args.dataset, benchmark.imported_folder()), args, args.path)
     if not args.path.is_dir():
         raise CliError(
             f"{args.path} is not a folder: give the folder holding {benchmark.FOLDERS[args.dataset]}/ "
@@ -104,7 +104,7 @@ POPULATIONS = {"every network": False, "the networks SNASNet's sampler proposes"
 
 
 def run_report(args: argparse.Namespace) -> None:
-    out = check_output_file(args.out) if args.out else None
+    out = check_output(args.out, args, *(args.scores or [])) if args.out else None
     records = benchmark.bundled(args.dataset)
     budget = Budget.parse(args.budget).limit if args.budget else None
     sources = scored_sources(args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.cli._common import whole
+from engine.cli._common import check_output, whole
 
 
 def add_parser(subparsers) -> None:
@@ -29,12 +29,13 @@ def run(args: argparse.Namespace) -> None:
     from engine import api, deploy
 
     if args.model.isdigit():
-        store = api.get_store(args.db)
+        store = api.get_store(args.db, create=False, readonly=True)  # exporting reads the database, never makes one
         run_id = int(args.model)
         source = api.checkpoint_path(run_id, store=store)
         accuracy = api.measured_accuracy(run_id, args.format, store=store)
     else:
         source, accuracy = Path(args.model), None
+    check_output(args.out, args, source)  # before the export's work: never over the model it reads
     out = deploy.export(source, args.format, args.out, accuracy=accuracy)
     print(f"wrote {out} ({args.format}, {out.stat().st_size / 1e6:.2f} MB)")
     if args.format == "nir" and args.check:

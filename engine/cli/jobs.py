@@ -7,8 +7,7 @@ import argparse
 
 from engine import api
 from engine.cli import _arguments
-from engine.cli._common import CliError, print_or_write, table, whole
-from engine.core.files import check_output_file
+from engine.cli._common import CliError, check_output, print_or_write, table, whole
 
 
 def add_parser(subparsers) -> None:
@@ -75,6 +74,6 @@ def run_retry(args: argparse.Namespace) -> None:
 
 def run_export(args: argparse.Namespace) -> None:
     if args.out is not None:
-        check_output_file(args.out)
+        check_output(args.out, args)
     store = api.get_store(args.db, create=False, readonly=True)
     print_or_write(api.export_experiment(args.experiment, args.format, store=store), args.out)

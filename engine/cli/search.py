@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from engine.cli import _arguments
-from engine.cli._common import CliError, named_dataset, table, whole
-from engine.core.files import check_output_file, write_json
+from engine.cli._common import CliError, check_output, named_dataset, table, whole
+from engine.core.files import write_json
 from engine.core.footprint import format_count
 from engine.core.profiles import Profile, ScoreConfig, get_profile
 from engine.core.space import MAX_ITERATIONS, Space
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> None:
     profile = get_profile(args.profile)
     iterations = iterations_to_score(args, kernel_set)
     if args.json is not None:
-        check_output_file(args.json)
+        check_output(args.json, args)
     config = score_config(args, profile)
     device = resolve_device(args.device)
     data = named_dataset(args.dataset)

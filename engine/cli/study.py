@@ -9,8 +9,7 @@ from dataclasses import replace
 
 from engine import api
 from engine.cli import _arguments
-from engine.cli._common import StopOnInterrupt, print_or_write, table, whole
-from engine.core.files import check_output_file
+from engine.cli._common import StopOnInterrupt, check_output, print_or_write, table, whole
 from engine.core.space import MAX_ITERATIONS, parse_kernel_sets
 
 
@@ -115,7 +114,7 @@ def run_study(args: argparse.Namespace) -> None:
 
 def run_study_report(args: argparse.Namespace) -> None:
     if args.out is not None:
-        check_output_file(args.out)
+        check_output(args.out, args)
     store = api.get_store(args.db, create=False, readonly=True)
     if args.format == "table":
         text = study_text(api.study_report(args.study, store=store)) + "\n"

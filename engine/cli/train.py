@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 from engine.cli import _arguments
-from engine.cli._common import StopOnInterrupt, named_dataset, number, table, whole
-from engine.core.files import check_output_file
+from engine.cli._common import StopOnInterrupt, check_output, named_dataset, number, table, whole
 from engine.core.profiles import get_profile
 from engine.core.space import Genotype, Space
 
@@ -50,8 +49,8 @@ def run(args: argparse.Namespace) -> None:
         device=args.device,
     )
     resolve_device(args.device)  # every argument checked before any work or output
-    state = check_output_file(args.out.with_name(args.out.name + ".state.pt"))
-    check_output_file(args.out)  # before any work: a bad --out is found now, not after training
+    state = check_output(args.out.with_name(args.out.name + ".state.pt"), args)
+    check_output(args.out, args)  # before any work: a bad --out is found now, not after training
     data = named_dataset(args.dataset)
     bar = tqdm(total=config.epochs, desc="train", unit="epoch", file=sys.stderr)
 

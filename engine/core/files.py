@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from engine.core.errors import InputError
@@ -15,18 +16,45 @@ class OutputError(InputError):
     """An output path that cannot be written; found before any work starts."""
 
 
-def check_output_file(path: Path | str) -> Path:
-    """``path`` if a file can be written there: not a folder, under folders that exist or can be made,
-    writable. Creates nothing: commands check their outputs before any work, and write them after."""
+def check_output_file(path: Path | str, inputs: Iterable[Path | str] = ()) -> Path:
+    """``path`` if a file can be written there: absent, or a regular file that is none of the command's
+    ``inputs`` (compared by resolved path and by device and inode, so symlinks and hard links count), under
+    folders that exist or can be made, writable. A device, FIFO, socket or folder is never replaced. Creates
+    nothing: commands check their outputs before any work, and write them after."""
     path = Path(path)
     _check_name(path)
     try:
-        if path.is_dir():
-            raise OutputError(f"{path} is a folder; name a file to write")
+        _check_replaceable(path)
+        for source in inputs:
+            if _same_file(path, Path(source)):
+                raise OutputError(f"{path} is this command's input {source}; write the output elsewhere")
+    except OutputError:
+        raise
     except (OSError, ValueError) as e:  # a name too long, a NUL byte
         raise OutputError(f"cannot write {str(path)!r}: {getattr(e, 'strerror', None) or e}") from None
     _check_folder(path.parent)
     return path
+
+
+def _check_replaceable(path: Path) -> None:
+    """Refuses what is at ``path`` (a symlink's target counts) unless it is nothing or a regular file."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:  # nothing there, or a dangling link: the write replaces the link itself
+        return
+    if stat.S_ISDIR(mode):
+        raise OutputError(f"{path} is a folder; name a file to write")
+    if not stat.S_ISREG(mode):
+        raise OutputError(f"{path} is not a regular file (a device, FIFO or socket); name a file to write")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except (OSError, RuntimeError):  # a symlink loop: not a file either can be
+        return False
 
 
 def check_output_folder(path: Path | str) -> Path:
@@ -68,6 +96,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary name beside ``path`` for a writer to fill (any library's ``save(..., tmp)``); when the
     block ends it is flushed to disk and renamed over ``path``. On any failure it is removed."""
     path = Path(path)
+    _check_replaceable(path)  # again at write time: something may have appeared there since the check
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
