@@ -96,7 +96,7 @@ def test_profile_of_one_network_gives_its_layers_and_totals():
         (["search", "--kernel-set", "3x3_5x5", "--dataset", "nope"], "unknown dataset"),
         (["search", "--kernel-set", "3x3_5x5", "--device", "cuda:7"], "GPU"),
         (["search", "--kernel-set", "3x3_5x5", "--profile", "huge"], "invalid choice"),
-        (["search", "--kernel-set", "3x3_5x5", "--draws", "0"], "at least 1"),
+        (["search", "--kernel-set", "3x3_5x5", "--draws", "0"], "from 1 to 1,000"),
         (["profile", "--kernel-set", "1x1_3x3", "--genotype", "0302 0030 0003"], "not a genotype"),
         (["profile", "--dataset", "cifar100", "--genotype", "0302 0030 0003 0000"], "--genotype needs --kernel-set"),
         (["select", "nowhere", "--budget", "5M"], "holds no exploration"),
@@ -106,7 +106,7 @@ def test_profile_of_one_network_gives_its_layers_and_totals():
         (["explore", "--baseline", "1x1_3x3_99999999999x", "--out", "x"], "from 1 to 1,000,000"),
         (["explore", "--baseline", "1x1_3x3_" + "9" * 30 + "x", "--out", "x"], "from 1 to 1,000,000"),
         (["search", "--kernel-set", "3x3_5x5", "--seed", "-1"], "--seed: expected a whole number from 0 to"),
-        (["search", "--kernel-set", "3x3_5x5", "--top", "-1"], "--top: expected a whole number of at least 1"),
+        (["search", "--kernel-set", "3x3_5x5", "--top", "-1"], "--top: expected a whole number from 1 to 10,000"),
         (["search", "--kernel-set", "3x3_5x5", "--iterations", "1000001"], "from 1 to 1,000,000"),
         (["search", "--kernel-set", "3x3_5x5", "--dataset", " sample"], "spaces around it"),
         (["train", "--genotype", "0302 0030 0003 0000", "--kernel-set", "1x1_3x3", "--lr", "nan"], "--lr"),
@@ -249,3 +249,26 @@ def test_exhaustive_search_help_gives_the_count_of_distinct_cells():
     help_text = " ".join(run.stdout.split())
     assert f"all distinct cells: {len(KernelSet(1, 3).distinct_cells()):,} for two kernel sizes" in help_text
     assert f"{len(SPIKENAS.distinct_cells()):,} raw cells of spikenas" in help_text
+
+
+def numeric_arguments():
+    """Every whole-number and number argument of every command, read from the parser itself: a new one
+    cannot be left out."""
+    from engine.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if a.choices and isinstance(a.choices, dict))
+    for parser in commands.choices.values():
+        for sub in [parser] + [p for a in parser._actions if isinstance(a.choices, dict) for p in a.choices.values()]:
+            for action in sub._actions:
+                if getattr(action.type, "__name__", None) in ("whole number", "number"):
+                    yield pytest.param(sub.prog, action, id=f"{sub.prog.split(' ', 1)[1]} {action.dest}")
+
+
+@pytest.mark.parametrize("prog, action", list(numeric_arguments()))
+def test_every_numeric_argument_has_a_named_upper_bound(prog, action):
+    """A typo of many digits too many (or an overflowing float) is refused with the range it takes."""
+    import argparse
+
+    for text in ("1" + "0" * 25, "1e308", "inf", "nan", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"(to|at most) [\d,.e+]+, got"):
+            action.type(text)

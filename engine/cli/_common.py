@@ -28,13 +28,17 @@ class Parser(argparse.ArgumentParser):
         raise CliError(message)
 
 
-def whole(low: int, high: int | None = None):
-    """An argument type: a whole number from ``low`` (to ``high``), refused with the range it takes."""
-    span = f"from {low:,} to {high:,}" if high is not None else f"of at least {low:,}"
+MAX_ID = 2**63 - 1  # ids of experiments, runs and jobs are SQLite integers
+
+
+def whole(low: int, high: int):
+    """An argument type: a whole number from ``low`` to ``high``, refused with the range it takes. Every count
+    has an upper bound: a typo of a few digits too many is refused, not run until killed."""
+    span = f"from {low:,} to {high:,}"
 
     def parse(text: str) -> int:
         value = int(text) if re.fullmatch(r"\s*[-+]?\d{1,19}\s*", text) else None
-        if value is None or value < low or (high is not None and value > high):
+        if value is None or value < low or value > high:
             raise argparse.ArgumentTypeError(f"expected a whole number {span}, got {text[:40]!r}")
         return value
 
@@ -42,16 +46,16 @@ def whole(low: int, high: int | None = None):
     return parse
 
 
-def number(low: float, *, above: bool = False):
-    """An argument type: a finite number of at least ``low`` (above it with ``above``)."""
-    bound = f"{'above' if above else 'of at least'} {low:g}"
+def number(low: float, high: float, *, above: bool = False):
+    """An argument type: a finite number from ``low`` (above it with ``above``) to ``high``."""
+    bound = f"{'above' if above else 'from'} {low:g} {'and at most' if above else 'to'} {high:g}"
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             value = math.nan
-        if not math.isfinite(value) or value < low or (above and value == low):
+        if not math.isfinite(value) or value < low or (above and value == low) or value > high:
             raise argparse.ArgumentTypeError(f"expected a finite number {bound}, got {text[:40]!r}")
         return value
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from engine import api
 from engine.cli import _arguments
-from engine.cli._common import CliError, Parser, check_output, one_line, whole
+from engine.cli._common import MAX_ID, CliError, Parser, check_output, one_line, whole
 from engine.core.files import write_json
 from engine.core.footprint import footprint
 from engine.core.profiles import get_profile
@@ -52,7 +52,9 @@ def add_parser(subparsers) -> None:
     report.add_argument(
         "--scores", type=Path, action="append", help="a `search --kernel-set spikenas --json` file (repeatable)"
     )
-    report.add_argument("--run", type=whole(1), action="append", help="a spikenas run of the database (repeatable)")
+    report.add_argument(
+        "--run", type=whole(1, MAX_ID), action="append", help="a spikenas run of the database (repeatable)"
+    )
     _arguments.add_dataset(report, "cifar10", choices=DATASETS, help=None)
     report.add_argument(
         "--common",

@@ -17,7 +17,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", type=Path, required=True, help="file to write")
     parser.add_argument(
         "--check",
-        type=whole(0),
+        type=whole(0, 10_000),
         default=8,
         metavar="IMAGES",
         help="NIR: read the file back (snntorch) and compare it with the engine on this many test images (0: skip)",

@@ -7,12 +7,12 @@ import argparse
 
 from engine import api
 from engine.cli import _arguments
-from engine.cli._common import CliError, check_output, print_or_write, table, whole
+from engine.cli._common import MAX_ID, CliError, check_output, print_or_write, table, whole
 
 
 def add_parser(subparsers) -> None:
     jobs = subparsers.add_parser("jobs", help="every job with its status and progress")
-    jobs.add_argument("--experiment", type=whole(1))
+    jobs.add_argument("--experiment", type=whole(1, MAX_ID))
     jobs.set_defaults(run_command=run_jobs)
 
     cancel = subparsers.add_parser("cancel", help="cancel queued and running jobs")
@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
     retry.set_defaults(run_command=run_retry)
 
     export = subparsers.add_parser("export", help="an experiment's results as CSV (table) or JSON (everything)")
-    export.add_argument("experiment", type=whole(1))
+    export.add_argument("experiment", type=whole(1, MAX_ID))
     export.add_argument("--format", choices=["csv", "json"], default="csv")
     _arguments.add_output_file(export)
     export.set_defaults(run_command=run_export)
@@ -32,8 +32,8 @@ def add_parser(subparsers) -> None:
 
 def add_job_target(parser: argparse.ArgumentParser) -> None:
     """The jobs ``cancel`` and ``retry`` act on: ids, or every job of an experiment (``job_target``)."""
-    parser.add_argument("job", type=whole(1), nargs="*", help="job ids")
-    parser.add_argument("--experiment", type=whole(1), help="all jobs of this experiment")
+    parser.add_argument("job", type=whole(1, MAX_ID), nargs="*", help="job ids")
+    parser.add_argument("--experiment", type=whole(1, MAX_ID), help="all jobs of this experiment")
 
 
 def job_target(args: argparse.Namespace) -> dict:

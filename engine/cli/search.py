@@ -42,11 +42,15 @@ def add_parser(subparsers) -> None:
         "cells; 14,125 raw cells of spikenas) in an order shuffled by --seed, instead of sampling; --iterations N "
         "scores the first N of that order, --max-params passes over the cells above it (beyond the paper)",
     )
-    parser.add_argument("--max-params", type=whole(1), default=None, help="skip cells over this many parameters")
-    parser.add_argument("--score-batch", type=whole(1), help="images per scoring batch (default: the profile's)")
-    parser.add_argument("--score-batches", type=whole(1), help="scoring batches per draw (default: the profile's)")
     parser.add_argument(
-        "--draws", type=whole(1), help="(init, batch) draws averaged per candidate (default: the profile's)"
+        "--max-params", type=whole(1, 10**12), default=None, help="skip cells over this many parameters"
+    )
+    parser.add_argument("--score-batch", type=whole(1, 4096), help="images per scoring batch (default: the profile's)")
+    parser.add_argument(
+        "--score-batches", type=whole(1, 1000), help="scoring batches per draw (default: the profile's)"
+    )
+    parser.add_argument(
+        "--draws", type=whole(1, 1000), help="(init, batch) draws averaged per candidate (default: the profile's)"
     )
     parser.add_argument(
         "--draw-mode", choices=["shared", "fresh"], help="same init and batch for every candidate, or new ones"
@@ -56,7 +60,7 @@ def add_parser(subparsers) -> None:
         "--count-silent", choices=["yes", "no"], help="whether layers that never fired add to the kernel"
     )
     _arguments.add_in_flight(parser)
-    parser.add_argument("--top", type=whole(1), default=10, help="rows in the summary table")
+    parser.add_argument("--top", type=whole(1, 10_000), default=10, help="rows in the summary table")
     parser.add_argument("--json", type=Path, help="write every candidate to this JSON file")
     parser.set_defaults(run_command=run)
 

@@ -9,8 +9,9 @@ from dataclasses import replace
 
 from engine import api
 from engine.cli import _arguments
-from engine.cli._common import StopOnInterrupt, check_output, print_or_write, table, whole
+from engine.cli._common import MAX_ID, StopOnInterrupt, check_output, print_or_write, table, whole
 from engine.core.space import MAX_ITERATIONS, parse_kernel_sets
+from engine.study import MAX_SEEDS
 
 
 def add_parser(subparsers) -> None:
@@ -33,7 +34,7 @@ def add_parser(subparsers) -> None:
     )
     study.add_argument(
         "--sample",
-        type=whole(3),
+        type=whole(3, MAX_ITERATIONS),
         default=defaults.sample,
         help="distinct cells drawn uniformly from each kernel set's space and trained: the correlation's sample. "
         f"Power (80 %%, two-sided 5 %%): {defaults.sample} cells detect a Spearman correlation of "
@@ -46,10 +47,16 @@ def add_parser(subparsers) -> None:
         "cell for cell; by default each kernel set draws its own",
     )
     study.add_argument(
-        "--top", type=whole(1), default=defaults.top, help="the score's top cells (the first is the search's pick)"
+        "--top",
+        type=whole(1, MAX_ITERATIONS),
+        default=defaults.top,
+        help="the score's top cells (the first is the search's pick)",
     )
     study.add_argument(
-        "--seeds", type=whole(1), default=defaults.seeds, help="training seeds of every trained cell, top and sampled"
+        "--seeds",
+        type=whole(1, MAX_SEEDS),
+        default=defaults.seeds,
+        help="training seeds of every trained cell, top and sampled",
     )
     _arguments.add_epochs(study, defaults.epochs)
     _arguments.add_profile(study, defaults.profile)
@@ -64,7 +71,7 @@ def add_parser(subparsers) -> None:
     report = subparsers.add_parser(
         "study-report", help="a study's statistics as tables, or its cells (CSV) or report (JSON)"
     )
-    report.add_argument("study", type=whole(1))
+    report.add_argument("study", type=whole(1, MAX_ID))
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
     _arguments.add_output_file(report)
     report.set_defaults(run_command=run_study_report)

@@ -13,10 +13,10 @@ from engine.cli._common import CliError, number
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("worker", help="run queued jobs (foreground); one job per GPU, else one on the CPU")
-    parser.add_argument("--idle-exit", type=number(0), help="exit after this many seconds without work")
+    parser.add_argument("--idle-exit", type=number(0, 10**7), help="exit after this many seconds without work")
     parser.add_argument(
         "--stale-after",
-        type=number(0, above=True),
+        type=number(0, 10**7, above=True),
         default=60.0,
         help="take over running jobs silent this long (s)",
     )

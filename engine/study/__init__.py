@@ -52,6 +52,7 @@ from engine.study.estimates import (
     detectable_correlation,
 )
 from engine.study.studies import (
+    MAX_SEEDS,
     NO_SUMMARY,
     ROLES,
     SAMPLE_INDEX,
@@ -100,6 +101,7 @@ __all__ = [
     "imported_folder",
     "KernelSetReport",
     "load",
+    "MAX_SEEDS",
     "MIN_POINTS",
     "NO_SUMMARY",
     "ops_to_id",

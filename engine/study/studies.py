@@ -44,6 +44,7 @@ ROLES = ("top", "random", "spread")  # why a cell was trained ("spread": a study
 SAMPLE_INDEX = 1 << 40  # sampled cells are scored as candidates from this index on, apart from the search's
 SIMULATED_SEARCHES = 20  # random searches replayed over an exhaustive run's scores, per size
 SEARCH_SIZES = (1000, 5000)  # the paper's iterations per kernel set and its baseline's
+MAX_SEEDS = 100  # training seeds per cell: beyond this the seeds' spread is known far better than it matters
 NO_SUMMARY = Summary(math.nan, math.nan, 0, math.nan, math.nan)  # a kernel set with nothing trained yet
 
 
@@ -79,8 +80,8 @@ def check_counts(cells, sample, top, seeds) -> dict[str, str]:
         return errors
     if top < 1:
         errors["top"] = "train at least the score's top cell (top >= 1)"
-    if seeds < 1:
-        errors["seeds"] = "seeds must be at least 1 (every trained cell is trained once per seed)"
+    if not 1 <= seeds <= MAX_SEEDS:
+        errors["seeds"] = f"seeds must be from 1 to {MAX_SEEDS} (every trained cell is trained once per seed)"
     if sample < MIN_POINTS:
         errors["sample"] = f"sample at least {MIN_POINTS} cells: a rank correlation of fewer says nothing"
     if cells < top:
