@@ -96,3 +96,16 @@ def test_export_model_of_a_run_never_makes_a_database(tmp_path):
     done = cli("--db", str(typo), "export-model", "1", "--format", "int8", "--out", str(tmp_path / "m.safetensors"))
     assert done.returncode == 2 and "there is no experiment database at" in done.stderr
     assert not typo.exists() and not (tmp_path / "m.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    "command", [["submit", "--kernel-sets", "1x1_3x3"], ["study", "--kernel-sets", "1x1_3x3", "--detach"]]
+)
+def test_a_refused_submission_writes_nothing_not_even_the_database(tmp_path, command):
+    """A name of bytes that are not UTF-8 (a lone surrogate once decoded) is refused by field, before the
+    database is made."""
+    db = tmp_path / "new.db"
+    done = cli("--db", str(db), *command, "--name", "bad\udcffname")  # the byte 0xff on the command line
+    assert done.returncode == 2
+    assert done.stderr == "error: name: the name holds bytes that are not UTF-8 text; retype it\n"
+    assert list(tmp_path.iterdir()) == []

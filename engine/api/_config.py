@@ -162,10 +162,9 @@ def validate(config: ExperimentConfig, *, check_data: bool = True) -> dict[str, 
             errors["budget"] = str(e)
     elif config.bits is not None:
         errors["bits"] = "a bit width goes with a budget in bytes"
-    if not isinstance(config.name, str):
-        errors["name"] = f"the name is text, got {type(config.name).__name__}"
-    elif len(config.name) > 200:
-        errors["name"] = "keep the name under 200 characters"
+    name_error = check_name(config.name)
+    if name_error:
+        errors["name"] = name_error
     return errors
 
 
@@ -189,6 +188,19 @@ def benchmark_records_of(kernel_sets, dataset: str) -> list[str]:
     """The spaces among ``kernel_sets`` whose accuracy on ``dataset`` a benchmark gives (searches look it up)."""
 
     return [k for k in kernel_sets if benchmark.benchmark_records(Space.parse(k), dataset) is not None]
+
+
+def check_name(name) -> str | None:
+    """Why ``name`` cannot name an experiment or a study (None when it can): it is stored as UTF-8 text."""
+    if not isinstance(name, str):
+        return f"the name is text, got {type(name).__name__}"
+    if len(name) > 200:
+        return "keep the name under 200 characters"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: bytes of another encoding on the command line
+        return "the name holds bytes that are not UTF-8 text; retype it"
+    return None
 
 
 def distinct_cell_count(kernel_sets=tuple(k.name for k in TABLE_I)) -> int:

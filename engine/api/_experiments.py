@@ -14,6 +14,7 @@ from engine.api._config import (
     ExperimentConfig,
     _from_dict,
     benchmark_records_of,
+    check_name,
     distinct_cell_count,
     validate,
 )
@@ -90,6 +91,9 @@ def validate_study(config: StudyConfig, *, check_data: bool = True) -> dict[str,
         errors.setdefault(name, message)
     if not isinstance(config.paired, bool):
         errors["paired"] = "paired is true or false"
+    name_error = check_name(config.name)
+    if name_error:
+        errors["name"] = name_error
     benchmarked = benchmark_records_of(config.kernel_sets, config.dataset) if "kernel_sets" not in errors else []
     if benchmarked:
         errors["kernel_sets"] = (
