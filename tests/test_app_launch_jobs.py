@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from engine import api
 from engine.jobs.worker import serve
+from ui.charts import format_seconds
 
 
 def test_launch_explains_each_problem_and_disables_launch(own_db):
@@ -74,8 +75,20 @@ def test_launch_queues_the_experiment(own_db, studio):
     at.text_input(key="name").input("from the launch test")
     at.text_input(key="budget").input("40MB").run()
     at.selectbox(key="bits").select(8).run()
-    assert [m.value for m in at.metric] == ["2", "6", at.metric[2].value]  # runs, cells scored, estimate
-    assert at.table or at.dataframe  # network sizes per kernel set
+    shown = api.ExperimentConfig(
+        dataset="folder:tiny", kernel_sets=("1x1_3x3", "3x3_5x5"), iterations=3, baseline=None, epochs=1, device="cpu"
+    )
+    estimate = format_seconds(api.estimate_seconds(shown, store=own_db["store"]))
+    assert [(m.label, m.value) for m in at.metric] == [
+        ("Runs", "2"),
+        ("Cells scored", "6"),
+        ("Estimated time", estimate),
+    ]
+    (sizes,) = [d.value for d in at.dataframe]  # network sizes per kernel set
+    expected = api.network_sizes("laptop", "folder:tiny", ("1x1_3x3", "3x3_5x5"))
+    assert sizes[["kernel_set", "min_params", "max_params"]].to_dict("records") == expected[
+        ["kernel_set", "min_params", "max_params"]
+    ].to_dict("records")
     assert not at.button(key="launch").disabled
 
     at.button(key="launch").click().run()
@@ -201,16 +214,25 @@ def test_a_database_that_cannot_be_opened_is_a_message_not_a_traceback(studio, t
 
 @pytest.mark.parametrize(
     "folder, message",
-    [("p" * 300, "longer than 255 bytes"), ("pets\x00", "control character"), (" tiny", "spaces around it")],
+    [("p" * 300, "longer than 255 bytes"), ("pets\x00", "control character")],
 )
 def test_launch_turns_an_absurd_folder_name_into_a_field_error(own_db, folder, message):
     at = app()
     at.selectbox(key="dataset").select("folder").run()
     at.text_input(key="folder").input(folder).run()
     assert not at.exception, [e.value for e in at.exception]
-    if folder.strip() == folder:  # the page trims the field itself
-        assert message in texts(at)
-        assert at.button(key="launch").disabled
+    assert message in texts(at)
+    assert at.button(key="launch").disabled
+
+
+def test_launch_trims_spaces_around_a_folder_name(own_db):
+    """A space typed around the name is the field's, not the folder's: ' tiny' reads folder 'tiny'."""
+    at = app()
+    at.selectbox(key="dataset").select("folder").run()
+    at.text_input(key="folder").input(" tiny ").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "on disk" in texts(at) and "spaces around it" not in texts(at)
+    assert not at.button(key="launch").disabled
 
 
 def test_jobs_page_shows_a_dataset_spec_literally(own_db):

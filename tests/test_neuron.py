@@ -163,12 +163,14 @@ def test_a_compiler_failing_between_forward_and_backward_still_gives_the_eager_g
 
 
 def test_fused_kernels_serve_many_sizes_in_one_process(monkeypatch):
-    """A worker meets many layer and batch sizes; Dynamo's default limit of 8 graphs must not turn the
-    fused kernels off."""
+    """A worker meets many layer sizes, timestep counts and thresholds: each threshold and T is a graph of its
+    own, more than Dynamo's default limit of 8, which must not turn the fused kernels off. Dynamo would fall back
+    to eager code silently at its limit; made to fail there, a limit too low shows as a failure."""
     monkeypatch.setattr(fused, "MODE", "fused")
-    for batch in range(1, 13):
-        x = away_from_threshold((5, batch, 7), seed=batch).requires_grad_()
-        out = LIF()(x)
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
+    for i in range(12):
+        x = away_from_threshold((3 + i % 3, 1 + i, 7), seed=i).requires_grad_()
+        out = LIF(v_th=1.0 + i / 100)(x)
         out.sum().backward()
         assert fused._failure is None, fused._failure
         assert x.grad is not None and out.shape == x.shape
