@@ -71,5 +71,5 @@ def test_nothing_counted_scores_minus_infinity():
     acc = KernelAccumulator(count_silent=False)
     acc.add(torch.zeros(2, 3, 10))
     assert acc.score() == -math.inf
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one code tensor"):
         sahd_score([])
