@@ -148,29 +148,51 @@ for _ in range(int(sys.argv[3])):
 """
 
 
-def test_killing_a_submitter_never_leaves_half_an_experiment(tmp_path, studio):
+# A submit killed at its N-th row: every row of one experiment is written in one transaction, so a kill at any
+# of them (the experiment, each run, each job, the log line) leaves all of it or none, never a part.
+SUBMIT_KILLED_AT = """
+import os, signal, sys
+import sqlite_utils.db
+from engine import api
+from engine.store import Store
+store = Store(sys.argv[1])
+config = api.ExperimentConfig(dataset=sys.argv[2], kernel_sets=("1x1_3x3", "3x3_5x5", "5x5_7x7"), iterations=3,
+                              epochs=1, baseline="1x1_3x3_9x", device="cpu")
+api.submit_experiment(config, store=store)  # one whole experiment first
+rows, insert = 0, sqlite_utils.db.Table.insert
+def counted(self, *args, **kwargs):
+    global rows
+    rows += 1
+    if rows == int(sys.argv[3]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return insert(self, *args, **kwargs)
+sqlite_utils.db.Table.insert = counted
+api.submit_experiment(config, store=store)
+print("submitted", flush=True)
+"""
+ROWS_PER_SUBMIT = 1 + 4 + 4 + 1  # the experiment, 4 runs, 4 jobs, the log line
+
+
+@pytest.mark.parametrize("killed_at", range(1, ROWS_PER_SUBMIT + 1))
+def test_killing_a_submitter_at_any_row_never_leaves_half_an_experiment(tmp_path, studio, killed_at):
     db = tmp_path / "s.db"
     Store(db)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for delay in (0.0, 0.002, 0.005, 0.01, 0.02):
-        process = subprocess.Popen(
-            [sys.executable, "-c", SUBMIT_LOOP, str(db), studio["mini"], "1000"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert process.stdout.readline() == "submitted\n"  # imports done, submitting in a loop
-        time.sleep(delay)
-        kill9(process)
+    done = subprocess.run(
+        [sys.executable, "-c", SUBMIT_KILLED_AT, str(db), studio["mini"], str(killed_at)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr  # the fault point was reached
     store = Store(db)
     per_experiment = store.query(
         "SELECT e.id, count(r.id) AS runs, count(j.id) AS jobs FROM experiments e "
         "LEFT JOIN runs r ON r.experiment_id = e.id LEFT JOIN jobs j ON j.run_id = r.id GROUP BY e.id"
     )
-    assert len(per_experiment) >= 5
-    assert all(e["runs"] == 4 and e["jobs"] == 4 for e in per_experiment)
-    assert store.db["runs"].count == 4 * len(per_experiment)
+    assert [(e["runs"], e["jobs"]) for e in per_experiment] == [(4, 4)]  # the first whole, the killed one absent
+    assert store.db["runs"].count == 4 and store.db["jobs"].count == 4
 
 
 SUBMIT_SOME = """
