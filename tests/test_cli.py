@@ -272,3 +272,45 @@ def test_every_numeric_argument_has_a_named_upper_bound(prog, action):
     for text in ("1" + "0" * 25, "1e308", "inf", "nan", "-1"):
         with pytest.raises(argparse.ArgumentTypeError, match=r"(to|at most) [\d,.e+]+, got"):
             action.type(text)
+
+
+@pytest.mark.slow
+def test_select_reads_an_exploration_and_changes_nothing(tmp_path, studio, finished):
+    """`select` re-applies Alg. 1 to a finished exploration's database, opened read-only."""
+    import shutil
+
+    from engine import api
+
+    api.get_store().db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the session's database, whole in one file
+    shutil.copy(studio["db"], tmp_path / "spikernel.db")
+    before = (tmp_path / "spikernel.db").read_bytes()
+    done = cli("select", str(tmp_path), "--budget", "40MB", "--bits", "8", "--energy-budget", "1000uJ")
+    assert done.returncode == 0, done.stderr
+    frame = api.runs_frame([finished["experiment_id"]])
+    chosen = api.choose(frame, "40MB", bits=8, energy="1000uJ").chosen
+    assert f"experiments/1/{chosen.setting}/model.safetensors" in done.stdout  # Alg. 1's pick, as the API makes it
+    assert (tmp_path / "spikernel.db").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spikernel.db"]  # no journal, no WAL left
+
+
+def test_kernel_sets_all_is_table_i(tmp_path):
+    from engine.core.space import TABLE_I
+    from engine.store import Store
+
+    db = tmp_path / "s.db"
+    done = cli("--db", str(db), "submit", "--kernel-sets", "all", "--iterations", "2", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    runs = Store(db, create=False, readonly=True).query("SELECT kernel_set FROM runs ORDER BY position")
+    assert [r["kernel_set"] for r in runs][-len(TABLE_I) :] == [k.name for k in TABLE_I]
+
+
+def test_a_folder_outside_the_roots_is_read_when_the_command_line_names_it_and_it_says_so(tmp_path, sample):
+    from helpers import write_subset
+
+    write_subset(sample, tmp_path / "outside", classes=2, train_per_class=16, test_per_class=4)
+    spec = f"folder:{tmp_path / 'outside'}"
+    done = cli("search", "--kernel-set", "1x1_3x3", "--iterations", "1", "--dataset", spec, "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert f"note: read {tmp_path / 'outside'}, outside the data roots, because this command line names it" in (
+        done.stderr
+    )
