@@ -3,11 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.data import dataset_shape
-
 torch.set_num_threads(2)
-
-CIFAR10, CIFAR100, TINY = (dataset_shape(name) for name in ("cifar10", "cifar100", "tinyimagenet"))
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +68,35 @@ def own_db(studio, tmp_path, monkeypatch):
     started = []
     monkeypatch.setattr(api, "ensure_worker", lambda **kw: started.append(kw) or 4242)
     return {"store": api.get_store(), "worker_starts": started}
+
+
+@pytest.fixture
+def no_worker(monkeypatch):
+    """The sidebar starts a worker when jobs wait; a test using this starts none."""
+    from engine import api
+
+    monkeypatch.setattr(api, "ensure_worker", lambda **kw: None)
+
+
+@pytest.fixture
+def downloads(monkeypatch):
+    """What each download button would hand the browser: ``files`` by file name (deferred data is called), and
+    the names that were ``deferred`` (built only when clicked)."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    files: dict[str, bytes | str] = {}
+    deferred: list[str] = []
+    add, add_deferred = MediaFileManager.add, MediaFileManager.add_deferred
+
+    def record(self, data, mimetype, coordinates, file_name=None, **kw):
+        files[file_name] = data
+        return add(self, data, mimetype, coordinates, file_name, **kw)
+
+    def record_deferred(self, data_callable, mimetype, coordinates, file_name=None, **kw):
+        deferred.append(file_name)
+        files[file_name] = data_callable()
+        return add_deferred(self, data_callable, mimetype, coordinates, file_name, **kw)
+
+    monkeypatch.setattr(MediaFileManager, "add", record)
+    monkeypatch.setattr(MediaFileManager, "add_deferred", record_deferred)
+    return {"files": files, "deferred": deferred}

@@ -1,13 +1,20 @@
-"""Helpers shared by the tests: small real datasets cut from the bundled sample, the command line."""
+"""Helpers shared by the tests: small real datasets cut from the bundled sample, the command line and its
+one-line errors, the dashboard in AppTest, and the worker as a real process."""
 
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from engine.data import dataset_shape
+
 ROOT = Path(__file__).resolve().parent.parent
+CIFAR10, CIFAR100, TINY = (dataset_shape(name) for name in ("cifar10", "cifar100", "tinyimagenet"))
 
 
 def write_subset(sample, folder: Path, classes: int, train_per_class: int, test_per_class: int) -> str:
@@ -41,11 +48,15 @@ def cli(*args, env: dict | None = None, timeout: float = 600, **kw):
 APP = str(ROOT / "app.py")
 
 
-def app(page: str | None = None):
-    """The dashboard in Streamlit's AppTest, on ``page`` (app.py runs first: st.navigation then knows the pages)."""
+def app(page: str | None = None, **session):
+    """The dashboard in Streamlit's AppTest, on ``page`` (app.py runs first: st.navigation then knows the pages),
+    with ``session`` in its session state."""
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(APP, default_timeout=60).run()
+    at = AppTest.from_file(APP, default_timeout=60)
+    for key, value in session.items():
+        at.session_state[key] = value
+    at.run()
     if page:
         at.switch_page(page).run()
     assert not at.exception, [e.value for e in at.exception]
@@ -57,3 +68,55 @@ def texts(at) -> str:
     parts = [e.value for kind in ("markdown", "caption", "error", "warning", "info", "success") for e in at.get(kind)]
     parts += [p.text for p in at.get("progress")]
     return "\n".join(parts).replace("\\", "")
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")  # a download's file name: nothing a browser or a shell could misread
+
+
+def one_line_error(run, message: str) -> None:
+    """The command line's refusal of bad input: exit 2, one line starting with ``error:``, no traceback."""
+    assert run.returncode == 2, (run.returncode, run.stderr)
+    assert "Traceback" not in run.stderr and run.stderr.count("\n") == 1 and run.stderr.startswith("error: ")
+    assert re.search(message, run.stderr), run.stderr
+
+
+# ------------------------------------------------------------------------------ the worker as a process
+
+WAIT_S = 240
+
+
+def start_worker(db, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine", "--db", str(db), "worker", "--idle-exit", "0.5", *extra],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(condition, what: str, process: subprocess.Popen | None = None, timeout: float = WAIT_S):
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the worker exited ({process.returncode}) before {what}: {process.stderr.read()}")
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def kill9(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def finish(db) -> None:
+    """A fresh worker runs the queue to its end."""
+    process = start_worker(db)
+    assert process.wait(timeout=WAIT_S) == 0, process.stderr.read()

@@ -6,51 +6,14 @@ import hashlib
 import json
 import math
 import re
-from pathlib import Path
 
 import pytest
-from streamlit.runtime.media_file_manager import MediaFileManager
+from helpers import SAFE_NAME, app, texts
 from streamlit.testing.v1 import AppTest
 
 from engine import api
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
-SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
-
-
-@pytest.fixture(autouse=True)
-def no_worker(monkeypatch):
-    """The sidebar starts a worker when jobs wait; these tests start none."""
-    monkeypatch.setattr(api, "ensure_worker", lambda **kw: None)
-
-
-@pytest.fixture
-def downloads(monkeypatch):
-    """What each download button would hand the browser, by file name (deferred data is called)."""
-    files: dict[str, bytes | str] = {}
-    add, add_deferred = MediaFileManager.add, MediaFileManager.add_deferred
-
-    def record(self, data, mimetype, coordinates, file_name=None, **kw):
-        files[file_name] = data
-        return add(self, data, mimetype, coordinates, file_name, **kw)
-
-    def record_deferred(self, data_callable, mimetype, coordinates, file_name=None, **kw):
-        files[file_name] = data_callable()
-        return add_deferred(self, data_callable, mimetype, coordinates, file_name, **kw)
-
-    monkeypatch.setattr(MediaFileManager, "add", record)
-    monkeypatch.setattr(MediaFileManager, "add_deferred", record_deferred)
-    return files
-
-
-def app(page: str, **session) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    for key, value in session.items():
-        at.session_state[key] = value
-    at.switch_page(page)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+pytestmark = pytest.mark.usefixtures("no_worker")  # the sidebar would start a worker when jobs wait
 
 
 def results(experiment_id: int) -> AppTest:
@@ -59,10 +22,6 @@ def results(experiment_id: int) -> AppTest:
     at.selectbox(key="results_experiment").set_value(experiment_id).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
-
-
-def texts(at: AppTest) -> str:
-    return "\n".join(e.value for kind in ("markdown", "caption", "warning", "info", "success") for e in at.get(kind))
 
 
 def shown_choice(at: AppTest) -> str | None:
@@ -102,7 +61,7 @@ def test_results_shows_the_table_the_charts_and_the_exports(finished, downloads)
     for fmt in api.EXPORT_FORMATS:
         name = api.export_name(experiment, fmt)
         assert name == f"spikernel-exp{eid}-finished_fixture.{fmt}" and SAFE_NAME.fullmatch(name)
-        data = downloads[name]
+        data = downloads["files"][name]
         assert (data.decode() if isinstance(data, bytes) else data) == api.export_experiment(eid, fmt)
 
 
@@ -173,7 +132,7 @@ def test_model_page_shows_the_cell_layers_and_the_file(finished, downloads):
 
     name = api.download_name(details["run"])
     assert name == f"spikernel-exp{finished['experiment_id']}-3x3_5x5_3x.safetensors" and SAFE_NAME.fullmatch(name)
-    data = downloads[name]
+    data = downloads["files"][name]
     assert hashlib.sha256(data).hexdigest() == run.checkpoint_sha256 == at.code[0].value
     assert f'load_model("{name}")' in at.code[1].value
 
@@ -219,11 +178,11 @@ def test_model_page_shows_the_deployed_model_and_its_three_downloads(finished, d
     details = api.model_details(int(run.run_id))
     names = {fmt: api.download_name(details["run"], fmt) for fmt in ("nir", "int8", "int4")}
     assert all(SAFE_NAME.fullmatch(n) for n in names.values()) and names["nir"].endswith(".nir")
-    (tmp_path / "m.nir").write_bytes(downloads[names["nir"]])
+    (tmp_path / "m.nir").write_bytes(downloads["files"][names["nir"]])
     graph = nir.read(str(tmp_path / "m.nir"))
     assert "head.lif2" in graph.nodes and ("head.lif2", "head.fc2") in graph.edges
     for fmt, bits in (("int8", 8), ("int4", 4)):
-        (tmp_path / names[fmt]).write_bytes(downloads[names[fmt]])
+        (tmp_path / names[fmt]).write_bytes(downloads["files"][names[fmt]])
         loaded = load_model(tmp_path / names[fmt])
         assert loaded.meta["quantization"]["bits"] == bits
         assert loaded.meta["accuracy"] == getattr(run, f"accuracy_{bits}bit")

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import threading
 
 import pytest
-from helpers import APP, app, texts
-from streamlit.runtime.media_file_manager import MediaFileManager
+from helpers import APP, SAFE_NAME, app, texts
 from streamlit.testing.v1 import AppTest
 
 from engine import api
 
 PAGE = "pages/study.py"
-SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 CHART_TITLES = [
     "Training-free score vs trained accuracy",
     "Top-1 accuracy by kernel set (error bars: 95% over seeds)",
@@ -49,27 +46,6 @@ def finished_study(studio):
     return {**ids, "store": store}
 
 
-@pytest.fixture
-def downloads(monkeypatch):
-    """What each download button would hand the browser, by file name (deferred data is called)."""
-    files: dict[str, bytes | str] = {}
-    add, add_deferred = MediaFileManager.add, MediaFileManager.add_deferred
-    deferred = []
-
-    def record(self, data, mimetype, coordinates, file_name=None, **kw):
-        files[file_name] = data
-        return add(self, data, mimetype, coordinates, file_name, **kw)
-
-    def record_deferred(self, data_callable, mimetype, coordinates, file_name=None, **kw):
-        deferred.append(file_name)
-        files[file_name] = data_callable()
-        return add_deferred(self, data_callable, mimetype, coordinates, file_name, **kw)
-
-    monkeypatch.setattr(MediaFileManager, "add", record)
-    monkeypatch.setattr(MediaFileManager, "add_deferred", record_deferred)
-    return {"files": files, "deferred": deferred}
-
-
 def set_form(at: AppTest, **values) -> AppTest:
     for key, value in values.items():
         at.number_input(key=f"study_{key}").set_value(value)
@@ -94,7 +70,7 @@ def test_launch_explains_each_problem_and_writes_nothing(own_db):
 
     set_form(at, cells=10, top=3, seeds=0)
     assert "score at least as many cells" not in texts(at)
-    assert "seeds must be at least 1" in texts(at)
+    assert "seeds must be from 1 to 100" in texts(at)
     assert at.button(key="study_launch").disabled
 
     set_form(at, seeds=2)

@@ -2,7 +2,7 @@ import json
 import re
 
 import pytest
-from helpers import ROOT, cli
+from helpers import ROOT, cli, one_line_error
 
 
 @pytest.mark.slow
@@ -121,12 +121,6 @@ def test_bad_arguments_give_one_line_and_exit_code_2(args, message):
     assert run.stderr.count("\n") == 1 and run.stderr.startswith("error: ")
     assert re.search(message, run.stderr), run.stderr
     assert not (ROOT / "x").exists()  # refused before anything was written
-
-
-def one_line_error(run, message: str) -> None:
-    assert run.returncode == 2, (run.returncode, run.stderr)
-    assert "Traceback" not in run.stderr and run.stderr.count("\n") == 1 and run.stderr.startswith("error: ")
-    assert re.search(message, run.stderr), run.stderr
 
 
 def test_the_kernel_set_spellings_of_the_readme_read_as_one_set_each():

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import CIFAR10, CIFAR100, TINY
+from helpers import CIFAR10, CIFAR100, TINY
 
 from engine.core.footprint import footprint, layer_counts
 from engine.core.profiles import PROFILES, get_profile

@@ -10,9 +10,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from helpers import cli
+from helpers import cli, finish, kill9, start_worker, wait_for
 from scipy import stats as scipy_stats
-from test_worker import finish, kill9, start_worker, wait_for
 
 from engine import api
 from engine.core.space import Genotype, KernelSet
@@ -213,7 +212,8 @@ def test_replayed_random_searches_look_up_the_cells_each_search_would_propose():
     "changes, field, message",
     [
         (dict(cells=1, top=2), "cells", "at least as many cells"),
-        (dict(seeds=0), "seeds", "at least 1"),
+        (dict(seeds=0), "seeds", "from 1 to 100"),
+        (dict(seeds=101), "seeds", "from 1 to 100"),
         (dict(sample=2), "sample", "at least 3"),
         (dict(sample=8000), "sample", "7,012 distinct cells"),
         (dict(kernel_sets=("3x3_4x4",)), "kernel_sets", "odd"),

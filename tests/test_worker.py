@@ -9,11 +9,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, WAIT_S, finish, kill9, start_worker, wait_for
 
 from engine import api
 from engine.core.profiles import get_profile
@@ -24,43 +23,6 @@ from engine.search.sampling import random_search
 from engine.store import Store
 
 pytestmark = pytest.mark.slow  # real worker processes, killed and restarted
-
-WAIT_S = 240
-
-
-def start_worker(db, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "engine", "--db", str(db), "worker", "--idle-exit", "0.5", *extra],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_for(condition, what: str, process: subprocess.Popen | None = None, timeout: float = WAIT_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        if process is not None and process.poll() is not None:
-            pytest.fail(f"the worker exited ({process.returncode}) before {what}: {process.stderr.read()}")
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
-
-
-def kill9(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-
-
-def finish(db) -> None:
-    """A fresh worker runs the queue to its end."""
-    process = start_worker(db)
-    assert process.wait(timeout=WAIT_S) == 0, process.stderr.read()
 
 
 def submit(store, studio, **changes) -> dict:
