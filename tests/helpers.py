@@ -31,9 +31,14 @@ def write_subset(sample, folder: Path, classes: int, train_per_class: int, test_
     return f"folder:{folder}"
 
 
+def environment(**extra: str) -> dict:
+    """The environment of a process the tests start: this one's, with the checkout importable."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+
+
 def cli(*args, env: dict | None = None, timeout: float = 600, **kw):
     """``python -m engine ARGS`` in a fresh process from the checkout; its completed process."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    env = environment(**(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "engine", *args],
         cwd=ROOT,
@@ -86,7 +91,7 @@ WAIT_S = 240
 
 
 def start_worker(db, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE"}
+    env = environment(OMP_WAIT_POLICY="PASSIVE")
     return subprocess.Popen(
         [sys.executable, "-m", "engine", "--db", str(db), "worker", "--idle-exit", "0.5", *extra],
         cwd=ROOT,

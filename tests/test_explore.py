@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import threading
 import time
 
 import pytest
-from helpers import ROOT, cli, write_subset
+from helpers import ROOT, cli, environment, one_line_error, write_subset
 
 from engine.api import ExperimentConfig, trained_models
 from engine.api.explore import DB_NAME, Reporter, explore, load_results
@@ -127,10 +126,9 @@ def test_cli_explore_then_select(tiny, tmp_path):
     assert none.returncode == 0 and "nothing fits" in none.stdout
     one = cli("select", str(out), "--budget", str(smallest))
     assert "Alg. 1 picks" in one.stdout
-    bad = cli("select", str(out), "--budget", "-3")
-    assert bad.returncode == 2 and "budget" in bad.stderr
+    one_line_error(cli("select", str(out), "--budget", "-3"), "budget")
     clash = cli("explore", "--dataset", tiny, "--kernel-sets", "5x5_7x7", "--iterations", "2", "--out", str(out))
-    assert clash.returncode == 2 and "other arguments" in clash.stderr
+    one_line_error(clash, "other arguments")
 
 
 @pytest.mark.slow
@@ -153,7 +151,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(tiny, tmp_path):
         "--out",
         str(out),
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = environment()
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine", *args],
         cwd=ROOT,

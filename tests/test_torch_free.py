@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from helpers import ROOT
+from helpers import ROOT, environment
 
 # The torch-free packages, one by one, then the dashboard's modules; each page's and app.py's own top-level
 # imports are added below.
@@ -43,7 +42,7 @@ def top_level_imports(path: Path) -> list[str]:
 
 def fresh(code: str, env: dict | None = None) -> dict:
     """Run ``code`` in a new interpreter at the project root; it prints one JSON object as its last line."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
+    env = environment(OMP_NUM_THREADS="1", **(env or {}))
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, text=True, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])

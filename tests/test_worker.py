@@ -3,7 +3,6 @@ submitters, a failing checkpoint write. Everything runs on ``folder:tiny`` (real
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -12,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, WAIT_S, finish, kill9, start_worker, wait_for
+from helpers import ROOT, WAIT_S, environment, finish, kill9, start_worker, wait_for
 
 from engine import api
 from engine.core.profiles import get_profile
@@ -139,7 +138,7 @@ ROWS_PER_SUBMIT = 1 + 4 + 4 + 1  # the experiment, 4 runs, 4 jobs, the log line
 def test_killing_a_submitter_at_any_row_never_leaves_half_an_experiment(tmp_path, studio, killed_at):
     db = tmp_path / "s.db"
     Store(db)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = environment()
     done = subprocess.run(
         [sys.executable, "-c", SUBMIT_KILLED_AT, str(db), studio["mini"], str(killed_at)],
         cwd=ROOT,
@@ -171,7 +170,7 @@ for i in range(3):
 
 def test_two_submitters_and_a_worker_at_once_lose_and_repeat_nothing(tmp_path, studio):
     store = Store(tmp_path / "s.db")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = environment()
     worker = start_worker(store.path, "--idle-exit", "600")
     wait_for(lambda: worker_state(store)["running"], "the worker's lock", worker)
     submitters = [
