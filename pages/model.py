@@ -22,6 +22,53 @@ from ui.charts import (
 
 widgets.frame()
 
+TARGET_NAMES = {
+    "snntorch": "snntorch",
+    "spikingjelly": "SpikingJelly",
+    "norse": "Norse",
+    "speck": "Speck / DYNAP-CNN (sinabs)",
+}
+
+
+@st.cache_data(max_entries=8, show_spinner="Checking the NIR file against each target…")
+def deploy_targets(run_id: int, sha256: str) -> list:
+    """Per run and model file (its checksum): the NIR file is made once and read by every check."""
+    return api.deploy_targets(run_id, store=widgets.store())
+
+
+def deploy_targets_section(run_id: int, sha256: str) -> None:
+    """Whether the NIR file deploys on each target as it is, and which of the target's rules it breaks."""
+    st.subheader("Where it deploys")
+    reports = deploy_targets(run_id, sha256)
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "target": TARGET_NAMES[t.target],
+                    "deploys": "as it is" if t.deploys else "no",
+                    "broken": "; ".join(f"{r.rule}: {r.detail}" for r in t.broken) or "none",
+                    "how": t.how,
+                }
+                for t in reports
+            ]
+        ),
+        hide_index=True,
+        key="deploy_targets_table",
+        column_config={
+            "target": "Target",
+            "deploys": st.column_config.TextColumn("Deploys", width="small"),
+            "broken": st.column_config.TextColumn("Rules it breaks", width="large"),
+            "how": st.column_config.TextColumn("How to load the NIR file", width="medium"),
+        },
+    )
+    for t in reports:
+        with st.expander(f"{TARGET_NAMES[t.target]}: every rule", icon=":material/rule:"):
+            for r in t.rules:
+                mark = ":green[:material/check_circle:]" if r.ok else ":red[:material/cancel:]"
+                st.markdown(f"{mark} {widgets.escape_markdown(r.rule)}: {widgets.escape_markdown(r.detail)}")
+            st.caption(widgets.escape_markdown(t.note + (f". Rules from {t.source}." if t.source else ".")))
+
+
 st.title("Model")
 
 runs = api.runs_frame(store=widgets.store())
@@ -268,3 +315,4 @@ with torch.no_grad():
 print(loaded.data.classes[scores.argmax(1)[0]])""",
         language="python",
     )
+    deploy_targets_section(run_id, run["checkpoint_sha256"])

@@ -187,6 +187,13 @@ def test_model_page_shows_the_deployed_model_and_its_three_downloads(finished, d
         assert loaded.meta["quantization"]["bits"] == bits
         assert loaded.meta["accuracy"] == getattr(run, f"accuracy_{bits}bit")
 
+    (targets,) = [d.value for d in at.dataframe if "target" in d.value.columns]  # where the NIR file deploys
+    expected = api.deploy_targets(int(run.run_id))
+    assert list(targets["deploys"]) == ["as it is" if t.deploys else "no" for t in expected]
+    assert list(targets["deploys"]) == ["as it is", "as it is", "no", "no"]  # norse runs it out of order; Speck
+    assert "integrate-and-fire neurons without leak" in targets["broken"].iloc[3]
+    assert "sinabs" in texts(at)  # where the chip's rules come from
+
 
 def test_results_shows_energy_and_honours_an_energy_budget(finished):
     eid = finished["experiment_id"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -32,13 +33,13 @@ THREE_SIZES = ("0245 0053 0004 0000", "1x1_3x3_5x5")
 SPIKENAS_CELL = ("0234 0034 0002 0000", "spikenas")
 
 
-def make_model(path, info, genotype: str, kernel_set: str, *, seed: int = 0) -> LoadedModel:
+def make_model(path, info, genotype: str, kernel_set: str, *, seed: int = 0, profile=LAPTOP) -> LoadedModel:
     """A network with BatchNorm statistics away from the identity (so folding them is tested) and enough
     gain that every LIF layer fires, saved and loaded as a trained model."""
     ks = Space.parse(kernel_set)
     g = ks.check(Genotype.from_str(genotype))
     torch.manual_seed(seed)
-    net = build_network(g, ks, LAPTOP, info)
+    net = build_network(g, ks, profile, info)
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -46,7 +47,7 @@ def make_model(path, info, genotype: str, kernel_set: str, *, seed: int = 0) -> 
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(1.0, 3.0)
                 m.bias.uniform_(0.0, 0.5)
-    save_trained(path, net, genotype=g, kernel_set=ks, profile=LAPTOP, info=info, accuracy=0.5, seed=seed, epochs=1)
+    save_trained(path, net, genotype=g, kernel_set=ks, profile=profile, info=info, accuracy=0.5, seed=seed, epochs=1)
     return load_model(path)
 
 
@@ -281,6 +282,11 @@ def test_export_model_command(sample, tmp_path):
     data = bytearray((tmp_path / "m.safetensors").read_bytes())
     data[-5] ^= 0xFF
     bad.write_bytes(bytes(data))
+    report = cli("export-model", str(tmp_path / "m.safetensors"), "--report")
+    assert report.returncode == 0, report.stderr
+    assert re.search(r"speck +no +\d+ of \d+", report.stdout) and re.search(r"snntorch +as it is +0 of", report.stdout)
+    assert "FAIL integrate-and-fire neurons without leak" in report.stdout and not (tmp_path / "x.out").exists()
+    one_line_error(cli("export-model", str(tmp_path / "m.safetensors")), "--report to check its targets")
     for args, message in (
         ([str(bad), "--format", "nir"], "modified after it was saved"),
         ([str(tmp_path / "m.safetensors"), "--format", "onnx"], "invalid choice"),
@@ -396,3 +402,60 @@ def test_unfinished_runs_and_unknown_formats_are_refused(studio):
             api.deploy_file(run_id, "onnx")
     finally:
         api.delete_experiment(ids["experiment_id"])
+
+
+# ------------------------------------------------------------------------------------ deploy report
+
+
+def rules(report, target: str) -> dict[str, bool]:
+    (found,) = [t for t in report if t.target == target]
+    return {r.rule.split(" (")[0]: r.ok for r in found.rules}
+
+
+def test_the_deploy_report_says_where_the_exported_graph_deploys_and_why_not(sample, tmp_path):
+    loaded = make_model(tmp_path / "m.safetensors", sample.info, *EVERY_OP)
+    report = deploy.deploy_report(deploy.to_nir(loaded))
+    assert [t.target for t in report] == ["snntorch", "spikingjelly", "norse", "speck"]
+    assert [t.deploys for t in report] == [True, True, False, False]  # as test_nir_importers finds them
+    assert rules(report, "norse")["no node fed by parallel branches"] is False  # its executor's order
+    speck = rules(report, "speck")
+    assert speck["integrate-and-fire neurons without leak"] is False  # the engine's LIF leaks
+    assert speck["each neuron layer fed by one convolution"] is False  # a node sums its edges
+    assert speck["each convolution or linear layer drives spiking neurons"] is False  # the pool's convolutions
+    assert speck["at most 9 layers"] is False
+    assert speck["sum pooling of 1x1, 2x2 or 4x4"] and speck["at most 1024 channels"]
+    (chip,) = [t for t in report if t.target == "speck"]
+    assert "sinabs" in chip.source and "get_constraints" in chip.source
+
+
+def test_a_paper_profile_model_breaks_the_chips_neuron_memory(sample, tmp_path):
+    """The paper's width (128 channels at 32x32) holds 128 Ki neurons in a layer, beyond any core's 64 Ki."""
+    loaded = make_model(
+        tmp_path / "p.safetensors", sample.info, "0302 0030 0003 0000", "1x1_3x3", profile=get_profile("paper")
+    )
+    speck = rules(deploy.deploy_report(deploy.to_nir(loaded)), "speck")
+    assert speck["neuron memory of a layer at most 64 Ki entries"] is False
+    assert speck["kernels up to 16x16, strides"] is True and speck["inputs up to 128x128"] is True
+
+
+def test_a_graph_within_every_chip_rule_deploys_on_speck():
+    """Integrate-and-fire layers, one convolution each, a 2x2 sum pool, a small linear readout: what the chip
+    takes. Built with nir itself, so the rules are shown to pass, not only to fail."""
+    import nir
+
+    conv = nir.Conv2d(
+        input_shape=(16, 16), weight=np.ones((8, 2, 3, 3)), stride=1, padding=1, dilation=1, groups=1, bias=np.zeros(8)
+    )
+    graph = nir.NIRGraph.from_list(
+        conv,
+        nir.IF(r=np.ones((8, 16, 16)), v_threshold=np.ones((8, 16, 16))),
+        nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
+        nir.Flatten(input_type={"input": np.array([8, 8, 8])}, start_dim=0),
+        nir.Linear(weight=np.ones((10, 512))),
+        nir.IF(r=np.ones(10), v_threshold=np.ones(10)),
+    )
+    report = deploy.deploy_report(graph)
+    (chip,) = [t for t in report if t.target == "speck"]
+    assert chip.deploys, [(r.rule, r.detail) for r in chip.broken]
+    kernel = [r for r in chip.rules if r.rule.startswith("kernel memory")][0]
+    assert kernel.detail.startswith("largest 8 Ki")  # the linear layer: 8 channels x 2^(log2 64 + log2 16)

@@ -54,6 +54,14 @@ def deploy_file(run_id: int, fmt: str, *, store: Store | None = None) -> Path:
     return out
 
 
+def deploy_targets(run_id: int, *, store: Store | None = None) -> list:
+    """Whether the run's NIR file (the one the Model page hands out) deploys on each target: snntorch,
+    spikingjelly, norse and Speck (``engine.deploy.targets``), each with the rules it keeps or breaks."""
+    from engine.deploy import deploy_report, read_nir  # torch: the NIR file is made from the model
+
+    return deploy_report(read_nir(deploy_file(run_id, "nir", store=store)))
+
+
 def measure_run(run_id: int, *, store: Store | None = None) -> dict:
     """Measure a finished run's model now (8/4-bit accuracy, synaptic operations) and store it: for runs
     trained before the worker measured them."""

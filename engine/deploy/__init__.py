@@ -1,4 +1,5 @@
-"""After the choice: NIR export and read-back, 8- and 4-bit weight files, operation counts and energy."""
+"""After the choice: NIR export and read-back, 8- and 4-bit weight files, operation counts and energy, and
+whether the model deploys on each target (snntorch, spikingjelly, norse, Speck)."""
 
 from engine.deploy.counts import (
     OpCounts,
@@ -27,11 +28,18 @@ from engine.deploy.nir import (
     to_snntorch,
     write_nir,
 )
+from engine.deploy.targets import (
+    SPECK_SOURCE,
+    Rule,
+    TargetReport,
+    deploy_report,
+)
 
 __all__ = [
     "check_file",
     "check_nir",
     "count_ops",
+    "deploy_report",
     "DeployError",
     "DT",
     "export",
@@ -45,7 +53,10 @@ __all__ = [
     "NIRLeaky",
     "OpCounts",
     "read_nir",
+    "Rule",
     "SnnTorchNet",
+    "SPECK_SOURCE",
+    "TargetReport",
     "to_nir",
     "to_snntorch",
     "write_nir",
