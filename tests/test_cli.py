@@ -308,3 +308,23 @@ def test_a_folder_outside_the_roots_is_read_when_the_command_line_names_it_and_i
     assert f"note: read {tmp_path / 'outside'}, outside the data roots, because this command line names it" in (
         done.stderr
     )
+
+
+def test_jobs_shows_a_finished_job_complete_whatever_its_last_heartbeat_said(tmp_path, studio):
+    from engine import api
+    from engine.store import Store
+
+    store = Store(tmp_path / "s.db")
+    api.submit_experiment(
+        api.ExperimentConfig(
+            dataset=studio["dataset"], kernel_sets=("1x1_3x3",), iterations=30, epochs=1, device="cpu", baseline=None
+        ),
+        store=store,
+    )
+    lease = store.claim("host:1", "cpu", stale_after=60)
+    store.heartbeat(lease, {"stage": "train", "done": 29, "total": 30, "note": "", "eta_seconds": 1.0})
+    store.finish_run(lease, {"accuracy": 0.5})  # its last heartbeat said 29 of 30
+    store.close()
+    run = cli("--db", str(store.path), "jobs")
+    assert run.returncode == 0, run.stderr
+    assert re.search(r" done +\S* +30/30 ", run.stdout) and "29/30" not in run.stdout, run.stdout

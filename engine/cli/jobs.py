@@ -54,7 +54,10 @@ def run_jobs(args: argparse.Namespace) -> None:
     jobs = jobs.astype(object).where(jobs.notna(), None)  # a missing stage or note is empty, never 'nan'
     rows = []
     for job in jobs.itertuples():
-        progress = f"{job.done}/{job.total}" if job.stage else ""
+        if job.status == "done":  # its last heartbeat may predate its last step: the job itself is complete
+            progress = f"{job.total}/{job.total}" if job.total else "complete"
+        else:
+            progress = f"{job.done}/{job.total}" if job.stage else ""
         detail = job.error if job.status == "failed" else (job.note or "")
         rows.append(
             [str(job.id), str(job.experiment_id), job.setting, job.status, job.stage or "", progress, detail[:70]]
