@@ -2,8 +2,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import settings
 
 torch.set_num_threads(2)
+# Property tests draw the same examples on every run (a failure CI finds fails here too, the same way) and
+# print the blob that replays a failing example with @reproduce_failure.
+settings.register_profile("replayable", derandomize=True, print_blob=True)
+settings.load_profile("replayable")
 
 
 @pytest.fixture(scope="session")
