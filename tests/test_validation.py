@@ -346,3 +346,44 @@ def test_the_dashboard_binds_to_this_machine_only():
     assert config["server"]["address"] == "127.0.0.1"
     run = [line for line in (root / "Makefile").read_text().splitlines() if "streamlit run" in line]
     assert run and all("0.0.0.0" not in line for line in run)
+
+
+# Any Python value a caller of the API might pass: wrong types, huge and non-finite numbers, lone surrogates.
+ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**400), max_value=10**400),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(alphabet=st.characters(codec=None, categories=None), max_size=30),
+    st.sampled_from(["\udcff", "a\x00b", "1x1_3x3", "40MB", "cpu", "sample", "fp32", 10**400, -(2**64), 2**63]),
+    st.binary(max_size=8),
+    st.lists(st.one_of(st.text(max_size=8), st.integers()), max_size=3),
+    st.tuples(st.text(max_size=8)),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+)
+
+
+@pytest.mark.parametrize(
+    "config, validate",
+    [
+        (api.ExperimentConfig, lambda c: api.validate(c, check_data=False)),
+        (api.StudyConfig, lambda c: api.validate_study(c, check_data=False)),
+    ],
+    ids=["experiment", "study"],
+)
+def test_validation_never_raises_whatever_a_field_holds(config, validate):
+    """``api.validate`` answers every field's problem by name; it never raises (an OverflowError of a huge
+    budget, a UnicodeEncodeError of a lone surrogate, a TypeError of a list where text belongs...)."""
+    from dataclasses import fields
+
+    def property_of(field: str):
+        @settings(max_examples=60, deadline=None)
+        @given(value=ANY_VALUE)
+        def answers(value) -> None:
+            errors = validate(config(**{field: value}))
+            assert isinstance(errors, dict) and all(isinstance(v, str) and v for v in errors.values())
+
+        return answers
+
+    for field in (f.name for f in fields(config)):  # every field gets its own examples
+        property_of(field)()

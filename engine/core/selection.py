@@ -30,6 +30,14 @@ def _number_unit(text: str, units=_SUFFIX.keys() | _BYTES.keys()) -> tuple[float
     return float(m.group(1)), m.group(2)
 
 
+def _finite(value: int | float, what: str) -> float:
+    """``value`` as a float; a whole number too large for one is refused, not an OverflowError."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise InputError(f"{what} must be positive and finite, got a number of {len(str(value))} digits") from None
+
+
 def budget_in_bytes(text: str) -> bool:
     """Whether a budget's text counts bytes (``"40MB"``, ``"3MiB"``): such a budget takes a bit width."""
     parsed = _number_unit(text)
@@ -72,7 +80,7 @@ class Budget:
         """``"10M"``, ``"2.5e6"``, ``"500k"`` (parameters) or ``"40MB"``, ``"3MiB"`` (bytes, needs ``bits``;
         32 when not given)."""
         if isinstance(text, (int, float)) and not isinstance(text, bool):
-            return cls(float(text), bits)
+            return cls(_finite(text, "a budget"), bits)
         parsed = _number_unit(text)
         if parsed is None:
             raise InputError(f"{text!r} is not a budget: write parameters like '10M' or '500k', or memory like '40MB'")
@@ -95,7 +103,7 @@ def parse_energy_budget(value: str | float | None) -> float | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        limit = float(value)
+        limit = _finite(value, "an energy budget")
     else:
         parsed = _number_unit(value, _MICROJOULES.keys())
         if parsed is None:
