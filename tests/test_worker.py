@@ -195,7 +195,8 @@ def test_one_local_worker_per_database(tmp_path, studio):
     wait_for(lambda: worker_state(store)["running"], "the first worker's lock", first)
     second = start_worker(store.path)
     assert second.wait(timeout=60) == 2
-    assert "a worker already serves" in second.stderr.read()
+    refusal = second.stderr.read()
+    assert "a worker already serves" in refusal and "worker serving" not in refusal  # it never claimed to serve
     first.send_signal(signal.SIGTERM)  # stops at the next candidate and queues the job to resume
     assert first.wait(timeout=60) == 0
     job = store.jobs()[0]

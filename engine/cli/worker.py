@@ -46,7 +46,14 @@ def run(args: argparse.Namespace) -> None:
             print(f"{where} (Ctrl-C stops; running jobs resume later)", file=sys.stderr)
             serve_ray(store, address=args.ray, stale_after=args.stale_after, idle_exit=args.idle_exit, stop=stop)
         else:
-            print(f"worker serving {store.path} (Ctrl-C stops; running jobs resume later)", file=sys.stderr)
-            serve(store, stale_after=args.stale_after, idle_exit=args.idle_exit, stop=stop)
+            serve(
+                store,
+                stale_after=args.stale_after,
+                idle_exit=args.idle_exit,
+                stop=stop,
+                on_serving=lambda: print(
+                    f"worker serving {store.path} (Ctrl-C stops; running jobs resume later)", file=sys.stderr
+                ),
+            )
     except WorkerBusy as busy:
         raise CliError(str(busy)) from None

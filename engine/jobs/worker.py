@@ -170,11 +170,15 @@ def serve(
     stale_after: float = STALE_S,
     idle_exit: float | None = None,
     stop: threading.Event | None = None,
+    on_serving: Callable[[], None] | None = None,
 ) -> None:
-    """Serve the store's queue until ``stop`` is set or, with ``idle_exit``, after that long without work."""
+    """Serve the store's queue until ``stop`` is set or, with ``idle_exit``, after that long without work.
+    ``on_serving`` is called once this worker holds the database's worker lock (a second worker never does)."""
     stop = stop or threading.Event()
     name = f"{this_host()}:{os.getpid()}"
     with hold_lock(store):
+        if on_serving is not None:
+            on_serving()
         import engine.jobs.execute  # noqa: F401  (the model stack, loaded once here while the lock says who serves)
 
         store.requeue_orphans(this_host(), alive=name)
