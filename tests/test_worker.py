@@ -3,6 +3,7 @@ submitters, a failing checkpoint write. Everything runs on ``folder:tiny`` (real
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -94,6 +95,10 @@ def test_kill_9_mid_training_resumes_from_the_last_epoch(tmp_path, studio):
     assert mine.reset_index(drop=True).equals(theirs.reset_index(drop=True))
     assert runs.loc[run_id, "accuracy"] == runs.loc[reference["run_ids"][0], "accuracy"]
     assert not (store.run_folder(killed["experiment_id"], "1x1_3x3_3x") / "train-state.pt").exists()
+    log = store.log_path(killed["job_ids"][0]).read_text()
+    logged = [int(e) for e in re.findall(r"epoch (\d+): loss", log)]
+    assert logged == sorted(set(logged)) and logged[-1] == 3  # each epoch logged once, in order, after a resume
+    assert re.search(r"attempt 2 .* from stage train, search finished, [12] epoch\(s\) recorded", log), log
 
 
 SUBMIT_LOOP = """

@@ -58,6 +58,7 @@ class RunSpec:
         None  # a study's design: ``sample``, ``top``, ``seeds``, ``paired`` (engine.study.studies.plan)
     )
     trained: list[dict] = field(default_factory=list)  # a study's (cell, seed) trainings recorded so far
+    epochs_done: int = 0  # training epochs recorded so far (in order: the last one recorded)
 
 
 class Sink(Protocol):
@@ -230,8 +231,8 @@ def _train(
     )
     if trained.stopped:
         return None
-    for record in trained.epochs:  # epochs a previous attempt finished but did not get to report
-        if record.epoch not in reported:
+    for record in trained.epochs:  # epochs a previous attempt finished (checkpointed) but did not get to record
+        if record.epoch not in reported and record.epoch > spec.epochs_done:
             on_epoch(record)
     checkpoint = folder / CHECKPOINT_NAME
     save_trained(

@@ -71,6 +71,7 @@ def run_spec(store: Store, lease: Lease, device: str) -> RunSpec:
         in_flight=config.get("in_flight", 1),
         study=study,
         trained=store.trained_cells([lease.run_id]) if study else [],
+        epochs_done=run["epochs_done"] or 0,
     )
 
 
@@ -132,15 +133,19 @@ def error_text(error: BaseException) -> str:
 
 
 def log_attempt(logger: logging.Logger, lease: Lease, spec: RunSpec, where: str = "") -> None:
+    if spec.stage == "search" or spec.study is not None:
+        recorded = f"{len(spec.done)} candidates recorded"
+    else:  # a training run no longer carries its candidates: they stay in the store
+        recorded = f"search finished, {spec.epochs_done} epoch(s) recorded"
     logger.info(
-        "attempt %d on %s (%s%s): %s from stage %s, %d candidates recorded",
+        "attempt %d on %s (%s%s): %s from stage %s, %s",
         lease.attempt,
         lease.worker,
         spec.device,
         where,
         spec.setting,
         spec.stage,
-        len(spec.done),
+        recorded,
     )
 
 
