@@ -39,6 +39,15 @@ def deploy_targets(run_id: int, sha256: str) -> list:
 def deploy_targets_section(run_id: int, sha256: str) -> None:
     """Whether the NIR file deploys on each target as it is, and which of the target's rules it breaks."""
     st.subheader("Where it deploys")
+    checked = f"deploy_checked_{run_id}"
+    if not st.session_state.get(checked):
+        st.caption(
+            "Whether the NIR file loads as it is in snntorch, SpikingJelly and Norse, and fits Speck / DYNAP-CNN "
+            "chips through sinabs, with each rule it breaks (made from the model on first check: a few seconds)."
+        )
+        if not st.button("Check where it deploys", icon=":material/rule:", key="deploy_check"):
+            return
+        st.session_state[checked] = True
     reports = deploy_targets(run_id, sha256)
     st.dataframe(
         pd.DataFrame(

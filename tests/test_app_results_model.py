@@ -187,6 +187,9 @@ def test_model_page_shows_the_deployed_model_and_its_three_downloads(finished, d
         assert loaded.meta["quantization"]["bits"] == bits
         assert loaded.meta["accuracy"] == getattr(run, f"accuracy_{bits}bit")
 
+    assert not [d for d in at.dataframe if "target" in d.value.columns]  # checked only when asked (torch)
+    at.button(key="deploy_check").click().run()
+    assert not at.exception, [e.value for e in at.exception]
     (targets,) = [d.value for d in at.dataframe if "target" in d.value.columns]  # where the NIR file deploys
     expected = api.deploy_targets(int(run.run_id))
     assert list(targets["deploys"]) == ["as it is" if t.deploys else "no" for t in expected]
