@@ -125,3 +125,35 @@ def finish(db) -> None:
     """A fresh worker runs the queue to its end."""
     process = start_worker(db)
     assert process.wait(timeout=WAIT_S) == 0, process.stderr.read()
+
+
+# ------------------------------------------------------------------------------ a model file to deploy
+
+# Every op: 3x3 and 5x5 convs, the 3x3 average pool, a skip (all six edges carry one).
+EVERY_OP = ("0234 0042 0001 0000", "3x3_5x5")
+
+
+def make_model(path, info, genotype: str, kernel_set: str, *, seed: int = 0, profile: str = "laptop"):
+    """A network with BatchNorm statistics away from the identity (so folding them is tested) and enough
+    gain that every LIF layer fires, saved and loaded as a trained model."""
+    import torch
+    from torch import nn
+
+    from engine.core.profiles import get_profile
+    from engine.core.space import Genotype, Space
+    from engine.nn.network import build_network
+    from engine.train.checkpoint import load_model, save_trained
+
+    ks, chosen = Space.parse(kernel_set), get_profile(profile)
+    g = ks.check(Genotype.from_str(genotype))
+    torch.manual_seed(seed)
+    net = build_network(g, ks, chosen, info)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(1.0, 3.0)
+                m.bias.uniform_(0.0, 0.5)
+    save_trained(path, net, genotype=g, kernel_set=ks, profile=chosen, info=info, accuracy=0.5, seed=seed, epochs=1)
+    return load_model(path)

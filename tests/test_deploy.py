@@ -9,46 +9,26 @@ import re
 import numpy as np
 import pytest
 import torch
-from helpers import cli, one_line_error
+from helpers import EVERY_OP, cli, make_model, one_line_error
 from torch import nn
 
 from engine import deploy
 from engine.core import EnergyModel
 from engine.core.profiles import get_profile
-from engine.core.space import Genotype, KernelSet, Space
+from engine.core.space import Genotype, KernelSet
 from engine.data.images import load_dataset
 from engine.deploy.exports import _Tensors
 from engine.nn.network import build_network
 from engine.train import quantize
-from engine.train.checkpoint import CheckpointError, LoadedModel, load_model, save_trained
+from engine.train.checkpoint import CheckpointError, LoadedModel, load_model
 from engine.train.training import DeviceImages, evaluate
 
 LAPTOP = get_profile("laptop")
-# Every op: 3x3 and 5x5 convs, the 3x3 average pool, a skip (all six edges carry one).
-EVERY_OP = ("0234 0042 0001 0000", "3x3_5x5")
 # SNASNet's cell (two zeroize edges) on a custom kernel set.
 CUSTOM = ("0302 0030 0003 0000", "1x1_9x9")
 # A set of three sizes (op 5 is its pool), and SpikeNAS-Bench's space: LIFs of thresholds 0.5, 1.0 and 1.5.
 THREE_SIZES = ("0245 0053 0004 0000", "1x1_3x3_5x5")
 SPIKENAS_CELL = ("0234 0034 0002 0000", "spikenas")
-
-
-def make_model(path, info, genotype: str, kernel_set: str, *, seed: int = 0, profile=LAPTOP) -> LoadedModel:
-    """A network with BatchNorm statistics away from the identity (so folding them is tested) and enough
-    gain that every LIF layer fires, saved and loaded as a trained model."""
-    ks = Space.parse(kernel_set)
-    g = ks.check(Genotype.from_str(genotype))
-    torch.manual_seed(seed)
-    net = build_network(g, ks, profile, info)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.3, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(1.0, 3.0)
-                m.bias.uniform_(0.0, 0.5)
-    save_trained(path, net, genotype=g, kernel_set=ks, profile=profile, info=info, accuracy=0.5, seed=seed, epochs=1)
-    return load_model(path)
 
 
 @pytest.fixture(scope="module")
@@ -430,9 +410,7 @@ def test_the_deploy_report_says_where_the_exported_graph_deploys_and_why_not(sam
 
 def test_a_paper_profile_model_breaks_the_chips_neuron_memory(sample, tmp_path):
     """The paper's width (128 channels at 32x32) holds 128 Ki neurons in a layer, beyond any core's 64 Ki."""
-    loaded = make_model(
-        tmp_path / "p.safetensors", sample.info, "0302 0030 0003 0000", "1x1_3x3", profile=get_profile("paper")
-    )
+    loaded = make_model(tmp_path / "p.safetensors", sample.info, "0302 0030 0003 0000", "1x1_3x3", profile="paper")
     speck = rules(deploy.deploy_report(deploy.to_nir(loaded)), "speck")
     assert speck["neuron memory of a layer at most 64 Ki entries"] is False
     assert speck["kernels up to 16x16, strides"] is True and speck["inputs up to 128x128"] is True

@@ -11,7 +11,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from test_deploy import make_model
+from helpers import make_model
 
 from engine import deploy
 from engine.core.seeds import seeded

@@ -10,7 +10,7 @@ import stat
 import pytest
 from helpers import cli
 
-from engine.core.files import OutputError, check_output_file, write_atomic
+from engine.core.files import OutputError, atomic_path, check_output_file, write_atomic
 
 # What a user may point an output at by mistake, each made under ``tmp`` next to ``source``, an input.
 TARGETS = {
@@ -109,3 +109,33 @@ def test_a_refused_submission_writes_nothing_not_even_the_database(tmp_path, com
     assert done.returncode == 2
     assert done.stderr == "error: name: the name holds bytes that are not UTF-8 text; retype it\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failure_mid_write_leaves_the_old_file_and_no_temporary_one(tmp_path):
+    out = tmp_path / "report.json"
+    out.write_text("the old report")
+    with pytest.raises(RuntimeError, match="disk gone"):
+        with atomic_path(out) as tmp:
+            tmp.write_text("half of the new")
+            raise RuntimeError("disk gone")
+    assert out.read_text() == "the old report" and sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_an_export_that_fails_while_writing_leaves_nothing(tmp_path, sample, monkeypatch):
+    """The NIR writer dies half-way through its file: no output, no temporary file beside it."""
+    import nir
+    from helpers import EVERY_OP, make_model
+
+    from engine import deploy
+
+    loaded = make_model(tmp_path / "m.safetensors", sample.info, *EVERY_OP)
+
+    def dies_half_way(path, graph):
+        with open(path, "wb") as f:
+            f.write(b"\x89HDF half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(nir, "write", dies_half_way)
+    with pytest.raises(OSError, match="No space left"):
+        deploy.export(loaded, "nir", tmp_path / "m.nir")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
