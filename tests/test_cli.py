@@ -264,7 +264,7 @@ def test_every_numeric_argument_has_a_named_upper_bound(prog, action):
     import argparse
 
     for text in ("1" + "0" * 25, "1e308", "inf", "nan", "-1"):
-        with pytest.raises(argparse.ArgumentTypeError, match=r"(to|at most) [\d,.e+]+, got"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"(to|at most|below) [\d,.e+]+, got"):
             action.type(text)
 
 
