@@ -78,12 +78,15 @@ def test_results_table_speedups_checkpoints_and_selection(tiny, tmp_path):
     for _setting, r in runs.iterrows():
         model = load_model(out / r.checkpoint)
         assert model.genotype.to_str() == r.best_genotype and model.meta["accuracy"] == r.accuracy
+        assert model.meta["val_accuracy"] == r.val_accuracy and model.meta["validation"]["fraction"] == 0.1
     csv = (out / "results.csv").read_text().splitlines()
     assert len(csv) == 4 and "accuracy" in csv[0] and csv[0].endswith(",profile,reduced,dataset,error")
     assert json.loads((out / "results.json").read_text())["reduced_profile"] is True
     reloaded = load_results(out)
-    best = max(trained_models(reloaded), key=lambda m: (m.accuracy, -m.params))
-    assert select_model(trained_models(reloaded), "10M").chosen == best
+    # Chosen on validation accuracy (held-out training images), reported with test accuracy.
+    best = max(trained_models(reloaded), key=lambda m: (m.validation, -m.params))
+    chosen = select_model(trained_models(reloaded), "10M")
+    assert chosen.chosen == best and "on validation" in chosen.reason
 
     # Rerunning a finished exploration recomputes nothing: no search or training stage starts.
     class Stages(Reporter):

@@ -2,6 +2,7 @@ import itertools
 import random
 from dataclasses import dataclass
 
+import pandas as pd
 import pytest
 
 from engine.core.selection import Budget, pareto_front, select_model
@@ -86,5 +87,54 @@ def test_benchmarked_models_are_chosen_on_validation_and_report_test_accuracy():
     b = Model(2, "spikenas_5000x", accuracy=0.87, params=20_000_000, validation=0.87)
     chosen = select_model([a, b], "25M")
     assert chosen.chosen == b and chosen.chosen.accuracy == 0.87 and "on validation" in chosen.reason
-    trained = Model(3, "1x1_3x3_1000x", accuracy=0.9, params=1_000_000)  # a trained model has none: test accuracy
-    assert select_model([a, b, trained], "25M").chosen == trained
+    older = Model(3, "1x1_3x3_1000x", accuracy=0.9, params=1_000_000)  # trained before validation splits: none
+    mixed = select_model([a, b, older], "25M")
+    assert mixed.chosen == older and "on test (1 of them without a validation accuracy)" in mixed.reason
+
+
+def trained_runs(rows) -> pd.DataFrame:
+    """Finished runs as ``api.runs_frame`` gives them: setting, test accuracy, validation accuracy, parameters."""
+    frame = pd.DataFrame(rows, columns=["setting", "accuracy", "val_accuracy", "params"])
+    frame["run_id"], frame["stage"], frame["energy_uj"] = range(1, len(frame) + 1), "done", float("nan")
+    return frame
+
+
+def test_alg1_chooses_trained_runs_on_validation_accuracy_and_reports_their_test_accuracy():
+    """Where validation and test accuracy order the models differently, validation decides."""
+    from engine.api import choose, pareto_models
+
+    runs = trained_runs(
+        [
+            ("1x1_3x3_1000x", 0.74, 0.70, 1_000_000),  # best on test, not on validation
+            ("3x3_5x5_1000x", 0.72, 0.73, 2_000_000),
+            ("5x5_7x7_1000x", 0.73, 0.71, 3_000_000),
+        ]
+    )
+    picked = choose(runs, "10M")
+    assert picked.chosen.setting == "3x3_5x5_1000x" and "on validation" in picked.reason
+    assert picked.chosen.accuracy == 0.72 and picked.chosen.validation == 0.73  # reported: its test accuracy
+    # The front judges as Alg. 1 does: 5x5_7x7 is more accurate on test than 3x3_5x5 but not on validation.
+    assert [m.setting for m in pareto_models(runs)] == ["1x1_3x3_1000x", "3x3_5x5_1000x"]
+    assert choose(runs, "1.5M").chosen.setting == "1x1_3x3_1000x"
+    # Without validation accuracies (trained with none held out) both judge on test accuracy.
+    untested = runs.assign(val_accuracy=float("nan"))
+    assert choose(untested, "10M").chosen.setting == "1x1_3x3_1000x"
+    assert [m.setting for m in pareto_models(untested)] == ["1x1_3x3_1000x"]
+
+
+def test_pareto_front_on_validation_matches_brute_force():
+    rng = random.Random(1)
+    for n in [1, 5, 40]:
+        points = [V(str(i), rng.random(), rng.randint(1, 30), rng.random()) for i in range(n)]
+        front = pareto_front(points)
+        judged = [M(p.name, p.validation, p.params) for p in points]
+        expected = brute_force_front(judged)
+        assert {(p.validation, p.params) for p in front} == {(p.accuracy, p.params) for p in expected}
+
+
+@dataclass(frozen=True)
+class V:
+    name: str
+    accuracy: float
+    params: int
+    validation: float

@@ -69,11 +69,23 @@ def test_submit_validates_everything_and_writes_nothing_when_invalid(store, stud
         profile="huge",
         precision="fp8",
         budget="lots",
+        validation=1.0,
     )
     with pytest.raises(api.ConfigError) as e:
         api.submit_experiment(bad, store=store)
     errors = e.value.errors
-    assert set(errors) == {"dataset", "kernel_sets", "iterations", "epochs", "seed", "profile", "precision", "budget"}
+    assert set(errors) == {
+        "dataset",
+        "kernel_sets",
+        "iterations",
+        "epochs",
+        "seed",
+        "profile",
+        "precision",
+        "budget",
+        "validation",
+    }
+    assert "from 0 (none) to below 1" in errors["validation"]
     assert "outside the allowed data roots" in errors["dataset"]
     assert "odd kernel sizes" in errors["kernel_sets"]
     assert counts(store) == dict.fromkeys(counts(store), 0)
@@ -294,6 +306,47 @@ def test_a_database_of_the_first_release_is_recognised_and_migrated(tmp_path, st
     store = Store(path)
     assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert store.experiment_folder(1) == tmp_path / "experiments" / "1"
+
+
+def test_a_trained_run_records_its_validation_accuracy_per_epoch_and_at_the_end(store, studio):
+    """What the worker writes for a training that held out validation images: each epoch's validation accuracy
+    beside its test accuracy, and the run's last one, which Alg. 1 then chooses on."""
+    ids = api.submit_experiment(config(studio, validation=0.2), store=store)
+    assert api.get_experiment(ids["experiment_id"], store=store)["config"]["validation"] == 0.2
+    lease = store.claim("host:1", "cpu", stale_after=60)
+    store.finish_search(lease, {"genotype": "0302 0030 0003 0000", "score": 1.0}, 1000, 1100, 1.0)
+    record = {"epoch": 1, "train_loss": 0.7, "train_accuracy": 0.5, "test_accuracy": 0.6, "firing_rate": 0.1}
+    store.add_epoch(lease, {**record, "seconds": 1.0, "lr": 0.1, "val_accuracy": 0.65})
+    store.finish_run(lease, {"accuracy": 0.6, "val_accuracy": 0.65})
+    epochs = api.epochs_frame([ids["experiment_id"]], store=store)
+    assert list(epochs["val_accuracy"]) == [0.65] and list(epochs["test_accuracy"]) == [0.6]
+    run = api.runs_frame([ids["experiment_id"]], store=store).set_index("run_id").loc[lease.run_id]
+    assert (run["accuracy"], run["val_accuracy"]) == (0.6, 0.65)
+    assert api.trained_models(api.runs_frame([ids["experiment_id"]], store=store))[0].validation == 0.65
+
+
+def test_a_database_before_validation_splits_gains_the_epochs_column_and_reads_without_it(tmp_path, studio):
+    from engine.store import MIGRATIONS
+
+    path = tmp_path / "v6.db"
+    with sqlite3.connect(path) as conn:  # as the release before validation splits wrote it: schema 6
+        conn.executescript("".join(MIGRATIONS[:6]))
+        conn.execute(
+            "INSERT INTO experiments (name, config, dataset, profile, reduced, created, folder) "
+            "VALUES ('old', '{}', 'sample', 'laptop', 1, 0, 'experiments/1')"
+        )
+        conn.execute(
+            "INSERT INTO runs (experiment_id, position, setting, kernel_set, iterations) "
+            "VALUES (1, 0, 'a', '1x1_3x3', 3)"
+        )
+        conn.execute("INSERT INTO jobs (run_id, created) VALUES (1, 0)")
+        conn.execute("INSERT INTO epochs VALUES (1, 1, 0.7, 0.5, 0.6, 0.1, 1.0, 0.1)")
+        conn.execute("PRAGMA user_version = 6")
+    old = api.epochs_frame([1], store=Store(path, readonly=True))  # read as it is: no such column
+    assert list(old["test_accuracy"]) == [0.6] and old["val_accuracy"].isna().all()
+    store = Store(path)
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert [r["val_accuracy"] for r in store.epochs([1])] == [None]
 
 
 def test_a_read_only_open_creates_and_changes_nothing(tmp_path, studio):

@@ -381,3 +381,108 @@ def test_model_metadata_is_checksummed_and_validated_before_anything_is_built(sa
             read_metadata(path)
     run = cli("evaluate", str(tmp_path / "timesteps.safetensors"), "--device", "cpu")
     assert run.returncode == 2 and "Traceback" not in run.stderr and run.stderr.count("\n") == 1, run.stderr
+
+
+# ------------------------------------------------------------------------------------- validation split
+
+
+def test_validation_images_are_disjoint_from_training_per_class_and_fixed_by_the_seed(sample):
+    from engine.train.training import validation_split
+
+    labels = sample.train.tensors()[1]
+    kept, held = validation_split(labels, 0.1, seed=3)
+    assert set(kept.tolist()).isdisjoint(held.tolist())
+    assert sorted(kept.tolist() + held.tolist()) == list(range(len(labels)))  # nothing lost, nothing twice
+    per_class = torch.bincount(labels[held], minlength=len(sample.info.classes))
+    assert per_class.tolist() == [50] * 10  # stratified: a tenth of each class's 500 images
+    again_kept, again_held = validation_split(labels, 0.1, seed=3)
+    assert torch.equal(kept, again_kept) and torch.equal(held, again_held)  # the same seed, the same images
+    assert not torch.equal(held, validation_split(labels, 0.1, seed=4)[1])  # another seed, others
+    assert len(validation_split(labels, 0.0, seed=3)[1]) == 0
+    few = torch.tensor([0, 0, 0, 1])  # every class keeps a training image, however large the share
+    assert torch.bincount(few[validation_split(few, 0.9, seed=0)[0]]).tolist() == [1, 1]
+
+
+def test_training_never_sees_the_validation_images_and_measures_accuracy_on_them(tiny):
+    """Replacing the held-out images changes nothing a training learns, only its validation accuracy."""
+    from engine.data.images import ImageData, ImageSplit
+    from engine.train.training import DeviceImages, eval_seed, evaluate, validation_seed, validation_split
+
+    data = load_dataset(tiny)
+    images, labels = data.train.tensors()
+    config = TrainConfig(epochs=1, batch_size=32, seed=1, device="cpu", validation=0.25)
+    kept, held = validation_split(labels, 0.25, seed=1)
+    batches = []
+    result = train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, config, progress=lambda *a: batches.append(a[2]))
+    assert batches[0] == -(-len(kept) // 32)  # the epoch's batches cover the training part only
+    assert result.validation == {"fraction": 0.25, "images": len(held), "seed": validation_seed(1)} and len(held) == 24
+    model = result.model
+    expected = evaluate(model, DeviceImages(data.train, torch.device("cpu"), held), data, LAPTOP, seed=eval_seed(1, 1))[
+        0
+    ]
+    assert result.val_accuracy == result.epochs[-1].val_accuracy == expected
+    assert result.accuracy == result.epochs[-1].test_accuracy
+
+    noise = images.clone()
+    noise[held] = torch.randint(
+        0, 256, noise[held].shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    altered = ImageData(data.info, ImageSplit.from_tensors(noise, labels), data.test)
+    other = train(GENOTYPE, KernelSet(1, 3), LAPTOP, altered, config)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.model.state_dict().values()))
+    assert other.accuracy == result.accuracy
+
+    none = train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, dataclasses.replace(config, validation=0.0))
+    assert none.val_accuracy is None and none.validation["images"] == 0 and none.accuracy is not None
+
+
+@pytest.mark.parametrize("bad", [1, 1.5, -0.1, float("nan"), float("inf"), True, "0.1", 10**400])
+def test_a_validation_share_outside_zero_to_one_is_refused(bad):
+    from engine.core.errors import InputError
+
+    with pytest.raises(InputError, match="validation"):
+        TrainConfig(validation=bad)
+
+
+def test_a_model_file_records_its_validation_split_and_an_older_file_without_it_loads(tiny, tmp_path):
+    from engine.train.checkpoint import save_trained
+    from engine.train.training import validation_seed
+
+    data = load_dataset(tiny)
+    result = train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, TrainConfig(epochs=1, batch_size=32, seed=2, device="cpu"))
+    path = tmp_path / "model.safetensors"
+    save_trained(
+        path,
+        result.model,
+        genotype=GENOTYPE,
+        kernel_set=KernelSet(1, 3),
+        profile=LAPTOP,
+        info=data.info,
+        accuracy=result.accuracy,
+        seed=2,
+        epochs=1,
+        validation=result.validation,
+        val_accuracy=result.val_accuracy,
+    )
+    meta = load_model(path).meta
+    assert meta["validation"] == {"fraction": 0.1, "images": 10, "seed": validation_seed(2)}  # 5 of each class's 48
+    assert meta["val_accuracy"] == result.val_accuracy is not None and meta["accuracy"] == result.accuracy
+
+    older = _rewrite(  # as saved before validation splits: neither field
+        path, tmp_path / "older.safetensors", lambda m: {k: m[k] for k in m if k not in ("validation", "val_accuracy")}
+    )
+    loaded = load_model(older)
+    assert "validation" not in loaded.meta and loaded.meta["accuracy"] == result.accuracy
+
+    crafted = {
+        "fraction": (lambda m: {**m, "validation": {**m["validation"], "fraction": 1.5}}, "validation fraction"),
+        "images": (lambda m: {**m, "validation": {**m["validation"], "images": -1}}, "validation images"),
+        "seed": (lambda m: {**m, "validation": {**m["validation"], "seed": "7"}}, "validation seed"),
+        "shape": (lambda m: {**m, "validation": [0.1]}, "validation needs"),
+        "range": (lambda m: {**m, "val_accuracy": 1.5}, "val_accuracy must be"),
+        "orphan": (lambda m: {**m, "validation": None}, "val_accuracy needs the validation split"),
+        "empty": (lambda m: {**m, "validation": {**m["validation"], "images": 0}}, "holds images"),
+    }
+    for name, (change, message) in crafted.items():
+        with pytest.raises(CheckpointError, match=message):
+            read_metadata(_rewrite(path, tmp_path / f"{name}.safetensors", change))

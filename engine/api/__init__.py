@@ -102,6 +102,7 @@ from engine.core import (
     SpikernelError,
     budget_in_bytes,
     format_count,
+    judged_on_validation,
     weight_bytes,
 )
 from engine.data import (
@@ -171,6 +172,7 @@ __all__ = [
     "InputError",
     "job_log",
     "jobs_frame",
+    "judged_on_validation",
     "JobStatus",
     "KernelSet",
     "list_experiments",

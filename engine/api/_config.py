@@ -9,6 +9,7 @@ import pandas as pd
 
 from engine.api._store import _store
 from engine.core import (
+    DEFAULT_VALIDATION,
     MAX_EPOCHS,
     MAX_IN_FLIGHT,
     MAX_ITERATIONS,
@@ -23,6 +24,7 @@ from engine.core import (
     SpaceError,
     footprint,
     get_profile,
+    validation_error,
 )
 from engine.data import DatasetError, check_dataset, dataset_shape
 from engine.store import Store
@@ -43,8 +45,9 @@ class ExperimentConfig:
 
     ``baseline`` is an extra setting that speed-ups are measured against (the paper's 5000-iteration search;
     None for none); ``budget``/``bits`` are the memory budget Alg. 1 starts from (the dashboard's slider
-    moves it). These defaults are the product's: the command line's arguments and the Launch page's fields
-    start from them.
+    moves it). ``validation`` is the share of the training images each training holds out: Alg. 1 chooses on
+    the accuracy measured on them and reports test accuracy (0: none, then it chooses on test). These defaults
+    are the product's: the command line's arguments and the Launch page's fields start from them.
     """
 
     dataset: str = "sample"
@@ -55,6 +58,7 @@ class ExperimentConfig:
     profile: str = "laptop"
     epochs: int | None = None  # None: the profile's (Profile.epochs: 300 for the paper, 10 for the laptop)
     seed: int = 0
+    validation: float = DEFAULT_VALIDATION
     device: str = "auto"
     precision: str = "fp32"
     in_flight: int = 1  # candidates scored at once, each in a process of its own (for GPUs; the same results)
@@ -138,6 +142,9 @@ def validate(config: ExperimentConfig, *, check_data: bool = True) -> dict[str, 
         errors["epochs"] = f"epochs must be a whole number from 1 to {MAX_EPOCHS:,}"
     if not _is_int(config.seed) or not 0 <= config.seed <= MAX_SEED:
         errors["seed"] = f"the seed must be a whole number from 0 to {MAX_SEED:,}"
+    validation_problem = validation_error(config.validation)
+    if validation_problem is not None:
+        errors["validation"] = validation_problem
     if not _is_int(config.in_flight) or not 1 <= config.in_flight <= MAX_IN_FLIGHT:
         errors["in_flight"] = f"candidates in flight must be a whole number from 1 to {MAX_IN_FLIGHT}"
     if not isinstance(config.profile, str) or config.profile not in PROFILES:

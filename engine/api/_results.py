@@ -100,6 +100,8 @@ def epochs_frame(experiment_ids, *, store: Store | None = None) -> pd.DataFrame:
     frame = pd.DataFrame(s.epochs(runs))
     if frame.empty:
         return frame
+    if "val_accuracy" not in frame:  # a database of a release before validation splits, opened read-only
+        frame["val_accuracy"] = math.nan
     frame["setting"] = frame["run_id"].map(lambda r: runs[r]["setting"])
     frame["kernel_set"] = frame["run_id"].map(lambda r: runs[r]["kernel_set"])
     frame["experiment_id"] = frame["run_id"].map(lambda r: runs[r]["experiment_id"])
@@ -130,7 +132,7 @@ class Model:
     accuracy: float
     params: int
     energy_uj: float | None = None
-    validation: float | None = None  # a benchmarked run's validation accuracy: what Alg. 1 chooses on
+    validation: float | None = None  # validation accuracy (held-out training images, a benchmark's): chosen on
 
 
 def accuracy_column(bits: int | None) -> str:
@@ -144,7 +146,8 @@ def trained_models(runs: pd.DataFrame, bits: int | None = None) -> list[Model]:
     column = accuracy_column(bits)
     done = runs[(runs["stage"] == "done") & runs[column].notna()]
     energy = done["energy_uj"] if "energy_uj" in done else pd.Series(float("nan"), index=done.index)
-    # Benchmarked runs carry a validation accuracy to choose on; at 8 or 4 bits the measured accuracy decides.
+    # Runs carry a validation accuracy to choose on (trained since validation splits, or benchmarked); at 8 or 4
+    # bits the accuracy measured at that width (on the test split) decides.
     unmeasured = pd.Series(math.nan, index=done.index)
     validation = done["val_accuracy"] if "val_accuracy" in done and bits is None else unmeasured
     return [

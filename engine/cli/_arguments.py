@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from engine.api import ExperimentConfig
-from engine.cli._common import whole
+from engine.cli._common import number, whole
 from engine.core.footprint import BIT_WIDTHS
 from engine.core.precision import PRECISIONS
 from engine.core.profiles import PROFILES
@@ -18,6 +18,10 @@ KERNEL_SETS_HELP = "comma-separated, e.g. 1x1_3x3,3x3_5x5, or 'all' for Table I 
 EPOCHS_HELP = "default: the profile's (10 laptop, 300 paper)"
 PRECISION_HELP = "bf16: convolutions under bfloat16 autocast, faster and not exact (BENCHMARKS.md)"
 DEVICE_HELP = "auto (GPU when present), cpu, cuda or cuda:N"
+VALIDATION_HELP = (
+    "share of each class's training images held out from training (0: none): models are chosen on the accuracy "
+    "measured on them and reported with their test accuracy (default: %(default)s)"
+)
 IN_FLIGHT_HELP = (
     "candidates scored at once, each in a process of its own: for GPUs, where one small candidate leaves most "
     "of the card idle; the same results as one at a time (default: %(default)s)"
@@ -60,6 +64,10 @@ def add_precision(parser: argparse.ArgumentParser, default: str = "fp32") -> Non
 
 def add_seed(parser: argparse.ArgumentParser, default: int = 0) -> None:
     parser.add_argument("--seed", type=whole(0, MAX_SEED), default=default)
+
+
+def add_validation(parser: argparse.ArgumentParser, default: float) -> None:
+    parser.add_argument("--validation", type=number(0, 1, below=True), default=default, help=VALIDATION_HELP)
 
 
 def add_device(parser: argparse.ArgumentParser, default: str = "auto") -> None:
@@ -106,6 +114,7 @@ def add_experiment(parser: argparse.ArgumentParser) -> None:
     )
     add_precision(parser, defaults.precision)
     add_seed(parser, defaults.seed)
+    add_validation(parser, defaults.validation)
     add_device(parser, defaults.device)
     add_in_flight(parser, defaults.in_flight)
 
@@ -121,6 +130,7 @@ def experiment_config(args: argparse.Namespace) -> ExperimentConfig:
         profile=args.profile,
         epochs=args.epochs,
         seed=args.seed,
+        validation=args.validation,
         device=args.device,
         precision=args.precision,
         in_flight=args.in_flight,

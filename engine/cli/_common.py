@@ -46,16 +46,24 @@ def whole(low: int, high: int):
     return parse
 
 
-def number(low: float, high: float, *, above: bool = False):
-    """An argument type: a finite number from ``low`` (above it with ``above``) to ``high``."""
-    bound = f"{'above' if above else 'from'} {low:g} {'and at most' if above else 'to'} {high:g}"
+def number(low: float, high: float, *, above: bool = False, below: bool = False):
+    """An argument type: a finite number from ``low`` (above it with ``above``) to ``high`` (below it with
+    ``below``)."""
+    lower = f"above {low:g} and" if above else f"from {low:g} to"
+    bound = f"{lower} {'below ' if below else 'at most ' if above else ''}{high:g}"
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             value = math.nan
-        if not math.isfinite(value) or value < low or (above and value == low) or value > high:
+        if (
+            not math.isfinite(value)
+            or value < low
+            or (above and value == low)
+            or value > high
+            or (below and value == high)
+        ):
             raise argparse.ArgumentTypeError(f"expected a finite number {bound}, got {text[:40]!r}")
         return value
 

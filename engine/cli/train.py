@@ -9,7 +9,7 @@ from pathlib import Path
 from engine.cli import _arguments
 from engine.cli._common import StopOnInterrupt, check_output, named_dataset, number, table, whole
 from engine.core.profiles import get_profile
-from engine.core.space import Genotype, Space
+from engine.core.space import DEFAULT_VALIDATION, Genotype, Space
 
 
 def add_parser(subparsers) -> None:
@@ -24,6 +24,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--weight-decay", type=number(0, 1), default=5e-4)
     _arguments.add_precision(parser)
     _arguments.add_seed(parser)
+    _arguments.add_validation(parser, DEFAULT_VALIDATION)
     _arguments.add_device(parser)
     parser.add_argument("--out", type=Path, default=Path("runs/model.safetensors"))
     parser.set_defaults(run_command=run)
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> None:
         precision=args.precision,
         seed=args.seed,
         device=args.device,
+        validation=args.validation,
     )
     resolve_device(args.device)  # every argument checked before any work or output
     state = check_output(args.out.with_name(args.out.name + ".state.pt"), args)
@@ -77,10 +79,14 @@ def run(args: argparse.Namespace) -> None:
         accuracy=result.accuracy,
         seed=args.seed,
         epochs=config.epochs,
+        validation=result.validation,
+        val_accuracy=result.val_accuracy,
         extra={"device": result.device},
     )
     state.unlink(missing_ok=True)
-    print(f"test accuracy {result.accuracy:.2%} on {result.device}; wrote {args.out}")
+    held = result.validation["images"]
+    validation = f", validation accuracy {result.val_accuracy:.2%} ({held:,} held-out images)" if held else ""
+    print(f"test accuracy {result.accuracy:.2%}{validation} on {result.device}; wrote {args.out}")
 
 
 def epochs_table(epochs) -> str:
@@ -94,10 +100,11 @@ def epochs_table(epochs) -> str:
             str(epoch.epoch),
             f"{epoch.train_loss:.4f}",
             f"{epoch.train_accuracy:.2%}",
+            optional(epoch.val_accuracy, ".2%"),
             optional(epoch.test_accuracy, ".2%"),
             optional(epoch.firing_rate, ".3f"),
             f"{epoch.seconds:.1f}",
         ]
         for epoch in epochs
     ]
-    return table(rows, ["epoch", "loss", "train acc", "test acc", "firing", "seconds"])
+    return table(rows, ["epoch", "loss", "train acc", "val acc", "test acc", "firing", "seconds"])

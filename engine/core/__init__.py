@@ -61,11 +61,13 @@ from engine.core.selection import (
     Scored,
     Selection,
     budget_in_bytes,
+    judged_on_validation,
     pareto_front,
     parse_energy_budget,
     select_model,
 )
 from engine.core.space import (
+    DEFAULT_VALIDATION,
     EDGES,
     KERNEL_SET_RULE,
     MAX_EPOCHS,
@@ -85,6 +87,7 @@ from engine.core.space import (
     Space,
     SpaceError,
     parse_kernel_sets,
+    validation_error,
 )
 
 __all__ = [
@@ -102,6 +105,7 @@ __all__ = [
     "DataShape",
     "default_data_root",
     "derive_seed",
+    "DEFAULT_VALIDATION",
     "EDGES",
     "Encoding",
     "EnergyModel",
@@ -112,6 +116,7 @@ __all__ = [
     "get_profile",
     "head_features",
     "InputError",
+    "judged_on_validation",
     "KERNEL_SET_RULE",
     "KernelSet",
     "layer_counts",
@@ -147,6 +152,7 @@ __all__ = [
     "SpikernelError",
     "stem_stride",
     "TABLE_I",
+    "validation_error",
     "weight_bytes",
     "WorkFailed",
     "write_atomic",

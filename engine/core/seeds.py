@@ -35,6 +35,7 @@ class TrainStream(IntEnum):
     SHUFFLE = 1  # (seed, SHUFFLE, epoch): the order and augmentation of the epoch's batches
     EPOCH = 2  # (seed, EPOCH, epoch): torch's global RNG during the epoch (rate-encoding spikes, dropout)
     EVALUATION = 3  # (seed, EVALUATION, epoch): the rate-encoding spikes of the epoch's test evaluation
+    VALIDATION = 4  # (seed, VALIDATION): which training images are held out for validation
 
 
 class StudyStream(IntEnum):

@@ -1,5 +1,9 @@
 """Alg. 1 of SpiKernel: the most accurate model that fits a memory budget, and the Pareto front.
 
+Accuracy is judged on validation accuracy (``validation``: images held out of the training set, or a benchmark's
+validation split) when every model compared has one, and the chosen model is reported with its test accuracy
+(``accuracy``), which choosing on it would make optimistic. Models without one are compared on test accuracy.
+
 A budget is parameters (``"10M"``, ``2500000``) or bytes at a bit width (``"4MB"`` at 8-bit holds four
 million parameters). Memory of a model is its Eq. 2-3 parameter count times the bit width
 (``engine.core.footprint.weight_bytes``).
@@ -45,8 +49,19 @@ def budget_in_bytes(text: str) -> bool:
 
 
 class Scored(Protocol):
-    accuracy: float
+    accuracy: float  # test accuracy: what is reported
     params: int
+    # and optionally ``validation``: the validation accuracy chosen on (None or absent: none)
+
+
+def _validation(model) -> float | None:
+    value = getattr(model, "validation", None)
+    return None if value is None or math.isnan(value) else value
+
+
+def judged_on_validation(models: Sequence[Scored]) -> bool:
+    """Whether ``models`` are compared on validation accuracy: every one of them has it."""
+    return bool(models) and all(_validation(m) is not None for m in models)
 
 
 @dataclass(frozen=True)
@@ -146,23 +161,36 @@ def select_model(models: Iterable[Scored], budget: Budget | str | float, energy:
                 why = f"the most frugal model within the memory budget needs {least:.3g} µJ per inference"
             return Selection(None, f"nothing fits {budget} and {energy:g} µJ: {why}")
         fitting = frugal
-    # Benchmarked models carry a validation accuracy: chosen on it, their test accuracy only reported.
-    on_validation = all(getattr(m, "validation", None) is not None for m in fitting)
+    # Chosen on validation accuracy, its test accuracy only reported; on test where some model has no validation.
+    on_validation = judged_on_validation(fitting)
     chosen = max(fitting, key=lambda m: (m.validation if on_validation else m.accuracy, -m.params))
-    accurate = "most accurate on validation" if on_validation else "most accurate"
+    if on_validation:
+        accurate = "most accurate on validation"
+    else:
+        lacking = sum(_validation(m) is None for m in fitting)
+        accurate = (
+            "most accurate on test"
+            if lacking == len(fitting)
+            else f"most accurate on test ({lacking} of them without a validation accuracy)"
+        )
     return Selection(chosen, f"{accurate} of {len(fitting)} of {len(models)} models {within}")
 
 
 def pareto_front(points: Sequence[Scored]) -> list[Scored]:
     """Models no other beats on both accuracy (higher) and parameters (fewer), by rising parameter count.
 
-    Sort by parameters (ties: best accuracy first), then keep each point more accurate than all before it:
-    O(n log n).
+    Accuracy is validation accuracy when every model has one (as Alg. 1 judges), else test accuracy. Sort by
+    parameters (ties: best accuracy first), then keep each point more accurate than all before it: O(n log n).
     """
-    ordered = sorted((p for p in points if p.accuracy is not None), key=lambda p: (p.params, -p.accuracy))
+    points = [p for p in points if p.accuracy is not None]
+    on_validation = judged_on_validation(points)
+
+    def judged(p) -> float:
+        return p.validation if on_validation else p.accuracy
+
     front, best = [], -math.inf
-    for p in ordered:
-        if p.accuracy > best:
+    for p in sorted(points, key=lambda p: (p.params, -judged(p))):
+        if judged(p) > best:
             front.append(p)
-            best = p.accuracy
+            best = judged(p)
     return front

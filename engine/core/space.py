@@ -35,6 +35,18 @@ MAX_ITERATIONS = 1_000_000  # search iterations of one setting, wherever a setti
 MAX_EPOCHS = 10_000  # training epochs of one run
 MAX_IN_FLIGHT = 32  # candidates scored at once, one process each: a bound on what one machine is asked to start
 MAX_SEED = 2**63 - 1  # seeds are stored as SQLite integers
+DEFAULT_VALIDATION = 0.1  # the share of a training set held out: models are chosen on it, reported on the test split
+
+
+def validation_error(value) -> str | None:
+    """Why ``value`` cannot be the share of the training images held out for validation (None when it can):
+    a finite number from 0 (none held out) to below 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"the validation share is a number from 0 to below 1, got {type(value).__name__}"
+    if not 0 <= value < 1:  # NaN, infinities and huge whole numbers fail here too, without converting them
+        shown = repr(value) if len(repr(value)) <= 20 else f"a number of {len(repr(value))} digits"
+        return f"the validation share must be a finite number from 0 (none) to below 1, got {shown}"
+    return None
 
 
 class SpaceError(InputError):

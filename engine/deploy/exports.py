@@ -51,6 +51,8 @@ def write_quantized(model: LoadedModel | str | Path, bits: int, out: str | Path,
         **{k: v for k, v in loaded.meta.items() if k not in ("format", "versions")},
         "accuracy": accuracy,
         "accuracy_fp32": loaded.meta.get("accuracy_fp32", loaded.meta.get("accuracy")),
+        "val_accuracy": None,  # measured with the fp32 weights only: kept as such
+        **({"val_accuracy_fp32": loaded.meta["val_accuracy"]} if loaded.meta.get("val_accuracy") is not None else {}),
         "quantization": {"bits": bits, "scheme": QUANT_SCHEME, "weights": names},
     }
     if "quantization" in loaded.meta:

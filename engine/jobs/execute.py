@@ -59,6 +59,7 @@ class RunSpec:
     )
     trained: list[dict] = field(default_factory=list)  # a study's (cell, seed) trainings recorded so far
     epochs_done: int = 0  # training epochs recorded so far (in order: the last one recorded)
+    validation: float = TrainConfig.validation  # share of the training images held out to choose on
 
 
 class Sink(Protocol):
@@ -198,7 +199,12 @@ def _train(
     sink: Sink,
 ) -> dict | None:
     config = TrainConfig(
-        epochs=spec.epochs, batch_size=profile.batch_size, seed=spec.seed, device=spec.device, precision=spec.precision
+        epochs=spec.epochs,
+        batch_size=profile.batch_size,
+        seed=spec.seed,
+        device=spec.device,
+        precision=spec.precision,
+        validation=spec.validation,
     )
     folder.mkdir(parents=True, exist_ok=True)
     state = folder / STATE_NAME
@@ -245,6 +251,8 @@ def _train(
         accuracy=trained.accuracy,
         seed=spec.seed,
         epochs=spec.epochs,
+        validation=trained.validation,
+        val_accuracy=trained.val_accuracy,
         extra={"setting": setting.name, "search_score": score, "device": trained.device},
     )
     state.unlink(missing_ok=True)
@@ -254,6 +262,7 @@ def _train(
     measured = measure(trained.model, profile, data, seed=eval_seed(spec.seed, spec.epochs), device=trained.device)
     return {
         "accuracy": trained.accuracy,
+        "val_accuracy": trained.val_accuracy,
         "firing_rate": last.firing_rate if last else None,
         "checkpoint_bytes": checkpoint.stat().st_size,
         "checkpoint_sha256": sha256_file(checkpoint),

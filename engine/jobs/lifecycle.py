@@ -72,6 +72,7 @@ def run_spec(store: Store, lease: Lease, device: str) -> RunSpec:
         study=study,
         trained=store.trained_cells([lease.run_id]) if study else [],
         epochs_done=run["epochs_done"] or 0,
+        validation=config.get("validation", 0.0),  # an experiment submitted before validation splits had none
     )
 
 
@@ -102,7 +103,11 @@ class StoreSink:
     def epoch(self, record):
         self.store.add_epoch(self.lease, record)
         self.logger.info(
-            "epoch %d: loss %.4f, test accuracy %s", record["epoch"], record["train_loss"], record["test_accuracy"]
+            "epoch %d: loss %.4f, test accuracy %s, validation accuracy %s",
+            record["epoch"],
+            record["train_loss"],
+            record["test_accuracy"],
+            record.get("val_accuracy"),
         )
 
     def trained_cell(self, row):

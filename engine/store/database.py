@@ -185,9 +185,15 @@ ALTER TABLE trained_cells ADD COLUMN val_accuracy REAL;
 UPDATE trained_cells SET sampled = 1 WHERE role = 'random';
 """
 
+# A training holds out a validation part of its training images: each evaluated epoch records the accuracy on it
+# beside the test accuracy (runs.val_accuracy, from _V5, holds a trained run's last one).
+_V7 = """
+ALTER TABLE epochs ADD COLUMN val_accuracy REAL;
+"""
+
 # Each entry upgrades the schema by one version; a database remembers its version in user_version.
 # Append, never edit: a newer release opens an older database by running the entries it lacks.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

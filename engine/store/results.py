@@ -37,7 +37,16 @@ TRAINED_CELL_COLUMNS = (
     "sampled",
     "val_accuracy",
 )
-EPOCH_COLUMNS = ("epoch", "train_loss", "train_accuracy", "test_accuracy", "firing_rate", "seconds", "lr")
+EPOCH_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "test_accuracy",
+    "firing_rate",
+    "seconds",
+    "lr",
+    "val_accuracy",
+)
 
 
 class Results(Database):

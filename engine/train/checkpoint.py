@@ -99,9 +99,15 @@ def save_trained(
     accuracy: float | None,
     seed: int,
     epochs: int,
+    validation: dict | None = None,
+    val_accuracy: float | None = None,
     extra: dict | None = None,
 ) -> None:
-    """Save a trained network with everything needed to rebuild it and reproduce its test accuracy."""
+    """Save a trained network with everything needed to rebuild it and reproduce its test accuracy.
+
+    ``validation`` is the training's held-out split (``TrainResult.validation``: fraction, images, seed) and
+    ``val_accuracy`` the accuracy on it: what the model was chosen on, ``accuracy`` what it is reported as.
+    """
 
     fp = footprint(genotype, kernel_set, profile, info)
     meta = {
@@ -120,6 +126,8 @@ def save_trained(
         "encoding": profile.encoding,
         "timesteps": profile.timesteps,
         "accuracy": accuracy,
+        "validation": validation,
+        "val_accuracy": val_accuracy,
         "params": fp.params,
         "params_torch": fp.params_torch,
         "seed": seed,
@@ -261,8 +269,10 @@ def _describe(path: Path, meta: dict, tensors: dict[str, torch.Tensor]):
         d["name"], d["macro"], tuple(classes), size, tuple(d["mean"]), tuple(d["std"]), d["crop_padding"]
     )
 
-    acc = meta["accuracy"]
-    _check(acc is None or (_is_number(acc) and 0 <= acc <= 1), path, "accuracy must be empty or from 0 to 1")
+    for key in ("accuracy", "val_accuracy"):  # a file saved before validation splits has no val_accuracy
+        acc = meta.get(key)
+        _check(acc is None or (_is_number(acc) and 0 <= acc <= 1), path, f"{key} must be empty or from 0 to 1")
+    _check_validation(path, meta.get("validation"), meta.get("val_accuracy"))
     for key, low in (("seed", 0), ("eval_seed", 0), ("epochs", 1)):
         _check(_is_int(meta[key]) and meta[key] >= low, path, f"{key} must be a whole number of at least {low}")
     try:
@@ -277,6 +287,21 @@ def _describe(path: Path, meta: dict, tensors: dict[str, torch.Tensor]):
     held = sum(t.numel() for t in tensors.values())
     _check(fp.params_torch <= held, path, f"the network needs {fp.params_torch:,} parameters, the file holds {held:,}")
     return genotype, kernel_set, profile, info
+
+
+def _check_validation(path: Path, split, val_accuracy) -> None:
+    """The held-out split a file records (absent in files saved before there was one): its share of the
+    training images, how many that was and the seed that drew them."""
+    if split is None:
+        _check(val_accuracy is None, path, "val_accuracy needs the validation split it was measured on")
+        return
+    keys = ("fraction", "images", "seed")
+    _check(isinstance(split, dict) and all(k in split for k in keys), path, f"validation needs {', '.join(keys)}")
+    fraction = split["fraction"]
+    _check(_is_number(fraction) and 0 <= fraction < 1, path, "validation fraction must be from 0 to below 1")
+    for key in ("images", "seed"):
+        _check(_is_int(split[key]) and split[key] >= 0, path, f"validation {key} must be a whole number of at least 0")
+    _check(val_accuracy is None or split["images"] > 0, path, "val_accuracy needs a validation split that holds images")
 
 
 def load_model(path: Path | str, device: torch.device | str = "cpu") -> LoadedModel:

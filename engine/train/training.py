@@ -4,6 +4,10 @@ Every random choice of epoch ``e`` (shuffling, augmentation, rate-encoding spike
 from a generator seeded with ``(seed, e)``. An epoch therefore depends only on the weights and optimiser
 state it starts from, so a run resumed from its last epoch checkpoint ends exactly where an uninterrupted
 run would, and the checkpoint needs no RNG dump beyond ``(seed, epoch)``.
+
+A share of the training images (``TrainConfig.validation``, drawn per class by ``(seed, VALIDATION)``) is held
+out: training never sees them, and each evaluated epoch measures accuracy on them besides the test split's.
+Models are chosen on that validation accuracy and reported on the test accuracy, which then stays unbiased.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,7 +28,7 @@ from engine.core.files import atomic_path
 from engine.core.precision import Precision
 from engine.core.profiles import Profile
 from engine.core.seeds import TrainStream, derive_seed, seeded
-from engine.core.space import Genotype, Space
+from engine.core.space import DEFAULT_VALIDATION, Genotype, Space, validation_error
 from engine.data.encoding import encode
 from engine.data.images import ImageData, ImageSplit, augment
 from engine.nn.devices import keep_freed_memory, resolve_device
@@ -36,6 +41,8 @@ class TrainConfig:
 
     ``weight_decay`` defaults to the paper's intent, 5e-4; SNASNet's code passed it into SGD's dampening
     slot, so it effectively trained with 0.
+
+    ``validation`` is the share of each class's training images held out (``validation_split``; 0: none).
     """
 
     epochs: int = 10
@@ -49,8 +56,12 @@ class TrainConfig:
     eval_batch_size: int = 256
     seed: int = 0
     device: str = "auto"
+    validation: float = DEFAULT_VALIDATION
 
     def __post_init__(self) -> None:
+        problem = validation_error(self.validation)
+        if problem is not None:
+            raise InputError(f"training setting validation: {problem}")
         checks = {
             "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 1,
@@ -73,6 +84,7 @@ class EpochRecord:
     firing_rate: float | None
     seconds: float
     lr: float
+    val_accuracy: float | None = None  # on the held-out training images; None unevaluated or without any
 
 
 @dataclass
@@ -82,11 +94,22 @@ class TrainResult:
     device: str = "cpu"
     seconds: float = 0.0
     stopped: bool = False
+    validation: dict = field(default_factory=dict)  # the held-out split: fraction, images, seed (model files keep it)
+
+    def _last_evaluated(self) -> EpochRecord | None:
+        return next((e for e in reversed(self.epochs) if e.test_accuracy is not None), None)
 
     @property
     def accuracy(self) -> float | None:
-        """Test accuracy after the last evaluated epoch."""
-        return next((e.test_accuracy for e in reversed(self.epochs) if e.test_accuracy is not None), None)
+        """Test accuracy after the last evaluated epoch: what a model's accuracy is reported as."""
+        last = self._last_evaluated()
+        return last.test_accuracy if last else None
+
+    @property
+    def val_accuracy(self) -> float | None:
+        """Validation accuracy after the same epoch: what models are chosen on (None without a validation split)."""
+        last = self._last_evaluated()
+        return last.val_accuracy if last else None
 
 
 class TrainingDiverged(WorkFailed):
@@ -170,8 +193,10 @@ TrainProgress = Callable[[int, int, int, float, float], None]
 class DeviceImages:
     """A split's images as one uint8 tensor on the training device; batches are cut from it."""
 
-    def __init__(self, split: ImageSplit, device: torch.device) -> None:
+    def __init__(self, split: ImageSplit, device: torch.device, indices: torch.Tensor | None = None) -> None:
         images, labels = split.tensors()
+        if indices is not None:  # a part of the split (training or validation images)
+            images, labels = images[indices], labels[indices]
         self.images, self.labels = images.to(device), labels.to(device)
 
     def __len__(self) -> int:
@@ -182,6 +207,33 @@ class DeviceImages:
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
             yield self.images[idx].float().div_(255), self.labels[idx]
+
+
+def validation_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(training, validation)`` indices into a training split's ``labels``, each in ascending order.
+
+    ``fraction`` of each class's images (rounded) is held out, drawn by ``(seed, TrainStream.VALIDATION)`` with
+    numpy's generator (the same on every platform and device); each class keeps at least one training image.
+    """
+    problem = validation_error(fraction)
+    if problem is not None:
+        raise InputError(problem)
+    values = labels.cpu().numpy()
+    rng = np.random.default_rng(validation_seed(seed))
+    held = [np.empty(0, dtype=np.int64)]
+    for label in np.unique(values):
+        members = np.flatnonzero(values == label)
+        count = min(math.floor(fraction * len(members) + 0.5), len(members) - 1)
+        held.append(rng.permutation(members)[:count])
+    validation = np.sort(np.concatenate(held))
+    kept = np.ones(len(values), dtype=bool)
+    kept[validation] = False
+    return torch.from_numpy(np.flatnonzero(kept)), torch.from_numpy(validation)
+
+
+def validation_seed(seed: int) -> int:
+    """The seed that picks a training's validation images (recorded in model files)."""
+    return derive_seed(seed, TrainStream.VALIDATION)
 
 
 def eval_seed(seed: int, epoch: int) -> int:
@@ -264,7 +316,8 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> TrainResult:
-    """Train one cell. With ``state_path``, resume from it when present and update it after every epoch.
+    """Train one cell on the training images ``config.validation`` leaves (the rest measure ``val_accuracy``).
+    With ``state_path``, resume from it when present and update it after every epoch.
 
     ``on_epoch`` receives each finished epoch after its checkpoint is written (to record it elsewhere).
 
@@ -294,9 +347,12 @@ def train(
         records = [EpochRecord(**r) for r in state["records"]]
         first_epoch = state["epoch"] + 1
 
-    train_images, test_images = DeviceImages(data.train, device), DeviceImages(data.test, device)
+    kept, held = validation_split(data.train.tensors()[1], config.validation, config.seed)
+    train_images, test_images = DeviceImages(data.train, device, kept), DeviceImages(data.test, device)
+    val_images = DeviceImages(data.train, device, held) if len(held) else None
     batches = math.ceil(len(train_images) / config.batch_size)
-    result = TrainResult(model, records, device=str(device))
+    split = {"fraction": config.validation, "images": len(held), "seed": validation_seed(config.seed)}
+    result = TrainResult(model, records, device=str(device), validation=split)
     for epoch in range(first_epoch, config.epochs + 1):
         t0 = time.perf_counter()
         model.train()
@@ -329,19 +385,18 @@ def train(
             break
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        test_acc = rate = None
+        test_acc = rate = val_acc = None
         if epoch % config.eval_every == 0 or epoch == config.epochs:
-            test_acc, rate = evaluate(
-                model,
-                test_images,
-                data,
-                profile,
-                seed=eval_seed(config.seed, epoch),
-                batch_size=config.eval_batch_size,
-                precision=config.precision,
-            )
+            settings = {
+                "seed": eval_seed(config.seed, epoch),
+                "batch_size": config.eval_batch_size,
+                "precision": config.precision,
+            }
+            test_acc, rate = evaluate(model, test_images, data, profile, **settings)
+            if val_images is not None:
+                val_acc = evaluate(model, val_images, data, profile, **settings)[0]
         records.append(
-            EpochRecord(epoch, loss_sum / seen, correct / seen, test_acc, rate, time.perf_counter() - t0, lr)
+            EpochRecord(epoch, loss_sum / seen, correct / seen, test_acc, rate, time.perf_counter() - t0, lr, val_acc)
         )
         if state_path is not None:
             _save_state(state_path, identity, model, optimizer, scheduler, epoch, records, config)
