@@ -328,3 +328,27 @@ def test_jobs_shows_a_finished_job_complete_whatever_its_last_heartbeat_said(tmp
     run = cli("--db", str(store.path), "jobs")
     assert run.returncode == 0, run.stderr
     assert re.search(r" done +\S* +30/30 ", run.stdout) and "29/30" not in run.stdout, run.stdout
+
+
+def test_submit_refuses_a_training_split_smaller_than_the_profiles_score_batch(tmp_path, studio):
+    """``folder:mini`` has 32 training images: enough for the laptop profile's score batch of 32, not for
+    the embedded profile's 128, whose search would fail on its first candidate."""
+    from dataclasses import replace
+
+    from engine import api
+    from engine.store import Store
+
+    config = api.ExperimentConfig(dataset=studio["mini"], kernel_sets=("1x1_3x3",), device="cpu", baseline=None)
+    assert "dataset" not in api.validate(config)
+    errors = api.validate(replace(config, profile="embedded"))
+    assert errors["dataset"].startswith("the training split holds 32 images"), errors
+    assert "embedded profile's score batch of 128" in errors["dataset"]
+
+    db = tmp_path / "s.db"
+    Store(db).close()
+    before = db.read_bytes()
+    args = ("--db", str(db), "submit", "--dataset", studio["mini"], "--kernel-sets", "1x1_3x3", "--device", "cpu")
+    one_line_error(
+        cli(*args, "--profile", "embedded"), "32 images, fewer than the embedded profile's score batch of 128"
+    )
+    assert db.read_bytes() == before

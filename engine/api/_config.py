@@ -26,7 +26,7 @@ from engine.core import (
     get_profile,
     validation_error,
 )
-from engine.data import DatasetError, check_dataset, dataset_shape
+from engine.data import DatasetError, check_dataset, dataset_shape, training_images
 from engine.store import Store
 from engine.study import benchmark
 
@@ -107,6 +107,14 @@ def validate(config: ExperimentConfig, *, check_data: bool = True) -> dict[str, 
     if check_data:
         try:
             check_dataset(config.dataset)
+            known = isinstance(config.profile, str) and config.profile in PROFILES
+            batch = get_profile(config.profile).score.batch_size if known else None
+            images = training_images(config.dataset) if batch else None
+            if images is not None and images < batch:  # the search would fail on its first candidate
+                errors["dataset"] = (
+                    f"the training split holds {images:,} images, fewer than the {config.profile} profile's "
+                    f"score batch of {batch}; add images or pick a profile with a smaller batch"
+                )
         except DatasetError as e:
             errors["dataset"] = str(e)
     if not isinstance(config.kernel_sets, (tuple, list)) or not config.kernel_sets:

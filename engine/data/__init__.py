@@ -29,6 +29,7 @@ from engine.data.catalogue import (
     outside_roots,
     read_folder,
     read_roots,
+    training_images,
 )
 
 __all__ = [
@@ -57,4 +58,5 @@ __all__ = [
     "Roots",
     "SAMPLE_ARCHIVE",
     "Stats",
+    "training_images",
 ]

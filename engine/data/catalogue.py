@@ -427,6 +427,21 @@ def _check(name: str, arg: str, root: Path) -> str:
     return "on disk"
 
 
+def training_images(spec: str, root: Path | None = None) -> int | None:
+    """How many images the training split of a ``folder:`` dataset holds (listed, not decoded); None for a
+    built-in dataset, whose training split is larger than any profile's score batch. Call on a dataset
+    ``check_dataset`` accepted."""
+    entry, _, _ = _parse_spec(spec)
+    if not entry.takes_path:
+        return None
+    roots, root = read_roots(spec, entry, root)
+    try:
+        train = _class_dirs(_folder_path(spec, root) / "train", roots)
+        return sum(len(_images_under(folder, roots)) for folder in train.values())
+    except OSError as e:
+        raise DatasetError(f"cannot read dataset {spec}: {e.strerror or e}") from None
+
+
 def dataset_shape(spec: str, root: Path | None = None) -> DatasetShape | DatasetInfo:
     """The shape of a dataset, known without its files for the built-in ones (a folder is listed and its
     first image opened; nothing is decoded)."""
