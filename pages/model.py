@@ -124,16 +124,28 @@ profile = widgets.profile_label(experiment["profile"], bool(experiment["reduced"
 memory_lines = " · ".join(
     f"{widgets.weight_bytes(run['params'], bits) / 1e6:.2f} MB at {bits}-bit" for bits in widgets.BIT_WIDTHS
 )
-cells = st.columns(4)
-cells[0].metric("Test accuracy", f"{run['accuracy']:.1%}" if run["accuracy"] is not None else "–", border=True)
-cells[1].metric("Parameters (Eq. 2-3)", widgets.format_count(run["params"]), help=memory_lines, border=True)
-cells[2].metric(
+cells = st.columns(5)
+cells[0].metric(
+    "Test accuracy",
+    f"{run['accuracy']:.1%}" if run["accuracy"] is not None else "–",
+    help="on the test split, never used to choose: what the model's accuracy is reported as",
+    border=True,
+)
+cells[1].metric(
+    "Validation accuracy",
+    f"{run['val_accuracy']:.1%}" if run.get("val_accuracy") is not None else "–",
+    help="on training images held out from its training: what Alg. 1 and the Pareto front choose on "
+    "(– when none were held out)",
+    border=True,
+)
+cells[2].metric("Parameters (Eq. 2-3)", widgets.format_count(run["params"]), help=memory_lines, border=True)
+cells[3].metric(
     "Firing rate",
     f"{run['firing_rate']:.3f}" if run["firing_rate"] is not None else "–",
     help="the share of neurons that spike per timestep, on the test set",
     border=True,
 )
-cells[3].metric("Training time", format_seconds(run["train_seconds"]), border=True)
+cells[4].metric("Training time", format_seconds(run["train_seconds"]), border=True)
 st.caption(f"Memory: {memory_lines}. {profile}, dataset {widgets.escape_markdown(experiment['dataset'])}.")
 
 # ------------------------------------------------------------------------------------------- cell

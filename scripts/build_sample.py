@@ -8,7 +8,9 @@ into ``data/sample/cifar10-sample.zip`` and records what it took in ``data/sampl
     python scripts/build_sample.py /path/to/cifar10-jpg.zip
 
 With ``--folder DIR`` the same rule writes an ImageFolder tree there instead (a ``folder:`` dataset of any
-size, e.g. the class-balanced subset of ``docs/study.md``), with its MANIFEST.json beside the images.
+size, e.g. the class-balanced subset of ``docs/study.md``), with its MANIFEST.json beside the images. Such a
+folder keeps the whole test split unless ``--test`` says otherwise (CIFAR-10's 10,000 images: an accuracy on 1,000
+has a standard error of about 1.4 points, on 10,000 about 0.45); the bundled sample keeps 100 per class.
 """
 
 from __future__ import annotations
@@ -31,13 +33,31 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+ALL = "all"
+
+
+def per_class(text: str) -> int | str:
+    """A count of images per class (at least 1), or ``all``."""
+    if text == ALL:
+        return ALL
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1 or 'all', got {text!r}")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", type=Path, help="CIFAR-10 ImageFolder zip")
     parser.add_argument("--train", type=int, default=500, help="training images per class")
-    parser.add_argument("--test", type=int, default=100, help="test images per class")
+    parser.add_argument(
+        "--test",
+        type=per_class,
+        help="test images per class, or 'all' (default: all with --folder, 100 for the bundled sample)",
+    )
     parser.add_argument("--folder", type=Path, help="write an ImageFolder tree here instead of the bundled zip")
     args = parser.parse_args()
+    if args.test is None:
+        args.test = ALL if args.folder is not None else 100
 
     per_split = {"train": args.train, "test": args.test}
     with zipfile.ZipFile(args.source) as src:
@@ -49,9 +69,10 @@ def main() -> None:
         taken = []
         for (split, _cls), names in sorted(by_class.items()):
             names.sort()
-            if len(names) < per_split[split]:
+            wanted = len(names) if per_split[split] == ALL else per_split[split]
+            if len(names) < wanted:
                 raise SystemExit(f"{split}/{_cls} has only {len(names)} images")
-            taken += names[: per_split[split]]
+            taken += names[:wanted]
 
         if args.folder is not None:
             for name in taken:

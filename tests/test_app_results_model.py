@@ -42,6 +42,11 @@ def test_results_shows_the_table_the_charts_and_the_exports(finished, downloads)
     assert list(table.value["iterations"]) == [6, 3, 3]
     assert list(table.value["status"]) == ["done"] * 3
     assert table.value["speedup"].iloc[0] == pytest.approx(1.0)
+    # Both accuracies of each trained run: validation (chosen on) and test (reported).
+    assert runs["val_accuracy"].notna().all()
+    assert list(table.value["val_accuracy_pct"]) == pytest.approx(list(runs["val_accuracy"] * 100))
+    assert list(table.value["accuracy_pct"]) == pytest.approx(list(runs["accuracy"] * 100))
+    assert "Alg. 1 and the Pareto front judge the models on validation accuracy" in texts(at)
     charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     titles = [c["layout"]["title"]["text"] for c in charts]
     assert titles == [
@@ -167,6 +172,8 @@ def test_model_page_shows_the_deployed_model_and_its_three_downloads(finished, d
     run = api.runs_frame([finished["experiment_id"]]).iloc[-1]
     at = app("pages/model.py", chosen_run_id=int(run.run_id))
     metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Test accuracy"] == f"{run.accuracy:.1%}"
+    assert metrics["Validation accuracy"] == f"{run.val_accuracy:.1%}"
     assert metrics["Accuracy, 8-bit weights"] == f"{run.accuracy_8bit:.1%}"
     assert metrics["Accuracy, 4-bit weights"] == f"{run.accuracy_4bit:.1%}"
     drop = {m.label: m.proto.delta for m in at.metric}["Accuracy, 4-bit weights"]

@@ -289,13 +289,17 @@ def test_the_training_charts_show_both_splits_and_a_firing_rate_from_zero():
             "test_accuracy": [0.4, 0.5, NAN],
             "train_accuracy": [0.5, 0.6, 0.7],
             "firing_rate": [0.2, NAN, 0.15],
+            "val_accuracy": [0.45, 0.55, NAN],
         }
     )
     accuracy = charts.accuracy_by_split(epochs, RUN, EXPERIMENT)
     assert {t.name: list(t.y) for t in accuracy.data} == {
         "test": pytest.approx([40.0, 50.0]),
+        "validation": pytest.approx([45.0, 55.0]),  # held-out training images: what models are chosen on
         "train": pytest.approx([50.0, 60.0, 70.0]),
     }
+    older = charts.accuracy_by_split(epochs.drop(columns="val_accuracy"), RUN, EXPERIMENT)  # before validation
+    assert {t.name for t in older.data} == {"test", "train"}
     assert {t.line.color for t in accuracy.data} == {kernel_set_color("3x3_5x5")}
     firing = charts.firing_rate_per_epoch(epochs, RUN, EXPERIMENT)
     assert list(firing.data[0].x) == [0, 2] and firing.layout.yaxis.rangemode == "tozero"

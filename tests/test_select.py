@@ -116,6 +116,7 @@ def test_alg1_chooses_trained_runs_on_validation_accuracy_and_reports_their_test
     # The front judges as Alg. 1 does: 5x5_7x7 is more accurate on test than 3x3_5x5 but not on validation.
     assert [m.setting for m in pareto_models(runs)] == ["1x1_3x3_1000x", "3x3_5x5_1000x"]
     assert choose(runs, "1.5M").chosen.setting == "1x1_3x3_1000x"
+    assert choose(runs, "8MB", 16).chosen.setting == "3x3_5x5_1000x"  # 16-bit keeps fp32's accuracies, both
     # Without validation accuracies (trained with none held out) both judge on test accuracy.
     untested = runs.assign(val_accuracy=float("nan"))
     assert choose(untested, "10M").chosen.setting == "1x1_3x3_1000x"

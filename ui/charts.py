@@ -106,9 +106,11 @@ def dash_baselines(fig: go.Figure) -> go.Figure:
 
 
 def accuracy_per_epoch(frame: pd.DataFrame, epochs: pd.DataFrame) -> go.Figure:
-    """Each setting's test accuracy after each epoch (``epochs``: the experiment's ``api.epochs_frame``)."""
+    """Each setting's test accuracy after each epoch (``epochs``: the experiment's ``api.epochs_frame``), with the
+    validation accuracy (held-out training images) in its hover."""
     data = epochs.dropna(subset=["test_accuracy"]).merge(frame[["run_id", "label"]], on="run_id")
     data["accuracy_pct"] = data["test_accuracy"] * 100
+    data["val_pct"] = data["val_accuracy"].astype(float) * 100 if "val_accuracy" in data else math.nan
     fig = px.line(
         data,
         x="epoch",
@@ -116,8 +118,13 @@ def accuracy_per_epoch(frame: pd.DataFrame, epochs: pd.DataFrame) -> go.Figure:
         color="label",
         color_discrete_map=colors(frame),
         markers=True,
-        hover_data={"train_loss": ":.3f", "firing_rate": ":.3f", "accuracy_pct": ":.1f"},
-        labels={"accuracy_pct": "test accuracy (%)", "train_loss": "train loss", "firing_rate": "firing rate"},
+        hover_data={"train_loss": ":.3f", "firing_rate": ":.3f", "accuracy_pct": ":.1f", "val_pct": ":.1f"},
+        labels={
+            "accuracy_pct": "test accuracy (%)",
+            "val_pct": "validation accuracy (%)",
+            "train_loss": "train loss",
+            "firing_rate": "firing rate",
+        },
     )
     fig.update_xaxes(dtick=1)
     return titled(
@@ -245,6 +252,8 @@ def budget_chart(
     for row in trained(frame)[lambda f: f[column].notna()].itertuples():
         accuracy = getattr(row, column)
         fits, is_chosen = budget.fits(row.params), chosen is not None and row.run_id == chosen.run_id
+        validation = getattr(row, "val_accuracy", math.nan)
+        validation = "" if pd.isna(validation) else f"<br>validation accuracy {validation * 100:.1f} %"
         fig.add_trace(
             go.Scatter(
                 x=[row.params * scale],
@@ -258,7 +267,8 @@ def budget_chart(
                     "line": {"width": 1.5, "color": "#222" if is_chosen else "white"},
                 },
                 hovertemplate=(
-                    f"<b>{row.label}</b><br>test accuracy %{{y:.1f}} %<br>{api.format_count(row.params)} parameters"
+                    f"<b>{row.label}</b><br>test accuracy %{{y:.1f}} %{validation}"
+                    f"<br>{api.format_count(row.params)} parameters"
                     f"<br>{x_title}: %{{x:.3f}}<br>{'fits the budget' if fits else 'over budget'}<extra></extra>"
                 ),
             )
@@ -427,12 +437,14 @@ def parameters_per_layer(layers: pd.DataFrame, run: dict, experiment: dict) -> g
 
 
 def accuracy_by_split(epochs: pd.DataFrame, run: dict, experiment: dict) -> go.Figure:
-    """Train and test accuracy after each epoch (``epochs``: the model's epochs)."""
+    """Train, validation (held-out training images, where the training kept some) and test accuracy after each
+    epoch (``epochs``: the model's epochs)."""
+    splits = {"test_accuracy": "test", "val_accuracy": "validation", "train_accuracy": "train"}
     history = epochs.melt(
-        id_vars="epoch", value_vars=["test_accuracy", "train_accuracy"], var_name="split", value_name="accuracy"
+        id_vars="epoch", value_vars=[c for c in splits if c in epochs], var_name="split", value_name="accuracy"
     ).dropna()
-    history["accuracy"] *= 100
-    history["split"] = history["split"].map({"train_accuracy": "train", "test_accuracy": "test"})
+    history["accuracy"] = history["accuracy"].astype(float) * 100
+    history["split"] = history["split"].map(splits)
     fig = px.line(
         history,
         x="epoch",
