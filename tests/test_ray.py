@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import sqlite3
+import subprocess
 import sys
 import threading
 import time
 
 import pytest
+from helpers import ROOT, one_line_error, wait_for
 
 from engine import api
 from engine.jobs.execute import sha256_file
@@ -15,32 +19,41 @@ from engine.jobs.worker import WorkerBusy
 from engine.store import Store
 from engine.train.checkpoint import load_model
 
-pytestmark = pytest.mark.slow  # a local Ray cluster
+pytestmark = pytest.mark.slow  # Ray clusters
 
 
 @pytest.fixture(scope="module")
-def cluster(sample, tmp_path_factory):
+def data(sample, tmp_path_factory):
+    """A data root with one small real dataset (2 classes, 48 training images each)."""
+    from helpers import write_subset
+
+    root = tmp_path_factory.mktemp("ray-data")
+    return {
+        "root": root,
+        "dataset": write_subset(sample, root / "tiny", classes=2, train_per_class=48, test_per_class=16),
+    }
+
+
+@pytest.fixture(scope="module")
+def cluster(data):
     """A private Ray cluster of this machine whose tasks see the data root; ``serve_ray`` reuses it."""
     import ray  # not skipped when missing: requirements-dev.txt installs it
-    from helpers import write_subset
 
     from engine.jobs.ray_driver import connect
 
-    root = tmp_path_factory.mktemp("ray-data")
-    dataset = write_subset(sample, root / "tiny", classes=2, train_per_class=48, test_per_class=16)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SPIKERNEL_DATA", str(root))
+        mp.setenv("SPIKERNEL_DATA", str(data["root"]))
         mp.setenv("OMP_NUM_THREADS", "1")
         connect(ray, "local", num_cpus=2)
         try:
-            yield {"root": root, "dataset": dataset}
+            yield data
         finally:
             ray.shutdown()
 
 
 def submit(store: Store, dataset: str, **kw) -> dict:
     config = api.ExperimentConfig(
-        dataset=dataset, kernel_sets=("1x1_3x3",), epochs=1, device="cpu", **{"baseline": None, **kw}
+        dataset=dataset, kernel_sets=("1x1_3x3",), device="cpu", **{"baseline": None, "epochs": 1, **kw}
     )
     return api.submit_experiment(config, store=store)
 
@@ -112,3 +125,111 @@ def test_missing_ray_is_one_line_from_the_cli(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails
     assert main(["--db", str(tmp_path / "spikernel.db"), "worker", "--ray"]) == 2
     assert capsys.readouterr().err == "error: Ray is not installed: pip install -r requirements-ray.txt\n"
+
+
+# ------------------------------------------------------------------------- a cluster of several nodes
+
+EPOCHS = 3  # the long job's training: its node is lost after the first epoch, the others take seconds more
+
+
+def engine(cluster, *args, **env) -> subprocess.CompletedProcess:
+    """``python -m engine ARGS`` with the cluster's environment: no Ray variable, the token in ``~/.ray``."""
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        cwd=ROOT,
+        env={**cluster.env, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def rows(db, sql: str, *args) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def test_the_readme_recipe_serves_jobs_on_other_nodes_through_node_loss_and_a_node_joining(data, tmp_path, monkeypatch):
+    """The README's recipe with Ray's defaults (token authentication on) on this machine: a head with no
+    CPU, so every task runs on another node, every node and the driver on 127.0.0.1.
+
+    * ``worker --ray ADDRESS`` finds the token where ``ray start`` did (``~/.ray/auth_token``), with no Ray
+      variable; a refused or missing token and an address where nothing answers are one line each, and
+      nothing is said to be serving before the connection holds.
+    * Node a's raylet is killed in the middle of the long job's training: the job goes back to the queue
+      and waits (no CPU left), as does the short job that never got a slot.
+    * Node b joins and gets both. It cannot see the run folders (a private mount namespace where their
+      folder is an empty tmpfs; without root, ``SPIKERNEL_RAY_FOLDER=own``): its tasks work in their own
+      folders and ship the models back. The long job keeps its candidates, with no row twice.
+    """
+    from raycluster import LoopbackCluster, can_hide_folders, free_port
+
+    from engine.jobs.ray_driver import FOLDER_ENV, MARKER
+
+    monkeypatch.setenv("SPIKERNEL_DATA", str(data["root"]))
+    home, folder = tmp_path / "home", tmp_path / "store"
+    home.mkdir()
+    folder.mkdir()
+    db = folder / "spikernel.db"
+    watch = Store(db)
+    long = submit(watch, data["dataset"], iterations=3, epochs=EPOCHS)
+    short = submit(watch, data["dataset"], iterations=2, epochs=1)
+    env = {"PYTHONPATH": str(ROOT), "SPIKERNEL_DATA": str(data["root"]), "OMP_NUM_THREADS": "1"}
+    cluster = LoopbackCluster(home, {**os.environ, **env})
+    driver = None
+    try:
+        cluster.generate_token()
+        assert "Token authentication is enabled" in cluster.start_head()
+        cluster.add_node("a", num_cpus=1)
+
+        serve = ("--db", str(db), "worker", "--idle-exit", "1", "--ray")
+        wrong = engine(cluster, *serve, cluster.address, RAY_AUTH_TOKEN="not-the-token")
+        one_line_error(wrong, r"authentication failed, it refused the token from \$RAY_AUTH_TOKEN\. .*auth_token")
+        none = engine(cluster, *serve, cluster.address, HOME=str(tmp_path))
+        one_line_error(none, "authentication failed, it requires a token and this machine has none")
+        nobody = engine(cluster, *serve, f"127.0.0.1:{free_port()}")
+        one_line_error(nobody, "no Ray cluster at '127.0.0.1:[0-9]+' [(]nothing answers")
+        assert watch.job(long["job_ids"][0])["attempts"] == 0  # none of them touched the queue
+
+        log = tmp_path / "driver.log"
+        with open(log, "w") as err:
+            driver = subprocess.Popen(
+                [sys.executable, "-m", "engine", *serve, cluster.address],
+                cwd=ROOT,
+                env=cluster.env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        long_run, long_job = long["run_ids"][0], long["job_ids"][0]
+        wait_for(lambda: watch.run(long_run)["epochs_done"] >= 1, "the long job's first epoch", driver)
+        before = watch.candidates(long_run)
+        cluster.kill_raylet("a")
+        wait_for(lambda: "queued again" in api.job_log(long_job, store=watch), "the lost task's job to be queued again")
+        assert watch.job(long_job)["status"] in ("queued", "running")  # claimed again at most: no node to run on
+        assert watch.job(short["job_ids"][0])["status"] in ("queued", "running")
+
+        hidden = can_hide_folders()
+        cluster.add_node("b", num_cpus=1, hide=folder if hidden else None, env=None if hidden else {FOLDER_ENV: "own"})
+        assert driver.wait(timeout=300) == 0, log.read_text()[-3000:]
+    finally:
+        if driver is not None and driver.poll() is None:
+            driver.kill()
+            driver.wait()
+        cluster.stop()
+
+    said = log.read_text()
+    assert said.count("Ray worker serving") == 1 and f"on {cluster.address} (1 CPU, 0 GPU)" in said, said
+    for ids, attempts in ((long, 2), (short, 1)):
+        job = watch.job(ids["job_ids"][0])
+        assert (job["status"], job["attempts"], job["error"]) == ("done", attempts, None), job
+        (run,) = watch.runs([ids["experiment_id"]])
+        assert "(own folder)" in api.job_log(job["id"], store=watch)
+        path = watch.root / run["checkpoint"]
+        assert sha256_file(path) == run["checkpoint_sha256"] and not (path.parent / MARKER).exists()
+        assert str(load_model(path).genotype) == run["best_genotype"]
+    assert "the Ray task was lost" in api.job_log(long_job, store=watch)
+    assert watch.candidates(long_run) == before and len(before) == 3
+    assert rows(db, 'SELECT count(*), count(DISTINCT "index") FROM candidates WHERE run_id = ?', long_run) == [(3, 3)]
+    assert rows(db, "SELECT count(*), count(DISTINCT epoch) FROM epochs WHERE run_id = ?", long_run) == [
+        (EPOCHS, EPOCHS)
+    ]

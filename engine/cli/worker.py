@@ -42,9 +42,20 @@ def run(args: argparse.Namespace) -> None:
         signal.signal(signal_number, lambda *_: stop.set())
     try:
         if args.ray is not None:
-            where = f"Ray worker serving {store.path} on {args.ray}"
-            print(f"{where} (Ctrl-C stops; running jobs resume later)", file=sys.stderr)
-            serve_ray(store, address=args.ray, stale_after=args.stale_after, idle_exit=args.idle_exit, stop=stop)
+
+            def ready(total: dict) -> None:  # said once the cluster has answered, not before
+                size = f"{int(total.get('CPU', 0))} CPU, {int(total.get('GPU', 0))} GPU"
+                where = f"Ray worker serving {store.path} on {args.ray} ({size})"
+                print(f"{where} (Ctrl-C stops; running jobs resume later)", file=sys.stderr)
+
+            serve_ray(
+                store,
+                address=args.ray,
+                stale_after=args.stale_after,
+                idle_exit=args.idle_exit,
+                stop=stop,
+                on_ready=ready,
+            )
         else:
             serve(
                 store,

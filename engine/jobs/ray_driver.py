@@ -26,15 +26,28 @@ temporary folder, and an interrupted training starts again from epoch 1 (the sea
 candidates are in the database). Either way the task returns the model file's bytes and the driver
 writes them atomically into the run folder, checking their sha256, before it records the run as done.
 
+A node started with ``SPIKERNEL_RAY_FOLDER=own`` in its environment works in its own folder even where it
+sees the run folder (a shared filesystem too slow to train on). A task lost with its node (the node died, its
+worker crashed) puts the job back in the queue; the next node to have room resumes it.
+
 Every node needs the same checkout and Python environment as the driver, at the same path, and the
 datasets at the same paths (``$SPIKERNEL_DATA`` and ``$SPIKERNEL_DATA_ROOTS`` are passed on to tasks).
+
+Joining: Ray enables token authentication on a cluster whose head finds a token (``ray start --head``
+with ``~/.ray/auth_token``, which ``ray.init`` writes on first use). ``connect`` finds the token as Ray's
+clients do (``$RAY_AUTH_TOKEN``, the file in ``$RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``) for any
+address, not only ``auto``, and asks the cluster once before joining, so that a refused token reads as one
+line that says so, and "no Ray cluster" means that nothing answers at the address.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -57,6 +70,10 @@ SHUTDOWN_WAIT_S = 30.0  # on stop, tasks get this long to return before they are
 RESOURCES_S = 5.0  # the cluster's size is looked up again this often (nodes come and go)
 MARKER = ".ray-driver"  # in a run folder: the token of the driver whose task may work there
 SINK_CALLS = ("candidates", "search_done", "epoch", "trained_cell", "progress")
+FOLDER_ENV = "SPIKERNEL_RAY_FOLDER"  # "own" on a node: its tasks never work in the run folder
+LOSSES = 3  # a job whose task is lost with its node this often in a row fails instead of queueing again
+PROBE_S = 10.0  # how long the cluster gets to answer before joining
+AUTH_DOCS = "https://docs.ray.io/en/latest/ray-security/token-auth.html"
 
 
 class RayMissing(InputError):
@@ -148,7 +165,10 @@ class HubSink:
 
 
 def _sees(folder: Path, token: str) -> bool:
-    """Whether this node sees the driver's run folder (same machine or a shared filesystem)."""
+    """Whether this node sees the driver's run folder (same machine or a shared filesystem) and may work
+    there (``SPIKERNEL_RAY_FOLDER=own`` in the node's environment says it may not)."""
+    if os.environ.get(FOLDER_ENV, "").strip().lower() == "own":
+        return False
     try:
         return (folder / MARKER).read_text() == token
     except OSError:
@@ -214,6 +234,7 @@ class RayDriver:
         self.running: dict[str, _Running] = {}
         self._slots, self._slots_at = (0, "cpu"), -RESOURCES_S
         self._warned = False
+        self.losses: dict[int, int] = {}  # job id: its tasks lost in a row with their node
 
     # --- capacity and claiming
 
@@ -315,6 +336,15 @@ class RayDriver:
             cause = e.cause
             cause.add_note(str(e))  # the task's own traceback, for the job's log
             raise cause from None
+        except self.ray.exceptions.RayError as e:  # the task is lost, not failed: its node or worker died
+            lost = self.losses.get(job.lease.job_id, 0) + 1
+            self.losses[job.lease.job_id] = lost
+            if lost >= LOSSES:
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            job.sink.logger.warning("the Ray task was lost (%s: %s); queued again", type(e).__name__, first)
+            return job.spec.folder, None  # conclude queues it again: the search resumes, the training too
+        self.losses.pop(job.lease.job_id, None)
         result = out["result"]
         if out["checkpoint"] is not None:
             data = out["checkpoint"]
@@ -375,16 +405,129 @@ def _raiser(error: Exception):
     return attempt
 
 
+class RayAuthFailed(InputError):
+    """The cluster answered but refused this process: its token authentication wants another token."""
+
+
+def _token_source() -> str | None:
+    """Where Ray's clients take the token from, in Ray's order of precedence (None: nowhere)."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return "$RAY_AUTH_TOKEN"
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return os.environ["RAY_AUTH_TOKEN_PATH"]
+    default = Path.home() / ".ray" / "auth_token"
+    return str(default) if default.is_file() else None
+
+
+def use_token_if_found() -> None:
+    """Token authentication on for this process when a token is found and ``RAY_AUTH_MODE`` is unset: what
+    ``ray.init`` does for a cluster it finds on this machine, done for any address (Ray's own function)."""
+    try:
+        from ray._private.authentication import authentication_token_setup as setup
+    except ImportError:  # a Ray without token authentication
+        return
+    log = logging.getLogger(setup.__name__)
+    level = log.level
+    log.setLevel(logging.ERROR)  # its "enabled for this Ray cluster" warning is meant for a head node
+    try:
+        setup.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    finally:
+        log.setLevel(level)
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Ray's C++ client logs each refused call to the process's stderr; the refusal is said in one line."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _resolve(address: str) -> str | None:
+    """The head's host:port for ``address`` ('auto': the cluster this machine joined), None if unknown."""
+    if address != "auto":
+        return address
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return canonicalize_bootstrap_address("auto")
+    except Exception:  # no cluster here: ray.init says so
+        return None
+
+
+def probe(ray, address: str) -> None:
+    """Ask the cluster at ``address`` (host:port) once, before joining: raises InputError when nothing
+    answers there and RayAuthFailed when it refuses this process's token (or its lack of one)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_S):
+            pass
+    except ValueError:
+        raise InputError(
+            f"{address!r} is not a Ray cluster address; use auto, local or a head node's host:port"
+        ) from None
+    except OSError as e:
+        raise InputError(
+            f"no Ray cluster at {address!r} (nothing answers: {e.strerror or e}); "
+            "start one with `ray start --head`, or use --ray local"
+        ) from None
+    try:
+        from ray._raylet import GcsClient
+    except ImportError:
+        return
+    try:
+        with _quiet_stderr():
+            GcsClient(address=address).internal_kv_get(b"session_name", b"session", timeout=PROBE_S)
+    except ray.exceptions.AuthenticationError:
+        source = _token_source()
+        mode = os.environ.get("RAY_AUTH_MODE", "")
+        if mode.lower() not in ("", "token"):
+            why = f"it requires a token and RAY_AUTH_MODE={mode} here turns tokens off; unset it"
+        elif source is None:
+            why = "it requires a token and this machine has none"
+        else:
+            why = f"it refused the token from {source}"
+        raise RayAuthFailed(
+            f"Ray cluster at {address!r}: authentication failed, {why}. The head's token is in "
+            f"~/.ray/auth_token on the head (`ray get-auth-token` prints it); copy it to ~/.ray/auth_token on "
+            f"this machine and on every node (nodes join with RAY_AUTH_MODE=token ray start --address=...), "
+            f"see {AUTH_DOCS}"
+        ) from None
+    except Exception:  # anything else: ray.init has the last word
+        pass
+
+
 def connect(ray, address: str, num_cpus: int | None = None) -> None:
-    """Join the cluster at ``address`` ('auto': the one this machine belongs to; 'local': a new one here)."""
+    """Join the cluster at ``address`` ('auto': the one this machine belongs to; 'local': a new one here).
+
+    A token Ray's clients would find (``$RAY_AUTH_TOKEN``, ``$RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``)
+    is used for any address; the cluster is asked once first, so that a refusal reads as one line.
+    """
     env = {k: os.environ[k] for k in (DATA_ROOT_ENV, DATA_ROOTS_ENV) if k in os.environ}
     env["PYTHONPATH"] = str(PROJECT_ROOT)  # tasks import this checkout's engine
     kwargs: dict = {"runtime_env": {"env_vars": env}}
+    head = None
     if address == "local":
         kwargs.update(num_cpus=num_cpus, include_dashboard=False)
+    else:
+        use_token_if_found()
+        head = _resolve(address)
+        if head is not None:
+            probe(ray, head)
     try:
         ray.init(address=address, **kwargs)
     except ConnectionError as e:
+        if head is not None:  # it answered a moment ago
+            raise InputError(f"cannot join the Ray cluster at {head!r}: {e}") from None
         raise InputError(
             f"no Ray cluster at {address!r} ({e}); start one with `ray start --head`, or use --ray local"
         ) from None
@@ -392,6 +535,8 @@ def connect(ray, address: str, num_cpus: int | None = None) -> None:
         raise InputError(
             f"{address!r} is not a Ray cluster address ({e}); use auto, local or a head node's host:port"
         ) from None
+    except ray.exceptions.AuthenticationError as e:
+        raise RayAuthFailed(f"Ray cluster at {address!r}: authentication failed ({e}); see {AUTH_DOCS}") from None
 
 
 def serve_ray(
@@ -402,9 +547,11 @@ def serve_ray(
     idle_exit: float | None = None,
     stop: threading.Event | None = None,
     num_cpus: int | None = None,
+    on_ready=None,
 ) -> None:
     """Serve the store's queue with Ray tasks until ``stop`` is set or, with ``idle_exit``, after that
-    long without work. Jobs that are running when it stops go back to the queue.
+    long without work. Jobs that are running when it stops go back to the queue. ``on_ready`` is called
+    with the cluster's resources once the connection holds (the command line says it is serving then).
 
     ``address`` is a Ray cluster address, 'auto' (the cluster this machine joined with ``ray start``) or
     'local' (a private cluster of this machine, with ``num_cpus`` CPUs). When Ray is already initialised
@@ -421,6 +568,8 @@ def serve_ray(
             store.requeue_orphans(this_host(), alive=name)
             total = ray.cluster_resources()
             store.log(f"ray worker {name} started: {int(total.get('CPU', 0))} CPU, {int(total.get('GPU', 0))} GPU")
+            if on_ready is not None:
+                on_ready(total)
             RayDriver(store, ray, stale_after=stale_after, stop=stop).serve(idle_exit)
             store.log(f"ray worker {name} stopped")
         finally:
