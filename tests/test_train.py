@@ -226,7 +226,7 @@ def test_a_state_file_resumes_only_the_training_that_wrote_it(sample, tiny, tmp_
             TrainConfig(epochs=1, batch_size=32, seed=7, lr=0.01, device="cpu"),
             state_path=state,
         )
-    for changed in ({"epochs": 2}, {"batch_size": 16}, {"weight_decay": 0.0}):
+    for changed in ({"epochs": 2}, {"batch_size": 16}, {"weight_decay": 0.0}, {"validation": 0.2}):
         with pytest.raises(ValueError, match=f"config.{next(iter(changed))}"):
             train(
                 GENOTYPE,
@@ -486,3 +486,15 @@ def test_a_model_file_records_its_validation_split_and_an_older_file_without_it_
     for name, (change, message) in crafted.items():
         with pytest.raises(CheckpointError, match=message):
             read_metadata(_rewrite(path, tmp_path / f"{name}.safetensors", change))
+
+
+def test_a_state_file_from_before_validation_splits_resumes_with_none_held_out(tiny, tmp_path):
+    """A training interrupted before there were validation splits trained on every image: it resumes as such."""
+    data = load_dataset(tiny)
+    state = tmp_path / "older.state.pt"
+    config = TrainConfig(epochs=1, batch_size=32, seed=0, device="cpu", validation=0.0)
+    first = train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, config, state_path=state)
+    assert "validation" not in torch.load(state, weights_only=True)["identity"]["config"]  # as such a state reads
+    assert train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, config, state_path=state).epochs == first.epochs
+    with pytest.raises(ValueError, match=r"config.validation None \(now 0.1\)"):
+        train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, dataclasses.replace(config, validation=0.1), state_path=state)

@@ -143,8 +143,13 @@ def training_identity(
             "train_images": len(data.train),
             "test_images": len(data.test),
         },
-        # plain values only: the state loads with weights_only, which refuses any other class
-        "config": {k: str(v) if isinstance(v, Precision) else v for k, v in asdict(config).items() if k != "device"},
+        # plain values only: the state loads with weights_only, which refuses any other class. No validation
+        # share is what a state written before there were validation splits trained with: it resumes.
+        "config": {
+            k: str(v) if isinstance(v, Precision) else v
+            for k, v in asdict(config).items()
+            if k != "device" and not (k == "validation" and v == 0)
+        },
     }
 
 
