@@ -6,7 +6,7 @@ import shutil
 import threading
 
 import pytest
-from helpers import APP, app, texts
+from helpers import APP, app, texts, write_subset
 from streamlit.testing.v1 import AppTest
 
 from engine import api
@@ -121,12 +121,10 @@ def test_jobs_page_shows_the_finished_experiment(finished):
     assert any("done: accuracy" in code.value for e in logs for code in e.code)
 
 
-def test_a_failed_job_shows_its_error_and_can_be_retried_cancelled_and_deleted(own_db, studio):
+def test_a_failed_job_shows_its_error_and_can_be_retried_cancelled_and_deleted(own_db, studio, sample):
     store = own_db["store"]
     folder = studio["root"] / f"vanishing-{store.path.parent.name}"
-    for split in ("train", "test"):
-        for name in ("cat", "dog"):
-            (folder / split / name).mkdir(parents=True)
+    write_subset(sample, folder, classes=2, train_per_class=16, test_per_class=4)  # enough for submit's checks
     config = api.ExperimentConfig(
         dataset=f"folder:{folder.name}",
         kernel_sets=("1x1_3x3",),
