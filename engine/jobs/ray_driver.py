@@ -224,10 +224,11 @@ class RayDriver:
         node = ray.get_runtime_context().get_node_id()
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        # The hub lives beside the driver (its calls stay local) and takes no CPU from the tasks.
+        # The hub lives beside the driver (its calls stay local; losing another node never loses it) and takes
+        # no CPU from the tasks. Strictly: a soft affinity may place it on a node with free CPUs instead.
         self.hub = (
             ray.remote(num_cpus=0)(Hub)
-            .options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True))
+            .options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
             .remote()
         )
         self.task = ray.remote(max_retries=0)(_run_task)
