@@ -40,8 +40,8 @@ def _check_replaceable(path: Path) -> None:
     """Refuses what is at ``path`` (a symlink's target counts) unless it is nothing or a regular file."""
     try:
         mode = path.stat().st_mode
-    except FileNotFoundError:  # nothing there, or a dangling link: the write replaces the link itself
-        return
+    except (FileNotFoundError, NotADirectoryError):  # nothing there (a dangling link, or under a file: the
+        return  # folder check says which)
     if stat.S_ISDIR(mode):
         raise OutputError(f"{path} is a folder; name a file to write")
     if not stat.S_ISREG(mode):
