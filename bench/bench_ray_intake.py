@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sqlite3
 import sys
 import tempfile
@@ -43,22 +42,13 @@ os.environ["HOME"] = str(HOME)  # the cluster's token goes to HOME/.ray/auth_tok
 for variable in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
     os.environ.pop(variable, None)
 
+from bench_search import cpu_model  # noqa: E402
 from raycluster import LoopbackCluster  # noqa: E402
 
 from engine import api  # noqa: E402
 from engine.store import Store  # noqa: E402
 
 PAPER_S_PER_CANDIDATE = 0.30  # H100, paper profile, one candidate at a time (BENCHMARKS.md, "GPU")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def synthetic_task(window: float, rows: int, epochs: int, interval: float):
@@ -237,7 +227,7 @@ def main() -> None:
     cluster = LoopbackCluster(HOME, {**os.environ, "PYTHONPATH": str(ROOT)})
     report: dict = {
         "command": " ".join([".venv/bin/python", *sys.argv]),
-        "machine": f"{os.cpu_count()} cores, {cpu_name()}",
+        "machine": f"{os.cpu_count()} cores, {cpu_model()}",
         "nodes": args.nodes,
         "fake_gpus": args.nodes * args.gpus,
     }

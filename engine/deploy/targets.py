@@ -37,12 +37,9 @@ SPECK_MAX_CHANNELS, SPECK_MAX_KERNEL, SPECK_MAX_INPUT, SPECK_MAX_PADDING = 1024,
 SPECK_STRIDES, SPECK_POOLS, SPECK_FANOUT = (1, 2, 4, 8), (1, 2, 4), 2
 KI = 1024
 
-# The node types each importer maps (nir 1.0.8; snntorch 1.0.0, spikingjelly 2.0.0, norse 1.1.0).
-MAPPED = {
-    "snntorch": {"Input", "Output", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten", "Affine", "Linear", "LIF", "IF"},
-    "spikingjelly": {"Input", "Output", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten", "Affine", "Linear", "LIF", "IF"},
-    "norse": {"Input", "Output", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten", "Affine", "Linear", "LIF", "IF"},
-}
+# The node types the importers map (nir 1.0.8; snntorch 1.0.0, spikingjelly 2.0.0, norse 1.1.0, sinabs): the same
+# set for each, and the only ones the export writes besides Input and Output.
+MAPPED = frozenset({"Input", "Output", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten", "Affine", "Linear", "LIF", "IF"})
 HOW = {
     "snntorch": "from snntorch.import_nir import import_from_nir; net = import_from_nir(nir.read(path))",
     "spikingjelly": "from spikingjelly.activation_based.nir_exchange import import_from_nir; "
@@ -109,7 +106,7 @@ def _plain_lif(graph) -> Rule:
 
 
 def _software(graph, target: str) -> TargetReport:
-    unmapped = sorted({_kind(n) for n in graph.nodes.values()} - MAPPED[target])
+    unmapped = sorted({_kind(n) for n in graph.nodes.values()} - MAPPED)
     uniform = all(np.unique(np.asarray(node.tau)).size == 1 for node in _lifs(graph).values())
     rules = [
         Rule(
@@ -214,8 +211,8 @@ def _assign(layers: list[_Layer]) -> dict[str, int] | None:
 def _speck(graph) -> TargetReport:
     nodes = graph.nodes
     layers = _layers(graph)
-    lifs = _lifs(graph)
-    leaky = [name for name, node in lifs.items() if np.all(np.isfinite(node.tau))]
+    neurons = _neurons(graph)
+    leaky = [name for name, node in _lifs(graph).items() if np.all(np.isfinite(node.tau))]
     rules = [
         Rule(
             "integrate-and-fire neurons without leak (IAF)",
@@ -223,8 +220,7 @@ def _speck(graph) -> TargetReport:
             "no LIF leaks" if not leaky else f"{len(leaky)} LIF layer(s) leak (tau = 4/3 timestep)",
         )
     ]
-    supported = {"Input", "Output", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten", "Affine", "Linear", "LIF", "IF"}
-    other = sorted({_kind(n) for n in nodes.values()} - supported)
+    other = sorted({_kind(n) for n in nodes.values()} - MAPPED)
     rules.append(
         Rule(
             "Conv2d, sum pooling, Linear, Flatten and spiking neurons only",
@@ -233,7 +229,7 @@ def _speck(graph) -> TargetReport:
         )
     )
     layer_names = {layer.name for layer in layers}
-    feeding = {name: sum(dst == name and src in layer_names for src, dst in graph.edges) for name in _neurons(graph)}
+    feeding = {name: sum(dst == name and src in layer_names for src, dst in graph.edges) for name in neurons}
     summed = {name: n for name, n in feeding.items() if n > 1}
     rules.append(
         Rule(
@@ -244,7 +240,6 @@ def _speck(graph) -> TargetReport:
             else f"{len(summed)} neuron layer(s) sum several convolutions ({', '.join(list(summed)[:3])})",
         )
     )
-    neurons = _neurons(graph)
     bare = [layer.name for layer in layers if not all(dst in neurons for src, dst in graph.edges if src == layer.name)]
     rules.append(
         Rule(
@@ -260,7 +255,7 @@ def _speck(graph) -> TargetReport:
             f"{len(layers)} convolution and linear layers",
         )
     )
-    fanout = {name: sum(src == name for src, _ in graph.edges) for name in _neurons(graph)}
+    fanout = {name: sum(src == name for src, _ in graph.edges) for name in neurons}
     wide = {name: n for name, n in fanout.items() if n > SPECK_FANOUT}
     rules.append(
         Rule(

@@ -59,14 +59,18 @@ def _varies(*arrays: np.ndarray) -> bool:
 # ------------------------------------------------------------------------------------ correlations
 
 
+def pearson_rows(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Pearson's r along ``axis``, for many rows at once; NaN where either side is constant."""
+    a = a - a.mean(axis=axis, keepdims=True)
+    b = b - b.mean(axis=axis, keepdims=True)
+    scale = np.sqrt((a * a).sum(axis=axis) * (b * b).sum(axis=axis))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.clip(np.where(scale > 0, (a * b).sum(axis=axis) / scale, np.nan), -1, 1)
+
+
 def spearman_rows(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
     """Spearman's rho along ``axis`` (average ranks, then Pearson): many resamples at once. NaN where constant."""
-    rx, ry = stats.rankdata(x, axis=axis), stats.rankdata(y, axis=axis)
-    rx = rx - rx.mean(axis=axis, keepdims=True)
-    ry = ry - ry.mean(axis=axis, keepdims=True)
-    scale = np.sqrt((rx * rx).sum(axis=axis) * (ry * ry).sum(axis=axis))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.clip(np.where(scale > 0, (rx * ry).sum(axis=axis) / scale, np.nan), -1, 1)
+    return pearson_rows(stats.rankdata(x, axis=axis), stats.rankdata(y, axis=axis), axis)
 
 
 def _bootstrap(data: tuple, statistic, *, seed: int, resamples: int, paired: bool = True) -> tuple[float, float]:
@@ -177,14 +181,6 @@ def _within_ranks(values: np.ndarray, strata: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a - a.mean(axis=-1, keepdims=True)
-    b = b - b.mean(axis=-1, keepdims=True)
-    scale = np.sqrt((a * a).sum(axis=-1) * (b * b).sum(axis=-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.clip(np.where(scale > 0, (a * b).sum(axis=-1) / scale, np.nan), -1, 1)
-
-
 def _labels(labels: Sequence[Hashable], n: int, name: str) -> list[np.ndarray]:
     """Positions of each distinct label, in first-seen order."""
     labels = list(labels)
@@ -217,7 +213,7 @@ def pooled_spearman(
     groups = _labels(clusters, n, "clusters")
     if n < MIN_POINTS or not any(idx.size >= 2 for idx in stratum_of):
         return Estimate.undefined(n)
-    estimate = float(_pearson_rows(_within_ranks(xs, stratum_of), _within_ranks(ys, stratum_of)))
+    estimate = float(pearson_rows(_within_ranks(xs, stratum_of), _within_ranks(ys, stratum_of)))
     if not math.isfinite(estimate):
         return Estimate.undefined(n)
     rng = np.random.default_rng(seed)
@@ -236,13 +232,13 @@ def pooled_spearman(
         for p in parts:
             local.append(np.arange(start, start + p.size))
             start += p.size
-        draws.append(_pearson_rows(_within_ranks(xs[order], local), _within_ranks(ys[order], local)))
+        draws.append(pearson_rows(_within_ranks(xs[order], local), _within_ranks(ys[order], local)))
     kept = np.array([d for d in draws if np.isfinite(d)])
     low, high = np.quantile(kept, [(1 - LEVEL) / 2, (1 + LEVEL) / 2]) if kept.size else (math.nan, math.nan)
     shuffled = np.tile(ys, (resamples, 1))
     for idx in stratum_of:
         shuffled[:, idx] = rng.permuted(shuffled[:, idx], axis=1)
-    null = _pearson_rows(_within_ranks(xs, stratum_of)[None, :], _within_ranks(shuffled, stratum_of))
+    null = pearson_rows(_within_ranks(xs, stratum_of)[None, :], _within_ranks(shuffled, stratum_of))
     p = (1 + np.sum(np.abs(null) >= abs(estimate) - 1e-12)) / (resamples + 1)
     return Estimate(estimate, float(low), float(high), float(p), n)
 
