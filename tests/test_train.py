@@ -192,11 +192,35 @@ def test_diverging_training_stops_with_a_clear_error(tiny):
 
 
 def test_bf16_autocast_is_an_option(tiny):
+    """bf16 runs the convolutions and linear layers in bfloat16 (seen by a hook on every such layer, in training
+    and in evaluation) while the weights stay fp32; fp32 runs everything in float32, and the two differ."""
+    from torch import nn
+
     data = load_dataset(tiny)
-    result = train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, TrainConfig(epochs=1, precision="bf16", device="cpu"))
-    assert len(result.epochs) == 1 and 0 <= result.accuracy <= 1
-    assert all(p.dtype == torch.float32 for p in result.model.parameters())  # autocast leaves the weights fp32
-    with pytest.raises(ValueError, match="precision"):
+    seen: dict[str, set] = {}
+
+    def record(module, _inputs, out):
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and isinstance(out, torch.Tensor):
+            seen.setdefault("train" if module.training else "eval", set()).add(out.dtype)
+
+    def run(precision):
+        seen.clear()
+        hook = torch.nn.modules.module.register_module_forward_hook(record)
+        try:
+            config = TrainConfig(epochs=1, batch_size=32, seed=0, precision=precision, device="cpu")
+            return train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, config), dict(seen)
+        finally:
+            hook.remove()
+
+    bf16, bf16_seen = run("bf16")
+    assert bf16_seen == {"train": {torch.bfloat16}, "eval": {torch.bfloat16}}, bf16_seen
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())  # autocast leaves the weights fp32
+    fp32, fp32_seen = run("fp32")
+    assert fp32_seen == {"train": {torch.float32}, "eval": {torch.float32}}, fp32_seen
+    assert len(bf16.epochs) == 1 and 0 <= bf16.accuracy <= 1
+    assert bf16.epochs[0].train_loss != fp32.epochs[0].train_loss  # the same training in other arithmetic
+    assert any(not torch.equal(a, b) for a, b in zip(bf16.model.parameters(), fp32.model.parameters()))
+    with pytest.raises(ValueError, match="precision must be fp32 or bf16, got 'fp8'"):
         TrainConfig(precision="fp8")
 
 
