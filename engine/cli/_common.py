@@ -43,6 +43,7 @@ def whole(low: int, high: int):
         return value
 
     parse.__name__ = "whole number"
+    parse.bounds = (low, high)  # what the property tests draw numbers outside of
     return parse
 
 
@@ -68,6 +69,7 @@ def number(low: float, high: float, *, above: bool = False, below: bool = False)
         return value
 
     parse.__name__ = "number"
+    parse.bounds = (low, high)
     return parse
 
 

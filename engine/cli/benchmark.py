@@ -73,7 +73,11 @@ def add_parser(subparsers) -> None:
 
 def run_import(args: argparse.Namespace) -> None:
     out = check_output(args.out or benchmark.records_file(args.dataset, benchmark.imported_folder()), args, args.path)
-    if not args.path.is_dir():
+    try:
+        folder = args.path.is_dir()
+    except OSError as e:  # a name too long: the argument is wrong, not the disk
+        raise CliError(f"cannot read {str(args.path)[:80]!r}: {e.strerror}") from None
+    if not folder:
         raise CliError(
             f"{args.path} is not a folder: give the folder holding {benchmark.FOLDERS[args.dataset]}/ "
             "(or data/) of the published records"
@@ -108,7 +112,7 @@ POPULATIONS = {"every network": False, "the networks SNASNet's sampler proposes"
 def run_report(args: argparse.Namespace) -> None:
     out = check_output(args.out, args, *(args.scores or [])) if args.out else None
     records = benchmark.bundled(args.dataset)
-    budget = Budget.parse(args.budget).limit if args.budget else None
+    budget = Budget.parse(args.budget).limit if args.budget is not None else None
     sources = scored_sources(args)
     if args.common:  # the cells every source scored: widths compared on the same networks
         shared = set.intersection(*(set(scored) for _, scored in sources))

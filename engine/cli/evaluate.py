@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     loaded = load_model(args.model, device=device)
     # The dataset a model file names is read only inside the data roots: the file is not the command line.
-    data = named_dataset(args.dataset) if args.dataset else load_dataset(loaded.meta["dataset"]["name"])
+    data = named_dataset(args.dataset) if args.dataset is not None else load_dataset(loaded.meta["dataset"]["name"])
     if tuple(data.info.classes) != loaded.data.classes:
         raise CliError(
             f"{args.model} was trained on classes {list(loaded.data.classes)}, not those of {data.info.name}"

@@ -13,7 +13,7 @@ from engine.cli import _arguments
 from engine.cli._common import StopOnInterrupt, table
 from engine.core.files import check_output_folder
 from engine.core.footprint import BIT_WIDTHS, format_count
-from engine.core.selection import Budget
+from engine.core.selection import Budget, parse_energy_budget
 
 
 def add_parser(subparsers) -> None:
@@ -55,7 +55,9 @@ def run_explore(args: argparse.Namespace) -> None:
 def run_select(args: argparse.Namespace) -> None:
     from engine.api.explore import load_results
 
-    print_results(load_results(args.folder), Budget.parse(args.budget, args.bits), args.folder, args.energy_budget)
+    budget = Budget.parse(args.budget, args.bits)  # the arguments before the folder they apply to
+    parse_energy_budget(args.energy_budget)
+    print_results(load_results(args.folder), budget, args.folder, args.energy_budget)
 
 
 class BarReporter:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import threading
@@ -24,9 +25,22 @@ def add_parser(subparsers) -> None:
         "--ray",
         nargs="?",
         const="auto",
+        type=ray_address,
         help="run jobs as Ray tasks: 'auto' (the cluster this machine joined), 'local' or a cluster address",
     )
     parser.set_defaults(run_command=run)
+
+
+def ray_address(text: str) -> str:
+    """``--ray``'s value, checked before Ray starts: 'auto', 'local' or a head node's host:port."""
+    host, _, port = text.rpartition(":")
+    if text in ("auto", "local") or (
+        re.fullmatch(r"[^\s:]+|\[[0-9A-Fa-f:.]+\]", host)
+        and re.fullmatch(r"\d{1,5}", port, re.ASCII)
+        and int(port) <= 65535
+    ):
+        return text
+    raise argparse.ArgumentTypeError(f"expected auto, local or a head node's host:port, got {text[:40]!r}")
 
 
 def run(args: argparse.Namespace) -> None:

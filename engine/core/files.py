@@ -53,7 +53,7 @@ def _same_file(a: Path, b: Path) -> bool:
         if a.resolve() == b.resolve():
             return True
         return a.exists() and b.exists() and os.path.samefile(a, b)
-    except (OSError, RuntimeError):  # a symlink loop: not a file either can be
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte: not a file either can be
         return False
 
 
