@@ -9,6 +9,7 @@ import sqlite3
 import time
 
 import pytest
+from helpers import cli, one_line_error
 
 from engine import api
 from engine.store import APPLICATION_ID, SCHEMA_VERSION, JobLost, Store, StoreError
@@ -191,7 +192,7 @@ def test_a_stale_job_is_taken_over_and_the_old_worker_cannot_write(store, studio
         "firing_rate": 0.1,
         "seconds": 0.1,
     }
-    with pytest.raises(JobLost):
+    with pytest.raises(JobLost, match=rf"job {old.job_id} is no longer this worker's \(now re-claimed\)"):
         store.add_candidates(old, [row], 1.0)
     store.add_candidates(new, [row], 1.0)
     assert store.run(new.run_id)["candidates_done"] == 1
@@ -275,8 +276,16 @@ def test_only_this_projects_databases_are_opened(tmp_path, studio):
 
     damaged = tmp_path / "damaged.db"
     damaged.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
-    with pytest.raises(StoreError):
-        Store(damaged)
+    before = damaged.read_bytes()
+    for readonly in (False, True):
+        with pytest.raises(
+            StoreError, match=r"damaged\.db is not a readable SQLite database \(.+\); it was left untouched$"
+        ) as e:
+            Store(damaged, readonly=readonly)
+        assert "\n" not in str(e.value)
+    one_line_error(cli("--db", str(damaged), "jobs"), r"damaged\.db is not a readable SQLite database .*left untouched")
+    assert damaged.read_bytes() == before  # left untouched: not repaired, not recreated, nothing beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.db", "other.db"]
     with pytest.raises(StoreError, match="is a folder"):
         Store(tmp_path)
     with pytest.raises(StoreError, match="folder .*typo does not exist"):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from helpers import ROOT, cli, write_subset
+from helpers import ROOT, cli, one_line_error, write_subset
 
 from engine.core.profiles import get_profile
 from engine.core.space import Genotype, KernelSet
@@ -174,13 +174,25 @@ def test_bad_model_files_are_refused_clearly(tiny, tmp_path):
     with pytest.raises(CheckpointError, match="modified"):
         load_model(tampered)
 
+    import pickle
+
+    marker = tmp_path / "unpickled"
+
+    class Payload:  # a pickle that, once loaded, leaves a file behind
+        def __reduce__(self):
+            return (marker.touch, ())
+
     pickled = tmp_path / "pickle.safetensors"
     torch.save({"w": torch.zeros(3)}, pickled)
-    with pytest.raises(CheckpointError):
-        load_model(pickled)
+    hostile = tmp_path / "hostile.safetensors"
+    hostile.write_bytes(pickle.dumps({"w": Payload()}))
+    for path in (pickled, hostile):
+        with pytest.raises(CheckpointError, match=rf"{path.name} is not a readable safetensors file"):
+            load_model(path)
+        one_line_error(cli("evaluate", str(path), "--device", "cpu"), rf"{path.name} is not a readable safetensors")
+    assert not marker.exists()  # never unpickled
 
-    run = cli("evaluate", str(truncated), "--device", "cpu")
-    assert run.returncode == 2 and "Traceback" not in run.stderr and run.stderr.count("\n") == 1
+    one_line_error(cli("evaluate", str(truncated), "--device", "cpu"), r"truncated\.safetensors .*truncated or corrupt")
 
 
 def test_diverging_training_stops_with_a_clear_error(tiny):
