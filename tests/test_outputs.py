@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 from helpers import cli
@@ -63,7 +64,29 @@ def commands(studio, model, scores):
         "study-report --out": ["study-report", "1", "--out"],
         "export-model --out": ["export-model", str(model), "--format", "int8", "--out"],
         "benchmark report --out": ["benchmark", "report", "--scores", str(scores), "--out"],
+        "benchmark import --out": ["benchmark", "import", str(Path(scores).parent), "--out"],
     }
+
+
+# Outputs the rule does not cover, and why: explore writes a folder of results (``check_output_folder``).
+FOLDER_OUTPUTS = {"explore --out"}
+
+
+def test_the_rule_test_covers_every_output_argument_of_the_parser():
+    """An output argument added to any command must join ``commands`` (or say why it is not a file)."""
+    import argparse
+
+    from engine.cli import build_parser
+
+    def outputs(parser, command=""):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from outputs(sub, f"{command} {name}".strip())
+            elif action.dest in ("out", "json"):
+                yield f"{command} {action.option_strings[0]}"
+
+    assert set(outputs(build_parser())) == set(commands({"mini": ""}, "", "")) | FOLDER_OUTPUTS
 
 
 @pytest.mark.slow
