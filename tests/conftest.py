@@ -1,14 +1,29 @@
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 import torch
 from hypothesis import settings
 
 torch.set_num_threads(2)
-# Property tests draw the same examples on every run (a failure CI finds fails here too, the same way) and
-# print the blob that replays a failing example with @reproduce_failure.
-settings.register_profile("replayable", derandomize=True, print_blob=True)
+# Property tests draw new examples on every run, from a seed the run derives and prints at its end:
+# `pytest --hypothesis-seed=N` (or SPIKERNEL_TEST_SEED=N) replays a run. A failure also prints the blob that
+# replays its example with @reproduce_failure, and is kept in .hypothesis/, which is tried first next time.
+settings.register_profile("replayable", print_blob=True)
 settings.load_profile("replayable")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    if config.getoption("hypothesis_seed", None) is None:
+        config.option.hypothesis_seed = int(os.environ.get("SPIKERNEL_TEST_SEED") or time.time_ns() % 1_000_000)
+
+
+def pytest_terminal_summary(terminalreporter, config):  # printed under -q too, where CI reads it
+    seed = config.getoption("hypothesis_seed", None)
+    terminalreporter.write_line(f"property tests drew from seed {seed}: SPIKERNEL_TEST_SEED={seed} replays them")
 
 
 @pytest.fixture(scope="session")

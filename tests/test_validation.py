@@ -26,7 +26,6 @@ from engine.nn.devices import resolve_device
 SETTINGS = settings(
     max_examples=100,
     deadline=None,
-    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 GENOTYPE = "0302 0030 0003 0000"
@@ -310,7 +309,7 @@ def test_any_value_of_any_api_field_is_a_field_error_and_writes_nothing(place, d
 
 
 def test_the_settings_parser_never_raises_anything_but_a_space_error():
-    @settings(max_examples=300, deadline=None, database=None)
+    @settings(max_examples=300, deadline=None)
     @given(text | st.integers() | st.none())
     def parse(value):
         for function in (Setting.parse, KernelSet.parse):
