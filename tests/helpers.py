@@ -157,3 +157,51 @@ def make_model(path, info, genotype: str, kernel_set: str, *, seed: int = 0, pro
                 m.bias.uniform_(0.0, 0.5)
     save_trained(path, net, genotype=g, kernel_set=ks, profile=chosen, info=info, accuracy=0.5, seed=seed, epochs=1)
     return load_model(path)
+
+
+# ------------------------------------------------------------------------------ Ctrl-C, as a terminal sends it
+
+
+def start_in_terminal(*args: str) -> subprocess.Popen:
+    """``python -m engine ARGS`` as a terminal runs it: a process group of its own (with any process it starts), so
+    that ``ctrl_c`` reaches all of them as Ctrl-C does. Its output is captured as text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine", *args],
+        cwd=ROOT,
+        env=environment(OMP_WAIT_POLICY="PASSIVE"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        process_group=0,
+    )
+
+
+def ctrl_c(process: subprocess.Popen) -> None:
+    """SIGINT to the process and every process of its group, as Ctrl-C in its terminal."""
+    os.killpg(process.pid, signal.SIGINT)
+
+
+def group_alive(process: subprocess.Popen) -> bool:
+    """Whether any process of ``process``'s group (its children included) is still there."""
+    try:
+        os.killpg(process.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def end_group(process: subprocess.Popen) -> None:
+    """Cleanup after a test, whatever it left: SIGKILL to whatever of the group still runs."""
+    if group_alive(process):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def temporary_files(folder: Path) -> list[str]:
+    """Files a writer leaves half-way under ``folder``: a hidden ``.NAME.PID.tmp`` (atomic writes), ``*.new`` (a
+    database being made), a SQLite rollback journal."""
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.name.startswith(".") or p.name.endswith((".tmp", ".new", "-journal"))
+    )

@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import time
 
 import pytest
 import torch
-from helpers import ROOT, cli, one_line_error, write_subset
+from helpers import ROOT, WAIT_S, cli, ctrl_c, end_group, one_line_error, start_in_terminal, wait_for, write_subset
 
 from engine.core.profiles import get_profile
 from engine.core.space import Genotype, KernelSet
@@ -98,6 +99,43 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tiny, tmp_path):
     for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         assert torch.equal(x, y), name
     assert not state.exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_training_at_the_next_batch_and_the_same_command_resumes(tiny, tmp_path):
+    out, state = tmp_path / "m.safetensors", tmp_path / "m.safetensors.state.pt"
+    args = ["train", "--genotype", str(GENOTYPE), "--kernel-set", "1x1_3x3", "--dataset", tiny, "--epochs", "4"]
+    args += ["--batch-size", "32", "--device", "cpu", "--out", str(out)]
+    process = start_in_terminal(*args)
+    try:
+        wait_for(state.exists, "the first epoch's state", process)
+        ctrl_c(process)
+        stdout, stderr = process.communicate(timeout=WAIT_S)
+    finally:
+        end_group(process)
+    assert process.returncode == 0 and "Traceback" not in stderr, stderr
+    said = [line for line in stderr.splitlines() if "stopping" in line]
+    assert said == ["stopping after the current step (Ctrl-C again to abort)..."], stderr
+    *table, last = stdout.splitlines()
+    stopped = re.fullmatch(
+        rf"stopped after epoch (\d); rerun the same command to resume from {re.escape(str(state))}", last
+    )
+    assert stopped, stdout
+    done = int(stopped[1])
+    assert 1 <= done < 4  # stopped mid-way: at the next batch, not at the end
+    saved = torch.load(state, weights_only=True)
+    assert saved["epoch"] == done and [r["epoch"] for r in saved["records"]] == list(range(1, done + 1))
+    rows = table[2:]  # the header and its rule first
+    assert [int(row.split()[0]) for row in rows] == list(range(1, done + 1))  # each epoch said done is in the state
+    assert sorted(p.name for p in tmp_path.iterdir()) == [state.name]  # no model yet, no temporary file
+
+    resumed = cli(*args, timeout=WAIT_S)
+    assert resumed.returncode == 0, resumed.stderr
+    # Resumed, not restarted: the epochs it had are the state's (their measured seconds too), and training shows
+    # progress from the next epoch on only.
+    assert resumed.stdout.splitlines()[2 : 2 + done] == rows
+    assert "epoch 1 loss" not in resumed.stderr and f"epoch {done + 1} loss" in resumed.stderr, resumed.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name] and load_model(out).meta["epochs"] == 4
 
 
 @pytest.mark.slow

@@ -12,7 +12,21 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, WAIT_S, environment, finish, kill9, start_worker, wait_for
+import torch
+from helpers import (
+    ROOT,
+    WAIT_S,
+    ctrl_c,
+    end_group,
+    environment,
+    finish,
+    group_alive,
+    kill9,
+    start_in_terminal,
+    start_worker,
+    temporary_files,
+    wait_for,
+)
 
 from engine import api
 from engine.core.profiles import get_profile
@@ -99,6 +113,52 @@ def test_kill_9_mid_training_resumes_from_the_last_epoch(tmp_path, studio):
     logged = [int(e) for e in re.findall(r"epoch (\d+): loss", log)]
     assert logged == sorted(set(logged)) and logged[-1] == 3  # each epoch logged once, in order, after a resume
     assert re.search(r"attempt 2 .* from stage train, search finished, [12] epoch\(s\) recorded", log), log
+
+
+@pytest.mark.parametrize(("stage", "in_flight"), [("search", 1), ("search", 2), ("train", 1)])
+def test_ctrl_c_stops_the_worker_and_its_job_resumes_where_it_stopped(tmp_path, studio, stage, in_flight):
+    """Ctrl-C in the worker's terminal (SIGINT to it and to its scoring processes): one line says it stops, the job
+    goes back to the queue with everything it recorded, nothing is left running or half-written, and a restarted
+    worker finishes the job from there."""
+    store = Store(tmp_path / "s.db")
+    search = stage == "search"
+    ids = submit(store, studio, iterations=40 if search else 2, epochs=1 if search else 3, in_flight=in_flight)
+    (run_id,), (job_id,) = ids["run_ids"], ids["job_ids"]
+    worker = start_in_terminal("--db", str(store.path), "worker", "--idle-exit", "0.5")
+    try:
+        key, first = ("candidates_done", 3) if search else ("epochs_done", 1)
+        wait_for(lambda: store.run(run_id)[key] >= first, f"{first} recorded {key}", worker)
+        ctrl_c(worker)
+        reported = store.candidates(run_id), store.epochs([run_id])  # done before the interrupt
+        _, stderr = worker.communicate(timeout=WAIT_S)
+        wait_for(lambda: not group_alive(worker), "the scoring processes to exit")
+    finally:
+        end_group(worker)
+    assert worker.returncode == 0 and "Traceback" not in stderr, stderr
+    said = [line for line in stderr.splitlines() if "stopping" in line]
+    assert said == ["stopping: running jobs go back to the queue at their next step"], stderr
+    job, run = store.job(job_id), store.run(run_id)
+    assert (job["status"], job["error"], run["stage"]) == ("queued", None, stage)
+    stopped = store.candidates(run_id), store.epochs([run_id])
+    assert [after[: len(before)] for before, after in zip(reported, stopped)] == list(reported)  # nothing lost
+    assert temporary_files(tmp_path) == []
+    if not search:
+        assert 1 <= run["epochs_done"] < 3
+        state = store.run_folder(ids["experiment_id"], "1x1_3x3_2x") / "train-state.pt"
+        assert sorted(p.name for p in state.parent.iterdir()) == [state.name]
+        assert torch.load(state, weights_only=True)["epoch"] == run["epochs_done"]
+    assert "worker stopping; queued to resume" in api.job_log(job_id, store=store)
+
+    finish(store.path)
+    job, run = store.job(job_id), store.run(run_id)
+    assert (job["status"], job["attempts"]) == ("done", 2)
+    finished = store.candidates(run_id), store.epochs([run_id])
+    assert [after[: len(before)] for before, after in zip(stopped, finished)] == list(stopped)
+    assert len(finished[0]) == (40 if search else 2)
+    assert [e["epoch"] for e in finished[1]] == ([1] if search else [1, 2, 3])
+    log = api.job_log(job_id, store=store)
+    recorded = f"{len(stopped[0])} candidates recorded" if search else f"search finished, {len(stopped[1])} epoch"
+    assert re.search(rf"attempt 2 .* from stage {stage}, {recorded}", log), log
 
 
 SUBMIT_LOOP = """

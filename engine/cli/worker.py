@@ -52,8 +52,14 @@ def run(args: argparse.Namespace) -> None:
 
         import_ray()  # one line of error when Ray is missing
     stop = threading.Event()
+
+    def stopping(*_) -> None:  # Ctrl-C or SIGTERM: said once, while the running jobs reach their next step
+        if not stop.is_set():
+            print("stopping: running jobs go back to the queue at their next step", file=sys.stderr)
+        stop.set()
+
     for signal_number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signal_number, lambda *_: stop.set())
+        signal.signal(signal_number, stopping)
     try:
         if args.ray is not None:
 

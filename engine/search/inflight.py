@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import time
 import traceback
 
@@ -37,6 +38,10 @@ class ScoringProcessError(RuntimeError):
 
 def _score_candidates(args: dict, threads: int, parent: int, tasks, results) -> None:
     """One scoring process: a Scorer, then candidates until told to stop or orphaned."""
+    # Ctrl-C in a terminal reaches the whole process group: the parent decides what stops (the search at its
+    # next candidate, a worker's job back to the queue) and closes these processes; interrupted here, a
+    # candidate would come back as this process's failure and fail the job.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     try:
         scorer = Scorer(**args)
