@@ -221,3 +221,59 @@ def test_results_shows_energy_and_honours_an_energy_budget(finished):
     expected = api.select([eid], at.slider[0].value * 1e6, energy=float(least.energy_uj) * 1.0001)
     assert shown_choice(at) == expected.chosen.setting
     assert not at.exception
+
+
+# ------------------------------------------------------------------------------------ hostile download names
+
+HOSTILE_NAMES = [
+    "../../etc/x",
+    "..\\..\\windows\\system32\\x",
+    "/etc/passwd",
+    "..",
+    ".hidden",
+    "line\nbreak\rreturn",
+    'say "hi" it\'s `x`',
+    "a; rm -rf ~ && $(reboot) | tee",
+    "tab\tbell\x07escape\x1b[31mdel\x7f",
+    "\u202etxt.exe",  # right-to-left override: a name that displays reversed
+    "名前 ünïcode",
+    "con",
+    "",
+    "x" * 300,
+    "%2e%2e%2f" + "/" * 100,
+]
+
+
+def assert_safe_file_name(name: str, suffix: str) -> None:
+    """A name a browser saves as given and a shell reads as one word: no folder, no control character, not
+    hidden, of bounded length, with the format's ending."""
+    assert SAFE_NAME.fullmatch(name), repr(name)
+    assert "/" not in name and "\\" not in name and all(" " < c < "\x7f" for c in name), repr(name)
+    assert not name.startswith((".", "-")) and name.endswith(suffix) and len(name) <= 120, repr(name)
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_NAMES, ids=[f"name{i}" for i in range(len(HOSTILE_NAMES))])
+def test_download_names_are_safe_whatever_the_experiment_or_setting_is_called(hostile):
+    for fmt in api.EXPORT_FORMATS:
+        assert_safe_file_name(api.export_name({"id": 12345678, "name": hostile}, fmt), f".{fmt}")
+    suffixes = {None: ".safetensors", "nir": ".nir", "int8": "-int8.safetensors", "int4": "-int4.safetensors"}
+    for fmt, suffix in suffixes.items():
+        assert_safe_file_name(api.download_name({"experiment_id": 12345678, "setting": hostile}, fmt), suffix)
+
+
+def test_the_results_page_offers_exports_under_safe_names_for_a_hostile_experiment_name(finished, downloads):
+    """Through the page: the session's finished experiment renamed for the test (and back, whatever happens)."""
+    eid, store = finished["experiment_id"], api.get_store()
+    hostile = '../../etc/x\n"; rm -rf ~\x07 ' + "x" * 300
+    with store.write() as db:
+        db["experiments"].update(eid, {"name": hostile})
+    try:
+        at = results(eid)
+    finally:
+        with store.write() as db:
+            db["experiments"].update(eid, {"name": "finished fixture"})
+    offered = [name for name in downloads["files"] if name.startswith(f"spikernel-exp{eid}-")]
+    assert sorted(offered) == sorted(api.export_name({"id": eid, "name": hostile}, f) for f in api.EXPORT_FORMATS)
+    for name in offered:
+        assert_safe_file_name(name, name[name.rindex(".") :])
+    assert at.selectbox(key="results_experiment").format_func(eid).startswith(f"#{eid} · {hostile} · ")

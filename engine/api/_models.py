@@ -110,7 +110,8 @@ def model_details(run_id: int, *, store: Store | None = None) -> dict:
 
 def download_name(run: dict, fmt: str | None = None) -> str:
     """A safe file name for a run's model (``fmt``: nir, int8, int4 for its deployable forms): letters,
-    digits, dot, dash and underscore only."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"spikernel-exp{run['experiment_id']}-{run['setting']}").strip("._")
+    digits, dot, dash and underscore only, the setting cut to 60 characters (as read from any database)."""
+    stem = f"spikernel-exp{run['experiment_id']}-{str(run['setting'])[:60]}"
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")
     suffix = {None: ".safetensors", "nir": ".nir", "int8": "-int8.safetensors", "int4": "-int4.safetensors"}[fmt]
     return f"{stem or 'model'}{suffix}"
