@@ -362,6 +362,33 @@ def test_a_state_file_resumes_only_the_training_that_wrote_it(sample, tiny, tmp_
     assert same.epochs == first.epochs  # the same training: resumed (here: already complete)
 
 
+def test_a_state_of_another_format_version_is_refused_saying_so_and_left_alone(tiny, tmp_path):
+    """A state file records its layout's version; one of another version (older, newer, none) is never guessed at:
+    the refusal names both versions, in one line on the command line, and the file stays as it was."""
+    from engine.train.training import STATE_FORMAT, TrainStateMismatch
+
+    data = load_dataset(tiny)
+    out, state = tmp_path / "m.safetensors", tmp_path / "m.safetensors.state.pt"
+    config = TrainConfig(epochs=1, batch_size=32, seed=0, device="cpu")  # as the command line below asks
+    train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, config, state_path=state)
+    current = torch.load(state, weights_only=True)
+    assert current["identity"]["format"] == STATE_FORMAT == "spikernel-train-state/2"
+    args = ["train", "--genotype", str(GENOTYPE), "--kernel-set", "1x1_3x3", "--dataset", tiny, "--epochs", "1"]
+    args += ["--batch-size", "32", "--seed", "0", "--device", "cpu", "--out", str(out)]
+    for version in ("spikernel-train-state/1", "spikernel-train-state/3", None):
+        torch.save({**current, "identity": {**current["identity"], "format": version}}, state)
+        written = state.read_bytes()
+        differs = rf"format {re.escape(repr(version))} \(now '{STATE_FORMAT}'\)"
+        with pytest.raises(
+            TrainStateMismatch,
+            match=rf"m\.safetensors\.state\.pt holds another training \({differs}\); it was not resumed",
+        ):
+            train(GENOTYPE, KernelSet(1, 3), LAPTOP, data, config, state_path=state)
+        assert state.read_bytes() == written
+    one_line_error(cli(*args, timeout=WAIT_S), rf"holds another training \({differs}\); it was not resumed")
+    assert state.read_bytes() == written and sorted(p.name for p in tmp_path.iterdir()) == [state.name]
+
+
 def _rewrite(src, dst, change, *, rehash=True):
     """A copy of a model file with its metadata changed; ``rehash``: with a checksum recomputed to match, as
     someone crafting a file would."""

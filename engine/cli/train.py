@@ -54,9 +54,12 @@ def run(args: argparse.Namespace) -> None:
     state = check_output(args.out.with_name(args.out.name + ".state.pt"), args)
     check_output(args.out, args)  # before any work: a bad --out is found now, not after training
     data = named_dataset(args.dataset)
-    bar = tqdm(total=config.epochs, desc="train", unit="epoch", file=sys.stderr)
+    bar = None  # drawn at the first batch: a refusal before it (a state file of another training) is one line
 
     def progress(epoch, batch, batches, loss, accuracy):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=config.epochs, desc="train", unit="epoch", file=sys.stderr)
         bar.n = epoch - 1 + batch / batches
         bar.set_postfix_str(f"epoch {epoch} loss {loss:.3f} acc {accuracy:.1%}")
 
@@ -64,7 +67,8 @@ def run(args: argparse.Namespace) -> None:
         result = train(
             genotype, kernel_set, profile, data, config, state_path=state, progress=progress, should_stop=stop
         )
-    bar.close()
+    if bar is not None:
+        bar.close()
     print(epochs_table(result.epochs))
     if result.stopped:
         print(f"stopped after epoch {len(result.epochs)}; rerun the same command to resume from {state}")
