@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 
@@ -264,3 +265,53 @@ def test_the_benchmark_preset_fills_the_form_for_spikenas_bench(own_db):
     config = api.get_experiment(int(api.list_experiments(store=store).iloc[0]["id"]), store=store)["config"]
     assert (config["kernel_sets"], config["baseline"], config["iterations"]) == (["spikenas"], "spikenas_5000x", 1000)
     api.cancel(int(api.list_experiments(store=store).iloc[0]["id"]), store=store)
+
+
+# ---------------------------------------------------------------------------- names and errors shown literally
+
+MARKDOWN_NAME = "**bold** [x](http://e) _it_ `code` <b>html</b> $x^2$ :red[red] ~~gone~~ # head"
+MARKDOWN_ERROR = "RuntimeError: **boom** [click](https://example.invalid) _it_ $y$ :blue[z]"
+MUST_ESCAPE = set("*_[]()`<>$:~#")  # what Markdown (and Streamlit's :colour[] and $math$) would read
+
+
+def shown_literally(at, text: str) -> list[str]:
+    """The page's Markdown bodies (markdown, captions, alerts, progress labels, as sent to the browser) that show
+    ``text`` as typed: every character Markdown would read is backslash-escaped. Fails when there are none."""
+    bodies = [e.value for kind in ("markdown", "caption", "error", "warning", "info", "success") for e in at.get(kind)]
+    bodies += [p.text for p in at.get("progress")]
+    literal = "".join(rf"\\{re.escape(c)}" if c in MUST_ESCAPE else rf"\\?{re.escape(c)}" for c in text)
+    found = [b for b in bodies if re.search(literal, b)]
+    assert found, (text, bodies)
+    return found
+
+
+def test_markdown_in_names_and_errors_is_shown_as_typed(own_db):
+    store = own_db["store"]
+    ids = store.add_experiment(
+        MARKDOWN_NAME,
+        {"dataset": "sample"},
+        profile="laptop",
+        reduced=True,
+        runs=[{"setting": "1x1_3x3_3x", "kernel_set": "1x1_3x3", "iterations": 3}],
+    )
+    store.end_job(store.claim("host:1", "cpu", stale_after=60), "failed", MARKDOWN_ERROR)
+    at = app("pages/jobs.py")
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(shown_literally(at, MARKDOWN_NAME)) == 2  # the card's heading and the delete confirmation
+    (error,) = shown_literally(at, MARKDOWN_ERROR)
+    assert error in [e.value for e in at.error]
+
+    # A picker's options are plain text, never Markdown: there the name reads as typed, without escapes.
+    at = app("pages/results.py")
+    eid = ids["experiment_id"]
+    assert at.selectbox(key="results_experiment").format_func(eid) == f"#{eid} · {MARKDOWN_NAME} · 0 finished"
+
+
+def test_an_unusable_database_is_named_literally(studio, tmp_path, monkeypatch):
+    path = tmp_path / "**bad** [x](y).db"
+    path.write_bytes(b"SQLite format 3\x00" + b"\x00" * 84 + b"garbage" * 500)
+    monkeypatch.setenv("SPIKERNEL_DB", str(path))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    (shown,) = shown_literally(at, str(path))
+    assert shown.startswith("The experiment database cannot be opened: ") and shown in [e.value for e in at.error]
