@@ -25,7 +25,7 @@ from engine.cli import (
     worker,
 )
 from engine.cli._arguments import add_db
-from engine.cli._common import Parser, one_line
+from engine.cli._common import EXIT_INTERRUPTED, Parser, one_line
 from engine.core.errors import SpikernelError
 
 __all__ = ["main", "build_parser"]
@@ -34,7 +34,6 @@ __all__ = ["main", "build_parser"]
 COMMANDS = (search, profile, train, evaluate, explore, submit, study, jobs, export_model, benchmark, worker)
 
 EXIT_FAILED = 1  # a disk, permission or database problem met during the work
-EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> Parser:
@@ -51,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     included) is one line on standard error; anything else is a bug and surfaces with its traceback."""
     try:
         args = build_parser().parse_args(argv)
-        args.run_command(args)
+        code = args.run_command(args)  # a command stopped by Ctrl-C says so and returns EXIT_INTERRUPTED
     except SpikernelError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return error.exit_code
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ from engine.core.errors import InputError
 from engine.core.files import check_output_file, write_atomic
 from engine.store import default_db_path
 
+# Stopped by Ctrl-C, as shells expect (128 + SIGINT): `train ... && export-model ...` stops there too.
+EXIT_INTERRUPTED = 130
+
 
 class CliError(InputError):
     """A bad argument or input that the command line itself finds: printed as one line, exit code 2."""

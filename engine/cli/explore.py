@@ -10,7 +10,7 @@ from pathlib import Path
 
 from engine.api import choose
 from engine.cli import _arguments
-from engine.cli._common import StopOnInterrupt, table
+from engine.cli._common import EXIT_INTERRUPTED, StopOnInterrupt, table
 from engine.core.files import check_output_folder
 from engine.core.footprint import BIT_WIDTHS, format_count
 from engine.core.selection import Budget, parse_energy_budget
@@ -37,7 +37,7 @@ def add_parser(subparsers) -> None:
     select.set_defaults(run_command=run_select)
 
 
-def run_explore(args: argparse.Namespace) -> None:
+def run_explore(args: argparse.Namespace) -> int | None:
     from engine.api.explore import explore
 
     budget = Budget.parse(args.budget, args.bits) if args.budget else None
@@ -47,7 +47,7 @@ def run_explore(args: argparse.Namespace) -> None:
         runs = explore(config, args.out, reporter=BarReporter(), stop=stop.event)
     if runs is None:
         print(f"stopped; rerun the same command to resume from {args.out}")
-        return
+        return EXIT_INTERRUPTED
     print_results(runs, budget, args.out)
     print(f"\nwrote {args.out / 'results.csv'} and {args.out / 'results.json'}")
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from engine import api
 from engine.cli import _arguments
-from engine.cli._common import MAX_ID, StopOnInterrupt, check_output, print_or_write, table, whole
+from engine.cli._common import EXIT_INTERRUPTED, MAX_ID, StopOnInterrupt, check_output, print_or_write, table, whole
 from engine.core.space import MAX_ITERATIONS, parse_kernel_sets
 from engine.study import MAX_SEEDS
 
@@ -77,7 +77,7 @@ def add_parser(subparsers) -> None:
     report.set_defaults(run_command=run_study_report)
 
 
-def run_study(args: argparse.Namespace) -> None:
+def run_study(args: argparse.Namespace) -> int | None:
     """Submit a study and run it here (unless a worker already serves the database), then report it."""
     from engine.jobs.worker import WorkerBusy, serve
 
@@ -117,6 +117,9 @@ def run_study(args: argparse.Namespace) -> None:
             print(f"a worker already serves {store.path}: it runs the study; {report_later}")
             return
     print(study_text(api.study_report(study_id, store=store)))
+    if stop():
+        print(f"stopped; its jobs wait in the queue for a worker: `python -m engine --db {store.path} worker`")
+        return EXIT_INTERRUPTED
 
 
 def run_study_report(args: argparse.Namespace) -> None:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from engine.cli import _arguments
-from engine.cli._common import StopOnInterrupt, check_output, named_dataset, number, table, whole
+from engine.cli._common import EXIT_INTERRUPTED, StopOnInterrupt, check_output, named_dataset, number, table, whole
 from engine.core.profiles import get_profile
 from engine.core.space import DEFAULT_VALIDATION, Genotype, Space
 
@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run_command=run)
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int | None:
     from tqdm import tqdm
 
     from engine.nn.devices import resolve_device
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> None:
     print(epochs_table(result.epochs))
     if result.stopped:
         print(f"stopped after epoch {len(result.epochs)}; rerun the same command to resume from {state}")
-        return
+        return EXIT_INTERRUPTED
     save_trained(
         args.out,
         result.model,
