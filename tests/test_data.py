@@ -8,6 +8,7 @@ bundled sample) comes from conftest.py.
 from __future__ import annotations
 
 import io
+import os
 import re
 import zipfile
 from pathlib import Path
@@ -388,10 +389,9 @@ def test_cifar_corrupt_archive_is_named(monkeypatch: pytest.MonkeyPatch, tmp_pat
 def test_a_split_with_one_class_is_refused_naming_the_split(tmp_path: Path, pictures: list[Image.Image]) -> None:
     _tree(tmp_path / "one", "train", {"a": pictures[:3]})
     _tree(tmp_path / "one", "test", {"a": pictures[3:4]})
-    with pytest.raises(DatasetError, match="the train split of folder:.* has 1 class with images; at least two"):
-        load_dataset(f"folder:{tmp_path / 'one'}")
-    with pytest.raises(DatasetError, match="train/ of folder .* has 1 class folder"):
-        catalogue.check_dataset(f"folder:{tmp_path / 'one'}")
+    for function in (load_dataset, catalogue.check_dataset):
+        with pytest.raises(DatasetError, match="the train split of folder:.* has 1 class with images; at least two"):
+            function(f"folder:{tmp_path / 'one'}")
 
     _tiny(tmp_path, pictures)  # three classes to train on, but the test split labels only one
     annotations = tmp_path / "tiny-imagenet-200" / "val" / "val_annotations.txt"
@@ -477,3 +477,58 @@ def test_a_malformed_spec_is_refused_alike_by_check_load_and_sizing(confined: di
     for function in (catalogue.check_dataset, load_dataset, catalogue.dataset_shape):
         with pytest.raises(DatasetError, match=message):
             function(spec)
+
+
+# --------------------------------------------------------------------------------------- one verdict
+
+
+def _class_folder_leading_out(pets: Path, outside: Path) -> None:
+    for split in ("train", "test"):
+        (pets / split / "bird").symlink_to(outside / split / "cat", target_is_directory=True)
+
+
+def _image_leading_out(pets: Path, outside: Path) -> None:
+    (pets / "train" / "cat" / "escape.png").symlink_to(outside / "train" / "cat" / "000.png")
+
+
+def _fifo_named_like_an_image(pets: Path, outside: Path) -> None:
+    os.mkfifo(pets / "train" / "cat" / "cat.png")  # opened for reading, it would block until a writer comes
+
+
+@pytest.mark.parametrize(
+    "breach, message",
+    [
+        (_class_folder_leading_out, "bird leads outside the allowed data roots"),
+        (_image_leading_out, "escape.png leads outside the allowed data roots"),
+        (_fifo_named_like_an_image, "cat.png is not a regular file"),
+    ],
+)
+def test_the_launch_check_submit_and_the_loader_give_one_verdict(
+    confined: dict, pictures: list[Image.Image], tmp_path: Path, breach, message: str
+) -> None:
+    """What the worker's loader refuses, the Launch page's check, ``submit_experiment`` and ``submit`` refuse with
+    the same message, queueing nothing and making no database."""
+    from helpers import cli, one_line_error
+
+    from engine import api
+
+    _tree(confined["pets"], "train", {"cat": pictures * 2, "dog": pictures * 2})  # a full batch for the laptop profile
+    config = api.ExperimentConfig(dataset="folder:pets", kernel_sets=("1x1_3x3",), iterations=2, baseline=None)
+    assert api.dataset_status("folder:pets") == (True, "on disk") and api.validate(config) == {}
+    breach(confined["pets"], confined["outside"])
+    with pytest.raises(DatasetError, match=message) as refused:
+        data = load_dataset("folder:pets")  # as the worker reads a job's dataset, then decodes it to train
+        data.train.tensors(), data.test.tensors()
+    verdict = str(refused.value)
+    assert api.dataset_status("folder:pets") == (False, verdict)
+    store = api.get_store(tmp_path / "api.db")
+    with pytest.raises(api.ConfigError) as error:
+        api.submit_experiment(config, store=store)
+    assert error.value.errors == {"dataset": verdict}
+    assert store.db["experiments"].count == store.db["jobs"].count == 0
+    db = tmp_path / "cli" / "spikernel.db"
+    db.parent.mkdir()
+    args = ("--db", str(db), "submit", "--dataset", "folder:pets", "--kernel-sets", "1x1_3x3", "--iterations", "2")
+    run = cli(*args, "--baseline", "", "--device", "cpu")
+    one_line_error(run, re.escape(message))
+    assert run.stderr == f"error: dataset: {verdict}\n" and list(db.parent.iterdir()) == []

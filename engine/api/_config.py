@@ -26,7 +26,7 @@ from engine.core import (
     get_profile,
     validation_error,
 )
-from engine.data import DatasetError, check_dataset, dataset_shape, training_images
+from engine.data import DatasetError, check_dataset, dataset_shape
 from engine.store import Store
 from engine.study import benchmark
 
@@ -106,11 +106,10 @@ def validate(config: ExperimentConfig, *, check_data: bool = True) -> dict[str, 
     errors: dict[str, str] = {}
     if check_data:
         try:
-            check_dataset(config.dataset)
+            images = check_dataset(config.dataset).training_images
             known = isinstance(config.profile, str) and config.profile in PROFILES
             batch = get_profile(config.profile).score.batch_size if known else None
-            images = training_images(config.dataset) if batch else None
-            if images is not None and images < batch:  # the search would fail on its first candidate
+            if batch and images is not None and images < batch:  # the search would fail on its first candidate
                 errors["dataset"] = (
                     f"the training split holds {images:,} images, fewer than the {config.profile} profile's "
                     f"score batch of {batch}; add images or pick a profile with a smaller batch"
@@ -185,9 +184,9 @@ def validate(config: ExperimentConfig, *, check_data: bool = True) -> dict[str, 
 
 def dataset_status(spec: str) -> tuple[bool, str]:
     """Whether a dataset can be used and how it will be read ("bundled", "on disk", "will download"),
-    or why not."""
+    or why not: the verdict ``submit`` and the worker's loader give (``check_dataset``)."""
     try:
-        return True, check_dataset(spec)
+        return True, check_dataset(spec).state
     except DatasetError as e:
         return False, str(e)
 

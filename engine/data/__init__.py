@@ -21,6 +21,7 @@ from engine.data.catalogue import (
     ImageTree,
     Roots,
     Stats,
+    Verdict,
     check_classes,
     check_dataset,
     data_roots,
@@ -29,7 +30,6 @@ from engine.data.catalogue import (
     outside_roots,
     read_folder,
     read_roots,
-    training_images,
 )
 
 __all__ = [
@@ -58,5 +58,5 @@ __all__ = [
     "Roots",
     "SAMPLE_ARCHIVE",
     "Stats",
-    "training_images",
+    "Verdict",
 ]

@@ -14,7 +14,9 @@ images as tensors.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,13 +57,16 @@ from engine.data.catalogue import (
 # --------------------------------------------------------------------------------------- splits
 
 
-def _decode(ref: _ImageRef, size: int) -> np.ndarray:
-    """Decodes one image to a ``[size, size, 3]`` uint8 RGB array.
+def _read(ref: _ImageRef) -> bytes:
+    return ref.payload if ref.payload is not None else _read_confined(ref.origin, ref.roots)
+
+
+def _decode(ref: _ImageRef, payload: bytes, size: int) -> np.ndarray:
+    """Decodes one image's bytes to a ``[size, size, 3]`` uint8 RGB array.
 
     Images of another size are scaled so their shorter side is ``size`` and center-cropped, so one
     odd image in a folder does not break stacking.
     """
-    payload = ref.payload if ref.payload is not None else _read_confined(ref.origin, ref.roots)
     try:
         with Image.open(io.BytesIO(payload)) as img:
             rgb = img.convert("RGB")
@@ -88,6 +93,7 @@ class ImageSplit(torch.utils.data.Dataset):
         self._labels = torch.as_tensor(labels, dtype=torch.int64)
         self._size = image_size
         self._images: torch.Tensor | None = None
+        self._fingerprint: dict | None = None
 
     @classmethod
     def from_tensors(cls, images: torch.Tensor, labels: torch.Tensor) -> ImageSplit:
@@ -115,7 +121,8 @@ class ImageSplit(torch.utils.data.Dataset):
         label = int(self._labels[i])
         if self._images is not None:
             return self._images[i], label
-        pixels = np.array(_decode(self._refs[i], self._size))  # a writable copy for torch
+        ref = self._refs[i]
+        pixels = np.array(_decode(ref, _read(ref), self._size))  # a writable copy for torch
         return torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), label
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,10 +136,31 @@ class ImageSplit(torch.utils.data.Dataset):
         if self._images is None:
             images = torch.empty((len(self._refs), 3, self._size, self._size), dtype=torch.uint8)
             out = images.numpy()
-            for j, ref in enumerate(self._refs):
-                out[j] = _decode(ref, self._size).transpose(2, 0, 1)
+            names, content, size = hashlib.blake2b(digest_size=16), hashlib.blake2b(digest_size=16), 0
+            for j, (ref, label) in enumerate(zip(self._refs, self._labels.tolist(), strict=True)):
+                payload = _read(ref)
+                names.update(f"{label}/{os.path.basename(ref.origin)}\0".encode(errors="surrogateescape"))
+                content.update(len(payload).to_bytes(8, "little") + payload)
+                size += len(payload)
+                out[j] = _decode(ref, payload, self._size).transpose(2, 0, 1)
             self._images = images
+            self._fingerprint = {"names": names.hexdigest(), "bytes": size, "content": content.hexdigest()}
         return self._images, self._labels
+
+    def fingerprint(self) -> dict:
+        """What the split's images were when read, for a training state to tell whether they changed since:
+        ``names`` (a hash of each image's label and file name), ``bytes`` read and a hash of their ``content``.
+
+        Taken from the bytes as ``tensors`` reads them (images given as tensors: the tensors, without names),
+        once, so a training's fingerprint costs a hash of its data and no second read of it.
+        """
+        if self._fingerprint is None:
+            images, labels = self.tensors()
+            if self._fingerprint is None:  # images given as tensors (CIFAR's arrays)
+                content = hashlib.blake2b(images.numpy().data, digest_size=16)
+                content.update(labels.contiguous().numpy().data)
+                self._fingerprint = {"names": None, "bytes": images.nbytes, "content": content.hexdigest()}
+        return self._fingerprint
 
 
 @dataclass(frozen=True)

@@ -171,8 +171,31 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _load_state(path: Path, identity: dict, device: torch.device) -> dict:
-    """The state in ``path`` if it continues exactly the training ``identity`` describes; else refused."""
+def data_fingerprint(data: ImageData) -> dict:
+    """The training and test images as read (``ImageSplit.fingerprint``): a state records them, so a training
+    resumes only on the images it started with (names and counts alone miss an image replaced in place)."""
+    return {"train": data.train.fingerprint(), "test": data.test.fingerprint()}
+
+
+def _data_change(recorded, fingerprint: dict) -> str | None:
+    """Which images changed since a state recorded ``recorded``, and how, in words; None when none did."""
+    for split, words in (("train", "training"), ("test", "test")):
+        was, now = recorded.get(split) if isinstance(recorded, dict) else None, fingerprint[split]
+        if was == now:
+            continue
+        if not isinstance(was, dict) or was.get("names") != now["names"]:
+            how = "other file names or labels"
+        elif was.get("bytes") != now["bytes"]:
+            how = f"the same names, {was.get('bytes')} bytes then, {now['bytes']} now"
+        else:
+            how = "the same names and sizes, other content"
+        return f"the {words} images changed since this training started ({how})"
+    return None
+
+
+def _load_state(path: Path, identity: dict, fingerprint: dict, device: torch.device) -> dict:
+    """The state in ``path`` if it continues exactly the training ``identity`` describes, on the images of
+    ``fingerprint``; else refused."""
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # a torn, foreign or pickled-object file: never guessed at
@@ -188,6 +211,12 @@ def _load_state(path: Path, identity: dict, device: torch.device) -> dict:
         raise TrainStateMismatch(
             f"{path} holds another training ({shown}); it was not resumed: delete it, or write elsewhere"
         )
+    # A state written before fingerprints has no "data": it resumes, as its identity (the dataset's name, classes
+    # and counts) allows. Its images have most likely not changed, and refusing would throw away every training
+    # interrupted across the upgrade; the state it goes on to write records the fingerprint, checked from then on.
+    change = _data_change(state["data"], fingerprint) if "data" in state else None
+    if change:
+        raise TrainStateMismatch(f"{change}; {path} was not resumed: restore them, or delete it to start afresh")
     return state
 
 
@@ -293,11 +322,13 @@ def _lr_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch
 
 
 def _save_state(
-    path: Path, identity: dict, model, optimizer, scheduler, epoch: int, records: list[EpochRecord], config
+    path: Path, identity: dict, fingerprint: dict, model, optimizer, scheduler, epoch: int, records, config
 ) -> None:
-    """Resume state (what training it is, weights, optimiser, scheduler, epoch, history), written atomically."""
+    """Resume state (what training it is, on which images, weights, optimiser, scheduler, epoch, history),
+    written atomically."""
     state = {
         "identity": identity,
+        "data": fingerprint,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -329,7 +360,8 @@ def train(
     ``should_stop`` is polled between batches; a stopped run keeps its last completed epoch.
 
     A state file is resumed only when it records this very training (cell, kernel set, profile, dataset,
-    every setting but the device, and the state format); otherwise ``TrainStateMismatch`` says what differs.
+    every setting but the device, and the state format) on the same images (``data_fingerprint``); otherwise
+    ``TrainStateMismatch`` says what differs.
     """
     device = resolve_device(config.device)
     if device.type == "cpu":
@@ -344,8 +376,9 @@ def train(
     records: list[EpochRecord] = []
     first_epoch = 1
     identity = training_identity(genotype, kernel_set, profile, data, config)
+    fingerprint = data_fingerprint(data) if state_path is not None else {}
     if state_path is not None and state_path.exists():
-        state = _load_state(state_path, identity, device)
+        state = _load_state(state_path, identity, fingerprint, device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -404,7 +437,7 @@ def train(
             EpochRecord(epoch, loss_sum / seen, correct / seen, test_acc, rate, time.perf_counter() - t0, lr, val_acc)
         )
         if state_path is not None:
-            _save_state(state_path, identity, model, optimizer, scheduler, epoch, records, config)
+            _save_state(state_path, identity, fingerprint, model, optimizer, scheduler, epoch, records, config)
         if on_epoch is not None:
             on_epoch(records[-1])
     result.seconds = time.perf_counter() - started
