@@ -55,7 +55,7 @@ def write_quantized(model: LoadedModel | str | Path, bits: int, out: str | Path,
         **({"val_accuracy_fp32": loaded.meta["val_accuracy"]} if loaded.meta.get("val_accuracy") is not None else {}),
         "quantization": {"bits": bits, "scheme": QUANT_SCHEME, "weights": names},
     }
-    if "quantization" in loaded.meta:
+    if loaded.meta.get("quantization") is not None:
         raise DeployError("this model is already quantised: export from the fp32 model")
     save_model(Path(out), _Tensors(state), meta)
     return Path(out)

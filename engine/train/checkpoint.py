@@ -3,8 +3,9 @@
 safetensors holds tensors and a string-to-string header, nothing executable, so a downloaded model is
 safe to open. The header's ``spikernel`` entry is JSON with everything needed to rebuild and use the
 network; ``sha256`` covers that JSON and every tensor, so an edited weight or metadata field is refused.
-Every field is then checked for its type and range, and the network it describes must be one a profile
-builds and whose parameters the file holds, before anything is allocated.
+That checksum is an integrity check anyone can recompute, not a signature, so the metadata is then checked
+against one declaration, ``METADATA`` (every field's type and range), before anything reads it; and the
+network it describes must be one a profile builds, whose tensors the file holds, before anything is allocated.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import math
 import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import get_args
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -24,16 +26,88 @@ from engine import __version__
 from engine.core.errors import InputError
 from engine.core.files import atomic_path
 from engine.core.footprint import footprint
-from engine.core.profiles import PROFILES, Macro, Profile, ScoreConfig
-from engine.core.space import Genotype, Space
+from engine.core.precision import PRECISIONS
+from engine.core.profiles import PROFILES, Encoding, Macro, Profile, ScoreConfig
+from engine.core.schema import check, choice, entries, flag, items, maybe, number, obj, text, whole
+from engine.core.space import MAX_EPOCHS, MAX_SEED, Genotype, Space
+from engine.data.catalogue import MAX_SPEC, NAME_MAX
 from engine.data.images import DatasetInfo
 from engine.nn.network import SpikingNet, build_network
-from engine.train.quantize import QuantizationError, dequantize
+from engine.train.quantize import QUANT_BITS, dequantize, quantized_weights
 from engine.train.training import eval_seed
 
 FORMAT = "spikernel-model/2"  # 2: the checksum covers the metadata too
 MAX_CLASSES = 100_000
 MAX_IMAGE_SIZE = 1024
+NAME = 100  # characters of a name: a cell, a kernel set, a setting, a layer, a version
+MAX_COUNT = 2**63 - 1  # any other count or width (torch's int64): the profiles and the tensors bound them
+MAX_SCORE = 1e9  # a search score, log |det K| of a spike-code kernel: far below this, -inf when nothing fired
+
+# The metadata's one declaration (engine.core.schema): every field's type and range, checked before any is read.
+ACCURACY = maybe(number(0, 1))
+MACRO = obj(
+    channels=whole(1, MAX_COUNT), hidden=whole(1, MAX_COUNT), pool=whole(1, MAX_COUNT), group=whole(1, MAX_COUNT)
+)
+SCORE = obj(
+    batch_size=whole(1, MAX_COUNT),
+    batches=whole(1, MAX_COUNT),
+    draws=whole(1, MAX_COUNT),
+    shared=flag(),
+    train_mode=flag(),
+    reset_between_batches=flag(),
+    count_silent=flag(),
+    step_through_time=flag(),
+    precision=choice(PRECISIONS),
+)
+PROFILE = obj(  # Profile.to_dict()
+    name=text(NAME),
+    description=text(MAX_SPEC),
+    reduced=flag(),
+    macros=entries(MACRO, 100),
+    score=SCORE,
+    timesteps=whole(1, MAX_COUNT),
+    encoding=choice(get_args(Encoding)),
+    dropout=number(0, 1),
+    epochs=whole(1, MAX_EPOCHS),
+    batch_size=whole(1, MAX_COUNT),
+    linear_gain=maybe(number(0, 1e6)),
+    pool_counts_padding=flag(),
+)
+METADATA = obj(
+    format=choice([FORMAT]),
+    versions=obj(spikernel=text(NAME), torch=text(NAME), safetensors=text(NAME), python=text(NAME)),
+    genotype=text(NAME),
+    kernel_set=text(NAME),
+    profile=PROFILE,
+    dataset=obj(  # DatasetInfo
+        name=text(MAX_SPEC),
+        macro=text(NAME),
+        classes=items(text(NAME_MAX), 2, MAX_CLASSES),
+        image_size=whole(1, MAX_IMAGE_SIZE),
+        mean=items(number(0, 1), 3, 3),  # of pixels in [0, 1]
+        std=items(number(1e-6, 1), 3, 3),
+        crop_padding=whole(0, MAX_IMAGE_SIZE),
+    ),
+    encoding=choice(get_args(Encoding)),
+    timesteps=whole(1, MAX_COUNT),
+    accuracy=ACCURACY,
+    # The held-out split (TrainResult.validation) and the accuracy on it; absent in files saved before splits.
+    validation=maybe(obj(fraction=number(0, 1, below=True), images=whole(0, MAX_COUNT), seed=whole(0, MAX_SEED))),
+    val_accuracy=ACCURACY,
+    params=whole(0, MAX_COUNT),
+    params_torch=whole(0, MAX_COUNT),
+    seed=whole(0, MAX_SEED),
+    epochs=whole(1, MAX_EPOCHS),
+    eval_seed=whole(0, MAX_SEED),
+    # save_trained's extra: a search job's (engine.jobs.execute) and the train command's
+    setting=maybe(text(NAME)),
+    search_score=maybe(number(-math.inf, MAX_SCORE)),
+    device=maybe(text(NAME)),
+    # an integer export's (engine.deploy.exports.write_quantized)
+    accuracy_fp32=ACCURACY,
+    val_accuracy_fp32=ACCURACY,
+    quantization=maybe(obj(bits=choice(QUANT_BITS), scheme=text(MAX_SPEC), weights=items(text(NAME), 1, 1_000))),
+)
 
 
 class CheckpointError(InputError):
@@ -185,57 +259,25 @@ def _open(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     return meta, tensors
 
 
-def _check(ok: bool, path: Path, what: str) -> None:
+def _check(ok: bool, path: Path, what: str, problem: str = "has invalid metadata") -> None:
     if not ok:
-        raise CheckpointError(f"{path} has invalid metadata: {what}")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+        raise CheckpointError(f"{path} {problem}: {what}")
 
 
 def _describe(path: Path, meta: dict, tensors: dict[str, torch.Tensor]):
-    """Every field checked (type, range) and the network bounded by the profiles and by the file's own
-    tensors, without allocating anything: (genotype, kernel set, profile, dataset)."""
-
-    required = (
-        "genotype",
-        "kernel_set",
-        "profile",
-        "dataset",
-        "encoding",
-        "timesteps",
-        "accuracy",
-        "params",
-        "params_torch",
-        "seed",
-        "epochs",
-        "eval_seed",
-    )
-    missing = [k for k in required if k not in meta]
-    _check(not missing, path, f"missing {', '.join(missing)}")
+    """(genotype, kernel set, profile, dataset) of a file, refused unless every field fits ``METADATA`` and
+    the fields agree: the cell is one of its kernel set's, the profile is this release's in every field that
+    shapes the network, the parameter counts are that network's and the file holds its tensors. Nothing is
+    allocated: the network is laid out on the meta device."""
     try:
-        kernel_set = Space.parse(meta["kernel_set"]) if isinstance(meta["kernel_set"], str) else None
-        genotype = (
-            kernel_set.check(Genotype.from_str(meta["genotype"]))
-            if isinstance(meta["genotype"], str) and kernel_set is not None
-            else None
-        )
+        check(METADATA, meta)
+        kernel_set = Space.parse(meta["kernel_set"])
+        genotype = kernel_set.check(Genotype.from_str(meta["genotype"]))
     except ValueError as exc:
         raise CheckpointError(f"{path} has invalid metadata: {exc}") from None
-    _check(genotype is not None and kernel_set is not None, path, "genotype and kernel_set must be text")
-
-    p = meta["profile"]
-    _check(isinstance(p, dict) and p.get("name") in PROFILES, path, f"profile must be one of {', '.join(PROFILES)}")
-    known = PROFILES[p["name"]]
-    try:
-        profile = _profile_from_dict(p)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise CheckpointError(f"{path} has invalid metadata: profile: {exc}") from None
+    p, d = meta["profile"], meta["dataset"]
+    _check(p["name"] in PROFILES, path, f"profile must be one of {', '.join(PROFILES)}")
+    known, profile = PROFILES[p["name"]], _profile_from_dict(p)
     # The network is bounded by what the profiles build: only the score's settings may differ.
     shape_fields = [k for k in asdict(known) if k not in ("score", "description", "epochs", "batch_size")]
     differ = [k for k in shape_fields if getattr(profile, k) != getattr(known, k)]
@@ -245,36 +287,15 @@ def _describe(path: Path, meta: dict, tensors: dict[str, torch.Tensor]):
         path,
         "encoding and timesteps must be the profile's",
     )
-
-    d = meta["dataset"]
-    _check(isinstance(d, dict), path, "dataset must be an object")
-    keys = ("name", "macro", "classes", "image_size", "mean", "std", "crop_padding")
-    _check(all(k in d for k in keys), path, f"dataset needs {', '.join(keys)}")
-    _check(isinstance(d["name"], str) and len(d["name"]) <= 4096, path, "dataset name must be text")
-    _check(d["macro"] in profile.macros, path, f"dataset macro must be one of {', '.join(profile.macros)}")
-    classes = d["classes"]
+    _check(d["macro"] in profile.macros, path, f"dataset.macro must be one of {', '.join(profile.macros)}")
+    _check(d["crop_padding"] <= d["image_size"], path, "dataset.crop_padding must be at most its image_size")
+    info = DatasetInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})  # its very fields
+    split = meta.get("validation")
     _check(
-        isinstance(classes, list) and 2 <= len(classes) <= MAX_CLASSES and all(isinstance(c, str) for c in classes),
+        meta.get("val_accuracy") is None or (split is not None and split["images"] > 0),
         path,
-        f"dataset classes must be 2 to {MAX_CLASSES:,} names",
+        "val_accuracy needs the validation split it was measured on, one that holds images",
     )
-    size = d["image_size"]
-    _check(_is_int(size) and 1 <= size <= MAX_IMAGE_SIZE, path, f"image_size must be 1 to {MAX_IMAGE_SIZE}")
-    _check(_is_int(d["crop_padding"]) and 0 <= d["crop_padding"] <= size, path, "crop_padding out of range")
-    for key in ("mean", "std"):
-        v = d[key]
-        _check(isinstance(v, list) and len(v) == 3 and all(_is_number(x) for x in v), path, f"{key} must be 3 numbers")
-    _check(all(x > 0 for x in d["std"]), path, "std must be positive")
-    info = DatasetInfo(
-        d["name"], d["macro"], tuple(classes), size, tuple(d["mean"]), tuple(d["std"]), d["crop_padding"]
-    )
-
-    for key in ("accuracy", "val_accuracy"):  # a file saved before validation splits has no val_accuracy
-        acc = meta.get(key)
-        _check(acc is None or (_is_number(acc) and 0 <= acc <= 1), path, f"{key} must be empty or from 0 to 1")
-    _check_validation(path, meta.get("validation"), meta.get("val_accuracy"))
-    for key, low in (("seed", 0), ("eval_seed", 0), ("epochs", 1)):
-        _check(_is_int(meta[key]) and meta[key] >= low, path, f"{key} must be a whole number of at least {low}")
     try:
         fp = footprint(genotype, kernel_set, profile, info)
     except ValueError as exc:
@@ -284,24 +305,48 @@ def _describe(path: Path, meta: dict, tensors: dict[str, torch.Tensor]):
         path,
         "the parameter counts do not match the network it describes",
     )
-    held = sum(t.numel() for t in tensors.values())
+    held = sum(t.numel() for t in tensors.values())  # the gross mismatch first, then tensor by tensor
     _check(fp.params_torch <= held, path, f"the network needs {fp.params_torch:,} parameters, the file holds {held:,}")
+    with torch.device("meta"):
+        layout = SpikingNet(genotype, kernel_set, profile, info)
+    _check_tensors(path, tensors, layout, meta.get("quantization"))
     return genotype, kernel_set, profile, info
 
 
-def _check_validation(path: Path, split, val_accuracy) -> None:
-    """The held-out split a file records (absent in files saved before there was one): its share of the
-    training images, how many that was and the seed that drew them."""
-    if split is None:
-        _check(val_accuracy is None, path, "val_accuracy needs the validation split it was measured on")
-        return
-    keys = ("fraction", "images", "seed")
-    _check(isinstance(split, dict) and all(k in split for k in keys), path, f"validation needs {', '.join(keys)}")
-    fraction = split["fraction"]
-    _check(_is_number(fraction) and 0 <= fraction < 1, path, "validation fraction must be from 0 to below 1")
-    for key in ("images", "seed"):
-        _check(_is_int(split[key]) and split[key] >= 0, path, f"validation {key} must be a whole number of at least 0")
-    _check(val_accuracy is None or split["images"] > 0, path, "val_accuracy needs a validation split that holds images")
+def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], layout: SpikingNet, quantization: dict | None):
+    """The file holds exactly the tensors of ``layout``, each of its dtype and shape, so that loading them cannot
+    fail half-way. A quantised weight is held as its integers (``.q``: int8, of the weight's shape, within the
+    bit width) and one finite, positive fp32 scale per output channel (``.scale``): checked before anything is
+    dequantised."""
+    wanted = {name: (t.dtype, tuple(t.shape)) for name, t in layout.state_dict().items()}
+    names = quantized_weights(layout) if quantization is not None else []
+    _check(
+        quantization is None or quantization["weights"] == names,
+        path,
+        "quantization.weights must list the network's convolution and linear weights",
+    )
+    for name in names:
+        shape = wanted.pop(name)[1]
+        wanted[f"{name}.q"], wanted[f"{name}.scale"] = (torch.int8, shape), (torch.float32, shape[:1])
+    problem = "does not hold the network it describes"
+    for name in sorted(wanted.keys() | tensors.keys()):
+        _check(name in tensors, path, f"it has no tensor {name}", problem)
+        _check(name in wanted, path, f"tensor {name!r} is none of the network's", problem)
+        held, (dtype, shape) = tensors[name], wanted[name]
+        _check(
+            (held.dtype, tuple(held.shape)) == (dtype, shape),
+            path,
+            f"tensor {name} is {held.dtype} of shape {tuple(held.shape)}, the network's is {dtype} of shape {shape}",
+            problem,
+        )
+    problem = "is not a valid quantised model"
+    for name in names:
+        q, scale, bits = tensors[f"{name}.q"], tensors[f"{name}.scale"], quantization["bits"]
+        qmax = 2 ** (bits - 1) - 1
+        within = -qmax <= int(q.min()) and int(q.max()) <= qmax  # not q.abs(): int8's abs(-128) is -128
+        _check(within, path, f"its weight {name} holds integers outside {bits}-bit range", problem)
+        positive = bool((scale > 0).all() and scale.isfinite().all())
+        _check(positive, path, f"the scales of {name} must be finite and positive", problem)
 
 
 def load_model(path: Path | str, device: torch.device | str = "cpu") -> LoadedModel:
@@ -309,14 +354,8 @@ def load_model(path: Path | str, device: torch.device | str = "cpu") -> LoadedMo
     path = Path(path)
     meta, tensors = _open(path)
     genotype, kernel_set, profile, shape = _describe(path, meta, tensors)
-    if "quantization" in meta:  # integer weights and their scales (engine.deploy.nir.write_quantized)
-        try:
-            tensors = dequantize(tensors, meta["quantization"])
-        except (QuantizationError, AttributeError) as exc:
-            raise CheckpointError(f"{path} is not a valid quantised model: {exc}") from None
-    try:
-        model = build_network(genotype, kernel_set, profile, shape, device=device)
-        model.load_state_dict(tensors, strict=True)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} does not describe a network this version can rebuild: {exc}") from None
+    if meta.get("quantization") is not None:  # integer weights and their scales (engine.deploy.write_quantized)
+        tensors = dequantize(tensors, meta["quantization"]["weights"])
+    model = build_network(genotype, kernel_set, profile, shape, device=device)
+    model.load_state_dict(tensors, strict=True)
     return LoadedModel(model.eval(), meta, genotype, kernel_set, profile, shape)

@@ -17,7 +17,7 @@ QUANT_BITS = (8, 4)
 
 
 class QuantizationError(InputError):
-    """A bit width the format does not have, or an integer file whose quantised weights are malformed."""
+    """A bit width the format does not have."""
 
 
 QUANT_SCHEME = "per-output-channel symmetric, round to nearest; biases, BatchNorm and neurons in fp32"
@@ -55,17 +55,10 @@ def quantized_model(model: nn.Module, bits: int) -> nn.Module:
     return copy_
 
 
-def dequantize(tensors: dict[str, torch.Tensor], quantization: dict) -> dict[str, torch.Tensor]:
-    """The tensors of an integer file with each quantised weight rebuilt from ``.q`` and ``.scale``."""
-    bits, names = quantization.get("bits"), quantization.get("weights")
-    if bits not in QUANT_BITS or not isinstance(names, list):
-        raise QuantizationError(f"its quantization header is invalid (bits {bits!r})")
-    qmax, out = 2 ** (bits - 1) - 1, dict(tensors)
+def dequantize(tensors: dict[str, torch.Tensor], names: list[str]) -> dict[str, torch.Tensor]:
+    """The tensors of an integer file with each quantised weight of ``names`` rebuilt from its ``.q`` and
+    ``.scale`` (``load_model`` has checked them against the network first)."""
+    out = dict(tensors)
     for name in names:
-        q, scale = out.pop(f"{name}.q", None), out.pop(f"{name}.scale", None)
-        if q is None or scale is None or q.dtype != torch.int8 or scale.numel() != q.shape[0]:
-            raise QuantizationError(f"its quantised weight {name} is missing or malformed")
-        if int(q.abs().max()) > qmax:
-            raise QuantizationError(f"its weight {name} holds integers outside {bits}-bit range")
-        out[name] = dequantize_tensor(q, scale)
+        out[name] = dequantize_tensor(out.pop(f"{name}.q"), out.pop(f"{name}.scale"))
     return out
