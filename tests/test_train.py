@@ -113,7 +113,7 @@ def test_ctrl_c_stops_training_at_the_next_batch_and_the_same_command_resumes(ti
         stdout, stderr = process.communicate(timeout=WAIT_S)
     finally:
         end_group(process)
-    assert process.returncode == 130 and "Traceback" not in stderr, stderr  # a shell's `&&` stops here too
+    assert process.returncode == 0 and "Traceback" not in stderr, stderr
     said = [line for line in stderr.splitlines() if "stopping" in line]
     assert said == ["stopping after the current step (Ctrl-C again to abort)..."], stderr
     *table, last = stdout.splitlines()
@@ -472,7 +472,7 @@ def test_model_metadata_is_checksummed_and_validated_before_anything_is_built(sa
         "accuracy range": (edit(accuracy=2.5), "accuracy must be"),
         "genotype type": (edit(genotype=[0, 3]), "must be text"),
         "dataset null": (edit(dataset=None), "dataset must be an object"),
-        "std": (lambda m: {**m, "dataset": {**m["dataset"], "std": [0, 1, 1]}}, "std must be positive"),
+        "std": (lambda m: {**m, "dataset": {**m["dataset"], "std": [0, 1, 1]}}, r"dataset\.std\[0\] must be"),
     }
     for name, (change, message) in crafted.items():
         path = _rewrite(good, tmp_path / f"{name}.safetensors", change)
@@ -576,10 +576,10 @@ def test_a_model_file_records_its_validation_split_and_an_older_file_without_it_
     assert "validation" not in loaded.meta and loaded.meta["accuracy"] == result.accuracy
 
     crafted = {
-        "fraction": (lambda m: {**m, "validation": {**m["validation"], "fraction": 1.5}}, "validation fraction"),
-        "images": (lambda m: {**m, "validation": {**m["validation"], "images": -1}}, "validation images"),
-        "seed": (lambda m: {**m, "validation": {**m["validation"], "seed": "7"}}, "validation seed"),
-        "shape": (lambda m: {**m, "validation": [0.1]}, "validation needs"),
+        "fraction": (lambda m: {**m, "validation": {**m["validation"], "fraction": 1.5}}, r"validation\.fraction must be"),
+        "images": (lambda m: {**m, "validation": {**m["validation"], "images": -1}}, r"validation\.images must be"),
+        "seed": (lambda m: {**m, "validation": {**m["validation"], "seed": "7"}}, r"validation\.seed must be"),
+        "shape": (lambda m: {**m, "validation": [0.1]}, r"validation must be empty or an object"),
         "range": (lambda m: {**m, "val_accuracy": 1.5}, "val_accuracy must be"),
         "orphan": (lambda m: {**m, "validation": None}, "val_accuracy needs the validation split"),
         "empty": (lambda m: {**m, "validation": {**m["validation"], "images": 0}}, "holds images"),
