@@ -576,7 +576,10 @@ def test_a_model_file_records_its_validation_split_and_an_older_file_without_it_
     assert "validation" not in loaded.meta and loaded.meta["accuracy"] == result.accuracy
 
     crafted = {
-        "fraction": (lambda m: {**m, "validation": {**m["validation"], "fraction": 1.5}}, r"validation\.fraction must be"),
+        "fraction": (
+            lambda m: {**m, "validation": {**m["validation"], "fraction": 1.5}},
+            r"validation\.fraction must be",
+        ),
         "images": (lambda m: {**m, "validation": {**m["validation"], "images": -1}}, r"validation\.images must be"),
         "seed": (lambda m: {**m, "validation": {**m["validation"], "seed": "7"}}, r"validation\.seed must be"),
         "shape": (lambda m: {**m, "validation": [0.1]}, r"validation must be empty or an object"),
