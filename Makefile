@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test quick lint bench clean
+.PHONY: setup run test quick lint mutate bench clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,11 @@ lint: setup
 # The suite without its slow tests (real processes, the browser, Ray, long trainings): about 2 minutes.
 quick: setup
 	$(PY) -m pytest tests -q -m "not slow"
+
+# Do the tests of Alg. 1, the cell space and the validation layer fail when the code is subtly wrong?
+# Mutants in a temporary copy, one test process at a time; fails under 90 % killed (README "Mutation testing").
+mutate: setup
+	$(PY) scripts/mutate.py --fail-under 90
 
 bench: setup
 	$(PY) bench/bench_search.py --quick

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import pandas as pd
 import pytest
 
-from engine.core.selection import Budget, pareto_front, select_model
+from engine.core.selection import Budget, budget_in_bytes, pareto_front, parse_energy_budget, select_model
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,9 @@ def test_bytes_at_a_bit_width_versus_parameters():
     assert Budget.parse("2MiB").limit == 2 * 2**20
 
 
-@pytest.mark.parametrize("bad", ["0", "-5M", "nan", "abc", "10 parrots", "", float("nan"), float("inf"), -1])
+@pytest.mark.parametrize(
+    "bad", ["0", "-5M", "nan", "abc", "10 parrots", "", float("nan"), float("inf"), -1, 10**400, True, False]
+)
 def test_bad_budgets_are_refused(bad):
     with pytest.raises(ValueError, match="budget"):
         select_model(MODELS, bad)
@@ -139,3 +141,77 @@ class V:
     accuracy: float
     params: int
     validation: float
+
+
+@pytest.mark.parametrize(
+    "text, limit, bits",
+    [
+        ("2500000", 2_500_000, None),
+        ("2.5e6", 2_500_000, None),
+        ("500k", 500_000, None),
+        ("10M", 10_000_000, None),
+        ("2G", 2_000_000_000, None),
+        ("100B", 100, 32),
+        ("4kB", 4_000, 32),
+        ("40MB", 40_000_000, 32),
+        ("1GB", 1_000_000_000, 32),
+        ("1KiB", 1_024, 32),
+        ("3MiB", 3 * 2**20, 32),
+        ("2GiB", 2 * 2**30, 32),
+    ],
+)
+def test_every_unit_of_a_budget(text, limit, bits):
+    """Parameters in units, k, M, G; bytes in B, kB, MB, GB (powers of 1000) and KiB, MiB, GiB (of 1024)."""
+    budget = Budget.parse(text)
+    assert (budget.limit, budget.bits) == (limit, bits)
+    assert budget_in_bytes(text) is (bits is not None)  # the dashboard asks for a bit width exactly then
+
+
+def test_a_budget_given_as_a_number_counts_parameters_and_any_positive_one_is_taken():
+    assert Budget.parse(2_500_000) == Budget(2_500_000) and Budget.parse(2.5e6).bits is None
+    assert budget_in_bytes("lots") is False
+    one = Budget.parse("1")
+    assert one.fits(1) and not one.fits(2)
+    assert str(Budget.parse("10M")) == "10 M parameters" and str(Budget.parse("40MB", 8)) == "40 MB at 8-bit"
+
+
+@dataclass(frozen=True)
+class E:
+    name: str
+    accuracy: float
+    params: int
+    energy_uj: float | None
+
+
+# a: most accurate measured, costly; b: frugal; c: the most accurate of all, its energy never measured.
+MEASURED = [E("a", 0.90, 1_000_000, 9.0), E("b", 0.80, 2_000_000, 3.0), E("c", 0.95, 500_000, None)]
+
+
+def test_an_energy_budget_keeps_the_measured_models_within_it():
+    assert select_model(MEASURED, "10M").chosen.name == "c"  # memory alone
+    assert select_model(MEASURED, "10M", energy=9.0).chosen.name == "a"  # c has no measured energy
+    frugal = select_model(MEASURED, "10M", energy=3.0)  # the energy budget is inclusive
+    assert frugal.chosen.name == "b" and frugal.reason.endswith("within 10 M parameters and 3 µJ per inference")
+    over = select_model(MEASURED, "10M", energy=2.9)
+    assert over.chosen is None and "the most frugal model within the memory budget needs 3 µJ" in over.reason
+    small = select_model(MEASURED, "1.5M", energy=5.0)  # b is over the memory budget, a over the energy one
+    assert small.chosen is None and "needs 9 µJ" in small.reason
+    unmeasured = select_model(MEASURED, "0.6M", energy=100.0)
+    assert unmeasured.chosen is None and "none of the models within the memory budget has a measured energy" in (
+        unmeasured.reason
+    )
+
+
+@pytest.mark.parametrize(
+    "text, microjoules",
+    [("2.5", 2.5), ("2.5uJ", 2.5), (" 2.5 µJ ", 2.5), ("800nJ", 0.8), ("0.01mJ", 10.0), (3, 3.0), (0.5, 0.5)],
+)
+def test_an_energy_budget_is_microjoules_per_inference(text, microjoules):
+    assert parse_energy_budget(text) == pytest.approx(microjoules)
+
+
+def test_no_energy_budget_and_bad_ones():
+    assert parse_energy_budget(None) is None and parse_energy_budget("") is None and parse_energy_budget("  ") is None
+    for bad in ("0", "-1uJ", "0nJ", "5 volts", "inf", 0, -2.0, float("inf"), float("nan"), True, 10**400):
+        with pytest.raises(ValueError, match="energy budget"):
+            parse_energy_budget(bad)

@@ -1,8 +1,17 @@
+import itertools
+import sqlite3
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from engine.core.space import (
+    DEFAULT_VALIDATION,
     EDGES,
+    MAX_EPOCHS,
+    MAX_IN_FLIGHT,
+    MAX_ITERATIONS,
+    MAX_SEED,
     SPIKENAS,
     TABLE_I,
     Genotype,
@@ -12,6 +21,7 @@ from engine.core.space import (
     Space,
     SpaceError,
     parse_kernel_sets,
+    validation_error,
 )
 
 SNASNET = KernelSet(1, 3)  # SNASNet's own vocabulary: every two-size set has its cells
@@ -203,3 +213,116 @@ def test_spikenas_space_is_raw_cells_of_three_thresholds():
     symmetric = 5**3  # and e01 = e02, e13 = e23
     assert len(SPIKENAS.distinct_cells()) == 5**6 - (unjoined - symmetric) // 2
     assert SPIKENAS.extremes() == (Genotype((0,) * 6), Genotype((4,) * 6))
+
+
+def test_the_validation_share_is_a_finite_number_from_zero_to_below_one():
+    for share in (0, 0.0, 0.1, 0.999, DEFAULT_VALIDATION):
+        assert validation_error(share) is None, share
+    for share in (1, 1.0, 1.5, -0.01, float("nan"), float("inf"), -float("inf")):
+        assert "from 0 (none) to below 1" in validation_error(share), share
+    for share in (True, "0.1", None, [0.1]):
+        assert "is a number from 0 to below 1" in validation_error(share), share
+    assert validation_error(10**19).endswith("got 10000000000000000000")  # a huge number is not printed whole
+    assert validation_error(10**20).endswith("got a number of 21 digits")
+
+
+def test_the_limits_are_the_ones_the_readme_promises():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f"iterations up to {MAX_ITERATIONS:,}" in readme
+    assert f"epochs up to {MAX_EPOCHS:,}; candidates in flight up to {MAX_IN_FLIGHT};" in readme
+    assert f"default {DEFAULT_VALIDATION:g}, 0 for none" in readme
+
+
+def test_the_largest_seed_is_the_largest_sqlite_integer():
+    db = sqlite3.connect(":memory:")
+    assert db.execute("SELECT ?", (MAX_SEED,)).fetchone() == (MAX_SEED,)
+    with pytest.raises(OverflowError):
+        db.execute("SELECT ?", (MAX_SEED + 1,))
+    db.close()
+
+
+def test_a_genotype_is_six_op_codes_from_0_to_9():
+    assert Genotype((9,) * 6).ops == (9,) * 6
+    assert Genotype(tuple(np.int64(o) for o in (0, 0, 0, 1, 0, 0))).ops == (0, 0, 0, 1, 0, 0)
+    for ops in (
+        (1, 2, 3),
+        (0,) * 7,
+        (0, 0, 0, 1, 0, 10),
+        (0, 0, 0, 1, 0, -1),
+        (0, 0, 0, True, 0, 0),
+        (0, 0, 0, 1.0, 0, 0),
+    ):
+        with pytest.raises(SpaceError, match="6 op codes from 0 to 9"):
+            Genotype(ops)
+    assert Genotype.from_str("0302 0030 0003 0000").edges == [(0, 1, 3), (1, 2, 3), (0, 3, 2), (2, 3, 3)]
+    with pytest.raises(SpaceError, match="4 groups of 4 digits"):  # the rule is said without a space too
+        Genotype.from_str("abcd")
+
+
+def test_op_codes_kernels_and_labels():
+    assert SNASNET.op(0).kind is OpKind.ZERO and SNASNET.op(4).kind is OpKind.AVGPOOL
+    for code in (-1, 5):
+        with pytest.raises(SpaceError, match="codes 0 to 4"):
+            SNASNET.op(code)
+    assert (SNASNET.kernels, SNASNET.conv_codes) == ((1, 3), {2, 3})
+    assert (SPIKENAS.kernels, SPIKENAS.conv_codes) == ((3,), {2, 3, 4})
+    assert (KernelSet(3, 7, 11).small, KernelSet(3, 7, 11).large) == (3, 11)
+    for code in (0, 1, 4):
+        with pytest.raises(SpaceError, match="has no kernel"):
+            SNASNET.kernel(code)
+    assert [op.label for op in SPIKENAS.ops] == ["zero", "skip", "conv 3x3 @0.5", "conv 3x3", "conv 3x3 @1.5"]
+    assert str(SNASNET) == "1x1_3x3" and repr(SNASNET) == "KernelSet(1, 3)"
+
+
+def test_a_kernel_set_has_two_to_six_distinct_odd_sizes_from_1_to_11():
+    assert KernelSet(1, 3, 5, 7, 9, 11).sizes == (1, 3, 5, 7, 9, 11)
+    assert KernelSet.parse("11,9,7,5,3,1") == KernelSet(1, 3, 5, 7, 9, 11)
+    for sizes in ((3,), (3, 3), (5, 3), (0, 3), (3, 13), (2, 3), (True, 3), (3.0, 5), ()):
+        with pytest.raises(SpaceError):
+            KernelSet(*sizes)
+
+
+def test_settings_take_one_to_a_million_iterations():
+    assert Setting(SNASNET, 1).name == "1x1_3x3_1x" and str(Setting(SNASNET, 1)) == "1x1_3x3_1x"
+    for iterations in (0, True, 1.0, MAX_ITERATIONS + 1):
+        with pytest.raises(SpaceError, match="from 1 to 1,000,000"):
+            Setting(SNASNET, iterations)
+    with pytest.raises(SpaceError, match="kernel set or space"):
+        Setting("1x1_3x3", 10)
+    assert Setting.parse("1x1_3x3_0001000x").iterations == 1000
+    longest = "1x1_3x3_" + "0" * 90 + "5x"  # 100 characters: the longest text read as a setting
+    assert len(longest) == 100 and Setting.parse(longest).iterations == 5
+    with pytest.raises(SpaceError, match="not a setting"):
+        Setting.parse("1x1_3x3_0" + "0" * 90 + "5x")
+
+
+def test_lists_of_kernel_sets():
+    assert parse_kernel_sets("all") == parse_kernel_sets(" Table-I ") == list(TABLE_I)
+    both = [SNASNET, KernelSet(3, 5)]
+    assert parse_kernel_sets("1x1_3x3,3x3_5x5") == parse_kernel_sets("1,3; 3 5") == both
+    assert parse_kernel_sets("1x1_3x3 spikenas 1,3") == [SNASNET, SPIKENAS]  # each set once, in order
+    for bad, message in (("3", "without its pair"), ("3,1x1_3x3", "without its pair"), (" ,; ", "names no kernel set")):
+        with pytest.raises(SpaceError, match=message):
+            parse_kernel_sets(bad)
+    with pytest.raises(SpaceError, match="are text"):
+        parse_kernel_sets(["1x1_3x3"])
+    assert Space.parse("3x3_5x5") == KernelSet(3, 5)
+
+
+def test_the_cheapest_cell_is_a_lone_connection_from_input_to_output():
+    assert SNASNET.extremes()[0] == Genotype.from_str("0001 0000 0000 0000")
+    assert SPIKENAS.extremes()[0] == Genotype((0,) * 6)  # raw cells: the empty one is a cell
+
+
+def test_a_chain_of_three_edges_is_connected_and_kept_whole():
+    chain = Genotype.from_str("0100 0010 0001 0000")  # 0 -> 1 -> 2 -> 3, no direct edge
+    assert chain.pruned() == chain and not SNASNET.is_valid(chain)
+
+
+def test_the_random_search_stream_is_endless_seeded_and_valid():
+    def first(seed: int, n: int = 50) -> list[Genotype]:
+        return list(itertools.islice(SNASNET.random_cells(seed), n))
+
+    a = first(3)
+    assert len(a) == 50 and a == first(3) and a != first(4)
+    assert all(SNASNET.is_valid(g) and g.pruned() == g for g in a)
