@@ -113,7 +113,7 @@ def test_ctrl_c_stops_training_at_the_next_batch_and_the_same_command_resumes(ti
         stdout, stderr = process.communicate(timeout=WAIT_S)
     finally:
         end_group(process)
-    assert process.returncode == 0 and "Traceback" not in stderr, stderr
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr  # a shell's `&&` stops here too
     said = [line for line in stderr.splitlines() if "stopping" in line]
     assert said == ["stopping after the current step (Ctrl-C again to abort)..."], stderr
     *table, last = stdout.splitlines()

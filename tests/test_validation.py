@@ -67,7 +67,7 @@ def _fails(parse, text) -> bool:
 
 text = st.text(max_size=80) | st.text(st.characters(codec="utf-8"), min_size=200, max_size=400)
 bad_path = st.sampled_from(
-    ["a-file/x", "a-file/deeper/x", "p" * 300, "ok/" + "q" * 300 + "/x", "nul\x00name"]
+    ["a-file/x", "a-file/deeper/x", "a-file//", "p" * 300, "ok/" + "q" * 300 + "/x", "nul\x00name"]
 ) | st.text(min_size=1, max_size=40).map(lambda t: f"a-file/{t}")
 
 

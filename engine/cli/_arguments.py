@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from engine.api import ExperimentConfig
-from engine.cli._common import number, whole
+from engine.cli._common import number, output_file, whole
 from engine.core.footprint import BIT_WIDTHS
 from engine.core.precision import PRECISIONS
 from engine.core.profiles import PROFILES
@@ -80,7 +80,7 @@ def add_in_flight(parser: argparse.ArgumentParser, default: int = 1) -> None:
 
 def add_output_file(parser: argparse.ArgumentParser) -> None:
     """``--out`` of a command whose text goes to standard output unless it names a file."""
-    parser.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    parser.add_argument("--out", type=output_file, help="file to write (default: standard output)")
 
 
 # ------------------------------------------------------------------------------------------ experiments

@@ -76,6 +76,14 @@ def number(low: float, high: float, *, above: bool = False, below: bool = False)
     return parse
 
 
+def output_file(text: str) -> Path:
+    """An argument type: a file to write. ``out/`` names a folder, which ``Path`` would quietly turn into the
+    file ``out``, so a trailing slash is refused here, while the text still has it."""
+    if text.endswith("/"):
+        raise argparse.ArgumentTypeError(f"{text[:60]!r} ends with '/', which names a folder; name a file to write")
+    return Path(text)
+
+
 def table(rows: list[list[str]], header: list[str]) -> str:
     """A plain-text table: first column left-aligned, the others right-aligned."""
     widths = [max(len(str(row[column])) for row in [header, *rows]) for column in range(len(header))]
@@ -126,15 +134,17 @@ class StopOnInterrupt:
     """First Ctrl-C asks the work to stop at the next safe point; a second one aborts at once."""
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self.event = threading.Event()  # the work may set it too (a worker that ran out of jobs)
+        self.interrupted = False  # Ctrl-C was pressed
 
     def __enter__(self) -> StopOnInterrupt:
         self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
     def _handle(self, *_):
-        if self.event.is_set():
+        if self.interrupted:
             raise KeyboardInterrupt
+        self.interrupted = True
         self.event.set()
         print("\nstopping after the current step (Ctrl-C again to abort)...", file=sys.stderr)
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from engine import api
 from engine.cli import _arguments
-from engine.cli._common import MAX_ID, CliError, Parser, check_output, one_line, whole
+from engine.cli._common import MAX_ID, CliError, Parser, check_output, one_line, output_file, whole
 from engine.core.files import write_json
 from engine.core.footprint import footprint
 from engine.core.profiles import get_profile
@@ -40,7 +40,7 @@ def add_parser(subparsers) -> None:
     importing.add_argument("path", type=Path, help="the folder holding the dataset's folder of records")
     _arguments.add_dataset(importing, "cifar10", choices=DATASETS, help=None)
     importing.add_argument(
-        "--out", type=Path, help="file to write (default: <data root>/benchmarks/spikenas-<dataset>.npz)"
+        "--out", type=output_file, help="file to write (default: <data root>/benchmarks/spikenas-<dataset>.npz)"
     )
     importing.set_defaults(run_command=run_import)
 
@@ -64,7 +64,7 @@ def add_parser(subparsers) -> None:
     report.add_argument("--searches", type=whole(10, 100_000), default=1000, help="random searches replayed per size")
     report.add_argument("--budget", help="also apply Alg. 1 under this parameter budget ('20M')")
     _arguments.add_seed(report)
-    report.add_argument("--out", type=Path, help="the whole report as JSON")
+    report.add_argument("--out", type=output_file, help="the whole report as JSON")
     report.set_defaults(run_command=run_report)
 
 

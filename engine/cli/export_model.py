@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engine.cli._common import CliError, check_output, table, whole
+from engine.cli._common import CliError, check_output, output_file, table, whole
 
 
 def add_parser(subparsers) -> None:
@@ -14,7 +14,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("model", help="a run id of the database, or a model file (.safetensors)")
     parser.add_argument("--format", choices=["nir", "int8", "int4"], help="the form to write (with --out)")
-    parser.add_argument("--out", type=Path, help="file to write")
+    parser.add_argument("--out", type=output_file, help="file to write")
     parser.add_argument(
         "--report",
         action="store_true",

@@ -8,10 +8,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from engine.cli import _arguments
-from engine.cli._common import CliError, check_output, named_dataset, table, whole
+from engine.cli._common import CliError, check_output, named_dataset, output_file, table, whole
 from engine.core.files import write_json
 from engine.core.footprint import format_count
 from engine.core.profiles import Profile, ScoreConfig, get_profile
@@ -61,7 +60,7 @@ def add_parser(subparsers) -> None:
     )
     _arguments.add_in_flight(parser)
     parser.add_argument("--top", type=whole(1, 10_000), default=10, help="rows in the summary table")
-    parser.add_argument("--json", type=Path, help="write every candidate to this JSON file")
+    parser.add_argument("--json", type=output_file, help="write every candidate to this JSON file")
     parser.set_defaults(run_command=run)
 
 

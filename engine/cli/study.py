@@ -117,7 +117,7 @@ def run_study(args: argparse.Namespace) -> int | None:
             print(f"a worker already serves {store.path}: it runs the study; {report_later}")
             return
     print(study_text(api.study_report(study_id, store=store)))
-    if stop():
+    if stop.interrupted:
         print(f"stopped; its jobs wait in the queue for a worker: `python -m engine --db {store.path} worker`")
         return EXIT_INTERRUPTED
 

@@ -7,7 +7,16 @@ import sys
 from pathlib import Path
 
 from engine.cli import _arguments
-from engine.cli._common import EXIT_INTERRUPTED, StopOnInterrupt, check_output, named_dataset, number, table, whole
+from engine.cli._common import (
+    EXIT_INTERRUPTED,
+    StopOnInterrupt,
+    check_output,
+    named_dataset,
+    number,
+    output_file,
+    table,
+    whole,
+)
 from engine.core.profiles import get_profile
 from engine.core.space import DEFAULT_VALIDATION, Genotype, Space
 
@@ -26,7 +35,7 @@ def add_parser(subparsers) -> None:
     _arguments.add_seed(parser)
     _arguments.add_validation(parser, DEFAULT_VALIDATION)
     _arguments.add_device(parser)
-    parser.add_argument("--out", type=Path, default=Path("runs/model.safetensors"))
+    parser.add_argument("--out", type=output_file, default=Path("runs/model.safetensors"))
     parser.set_defaults(run_command=run)
 
 
