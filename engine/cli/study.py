@@ -169,7 +169,10 @@ def study_text(report) -> str:
     parts += ["\nthe noise: seeds against cells over the sample", reliability_table(report.kernel_sets)]
     parts += ["\nthe search's pick against the uniform sample, at the same seeds", pick_table(report.kernel_sets)]
     if report.differences:
-        parts += ["\nmean accuracy between kernel sets, over their samples", differences_table(report.differences)]
+        parts += [
+            "\nmean accuracy between kernel sets, over their samples, at the seeds both were trained with",
+            differences_table(report.differences),
+        ]
     searches = [(entry.kernel_set, search) for entry in report.kernel_sets for search in entry.search_regret]
     if searches:
         parts += ["\nrandom searches replayed over the exhaustive scores", replayed_searches_table(searches)]

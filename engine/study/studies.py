@@ -223,7 +223,7 @@ class StudyReport:
     kernel_sets: list[KernelSetReport]
     pooled: Estimate  # every kernel set's sample, ranked within its set, resampled by genotype
     shared: int  # genotypes sampled in more than one kernel set
-    differences: list[Difference]  # mean accuracy between kernel sets, over their samples
+    differences: list[Difference]  # mean accuracy between kernel sets, over their samples, at shared seeds
     cells: list[dict]  # one row per trained cell: kernel set, genotype, role, sampled, score, accuracies...
     by_edges: list[dict]  # the samples' accuracy by kernel set at equal conv-edge count
 
@@ -364,21 +364,31 @@ def _kernel_set_report(
 
 
 def _differences(stats, cells: list[dict], order: list[str], seed: int, resamples: int) -> list[Difference]:
-    """Each pair of kernel sets: paired over the genotypes both sampled (where at least 3), otherwise independent."""
+    """Each pair of kernel sets: paired over the genotypes both sampled (where at least 3), otherwise independent;
+    always at the seeds both sides were trained with. A seed shifts every cell's accuracy alike (its data order),
+    so a set still missing a seed compared with another set's mean over both would carry half that shift."""
     samples = {k: {c["genotype"]: c for c in cells if c["kernel_set"] == k and c["sampled"]} for k in order}
     out = []
     for first, second in itertools.combinations(order, 2):
         a, b = samples[first], samples[second]
         shared = [g for g in a if g in b]
         paired = len(shared) >= MIN_POINTS
-        xs = [a[g] for g in shared] if paired else list(a.values())
-        ys = [b[g] for g in shared] if paired else list(b.values())
+        if paired:
+            pairs = [(a[g], b[g], set(a[g]["seed_list"]) & set(b[g]["seed_list"])) for g in shared]
+            pairs = [(x, y, seeds) for x, y, seeds in pairs if seeds]
+            xs = [_at_seeds(x, seeds) for x, _, seeds in pairs]
+            ys = [_at_seeds(y, seeds) for _, y, seeds in pairs]
+            first_params, second_params = [x["params"] for x, _, _ in pairs], [y["params"] for _, y, _ in pairs]
+        else:
+            both = [*a.values(), *b.values()]
+            seeds = set.intersection(*(set(c["seed_list"]) for c in both)) if both else set()
+            xs = [_at_seeds(c, seeds) for c in a.values()] if seeds else []
+            ys = [_at_seeds(c, seeds) for c in b.values()] if seeds else []
+            first_params, second_params = [c["params"] for c in a.values()], [c["params"] for c in b.values()]
         if not xs or not ys:
             continue
-        difference = stats.mean_difference(
-            [c["accuracy"] for c in xs], [c["accuracy"] for c in ys], paired=paired, seed=seed, resamples=resamples
-        )
-        ratio = float(np.mean([c["params"] for c in ys]) / np.mean([c["params"] for c in xs]))
+        difference = stats.mean_difference(xs, ys, paired=paired, seed=seed, resamples=resamples)
+        ratio = float(np.mean(second_params) / np.mean(first_params))
         out.append(Difference(first, second, paired, difference, ratio))
     return out
 
