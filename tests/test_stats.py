@@ -148,6 +148,20 @@ def test_reliability_recovers_the_split_between_cells_and_seeds():
     assert math.isnan(reliability([[0.3], [0.4]]).icc)  # one seed each: no split
 
 
+def test_a_shift_every_cell_shares_is_no_noise():
+    """The second seed lowers every cell by 3 points (its data order): no cell's rank moves, so the ICC and the
+    ceiling are those without it, and the shift is reported apart."""
+    rng = np.random.default_rng(9)
+    cells = rng.normal(0.25, 0.02, size=400)
+    runs = cells[:, None] + rng.normal(0, 0.02, size=(400, 2))
+    shifted = reliability(runs + [0.0, -0.03])
+    assert (shifted.icc, shifted.ceiling, shifted.seed_std) == pytest.approx(
+        (reliability(runs).icc, reliability(runs).ceiling, reliability(runs).seed_std)
+    )
+    assert shifted.seed_shift == pytest.approx(0.03 / math.sqrt(2), abs=0.003)  # two seeds 3 points apart
+    assert reliability(runs).seed_shift < 0.003
+
+
 def test_a_useless_score_puts_the_pick_at_zero_standard_errors():
     rng = np.random.default_rng(9)
     zs = []

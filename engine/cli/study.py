@@ -243,11 +243,21 @@ def reliability_table(kernel_sets) -> str:
             number_text(entry.reliability.icc),
             number_text(entry.reliability.cell_std * 100, ".1f"),
             number_text(entry.reliability.seed_std * 100, ".1f"),
+            number_text(entry.reliability.seed_shift * 100, ".1f"),
             number_text(entry.reliability.ceiling),
         ]
         for entry in kernel_sets
     ]
-    header = ["kernel set", "cells", "seeds", "ICC", "cells' spread (pts)", "seeds' spread (pts)", "ceiling on rho"]
+    header = [
+        "kernel set",
+        "cells",
+        "seeds",
+        "ICC",
+        "cells' spread (pts)",
+        "seeds' spread (pts)",
+        "shift all share (pts)",
+        "ceiling on rho",
+    ]
     return table(rows, header)
 
 

@@ -51,15 +51,17 @@ class Summary:
 
 @dataclass(frozen=True)
 class Reliability:
-    """How much of the accuracy's spread is the cell and how much the seed (one-way random-effects ICC(1)),
-    and the ceiling this puts on any score's correlation with a mean over ``seeds`` seeds."""
+    """How much of the accuracy's spread is the cell and how much the seed (two-way consistency ICC: every
+    cell trained with the same seeds), and the ceiling this puts on any score's correlation with a mean over
+    ``seeds`` seeds."""
 
     icc: float  # share of one training's variance that is between cells
     seeds: int  # seeds per cell the accuracies are averaged over
     reliability: float  # Spearman-Brown: the share of a ``seeds``-seed mean's variance that is the cell's
     ceiling: float  # sqrt(reliability): a perfect predictor of the cell's accuracy correlates this much
     cell_std: float  # spread of the cells' true accuracies (points of accuracy as a fraction)
-    seed_std: float  # spread of one cell's accuracy between seeds
+    seed_std: float  # spread of one cell's accuracy between seeds, beyond the shift every cell shares
+    seed_shift: float  # spread of the seeds' shift common to every cell (moves no rank: not noise)
     cells: int
 
 

@@ -261,24 +261,29 @@ def summarise(values: Sequence[float]) -> Summary:
 
 
 def reliability(accuracies: Sequence[Sequence[float]]) -> Reliability:
-    """ICC(1) from cells each trained with the same number of seeds (one-way random effects), and the ceiling
-    it puts on any correlation with the seed mean: a score can only rank what the seeds agree on.
+    """The consistency ICC of cells each trained with the same seeds (two-way: cells by seeds, the i-th value of
+    every cell from the same seed), and the ceiling it puts on any correlation with the seed mean: a score can
+    only rank what the seeds agree on.
+
+    A seed's shift common to every cell (its data order) moves no cell's rank, so it is measured apart
+    (``seed_shift``) and not counted as noise, as a one-way ICC would.
 
     Cells with another number of seeds than the most common (a study in progress) are left out."""
     rows = [list(map(float, a)) for a in accuracies]
     counts = [len(r) for r in rows if len(r) >= 2]
     if not counts:
-        return Reliability(math.nan, 1, math.nan, math.nan, math.nan, math.nan, 0)
+        return Reliability(math.nan, 1, math.nan, math.nan, math.nan, math.nan, math.nan, 0)
     k = max(set(counts), key=lambda c: (counts.count(c), c))
     table = np.array([r for r in rows if len(r) == k])
     cells = len(table)
     if cells < 2:
-        return Reliability(math.nan, k, math.nan, math.nan, math.nan, math.nan, cells)
+        return Reliability(math.nan, k, math.nan, math.nan, math.nan, math.nan, math.nan, cells)
+    residual = table - table.mean(axis=1, keepdims=True) - table.mean(axis=0, keepdims=True) + table.mean()
     between = k * table.mean(axis=1).var(ddof=1)  # mean square between cells
-    within = table.var(axis=1, ddof=1).mean()  # mean square within cells (between seeds)
-    seed_var = within
-    cell_var = max((between - within) / k, 0.0)
-    total = cell_var + seed_var
+    noise = (residual**2).sum() / ((cells - 1) * (k - 1))  # mean square of cell-by-seed noise
+    shift = cells * table.mean(axis=0).var(ddof=1)  # mean square between seeds
+    cell_var = max((between - noise) / k, 0.0)
+    total = cell_var + noise
     icc = cell_var / total if total > 0 else math.nan
     mean_reliability = k * icc / (1 + (k - 1) * icc) if math.isfinite(icc) else math.nan
     return Reliability(
@@ -287,7 +292,8 @@ def reliability(accuracies: Sequence[Sequence[float]]) -> Reliability:
         reliability=mean_reliability,
         ceiling=math.sqrt(mean_reliability) if math.isfinite(mean_reliability) else math.nan,
         cell_std=math.sqrt(cell_var),
-        seed_std=math.sqrt(seed_var),
+        seed_std=math.sqrt(noise),
+        seed_shift=math.sqrt(max((shift - noise) / cells, 0.0)),
         cells=cells,
     )
 
