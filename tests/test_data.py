@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -532,3 +533,63 @@ def test_the_launch_check_submit_and_the_loader_give_one_verdict(
     run = cli(*args, "--baseline", "", "--device", "cpu")
     one_line_error(run, re.escape(message))
     assert run.stderr == f"error: dataset: {verdict}\n" and list(db.parent.iterdir()) == []
+
+
+def _tinyimagenet(root: Path, pictures: list[Image.Image]) -> Path:
+    """TinyImageNet-200's layout in miniature: two wnids of 64x64 JPEGs, ``val/`` labelled by its annotations."""
+    base = root / "tiny-imagenet-200"
+    for c, wnid in enumerate(("n01443537", "n01629819")):
+        for i in range(3):
+            _save(pictures[3 * c + i].resize((64, 64)), base / "train" / wnid / "images" / f"{wnid}_{i}.JPEG")
+    lines = []
+    for i, wnid in enumerate(("n01443537", "n01629819", "n01443537")):
+        _save(pictures[6 + i].resize((64, 64)), base / "val" / "images" / f"val_{i}.JPEG")
+        lines.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t63\t63")
+    (base / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    return base
+
+
+def test_tinyimagenet_as_distributed_loads_at_64_pixels(confined: dict, pictures: list[Image.Image]) -> None:
+    _tinyimagenet(confined["root"], pictures)
+    data = load_dataset("tinyimagenet")
+    assert data.info.classes == ("n01443537", "n01629819") and data.info.image_size == 64
+    images, labels = data.train.tensors()
+    assert images.shape == (6, 3, 64, 64) and labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert data.test.tensors()[1].tolist() == [0, 0, 1]  # labelled by val_annotations.txt
+    assert catalogue.check_dataset("tinyimagenet") == catalogue.Verdict("on disk", 6)
+
+
+def _annotation(text: str):
+    def breach(base: Path, outside: Path) -> None:
+        with (base / "val" / "val_annotations.txt").open("a") as f:
+            f.write(text)
+
+    return breach
+
+
+def _val_image_fifo(base: Path, outside: Path) -> None:
+    os.mkfifo(base / "val" / "images" / "val_9.JPEG")
+    _annotation("val_9.JPEG\tn01443537\n")(base, outside)
+
+
+@pytest.mark.parametrize(
+    "breach, message",
+    [
+        (_annotation("val_9.JPEG\tn01443537\n"), "val_annotations.txt:4: image .*val_9.JPEG does not exist"),
+        (_annotation("val_0.JPEG\tn99999999\n"), "val_annotations.txt:4: wnid 'n99999999' has no folder"),
+        (_annotation("../../../../outside/train/cat/000.png\tn01443537\n"), "leads outside the allowed data roots"),
+        (_val_image_fifo, "val_9.JPEG is not a regular file"),
+        (lambda base, outside: shutil.rmtree(base / "val" / "images"), "TinyImageNet folder .*images is missing"),
+    ],
+)
+def test_the_launch_check_and_the_loader_give_tinyimagenet_one_verdict(
+    confined: dict, pictures: list[Image.Image], breach, message: str
+) -> None:
+    """The Launch page's check once only looked for the folder, so a job the loader refuses was queued."""
+    from engine import api
+
+    base = _tinyimagenet(confined["root"], pictures)
+    breach(base, confined["outside"])
+    with pytest.raises(DatasetError, match=message) as refused:
+        load_dataset("tinyimagenet")
+    assert api.dataset_status("tinyimagenet") == (False, str(refused.value))

@@ -289,6 +289,54 @@ def read_folder(spec: str, root: Path, roots: Roots) -> tuple[DatasetInfo, Image
     return DatasetInfo(spec, macro, classes, image_size, mean, std, _padding(image_size)), train, test
 
 
+def read_tinyimagenet(spec: str, root: Path, roots: Roots) -> tuple[DatasetInfo, ImageTree, ImageTree]:
+    """TinyImageNet-200 as distributed, listed (not decoded): ``train/<wnid>/images/`` and ``val/images/``
+    labelled by ``val/val_annotations.txt``. The official val split serves as the test split (its test split
+    has no labels). Like ``read_folder``, the one verdict: the loader and the launch check call it."""
+    base = root / "tiny-imagenet-200"
+    if not base.is_dir():
+        raise DatasetError(
+            f"TinyImageNet not found: unzip tiny-imagenet-200.zip so that {base} exists, "
+            f"or pick another dataset (e.g. 'sample')"
+        )
+    for needed in (base / "train", base / "val" / "images"):
+        if not needed.is_dir():
+            raise DatasetError(f"TinyImageNet folder {needed} is missing")
+    annotations = base / "val" / "val_annotations.txt"
+    if not annotations.is_file():
+        raise DatasetError(f"TinyImageNet file {annotations} is missing")
+
+    train: dict[str, list[_ImageRef]] = {}
+    for wnid, class_dir in _class_dirs(base / "train", roots).items():
+        files = _images_under(class_dir / "images", roots)
+        if not files:
+            raise DatasetError(f"no images in {class_dir / 'images'}")
+        train[wnid] = [_ImageRef(f, roots=roots) for f in files]
+
+    test: dict[str, list[_ImageRef]] = {wnid: [] for wnid in train}
+    for line_no, line in enumerate(_read_confined(str(annotations), roots).decode(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2:
+            raise DatasetError(f"{annotations}:{line_no}: expected '<file>\\t<wnid>\\t...', got {line!r}")
+        file_name, wnid = fields[0], fields[1]
+        if wnid not in test:
+            raise DatasetError(f"{annotations}:{line_no}: wnid {wnid!r} has no folder in {base / 'train'}")
+        image = base / "val" / "images" / file_name
+        real = _confined(image, roots)  # a name such as ../../x, or a link, must not lead out of the data roots
+        if not real.exists():
+            raise DatasetError(f"{annotations}:{line_no}: image {image} does not exist")
+        if not real.is_file():
+            raise _not_regular(image)
+        test[wnid].append(_ImageRef(str(image), roots=roots))
+    if not any(test.values()):
+        raise DatasetError(f"{annotations} lists no images")
+
+    mean, std = IMAGENET_STATS
+    return DatasetInfo(spec, "tinyimagenet", tuple(train), 64, mean, std, _padding(64)), train, test
+
+
 def check_classes(spec: str, split: str, classes: int) -> None:
     """A split must have images of at least two classes (with one, every prediction is right)."""
     if classes < 2:
@@ -409,14 +457,16 @@ def check_dataset(spec: str, root: Path | None = None) -> Verdict:
     """Whether a dataset can be used, without decoding it: raises ``DatasetError`` with the reason (and
     the fix) when not.
 
-    ``folder:<path>`` gets the loader's own verdict (``read_folder``: its confinement to ``data_roots()``,
-    file types and classes, the folder listed once), so a dataset accepted here is not refused by the worker.
+    ``folder:<path>`` and ``tinyimagenet`` get the loader's own verdict (``read_folder``, ``read_tinyimagenet``:
+    confinement to ``data_roots()``, file types and classes, listed once), so a dataset accepted here is not
+    refused by the worker.
     """
     entry, name, _ = _parse_spec(spec)
     roots, root = read_roots(spec, entry, root)
     try:
-        if entry.takes_path:
-            _, train, _ = read_folder(spec, root, roots)
+        if entry.takes_path or name == "tinyimagenet":
+            listing = read_folder if entry.takes_path else read_tinyimagenet
+            _, train, _ = listing(spec, root, roots)
             return Verdict("on disk", sum(map(len, train.values())))
         return Verdict(_check(name, root))
     except OSError as e:
@@ -428,19 +478,15 @@ def _check(name: str, root: Path) -> str:
         if not SAMPLE_ARCHIVE.is_file():
             raise DatasetError(f"the bundled sample {SAMPLE_ARCHIVE.name} is missing; run scripts/build_sample.py")
         return "bundled"
-    if name in CIFAR_FILES:
-        files = CIFAR_FILES[name]
-        if (root / files.folder).is_dir() or (root / files.archive).is_file():
-            return "on disk"
-        if _reachable(files.url):
-            return "will download"
-        raise DatasetError(
-            f"{name} is not in the data root and {urlparse(files.url).hostname} cannot be reached: "
-            f"put {files.archive} in the data root"
-        )
-    if not (root / "tiny-imagenet-200").is_dir():
-        raise DatasetError("TinyImageNet not found: unzip tiny-imagenet-200.zip into the data root")
-    return "on disk"
+    files = CIFAR_FILES[name]
+    if (root / files.folder).is_dir() or (root / files.archive).is_file():
+        return "on disk"
+    if _reachable(files.url):
+        return "will download"
+    raise DatasetError(
+        f"{name} is not in the data root and {urlparse(files.url).hostname} cannot be reached: "
+        f"put {files.archive} in the data root"
+    )
 
 
 def dataset_shape(spec: str, root: Path | None = None) -> DatasetShape | DatasetInfo:

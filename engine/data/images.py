@@ -52,6 +52,7 @@ from engine.data.catalogue import (
     check_classes,
     read_folder,
     read_roots,
+    read_tinyimagenet,
 )
 
 # --------------------------------------------------------------------------------------- splits
@@ -247,50 +248,9 @@ def _load_cifar(spec: str, root: Path, roots: Roots, *, hundred: bool) -> ImageD
 
 
 def _load_tinyimagenet(spec: str, root: Path, roots: Roots) -> ImageData:
-    """TinyImageNet-200 as distributed: ``train/<wnid>/images/`` and ``val/images/`` labelled by
-    ``val/val_annotations.txt``. The official val split serves as the test split (its test split has
-    no labels)."""
-    base = root / "tiny-imagenet-200"
-    if not base.is_dir():
-        raise DatasetError(
-            f"TinyImageNet not found: unzip tiny-imagenet-200.zip so that {base} exists, "
-            f"or pick another dataset (e.g. 'sample')"
-        )
-    for needed in (base / "train", base / "val" / "images"):
-        if not needed.is_dir():
-            raise DatasetError(f"TinyImageNet folder {needed} is missing")
-    annotations = base / "val" / "val_annotations.txt"
-    if not annotations.is_file():
-        raise DatasetError(f"TinyImageNet file {annotations} is missing")
-
-    train: dict[str, list[_ImageRef]] = {}
-    for wnid, class_dir in _class_dirs(base / "train", roots).items():
-        files = _images_under(class_dir / "images", roots)
-        if not files:
-            raise DatasetError(f"no images in {class_dir / 'images'}")
-        train[wnid] = [_ImageRef(f, roots=roots) for f in files]
-
-    test: dict[str, list[_ImageRef]] = {wnid: [] for wnid in train}
-    for line_no, line in enumerate(_read_confined(str(annotations), roots).decode(errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) < 2:
-            raise DatasetError(f"{annotations}:{line_no}: expected '<file>\\t<wnid>\\t...', got {line!r}")
-        file_name, wnid = fields[0], fields[1]
-        if wnid not in test:
-            raise DatasetError(f"{annotations}:{line_no}: wnid {wnid!r} has no folder in {base / 'train'}")
-        image = base / "val" / "images" / file_name
-        if not image.is_file():
-            raise DatasetError(f"{annotations}:{line_no}: image {image} does not exist")
-        test[wnid].append(_ImageRef(str(image), roots=roots))
-    if not any(test.values()):
-        raise DatasetError(f"{annotations} lists no images")
-
-    classes = tuple(train)
-    mean, std = IMAGENET_STATS
-    info = DatasetInfo(spec, "tinyimagenet", classes, 64, mean, std, _padding(64))
-    return ImageData(info, _split(train, classes, 64), _split(test, classes, 64))
+    """TinyImageNet-200 as distributed (``engine.data.catalogue.read_tinyimagenet``), decoded lazily."""
+    info, train, test = read_tinyimagenet(spec, root, roots)
+    return ImageData(info, _split(train, info.classes, 64), _split(test, info.classes, 64))
 
 
 def _load_folder(spec: str, root: Path, roots: Roots) -> ImageData:
