@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -136,7 +137,7 @@ def test_ctrl_c_stops_the_worker_and_its_job_resumes_where_it_stopped(tmp_path, 
         end_group(worker)
     assert worker.returncode == 0 and "Traceback" not in stderr, stderr
     said = [line for line in stderr.splitlines() if "stopping" in line]
-    assert said == ["stopping: running jobs go back to the queue at their next step"], stderr
+    assert said == [STOPPING], stderr
     job, run = store.job(job_id), store.run(run_id)
     assert (job["status"], job["error"], run["stage"]) == ("queued", None, stage)
     stopped = store.candidates(run_id), store.epochs([run_id])
@@ -159,6 +160,41 @@ def test_ctrl_c_stops_the_worker_and_its_job_resumes_where_it_stopped(tmp_path, 
     log = api.job_log(job_id, store=store)
     recorded = f"{len(stopped[0])} candidates recorded" if search else f"search finished, {len(stopped[1])} epoch"
     assert re.search(rf"attempt 2 .* from stage {stage}, {recorded}", log), log
+
+
+STOPPING = "stopping: running jobs go back to the queue at their next step (Ctrl-C again to abort now)"
+
+
+def test_a_second_ctrl_c_aborts_the_worker_now_and_the_next_worker_resumes_its_job(tmp_path, studio):
+    """A first Ctrl-C that cannot finish (the database is busy: the job cannot go back to the queue) leaves the
+    worker waiting; a second one ends it at once (exit 130, no traceback), as a kill would: the job is left
+    running, and the next worker takes it back from its last recorded epoch."""
+    store = Store(tmp_path / "s.db")
+    ids = submit(store, studio, iterations=2, epochs=3)
+    (run_id,), (job_id,) = ids["run_ids"], ids["job_ids"]
+    worker = start_in_terminal("--db", str(store.path), "worker")
+    said: list[str] = []
+    threading.Thread(target=lambda: said.extend(worker.stderr), daemon=True).start()
+    busy = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        wait_for(lambda: store.run(run_id)["epochs_done"] >= 1, "a recorded epoch", worker)
+        busy.execute("BEGIN IMMEDIATE")  # another writer holds the database: the stopping job waits for it
+        recorded = store.run(run_id)["epochs_done"]
+        ctrl_c(worker)
+        wait_for(lambda: STOPPING + "\n" in said, "the worker to say it stops", worker)
+        ctrl_c(worker)
+        worker.wait(timeout=WAIT_S)
+    finally:
+        busy.close()
+        end_group(worker)
+    assert worker.returncode == 130 and said[-1] == "interrupted\n" and "Traceback" not in "".join(said), said
+    assert store.job(job_id)["status"] == "running" and store.run(run_id)["epochs_done"] == recorded  # as left
+
+    finish(store.path)
+    job, run = store.job(job_id), store.run(run_id)
+    assert (job["status"], job["attempts"], run["epochs_done"]) == ("done", 2, 3)
+    resumed = rf"attempt 2 .* from stage train, search finished, {recorded} epoch"
+    assert re.search(resumed, api.job_log(job_id, store=store))
 
 
 SUBMIT_LOOP = """

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import sys
 import threading
 
 from engine import api
-from engine.cli._common import CliError, number
+from engine.cli._common import EXIT_INTERRUPTED, CliError, number
 
 
 def add_parser(subparsers) -> None:
@@ -53,9 +54,19 @@ def run(args: argparse.Namespace) -> None:
         import_ray()  # one line of error when Ray is missing
     stop = threading.Event()
 
-    def stopping(*_) -> None:  # Ctrl-C or SIGTERM: said once, while the running jobs reach their next step
+    def stopping(signal_number, _frame) -> None:  # Ctrl-C or SIGTERM: said once, while jobs reach their next step
+        if stop.is_set() and signal_number == signal.SIGINT:
+            # A second Ctrl-C aborts now, as a kill would: what the jobs recorded stays, and the next worker on
+            # this machine takes them back at once (their process is gone) and resumes them from there. Not by
+            # unwinding: the interpreter would stop under a training still running in a job's thread.
+            sys.stdout.flush()
+            print("interrupted", file=sys.stderr, flush=True)
+            os._exit(EXIT_INTERRUPTED)
         if not stop.is_set():
-            print("stopping: running jobs go back to the queue at their next step", file=sys.stderr)
+            print(
+                "stopping: running jobs go back to the queue at their next step (Ctrl-C again to abort now)",
+                file=sys.stderr,
+            )
         stop.set()
 
     for signal_number in (signal.SIGTERM, signal.SIGINT):
