@@ -366,7 +366,7 @@ def estimate_text(estimate, p: bool = True) -> str:
     if not nan(estimate.low):
         text += f" [{estimate.low:+.2f}, {estimate.high:+.2f}]"
     if p and not nan(estimate.p):
-        text += f" · p {estimate.p:.3f}"
+        text += f" · {estimate.p_text(equals=' ')}"
     return text
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from engine.study.estimates import cells_needed, correlation_power, detectable_correlation
+from engine.study.estimates import Estimate, cells_needed, correlation_power, detectable_correlation
 from engine.study.statistics import (
     correlation_difference,
     kendall,
@@ -205,3 +205,10 @@ def test_summarise_uses_students_t():
     assert s.mean == pytest.approx(0.25)
     assert s.high - s.mean == pytest.approx(scipy_stats.t.ppf(0.975, 1) * s.std / math.sqrt(2))
     assert math.isnan(summarise([0.4]).std)
+
+
+def test_a_p_value_too_small_for_three_decimals_reads_as_a_bound():
+    """A permutation p is never 0: 10,000 shuffles bound it below by about 1e-4, which '0.000' would hide."""
+    assert Estimate(1.4, 0.8, 2.0, 1e-4, 30).p_text() == "p<0.001"
+    assert Estimate(1.4, 0.8, 2.0, 0.012, 30).p_text() == "p=0.012"
+    assert Estimate(1.4, 0.8, 2.0, 0.012, 30).p_text(equals=" ") == "p 0.012"

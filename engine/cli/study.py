@@ -197,7 +197,7 @@ def estimate_text(estimate) -> str:
     if not math.isnan(estimate.low):
         text += f" [{estimate.low:+.2f}, {estimate.high:+.2f}]"
     if not math.isnan(estimate.p):
-        text += f" p={estimate.p:.3f}"
+        text += f" {estimate.p_text()}"
     return text
 
 

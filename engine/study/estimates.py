@@ -37,6 +37,10 @@ class Estimate:
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
 
+    def p_text(self, equals: str = "=") -> str:
+        """'p=0.012', or 'p<0.001' below what three decimals show (a permutation p is never 0)."""
+        return "p<0.001" if self.p < 0.001 else f"p{equals}{self.p:.3f}"
+
 
 @dataclass(frozen=True)
 class Summary:
