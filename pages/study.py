@@ -563,9 +563,13 @@ def verdict(report: StudyReport, experiment: dict) -> str:
             text = f"{d.second} is {word} accurate than {d.first} {how}"
         else:
             text = f"{d.second} and {d.first} cannot be told apart {how}"
+        agree, text_agree = d.agreement, ""
+        if not nan(agree.low):  # paired: does a cell's rank carry from one kernel pair to the other?
+            shown = "also trains well" if agree.low > 0 else "may or may not train well"
+            text_agree = f" A cell that trains well with one pair {shown} with the other (ρ = {estimate_text(agree)})."
         lines.append(
             f"**{d.second} vs {d.first}**: {text} ({e.estimate * 100:+.1f} points, 95% [{e.low * 100:+.1f}, "
-            f"{e.high * 100:+.1f}]), at {d.params_ratio:.2f}× the parameters."
+            f"{e.high * 100:+.1f}]), at {d.params_ratio:.2f}× the parameters.{text_agree}"
         )
     profile = widgets.profile_label(experiment["profile"], bool(experiment["reduced"]))
     if experiment["reduced"]:

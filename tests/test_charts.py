@@ -357,8 +357,10 @@ def test_top1_bars_carry_the_interval_over_seeds_and_each_seed():
 
 
 def test_the_differences_chart_shows_each_pair_with_its_interval_and_design():
-    paired = Difference("1x1_3x3", "3x3_5x5", True, Estimate(0.02, 0.005, 0.03, 0.01, 30), 1.24)
-    unpaired = Difference("1x1_3x3", "5x5_7x7", False, Estimate(0.01, NAN, NAN, NAN, 4), 1.61)
+    paired = Difference(
+        "1x1_3x3", "3x3_5x5", True, Estimate(0.02, 0.005, 0.03, 0.01, 30), 1.24, Estimate(0.4, 0.1, 0.6, 0.02, 30)
+    )
+    unpaired = Difference("1x1_3x3", "5x5_7x7", False, Estimate(0.01, NAN, NAN, NAN, 4), 1.61, Estimate.undefined(0))
     fig = charts.differences_chart(SimpleNamespace(differences=[paired, unpaired]), EXPERIMENT)
     first, second = fig.data
     assert first.y[0] == "3x3_5x5 − 1x1_3x3" and first.x[0] == pytest.approx(2.0)

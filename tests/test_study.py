@@ -185,6 +185,7 @@ def test_paired_kernel_sets_are_compared_cell_for_cell():
     (difference,) = r.differences
     assert difference.paired and difference.difference.estimate == pytest.approx(0.01, abs=0.001)
     assert difference.difference.low > 0 and r.shared == 30
+    assert difference.agreement.estimate > 0.9 and difference.agreement.p < 0.01  # the same cells, shifted
     assert r.pooled.n == 60
 
 
@@ -202,6 +203,7 @@ def test_kernel_sets_are_compared_at_the_seeds_both_were_trained_with():
             larger = [{**r, "genotype": r["genotype"] + " "} for r in larger]
         (difference,) = report(runs, smaller + larger, {}, resamples=200).differences
         assert difference.paired == (design == "paired")
+        assert math.isnan(difference.agreement.estimate) == (design == "independent")  # only pairs can agree
         assert difference.difference.estimate == pytest.approx(0.01), design
 
 

@@ -305,10 +305,12 @@ def differences_table(differences) -> str:
             str(d.difference.n),
             estimate_text(in_points(d.difference)),
             number_text(d.params_ratio, ".2f"),
+            estimate_text(d.agreement),
         ]
         for d in differences
     ]
-    return table(rows, ["kernel sets", "design", "n", "accuracy difference (pts)", "parameters ratio"])
+    header = ["kernel sets", "design", "n", "accuracy difference (pts)", "parameters ratio", "cells agree (Spearman)"]
+    return table(rows, header)
 
 
 def replayed_searches_table(searches) -> str:

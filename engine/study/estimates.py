@@ -96,6 +96,7 @@ class Difference:
     paired: bool
     difference: Estimate  # second - first, in accuracy (fraction)
     params_ratio: float  # mean parameters of second over first: what the difference costs in memory
+    agreement: Estimate  # Spearman of a cell's accuracy in one set with the same cell's in the other (paired)
 
 
 # ------------------------------------------------------------------------------------------ power

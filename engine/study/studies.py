@@ -389,7 +389,9 @@ def _differences(stats, cells: list[dict], order: list[str], seed: int, resample
             continue
         difference = stats.mean_difference(xs, ys, paired=paired, seed=seed, resamples=resamples)
         ratio = float(np.mean(second_params) / np.mean(first_params))
-        out.append(Difference(first, second, paired, difference, ratio))
+        # Does a cell that trains well with one kernel pair train well with the other? Only pairs can say.
+        agreement = stats.spearman(xs, ys, seed=seed, resamples=resamples) if paired else Estimate.undefined(0)
+        out.append(Difference(first, second, paired, difference, ratio, agreement))
     return out
 
 
